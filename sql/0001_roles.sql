@@ -1,0 +1,26 @@
+-- Roles of the ownership matrix (src/matrix.rs, Role::ALL). Roles are cluster-wide.
+-- No application role is SUPERUSER, CREATEDB, CREATEROLE, REPLICATION or BYPASSRLS;
+-- the owner cannot log in. selftest checks every attribute against the matrix.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT * FROM (VALUES
+        ('ransomeye_owner', false, 0),
+        ('ransomeye_maint', true, 2),
+        ('ransomeye_core_writer', true, 16),
+        ('ransomeye_dpi_writer', true, 16),
+        ('ransomeye_linux_agent_writer', true, 16),
+        ('ransomeye_windows_agent_writer', true, 16),
+        ('ransomeye_core_reader', true, 16)
+    ) AS v(name, login, connections)
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r.name) THEN
+            EXECUTE format('CREATE ROLE %I', r.name);
+        END IF;
+        EXECUTE format(
+            'ALTER ROLE %I %s NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT %s PASSWORD NULL',
+            r.name, CASE WHEN r.login THEN 'LOGIN' ELSE 'NOLOGIN' END, r.connections);
+    END LOOP;
+END
+$$;

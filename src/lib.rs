@@ -1,0 +1,37 @@
+//! applianced: the data plane of RansomEye.
+//!
+//! Modules in data-flow order (STYLE S1). The ingest path (socket →
+//! ingress → frame → lane → copy → pg → ack) is being built by the
+//! ingest-lanes issue; what exists today is the foundation it stands on.
+#![deny(unsafe_code)]
+
+// --- ingest path ---
+/// PostgreSQL wire client on postgres-protocol: sans-I/O framing + blocking transport.
+pub mod pg;
+
+// --- side paths ---
+/// The binding ownership matrix: modules, roles, privileges (single source of truth).
+pub mod matrix;
+/// Event table layouts: columns, types, caps, Core view exposure.
+pub mod schema;
+/// SQL rendering of event tables and Core views from `schema`.
+pub mod ddl;
+/// The GRANT/REVOKE script rendered from `matrix`.
+pub mod grants;
+/// Markdown and JSON renderings of `matrix`.
+pub mod matrix_docs;
+/// Versioned migrations from `sql/`.
+pub mod migrate;
+/// The embedded PostgreSQL cluster.
+pub mod cluster;
+/// Config file parsing into a typed target.
+pub mod config;
+/// `applianced selftest`: health and privilege checks of a live installation.
+pub mod selftest;
+/// Command orchestration and exit codes.
+pub mod app;
+/// Named limits and fixed names.
+pub mod limits;
+/// The only module with `unsafe`: small libc wrappers.
+#[allow(unsafe_code)]
+pub mod sys;

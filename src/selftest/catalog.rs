@@ -1,0 +1,178 @@
+//! Catalog checks that are not privileges: schema version, durability
+//! settings, table layouts and persistence, partitions ahead.
+
+use super::Check;
+use crate::limits::{HASH_PARTITIONS, META_SCHEMA, PARTITION_DAYS_AHEAD_REQUIRED};
+use crate::matrix::application_schemas;
+use crate::migrate::{MIGRATIONS, latest_version};
+use crate::pg::{Connection, Row};
+use crate::schema::EVENT_TABLES;
+
+/// Run a query or turn its error into a failed check.
+pub(super) fn rows(conn: &mut Connection, name: &'static str, sql: &str) -> Result<Vec<Row>, Check> {
+    conn.simple_query(sql).map_err(|e| Check::failed(name, e.to_string()))
+}
+
+pub(super) fn text(row: &Row, index: usize) -> &str {
+    row.get(index).and_then(|v| v.as_deref()).unwrap_or("")
+}
+
+/// `'a', 'b'` for an IN list of identifiers we generate ourselves.
+pub(super) fn sql_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    items.into_iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+}
+
+pub fn schema_version(conn: &mut Connection) -> Check {
+    const NAME: &str = "schema version";
+    let found = match rows(conn, NAME, &format!("SELECT version, name FROM {META_SCHEMA}.schema_version ORDER BY version")) {
+        Ok(rows) => rows,
+        Err(check) => return check,
+    };
+    let mut failures = Vec::new();
+    let applied: Vec<(String, String)> = found.iter().map(|r| (text(r, 0).to_string(), text(r, 1).to_string())).collect();
+    for migration in MIGRATIONS {
+        if !applied.iter().any(|(v, n)| v == &migration.version.to_string() && n == migration.name) {
+            failures.push(format!("migration {} is not applied", migration.name));
+        }
+    }
+    for (version, name) in &applied {
+        if !MIGRATIONS.iter().any(|m| &m.version.to_string() == version) {
+            failures.push(format!("unknown migration {version} ({name}) is applied: database is newer than this binary"));
+        }
+    }
+    Check::from_failures(NAME, format!("version {} ({} migrations applied)", latest_version(), applied.len()), failures)
+}
+
+pub fn durability(conn: &mut Connection) -> Check {
+    const NAME: &str = "durability settings";
+    let found = match rows(
+        conn,
+        NAME,
+        "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'full_page_writes', 'data_checksums', 'synchronous_commit') ORDER BY name",
+    ) {
+        Ok(rows) => rows,
+        Err(check) => return check,
+    };
+    let mut failures = Vec::new();
+    let mut shown = Vec::new();
+    for row in &found {
+        let (name, value) = (text(row, 0), text(row, 1));
+        shown.push(format!("{name}={value}"));
+        let good = match name {
+            "synchronous_commit" => value != "off",
+            _ => value == "on",
+        };
+        if !good {
+            failures.push(format!("{name} is {value}"));
+        }
+    }
+    if found.len() != 4 {
+        failures.push(format!("expected 4 settings, found {}", found.len()));
+    }
+    Check::from_failures(NAME, shown.join(", "), failures)
+}
+
+/// Every event parent's columns equal the layout in src/schema.rs.
+pub fn table_layouts(conn: &mut Connection) -> Check {
+    const NAME: &str = "event table layouts";
+    let found = match rows(
+        conn,
+        NAME,
+        "SELECT n.nspname || '.' || c.relname, string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END, ', ' ORDER BY a.attnum)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN appliance.event_tables e ON e.schema_name = n.nspname AND e.table_name = c.relname
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE c.relkind = 'p' GROUP BY 1 ORDER BY 1",
+    ) {
+        Ok(rows) => rows,
+        Err(check) => return check,
+    };
+    let mut failures = Vec::new();
+    for table in EVENT_TABLES {
+        let expected: Vec<String> = table
+            .all_columns()
+            .map(|c| format!("{} {}{}", c.name, c.column_type.sql_name(), if c.nullable { "" } else { " not null" }))
+            .collect();
+        let expected = expected.join(", ");
+        match found.iter().find(|r| text(r, 0) == table.qualified_name()) {
+            None => failures.push(format!("{} is missing or not partitioned", table.qualified_name())),
+            Some(row) if text(row, 1) != expected => {
+                failures.push(format!("{}: catalog has ({}), code has ({expected})", table.qualified_name(), text(row, 1)));
+            }
+            Some(_) => {}
+        }
+    }
+    if found.len() != EVENT_TABLES.len() {
+        failures.push(format!("registry lists {} event tables, code defines {}", found.len(), EVENT_TABLES.len()));
+    }
+    Check::from_failures(NAME, format!("{} tables match src/schema.rs", EVENT_TABLES.len()), failures)
+}
+
+/// Every table is LOGGED: no application table may lose rows in a crash.
+pub fn persistence(conn: &mut Connection) -> Check {
+    const NAME: &str = "LOGGED tables";
+    let sql = format!(
+        "SELECT n.nspname || '.' || c.relname, c.relpersistence FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname IN ({}) AND c.relkind IN ('r', 'p')",
+        sql_list(application_schemas())
+    );
+    let found = match rows(conn, NAME, &sql) {
+        Ok(rows) => rows,
+        Err(check) => return check,
+    };
+    let failures = found
+        .iter()
+        .filter(|r| text(r, 1) != "p")
+        .map(|r| format!("{} has relpersistence '{}' (expected LOGGED)", text(r, 0), text(r, 1)))
+        .collect();
+    Check::from_failures(NAME, format!("{} tables, all LOGGED, none UNLOGGED or TEMP", found.len()), failures)
+}
+
+/// Partitions exist for today and the required days ahead, each with its
+/// full set of hash leaves.
+pub fn partitions_ahead(conn: &mut Connection) -> Check {
+    const NAME: &str = "partitions ahead";
+    let days = PARTITION_DAYS_AHEAD_REQUIRED;
+    let sql = format!(
+        "WITH days AS (SELECT ((now() AT TIME ZONE 'UTC')::date + g) AS d FROM generate_series(0, {days}) g)
+         SELECT e.schema_name || '.' || e.table_name, to_char(days.d, 'YYYY-MM-DD'),
+                (SELECT count(*) FROM pg_inherits l WHERE l.inhparent = c.oid)
+         FROM appliance.event_tables e CROSS JOIN days
+         LEFT JOIN pg_namespace n ON n.nspname = e.schema_name
+         LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = e.table_name || '_p' || to_char(days.d, 'YYYYMMDD')
+             AND EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid AND i.inhparent = format('%I.%I', e.schema_name, e.table_name)::regclass)
+         ORDER BY 1, 2"
+    );
+    let found = match rows(conn, NAME, &sql) {
+        Ok(rows) => rows,
+        Err(check) => return check,
+    };
+    let leaves = HASH_PARTITIONS.to_string();
+    let failures: Vec<String> = found
+        .iter()
+        .filter(|r| text(r, 2) != leaves)
+        .map(|r| format!("{} has no attached partition with {leaves} leaves for {}", text(r, 0), text(r, 1)))
+        .collect();
+    let expected_rows = EVENT_TABLES.len() * (days as usize + 1);
+    let mut failures = failures;
+    if found.len() != expected_rows {
+        failures.push(format!("expected {expected_rows} (table, day) pairs, found {}", found.len()));
+    }
+    Check::from_failures(NAME, format!("{} tables x today+{days} days, {leaves} hash leaves each", EVENT_TABLES.len()), failures)
+}
+
+pub fn no_default_partition(conn: &mut Connection) -> Check {
+    const NAME: &str = "no DEFAULT partition";
+    let sql = format!(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname IN ({}) AND c.relispartition AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'",
+        sql_list(application_schemas())
+    );
+    match rows(conn, NAME, &sql) {
+        Ok(found) => Check::from_failures(
+            NAME,
+            "no catch-all partition; rows outside every window fail loudly".into(),
+            found.iter().map(|r| format!("{} is a DEFAULT partition", text(r, 0))).collect(),
+        ),
+        Err(check) => check,
+    }
+}
