@@ -19,9 +19,15 @@ pub enum AppError {
     Cluster(ClusterError),
     Config(ConfigError),
     Migrate(MigrateError),
-    Pg { step: &'static str, source: PgError },
+    Pg {
+        step: &'static str,
+        source: PgError,
+    },
     SelftestFailed,
-    Io { step: &'static str, source: std::io::Error },
+    Io {
+        step: &'static str,
+        source: std::io::Error,
+    },
 }
 
 impl AppError {
@@ -57,22 +63,45 @@ impl From<ClusterError> for AppError {
 
 /// `applianced init`: create or update the embedded cluster, apply
 /// migrations, create partitions ahead.
-pub fn init(state_dir: &Path, pg_bin_dir: Option<&Path>, days_ahead: u32) -> Result<Embedded, AppError> {
-    let embedded = cluster::create_and_start(&InitOptions { state_dir, pg_bin_dir, port: cluster::DEFAULT_PORT })?;
-    println!("cluster: running, socket {}", embedded.dir.socket_path(embedded.port).display());
+pub fn init(
+    state_dir: &Path,
+    pg_bin_dir: Option<&Path>,
+    days_ahead: u32,
+) -> Result<Embedded, AppError> {
+    let embedded = cluster::create_and_start(&InitOptions {
+        state_dir,
+        pg_bin_dir,
+        port: cluster::DEFAULT_PORT,
+    })?;
+    println!(
+        "cluster: running, socket {}",
+        embedded.dir.socket_path(embedded.port).display()
+    );
     let mut conn = embedded
         .connect_admin(DATABASE_NAME)
-        .map_err(|source| AppError::Pg { step: "connect to the appliance database", source })?;
+        .map_err(|source| AppError::Pg {
+            step: "connect to the appliance database",
+            source,
+        })?;
     let applied = migrate::apply(&mut conn).map_err(AppError::Migrate)?;
-    println!("schema: version {} ({} migration(s) applied now)", migrate::latest_version(), applied.len());
+    println!(
+        "schema: version {} ({} migration(s) applied now)",
+        migrate::latest_version(),
+        applied.len()
+    );
     // Yesterday too, so a host whose clock just crossed midnight still has a window.
     let created = conn
         .query_value(&format!(
             "SELECT appliance.ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1, {})",
             days_ahead + 2
         ))
-        .map_err(|source| AppError::Pg { step: "create partitions ahead", source })?;
-    println!("partitions: {created} daily partition(s) created, horizon today+{days_ahead} days (UTC)");
+        .map_err(|source| AppError::Pg {
+            step: "create partitions ahead",
+            source,
+        })?;
+    println!(
+        "partitions: {created} daily partition(s) created, horizon today+{days_ahead} days (UTC)"
+    );
     Ok(embedded)
 }
 
@@ -85,12 +114,18 @@ pub fn stop(state_dir: &Path) -> Result<(), AppError> {
 }
 
 /// `applianced selftest`; prints the report and fails if any check fails.
-pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> Result<(), AppError> {
+pub fn selftest(
+    state_dir: Option<&Path>,
+    config: Option<&Path>,
+    json: bool,
+) -> Result<(), AppError> {
     let target = match (state_dir, config) {
         (Some(dir), None) => Target::Embedded(Embedded::load(dir)?),
         (None, Some(file)) => crate::config::load(file).map_err(AppError::Config)?,
         _ => {
-            return Err(AppError::Config(ConfigError::Missing("selftest needs exactly one of --state-dir or --config")));
+            return Err(AppError::Config(ConfigError::Missing(
+                "selftest needs exactly one of --state-dir or --config",
+            )));
         }
     };
     let checks = match target.connect_admin() {
@@ -106,7 +141,11 @@ pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> 
         print!("{text}");
         ok
     };
-    if ok { Ok(()) } else { Err(AppError::SelftestFailed) }
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::SelftestFailed)
+    }
 }
 
 /// Interval between supervisor checks of the cluster.
@@ -117,15 +156,26 @@ const CLUSTER_RESTARTS_MAX: u32 = 5;
 /// `applianced run`: start the embedded cluster and keep it running until
 /// SIGTERM or SIGINT, then stop it cleanly.
 pub fn run(state_dir: &Path) -> Result<(), AppError> {
-    sys::block_supervisor_signals().map_err(|source| AppError::Io { step: "block signals", source })?;
+    sys::block_supervisor_signals().map_err(|source| AppError::Io {
+        step: "block signals",
+        source,
+    })?;
     let embedded = Embedded::load(state_dir)?;
     embedded.start()?;
     tracing::info!(socket = %embedded.dir.socket_path(embedded.port).display(), "cluster running; supervising");
     let mut restarts = 0u32;
     loop {
-        let signal = sys::wait_signal(Duration::from_millis(SUPERVISE_INTERVAL_MS))
-            .map_err(|source| AppError::Io { step: "wait for signals", source })?;
-        if matches!(signal, Some(sys::Signal::Terminate | sys::Signal::Interrupt)) {
+        let signal =
+            sys::wait_signal(Duration::from_millis(SUPERVISE_INTERVAL_MS)).map_err(|source| {
+                AppError::Io {
+                    step: "wait for signals",
+                    source,
+                }
+            })?;
+        if matches!(
+            signal,
+            Some(sys::Signal::Terminate | sys::Signal::Interrupt)
+        ) {
             tracing::info!("signal received; stopping");
             embedded.stop()?;
             return Ok(());
@@ -142,7 +192,9 @@ pub fn run(state_dir: &Path) -> Result<(), AppError> {
                 detail: format!("gave up after {CLUSTER_RESTARTS_MAX} restarts"),
             }));
         }
-        std::thread::sleep(Duration::from_millis(SUPERVISE_INTERVAL_MS << restarts.min(5)));
+        std::thread::sleep(Duration::from_millis(
+            SUPERVISE_INTERVAL_MS << restarts.min(5),
+        ));
         embedded.start()?;
     }
 }
@@ -156,8 +208,15 @@ pub fn demo(state_dir: Option<&Path>, pg_bin_dir: Option<&Path>) -> Result<PathB
         None => std::env::temp_dir().join(format!("applianced-demo-{}", std::process::id())),
     };
     println!("demo: state directory {}", dir.display());
-    let embedded = init(&dir, pg_bin_dir, crate::limits::PARTITION_DAYS_AHEAD_DEFAULT)?;
-    println!("demo: matrix\n{}", crate::matrix_docs::render_markdown("default"));
+    let embedded = init(
+        &dir,
+        pg_bin_dir,
+        crate::limits::PARTITION_DAYS_AHEAD_DEFAULT,
+    )?;
+    println!(
+        "demo: matrix\n{}",
+        crate::matrix_docs::render_markdown("default")
+    );
     let result = selftest(Some(&dir), None, false);
     embedded.stop()?;
     println!("demo: cluster stopped; state kept in {}", dir.display());

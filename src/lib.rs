@@ -10,28 +10,28 @@
 pub mod pg;
 
 // --- side paths ---
-/// The binding ownership matrix: modules, roles, privileges (single source of truth).
-pub mod matrix;
-/// Event table layouts: columns, types, caps, Core view exposure.
-pub mod schema;
-/// SQL rendering of event tables and Core views from `schema`.
-pub mod ddl;
-/// The GRANT/REVOKE script rendered from `matrix`.
-pub mod grants;
-/// Markdown and JSON renderings of `matrix`.
-pub mod matrix_docs;
-/// Versioned migrations from `sql/`.
-pub mod migrate;
+/// Command orchestration and exit codes.
+pub mod app;
 /// The embedded PostgreSQL cluster.
 pub mod cluster;
 /// Config file parsing into a typed target.
 pub mod config;
-/// `applianced selftest`: health and privilege checks of a live installation.
-pub mod selftest;
-/// Command orchestration and exit codes.
-pub mod app;
+/// SQL rendering of event tables and Core views from `schema`.
+pub mod ddl;
+/// The GRANT/REVOKE script rendered from `matrix`.
+pub mod grants;
 /// Named limits and fixed names.
 pub mod limits;
+/// The binding ownership matrix: modules, roles, privileges (single source of truth).
+pub mod matrix;
+/// Markdown and JSON renderings of `matrix`.
+pub mod matrix_docs;
+/// Versioned migrations from `sql/`.
+pub mod migrate;
+/// Event table layouts: columns, types, caps, Core view exposure.
+pub mod schema;
+/// `applianced selftest`: health and privilege checks of a live installation.
+pub mod selftest;
 /// The only module with `unsafe`: small libc wrappers.
 #[allow(unsafe_code)]
 pub mod sys;

@@ -127,24 +127,39 @@ fn generate_sql(cmd: &GenerateSqlCmd) -> Result<(), app::AppError> {
         ("0005_ownership_matrix.sql", grants::render_sql()),
     ];
     for (name, text) in files {
-        std::fs::write(cmd.dir.join(name), text).map_err(|source| app::AppError::Io { step: "write sql", source })?;
+        std::fs::write(cmd.dir.join(name), text).map_err(|source| app::AppError::Io {
+            step: "write sql",
+            source,
+        })?;
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("APPLIANCED_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("APPLIANCED_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli: Cli = argh::from_env();
     let result = match &cli.command {
         Command::Matrix(cmd) => return matrix(cmd),
-        Command::Init(cmd) => app::init(&cmd.state_dir, cmd.pg_bin_dir.as_deref(), cmd.partition_days_ahead).map(|_| ()),
+        Command::Init(cmd) => app::init(
+            &cmd.state_dir,
+            cmd.pg_bin_dir.as_deref(),
+            cmd.partition_days_ahead,
+        )
+        .map(|_| ()),
         Command::Run(cmd) => app::run(&cmd.state_dir),
         Command::Stop(cmd) => app::stop(&cmd.state_dir),
-        Command::Selftest(cmd) => app::selftest(cmd.state_dir.as_deref(), cmd.config.as_deref(), cmd.json),
-        Command::Demo(cmd) => app::demo(cmd.state_dir.as_deref(), cmd.pg_bin_dir.as_deref()).map(|_| ()),
+        Command::Selftest(cmd) => {
+            app::selftest(cmd.state_dir.as_deref(), cmd.config.as_deref(), cmd.json)
+        }
+        Command::Demo(cmd) => {
+            app::demo(cmd.state_dir.as_deref(), cmd.pg_bin_dir.as_deref()).map(|_| ())
+        }
         Command::GenerateSql(cmd) => generate_sql(cmd),
     };
     match result {

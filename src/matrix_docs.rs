@@ -13,14 +13,19 @@ use crate::schema::tables_of;
 
 /// The `Module | WRITE Tables | READ Tables | READ Method` table.
 pub fn render_markdown(instance: &str) -> String {
-    let mut out = String::from(
-        "| Module | WRITE Tables | READ Tables | READ Method |\n|---|---|---|---|\n",
-    );
+    let mut out =
+        String::from("| Module | WRITE Tables | READ Tables | READ Method |\n|---|---|---|---|\n");
     for module in Module::ALL {
         let writes = write_tables(Role::Writer(module)).join("<br>");
-        let reads: Vec<String> =
-            module_roles(module).into_iter().flat_map(read_objects).collect();
-        let reads = if reads.is_empty() { "none".to_string() } else { reads.join("<br>") };
+        let reads: Vec<String> = module_roles(module)
+            .into_iter()
+            .flat_map(read_objects)
+            .collect();
+        let reads = if reads.is_empty() {
+            "none".to_string()
+        } else {
+            reads.join("<br>")
+        };
         out.push_str(&format!(
             "| `{}` ({}; role `{}`; socket `@{}`; OS user `{}`) | {} | {} | {} |\n",
             module.name(),

@@ -30,8 +30,14 @@ pub fn real_uid() -> u32 {
 fn account_from_passwd(entry: &libc::passwd) -> Account {
     // SAFETY: pw_name of an entry returned by getpw*_r points to a
     // NUL-terminated string inside the caller's buffer, alive for this call.
-    let name = unsafe { CStr::from_ptr(entry.pw_name) }.to_string_lossy().into_owned();
-    Account { name, uid: entry.pw_uid, gid: entry.pw_gid }
+    let name = unsafe { CStr::from_ptr(entry.pw_name) }
+        .to_string_lossy()
+        .into_owned();
+    Account {
+        name,
+        uid: entry.pw_uid,
+        gid: entry.pw_gid,
+    }
 }
 
 /// Buffer for getpw*_r; 16 KiB covers every entry glibc's own default
@@ -40,7 +46,8 @@ const PASSWD_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Look up an account by name; `Ok(None)` if there is none.
 pub fn account_by_name(name: &str) -> io::Result<Option<Account>> {
-    let c_name = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in user name"))?;
+    let c_name = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in user name"))?;
     let mut buffer = vec![0 as libc::c_char; PASSWD_BUFFER_BYTES];
     // SAFETY: passwd is a plain C struct for which all-zero bytes are valid.
     let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
@@ -49,7 +56,13 @@ pub fn account_by_name(name: &str) -> io::Result<Option<Account>> {
     // NUL-terminated, buffer has the length passed, entry and result are
     // locals. getpwnam_r writes only into them.
     let rc = unsafe {
-        libc::getpwnam_r(c_name.as_ptr(), &mut entry, buffer.as_mut_ptr(), buffer.len(), &mut result)
+        libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut result,
+        )
     };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
@@ -67,7 +80,15 @@ pub fn account_by_uid(uid: u32) -> io::Result<Option<Account>> {
     let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: as in account_by_name; uid is passed by value.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut entry, buffer.as_mut_ptr(), buffer.len(), &mut result) };
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut result,
+        )
+    };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }

@@ -47,8 +47,12 @@ impl Connection {
     pub fn connect(params: &ConnectParams) -> Result<Connection, PgError> {
         let stream = UnixStream::connect(&params.socket_path).map_err(io_error("connect"))?;
         let timeout = Some(Duration::from_secs(PG_IO_TIMEOUT_S));
-        stream.set_read_timeout(timeout).map_err(io_error("set read timeout"))?;
-        stream.set_write_timeout(timeout).map_err(io_error("set write timeout"))?;
+        stream
+            .set_read_timeout(timeout)
+            .map_err(io_error("set read timeout"))?;
+        stream
+            .set_write_timeout(timeout)
+            .map_err(io_error("set write timeout"))?;
         let mut conn = Connection {
             stream,
             read_buf: BytesMut::with_capacity(PG_READ_BUFFER_BYTES),
@@ -75,7 +79,9 @@ impl Connection {
     }
 
     fn flush(&mut self) -> Result<(), PgError> {
-        self.stream.write_all(&self.write_buf).map_err(io_error("write"))?;
+        self.stream
+            .write_all(&self.write_buf)
+            .map_err(io_error("write"))?;
         self.write_buf.clear();
         Ok(())
     }
@@ -92,7 +98,10 @@ impl Connection {
                 Ok(n) => n,
                 Err(e) => {
                     self.read_buf.truncate(start);
-                    return Err(PgError::Io { step: "read", source: e });
+                    return Err(PgError::Io {
+                        step: "read",
+                        source: e,
+                    });
                 }
             };
             self.read_buf.truncate(start + n);
@@ -114,13 +123,21 @@ impl Connection {
                 if !scram_offered {
                     return Err(PgError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
                 }
-                let password = password.ok_or(PgError::UnsupportedAuth("SCRAM-SHA-256 without a configured password"))?;
+                let password = password.ok_or(PgError::UnsupportedAuth(
+                    "SCRAM-SHA-256 without a configured password",
+                ))?;
                 self.scram(password)
             }
             Message::AuthenticationMd5Password(_) => Err(PgError::UnsupportedAuth("MD5")),
-            Message::AuthenticationCleartextPassword => Err(PgError::UnsupportedAuth("cleartext password")),
-            Message::ErrorResponse(body) => Err(PgError::Server(decode_error_fields(body.fields())?)),
-            _ => Err(PgError::Protocol("unexpected message during authentication".into())),
+            Message::AuthenticationCleartextPassword => {
+                Err(PgError::UnsupportedAuth("cleartext password"))
+            }
+            Message::ErrorResponse(body) => {
+                Err(PgError::Server(decode_error_fields(body.fields())?))
+            }
+            _ => Err(PgError::Protocol(
+                "unexpected message during authentication".into(),
+            )),
         }
     }
 
@@ -133,13 +150,17 @@ impl Connection {
         loop {
             match self.read_message()? {
                 Message::AuthenticationSaslContinue(body) => {
-                    scram.update(body.data()).map_err(io_error("scram update"))?;
+                    scram
+                        .update(body.data())
+                        .map_err(io_error("scram update"))?;
                     frontend::sasl_response(scram.message(), &mut self.write_buf)
                         .map_err(io_error("encode sasl"))?;
                     self.flush()?;
                 }
                 Message::AuthenticationSaslFinal(body) => {
-                    scram.finish(body.data()).map_err(io_error("scram verify server"))?;
+                    scram
+                        .finish(body.data())
+                        .map_err(io_error("scram verify server"))?;
                 }
                 Message::AuthenticationOk => return Ok(()),
                 Message::ErrorResponse(body) => {
@@ -159,7 +180,11 @@ impl Connection {
                 Message::ErrorResponse(body) => {
                     return Err(PgError::Server(decode_error_fields(body.fields())?));
                 }
-                _ => return Err(PgError::Protocol("unexpected message before ReadyForQuery".into())),
+                _ => {
+                    return Err(PgError::Protocol(
+                        "unexpected message before ReadyForQuery".into(),
+                    ));
+                }
             }
         }
     }
@@ -176,7 +201,9 @@ impl Connection {
             match self.read_message()? {
                 Message::DataRow(body) => {
                     if rows.len() >= PG_RESULT_ROWS_MAX {
-                        return Err(PgError::Protocol(format!("more than {PG_RESULT_ROWS_MAX} rows")));
+                        return Err(PgError::Protocol(format!(
+                            "more than {PG_RESULT_ROWS_MAX} rows"
+                        )));
                     }
                     let buffer = body.buffer();
                     let mut row = Row::new();
@@ -193,7 +220,11 @@ impl Connection {
                 | Message::EmptyQueryResponse
                 | Message::NoticeResponse(_)
                 | Message::ParameterStatus(_) => {}
-                _ => return Err(PgError::Protocol("unexpected message in simple query".into())),
+                _ => {
+                    return Err(PgError::Protocol(
+                        "unexpected message in simple query".into(),
+                    ));
+                }
             }
         }
         match error {
@@ -213,9 +244,14 @@ impl Connection {
         match rows.as_slice() {
             [row] => match row.as_slice() {
                 [Some(value)] => Ok(value.clone()),
-                _ => Err(PgError::Protocol(format!("expected one non-null column from: {sql}"))),
+                _ => Err(PgError::Protocol(format!(
+                    "expected one non-null column from: {sql}"
+                ))),
             },
-            _ => Err(PgError::Protocol(format!("expected one row, got {} from: {sql}", rows.len()))),
+            _ => Err(PgError::Protocol(format!(
+                "expected one row, got {} from: {sql}",
+                rows.len()
+            ))),
         }
     }
 }

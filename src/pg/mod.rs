@@ -10,5 +10,5 @@
 pub mod conn;
 pub mod wire;
 
-pub use conn::{Connection, ConnectParams};
+pub use conn::{ConnectParams, Connection};
 pub use wire::{PgError, Row};

@@ -1,0 +1,114 @@
+//! Test harness: a real, throwaway PostgreSQL cluster per test, created by
+//! the `applianced init` binary itself (as an unprivileged user when the
+//! tests run as root) and stopped and removed when the handle drops.
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use applianced::limits::DATABASE_NAME;
+use applianced::pg::{ConnectParams, Connection};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_applianced");
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+static SERVER_BINARIES: Once = Once::new();
+
+/// Find the PostgreSQL server binaries once per test process; as root this
+/// installs Debian's postgresql-15 when missing (once, so parallel tests do
+/// not race for the dpkg lock), otherwise it names the package to install.
+fn ensure_server_binaries() {
+    SERVER_BINARIES.call_once(|| {
+        if let Err(e) = applianced::cluster::locate_binaries(None) {
+            panic!("{e}");
+        }
+    });
+}
+
+/// A running embedded cluster in a temporary state directory.
+pub struct TestCluster {
+    pub dir: PathBuf,
+}
+
+pub fn applianced(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run applianced")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl TestCluster {
+    /// Create, configure, start and migrate a cluster with a short partition horizon.
+    pub fn start() -> TestCluster {
+        ensure_server_binaries();
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("ad-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cluster = TestCluster { dir };
+        let output = applianced(&[
+            "init",
+            "--state-dir",
+            cluster.path(),
+            "--partition-days-ahead",
+            "2",
+        ]);
+        assert!(
+            output.status.success(),
+            "init failed: {}\n{}",
+            stdout(&output),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        cluster
+    }
+
+    pub fn path(&self) -> &str {
+        self.dir.to_str().expect("utf-8 temp dir")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("run").join(".s.PGSQL.5432")
+    }
+
+    pub fn params(&self, role: &str) -> ConnectParams {
+        ConnectParams {
+            socket_path: self.socket(),
+            user: role.to_string(),
+            database: DATABASE_NAME.to_string(),
+            password: None,
+            application_name: "applianced-test".to_string(),
+        }
+    }
+
+    /// Connect as a role (peer authentication maps the test's OS user).
+    pub fn connect(&self, role: &str) -> Connection {
+        Connection::connect(&self.params(role)).unwrap_or_else(|e| panic!("connect as {role}: {e}"))
+    }
+
+    pub fn admin(&self) -> Connection {
+        self.connect(applianced::limits::ADMIN_ROLE)
+    }
+
+    pub fn selftest(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["selftest", "--state-dir", self.path()];
+        args.extend_from_slice(extra);
+        applianced(&args)
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let _ = applianced(&["stop", "--state-dir", self.path()]);
+        remove_dir(&self.dir);
+    }
+}
+
+fn remove_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+}
