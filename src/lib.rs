@@ -6,6 +6,12 @@
 #![deny(unsafe_code)]
 
 // --- ingest path ---
+/// Protocol v1 frame codec (sans-I/O): producer <-> lane.
+pub mod frame;
+/// Per-table validation of event records, in place.
+pub mod validate;
+/// COPY BINARY encoder (sans-I/O).
+pub mod copy;
 /// PostgreSQL wire client on postgres-protocol: sans-I/O framing + blocking transport.
 pub mod pg;
 

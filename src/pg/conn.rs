@@ -18,6 +18,9 @@ use postgres_protocol::message::frontend;
 use super::wire::{PgError, Row, decode_error_fields, decode_message};
 use crate::limits::{PG_IO_TIMEOUT_S, PG_READ_BUFFER_BYTES, PG_RESULT_ROWS_MAX};
 
+/// CopyData message size: 256 KiB, as in the feasibility study's COPY path.
+const COPY_DATA_CHUNK_BYTES: usize = 256 * 1024;
+
 /// Where and as whom to connect.
 #[derive(Clone, Debug)]
 pub struct ConnectParams {
@@ -230,6 +233,47 @@ impl Connection {
         match error {
             Some(e) => Err(PgError::Server(e)),
             None => Ok(rows),
+        }
+    }
+
+    /// `COPY ... FROM STDIN` with `data` as the whole COPY stream; returns
+    /// the row count from the CommandComplete tag.
+    pub fn copy_in(&mut self, statement: &str, data: &[u8]) -> Result<u64, PgError> {
+        frontend::query(statement, &mut self.write_buf).map_err(io_error("encode query"))?;
+        self.flush()?;
+        match self.read_message()? {
+            Message::CopyInResponse(_) => {}
+            Message::ErrorResponse(body) => {
+                let error = decode_error_fields(body.fields())?;
+                self.wait_ready()?;
+                return Err(PgError::Server(error));
+            }
+            _ => return Err(PgError::Protocol("expected CopyInResponse".into())),
+        }
+        for chunk in data.chunks(COPY_DATA_CHUNK_BYTES) {
+            frontend::CopyData::new(chunk).map_err(io_error("encode copy data"))?.write(&mut self.write_buf);
+            self.flush()?;
+        }
+        frontend::copy_done(&mut self.write_buf);
+        self.flush()?;
+        let mut rows = None;
+        let mut error = None;
+        loop {
+            match self.read_message()? {
+                Message::CommandComplete(body) => {
+                    let tag = body.tag().map_err(io_error("command tag"))?;
+                    rows = tag.strip_prefix("COPY ").and_then(|n| n.parse().ok());
+                }
+                Message::ErrorResponse(body) => error = Some(decode_error_fields(body.fields())?),
+                Message::ReadyForQuery(_) => break,
+                Message::NoticeResponse(_) => {}
+                _ => return Err(PgError::Protocol("unexpected message after CopyDone".into())),
+            }
+        }
+        match (error, rows) {
+            (Some(e), _) => Err(PgError::Server(e)),
+            (None, Some(rows)) => Ok(rows),
+            (None, None) => Err(PgError::Protocol("COPY completed without a row count".into())),
         }
     }
 
