@@ -4,7 +4,6 @@
 //! and map to the exit codes documented in the README ([`AppError::exit_code`]).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::cluster::{self, ClusterError, Embedded, InitOptions};
 use crate::config::{ConfigError, Target};
@@ -12,7 +11,7 @@ use crate::limits::DATABASE_NAME;
 use crate::migrate::{self, MigrateError};
 use crate::pg::PgError;
 use crate::selftest;
-use crate::sys;
+use crate::matrix::Module;
 
 #[derive(Debug)]
 pub enum AppError {
@@ -28,14 +27,17 @@ pub enum AppError {
         step: &'static str,
         source: std::io::Error,
     },
+    /// The appliance refuses to proceed (socket already bound, lane failure).
+    Refused(String),
 }
 
 impl AppError {
-    /// Exit codes: 1 selftest failed, 3 cluster or OS step, 4 database, 5 config.
+    /// Exit codes: 1 selftest failed, 3 cluster or OS step, 4 database, 5 config, 6 refused.
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::SelftestFailed => 1,
             AppError::Cluster(_) | AppError::Io { .. } => 3,
+            AppError::Refused(_) => 6,
             AppError::Migrate(_) | AppError::Pg { .. } => 4,
             AppError::Config(_) => 5,
         }
@@ -51,6 +53,7 @@ impl std::fmt::Display for AppError {
             AppError::Pg { step, source } => write!(f, "{step}: {source}"),
             AppError::SelftestFailed => write!(f, "selftest failed"),
             AppError::Io { step, source } => write!(f, "{step}: {source}"),
+            AppError::Refused(why) => write!(f, "{why}"),
         }
     }
 }
@@ -148,77 +151,53 @@ pub fn selftest(
     }
 }
 
-/// Interval between supervisor checks of the cluster.
-const SUPERVISE_INTERVAL_MS: u64 = 1000;
-/// Restarts of the cluster the supervisor attempts in a row before giving up.
-const CLUSTER_RESTARTS_MAX: u32 = 5;
-
-/// `applianced run`: start the embedded cluster and keep it running until
-/// SIGTERM or SIGINT, then stop it cleanly.
-pub fn run(state_dir: &Path) -> Result<(), AppError> {
-    sys::block_supervisor_signals().map_err(|source| AppError::Io {
-        step: "block signals",
-        source,
-    })?;
-    let embedded = Embedded::load(state_dir)?;
-    embedded.start()?;
-    tracing::info!(socket = %embedded.dir.socket_path(embedded.port).display(), "cluster running; supervising");
-    let mut restarts = 0u32;
-    loop {
-        let signal =
-            sys::wait_signal(Duration::from_millis(SUPERVISE_INTERVAL_MS)).map_err(|source| {
-                AppError::Io {
-                    step: "wait for signals",
-                    source,
-                }
-            })?;
-        if matches!(
-            signal,
-            Some(sys::Signal::Terminate | sys::Signal::Interrupt)
-        ) {
-            tracing::info!("signal received; stopping");
-            embedded.stop()?;
-            return Ok(());
-        }
-        if embedded.is_running() {
-            restarts = 0;
-            continue;
-        }
-        restarts += 1;
-        tracing::warn!(restarts, "cluster is not running; restarting");
-        if restarts > CLUSTER_RESTARTS_MAX {
-            return Err(AppError::Cluster(ClusterError::Command {
-                what: "supervise cluster".into(),
-                detail: format!("gave up after {CLUSTER_RESTARTS_MAX} restarts"),
-            }));
-        }
-        std::thread::sleep(Duration::from_millis(
-            SUPERVISE_INTERVAL_MS << restarts.min(5),
-        ));
-        embedded.start()?;
-    }
-}
-
-/// `applianced demo`: the main job on the embedded default. Today it
-/// initialises a state directory, runs selftest and stops the cluster; the
-/// ingest lanes (not built yet) will be driven here.
-pub fn demo(state_dir: Option<&Path>, pg_bin_dir: Option<&Path>) -> Result<PathBuf, AppError> {
+/// `applianced demo`: the main job on the embedded default. Initialise a
+/// state directory, run the appliance as a child process, drive all four
+/// modules at once with the load client, print per-lane results, check
+/// row counts against acknowledgements, run selftest, stop cleanly.
+pub fn demo(state_dir: Option<&Path>, pg_bin_dir: Option<&Path>, events_total: u64, instance: &str) -> Result<PathBuf, AppError> {
     let dir = match state_dir {
         Some(dir) => dir.to_path_buf(),
         None => std::env::temp_dir().join(format!("applianced-demo-{}", std::process::id())),
     };
     println!("demo: state directory {}", dir.display());
-    let embedded = init(
-        &dir,
-        pg_bin_dir,
-        crate::limits::PARTITION_DAYS_AHEAD_DEFAULT,
-    )?;
-    println!(
-        "demo: matrix\n{}",
-        crate::matrix_docs::render_markdown("default")
-    );
-    let result = selftest(Some(&dir), None, false);
-    embedded.stop()?;
-    println!("demo: cluster stopped; state kept in {}", dir.display());
-    result.map(|()| dir)
+    init(&dir, pg_bin_dir, crate::limits::PARTITION_DAYS_AHEAD_DEFAULT)?;
+    embedded_stop_quietly(&dir);
+    let mut appliance = crate::demo::Appliance::start(&dir, instance)?;
+    let per_module = events_total / Module::ALL.len() as u64;
+    println!("demo: driving {per_module} events into each of the {} lanes at once", Module::ALL.len());
+    let results = crate::demo::drive_all(instance, per_module);
+    let mut complete = true;
+    for (module, report) in &results {
+        complete &= report.acked == per_module;
+        println!(
+            "demo: lane {:<13} acked {:>9}/{per_module}  rejected {}  {:>9.0} events/s  ack p50 {:.1} ms  p99 {:.1} ms{}",
+            module.name(),
+            report.acked,
+            report.rejected,
+            report.acked as f64 / report.elapsed.as_secs_f64().max(1e-9),
+            report.latency_percentile_ms(0.50),
+            report.latency_percentile_ms(0.99),
+            report.last_error.as_ref().map(|e| format!("  (last error: {e})")).unwrap_or_default(),
+        );
+    }
+    let counts = crate::demo::row_counts(&dir)?;
+    for (module, rows) in &counts {
+        println!("demo: {} rows in PostgreSQL for producer 1: {rows}", module.name());
+        complete &= *rows == per_module;
+    }
+    let checked = selftest(Some(&dir), None, false);
+    appliance.stop()?;
+    println!("demo: appliance stopped cleanly; state kept in {}", dir.display());
+    checked?;
+    if !complete {
+        return Err(AppError::Refused("demo: not every event was acknowledged and stored exactly once".into()));
+    }
+    Ok(dir)
+}
+
+fn embedded_stop_quietly(dir: &Path) {
+    if let Ok(embedded) = Embedded::load(dir) {
+        let _ = embedded.stop();
+    }
 }

@@ -342,11 +342,16 @@ fn install_server_package() -> Result<(), ClusterError> {
     // Debian's package would otherwise create and start a "main" cluster
     // listening on localhost:5432, a TCP port the appliance must not open.
     let conf = Path::new("/etc/postgresql-common/createcluster.conf");
-    if !conf.exists() {
-        let parent = conf.parent().unwrap_or(Path::new("/"));
-        fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-        fs::write(conf, "create_main_cluster = false\n").map_err(io_err("write", conf))?;
-    }
+    let parent = conf.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+    let existing = fs::read_to_string(conf).unwrap_or_default();
+    let mut text: String = existing
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("create_main_cluster"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str("create_main_cluster = false\n");
+    fs::write(conf, text).map_err(io_err("write", conf))?;
     for args in [
         &["update", "-q"][..],
         &[
@@ -646,7 +651,9 @@ pub fn create_and_start(options: &InitOptions<'_>) -> Result<Embedded, ClusterEr
         port: options.port,
     };
     let dir = &embedded.dir;
-    make_dir(&dir.root, 0o700, &embedded.server)?;
+    // 0711: other local users (module identities) may traverse to the socket
+    // directory but not list or read anything; pgdata and log stay 0700.
+    make_dir(&dir.root, 0o711, &embedded.server)?;
     make_dir(&dir.run_dir(), 0o755, &embedded.server)?;
     make_dir(
         dir.log_file().parent().unwrap_or(&dir.root),

@@ -6,18 +6,32 @@
 #![deny(unsafe_code)]
 
 // --- ingest path ---
+/// Peer authentication by SO_PEERCRED and rate-limited refusal logs.
+pub mod ingress;
 /// Protocol v1 frame codec (sans-I/O): producer <-> lane.
 pub mod frame;
 /// Per-table validation of event records, in place.
 pub mod validate;
 /// COPY BINARY encoder (sans-I/O).
 pub mod copy;
+/// The per-module lane: sans-I/O core, batches, io_uring and poll drivers.
+pub mod lane;
+/// Deterministic synthetic events for load generation and tests (sans-I/O).
+pub mod synth;
 /// PostgreSQL wire client on postgres-protocol: sans-I/O framing + blocking transport.
 pub mod pg;
+/// The module client library (producer side of protocol v1).
+pub mod client;
+/// The load client: synthetic events until every one is acknowledged.
+pub mod load;
 
 // --- side paths ---
 /// Command orchestration and exit codes.
 pub mod app;
+/// `applianced run`: binds the sockets, supervises lanes and the cluster.
+pub mod supervisor;
+/// Helpers of `applianced demo`: the appliance as a child, loads on every lane.
+pub mod demo;
 /// The embedded PostgreSQL cluster.
 pub mod cluster;
 /// Config file parsing into a typed target.

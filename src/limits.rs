@@ -102,3 +102,13 @@ const _: () = assert!(LANE_BUFFER_BYTES_MAX >= 2 * BATCH_BYTES_MAX);
 const _: () = assert!(RECORD_BYTES_MAX < FRAME_BODY_BYTES_MAX);
 // Every connection needs a ring slot for its recv and its send, plus accept and PG.
 const _: () = assert!((RING_ENTRIES as usize) >= 2 * LANE_CONNECTIONS_MAX + 8);
+
+// --- supervisor ---
+
+/// How often the supervisor creates partitions ahead (as ransomeye_maint).
+pub const MAINTENANCE_INTERVAL_S: u64 = 3600;
+/// How long a lane may take to drain after SIGTERM before it is killed.
+pub const LANE_DRAIN_TIMEOUT_S: u64 = 30;
+/// Lane restart backoff: first wait and cap.
+pub const LANE_RESTART_BACKOFF_MIN_MS: u64 = 100;
+pub const LANE_RESTART_BACKOFF_MAX_MS: u64 = 10_000;

@@ -4,7 +4,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use applianced::{app, ddl, grants, matrix_docs};
+use std::collections::BTreeMap;
+
+use applianced::ingress::PeerPolicy;
+use applianced::lane::process::{IoMode, LaneArgs, run_lane};
+use applianced::load::{LoadOptions, run_load};
+use applianced::matrix::Module;
+use applianced::{app, ddl, grants, matrix_docs, supervisor};
 use argh::FromArgs;
 
 /// RansomEye data plane: per-module ingest lanes into a hardened PostgreSQL.
@@ -23,6 +29,8 @@ enum Command {
     Stop(StopCmd),
     Selftest(SelftestCmd),
     Demo(DemoCmd),
+    Load(LoadCmd),
+    Lane(LaneCmd),
     GenerateSql(GenerateSqlCmd),
 }
 
@@ -53,13 +61,76 @@ struct InitCmd {
     partition_days_ahead: u32,
 }
 
-/// Start and supervise the embedded cluster until SIGTERM or SIGINT.
+/// Run the appliance: the embedded cluster and one lane per module, until SIGTERM or SIGINT.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "run")]
 struct RunCmd {
     /// state directory created by `init`
     #[argh(option)]
     state_dir: PathBuf,
+    /// instance name in socket names @ransomeye/<instance>/<module> (default "default")
+    #[argh(option, default = "String::from(\"default\")")]
+    instance: String,
+    /// MODULE=UID: admit this uid on MODULE's lane (repeatable; replaces the default, the uid that started the appliance)
+    #[argh(option)]
+    peer_uid: Vec<String>,
+    /// MODULE=GID: admit this primary gid on MODULE's lane (repeatable)
+    #[argh(option)]
+    peer_gid: Vec<String>,
+    /// lane I/O path: auto (io_uring, else poll), uring or poll
+    #[argh(option, default = "String::from(\"auto\")")]
+    io: String,
+    /// days of partitions kept ahead of today (default 7)
+    #[argh(option, default = "applianced::limits::PARTITION_DAYS_AHEAD_DEFAULT")]
+    partition_days_ahead: u32,
+}
+
+/// Send synthetic events for one module and wait until every one is acknowledged.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "load")]
+struct LoadCmd {
+    /// module: core, dpi, linux_agent or windows_agent
+    #[argh(option)]
+    module: String,
+    /// number of events
+    #[argh(option)]
+    events: u64,
+    /// producer id
+    #[argh(option)]
+    producer_id: u64,
+    /// producer epoch (default 1)
+    #[argh(option, default = "1")]
+    epoch: u64,
+    /// first sequence number (default 1)
+    #[argh(option, default = "1")]
+    start_seq: u64,
+    /// appliance instance (default "default")
+    #[argh(option, default = "String::from(\"default\")")]
+    instance: String,
+    /// uid the lane's socket must be owned by (default: this process's uid)
+    #[argh(option)]
+    server_uid: Option<u32>,
+}
+
+/// Internal: one lane process (started by `applianced run`, never by hand).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "lane")]
+struct LaneCmd {
+    /// module of this lane
+    #[argh(option)]
+    module: String,
+    /// state directory
+    #[argh(option)]
+    state_dir: PathBuf,
+    /// admitted peer uid (repeatable)
+    #[argh(option)]
+    allow_uid: Vec<u32>,
+    /// admitted peer gid (repeatable)
+    #[argh(option)]
+    allow_gid: Vec<u32>,
+    /// auto, uring or poll
+    #[argh(option, default = "String::from(\"auto\")")]
+    io: String,
 }
 
 /// Stop the embedded cluster.
@@ -86,10 +157,16 @@ struct SelftestCmd {
     json: bool,
 }
 
-/// The main job on the embedded default: init a private cluster, selftest, stop.
+/// The main job on the embedded default: init a private cluster, run the appliance, load all four lanes, selftest, stop.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "demo")]
 struct DemoCmd {
+    /// events in total across the four modules (default 1,000,000)
+    #[argh(option, default = "1_000_000")]
+    events: u64,
+    /// appliance instance (default "default")
+    #[argh(option, default = "String::from(\"default\")")]
+    instance: String,
     /// state directory (default: a new directory under $TMPDIR)
     #[argh(option)]
     state_dir: Option<PathBuf>,
@@ -135,6 +212,107 @@ fn generate_sql(cmd: &GenerateSqlCmd) -> Result<(), app::AppError> {
     Ok(())
 }
 
+fn parse_module(name: &str) -> Result<Module, app::AppError> {
+    Module::from_name(name).ok_or_else(|| app::AppError::Refused(format!("unknown module {name:?}; use core, dpi, linux_agent or windows_agent")))
+}
+
+fn parse_peers(uids: &[String], gids: &[String]) -> Result<BTreeMap<Module, PeerPolicy>, app::AppError> {
+    let mut peers = supervisor::default_peers();
+    let mut replaced = Vec::new();
+    for (spec, is_uid) in uids.iter().map(|s| (s, true)).chain(gids.iter().map(|s| (s, false))) {
+        let (module, id) = spec.split_once('=').ok_or_else(|| app::AppError::Refused(format!("{spec:?}: expected MODULE=ID")))?;
+        let module = parse_module(module)?;
+        let id: u32 = id.parse().map_err(|_| app::AppError::Refused(format!("{spec:?}: ID must be a number")))?;
+        let policy = peers.entry(module).or_insert_with(|| PeerPolicy { uids: Vec::new(), gids: Vec::new() });
+        if !replaced.contains(&module) {
+            replaced.push(module);
+            *policy = PeerPolicy { uids: Vec::new(), gids: Vec::new() };
+        }
+        if is_uid { policy.uids.push(id) } else { policy.gids.push(id) }
+    }
+    Ok(peers)
+}
+
+fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
+    let io = IoMode::parse(&cmd.io).ok_or_else(|| app::AppError::Refused(format!("unknown --io {:?}; use auto, uring or poll", cmd.io)))?;
+    let options = supervisor::RunOptions {
+        state_dir: cmd.state_dir.clone(),
+        instance: cmd.instance.clone(),
+        peers: parse_peers(&cmd.peer_uid, &cmd.peer_gid)?,
+        io,
+        partition_days_ahead: cmd.partition_days_ahead,
+    };
+    supervisor::run(&options)
+}
+
+fn load(cmd: &LoadCmd) -> ExitCode {
+    let module = match parse_module(&cmd.module) {
+        Ok(module) => module,
+        Err(e) => {
+            eprintln!("applianced: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = LoadOptions {
+        instance: cmd.instance.clone(),
+        module,
+        events: cmd.events,
+        producer_id: cmd.producer_id,
+        epoch: cmd.epoch,
+        start_seq: cmd.start_seq,
+        server_uid: cmd.server_uid.unwrap_or_else(applianced::sys::effective_uid),
+    };
+    let report = run_load(&options);
+    let rate = report.acked as f64 / report.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "load: module={} producer={} epoch={} seq={}..{} sent={} resent={} acked={} rejected={} reconnects={} elapsed={:.3}s rate={rate:.0} events/s ack_p50={:.1}ms ack_p99={:.1}ms",
+        module.name(),
+        options.producer_id,
+        options.epoch,
+        options.start_seq,
+        options.start_seq + options.events.saturating_sub(1),
+        report.sent,
+        report.resent,
+        report.acked,
+        report.rejected,
+        report.reconnects,
+        report.elapsed.as_secs_f64(),
+        report.latency_percentile_ms(0.50),
+        report.latency_percentile_ms(0.99),
+    );
+    if report.complete(&options) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "load: {} of {} events unacknowledged; last error: {}",
+            options.events - report.acked,
+            options.events,
+            report.last_error.as_deref().unwrap_or("none")
+        );
+        ExitCode::from(1)
+    }
+}
+
+fn lane(cmd: &LaneCmd) -> ExitCode {
+    let (Some(module), Some(io)) = (Module::from_name(&cmd.module), IoMode::parse(&cmd.io)) else {
+        eprintln!("applianced lane: bad --module or --io");
+        return ExitCode::from(2);
+    };
+    let args = LaneArgs {
+        module,
+        state_dir: cmd.state_dir.clone(),
+        policy: PeerPolicy { uids: cmd.allow_uid.clone(), gids: cmd.allow_gid.clone() },
+        io,
+    };
+    match run_lane(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("applianced lane {}: {e}", module.name());
+            ExitCode::from(3)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -152,13 +330,15 @@ fn main() -> ExitCode {
             cmd.partition_days_ahead,
         )
         .map(|_| ()),
-        Command::Run(cmd) => app::run(&cmd.state_dir),
+        Command::Run(cmd) => run(cmd),
+        Command::Load(cmd) => return load(cmd),
+        Command::Lane(cmd) => return lane(cmd),
         Command::Stop(cmd) => app::stop(&cmd.state_dir),
         Command::Selftest(cmd) => {
             app::selftest(cmd.state_dir.as_deref(), cmd.config.as_deref(), cmd.json)
         }
         Command::Demo(cmd) => {
-            app::demo(cmd.state_dir.as_deref(), cmd.pg_bin_dir.as_deref()).map(|_| ())
+            app::demo(cmd.state_dir.as_deref(), cmd.pg_bin_dir.as_deref(), cmd.events, &cmd.instance).map(|_| ())
         }
         Command::GenerateSql(cmd) => generate_sql(cmd),
     };

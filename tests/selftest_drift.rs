@@ -120,6 +120,7 @@ fn durability_and_partition_drift_fail() {
         .execute("ALTER SYSTEM SET synchronous_commit = off")
         .unwrap();
     admin.execute("SELECT pg_reload_conf()").unwrap();
+    admin.execute("ALTER ROLE ransomeye_dpi_writer SET synchronous_commit = off").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     admin
         .execute(
@@ -131,6 +132,7 @@ fn durability_and_partition_drift_fail() {
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("synchronous_commit is off"), "{text}");
+    assert!(text.contains("override ransomeye_dpi_writer in *: synchronous_commit=off"), "{text}");
     assert!(
         text.contains("dpi.flows has no attached partition"),
         "{text}"

@@ -15,7 +15,7 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, Scr
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
-use super::wire::{PgError, Row, decode_error_fields, decode_message};
+use super::wire::{PgError, Row, decode_data_row, decode_error_fields, decode_message};
 use crate::limits::{PG_IO_TIMEOUT_S, PG_READ_BUFFER_BYTES, PG_RESULT_ROWS_MAX};
 
 /// CopyData message size: 256 KiB, as in the feasibility study's COPY path.
@@ -39,6 +39,7 @@ pub struct Connection {
     read_buf: BytesMut,
     write_buf: BytesMut,
     backend_pid: i32,
+    terminate_on_drop: bool,
 }
 
 fn io_error(step: &'static str) -> impl FnOnce(std::io::Error) -> PgError {
@@ -61,6 +62,7 @@ impl Connection {
             read_buf: BytesMut::with_capacity(PG_READ_BUFFER_BYTES),
             write_buf: BytesMut::with_capacity(PG_READ_BUFFER_BYTES),
             backend_pid: 0,
+            terminate_on_drop: true,
         };
         let startup = [
             ("user", params.user.as_str()),
@@ -208,13 +210,7 @@ impl Connection {
                             "more than {PG_RESULT_ROWS_MAX} rows"
                         )));
                     }
-                    let buffer = body.buffer();
-                    let mut row = Row::new();
-                    let mut ranges = body.ranges();
-                    while let Some(range) = ranges.next().map_err(io_error("data row"))? {
-                        row.push(range.map(|r| String::from_utf8_lossy(&buffer[r]).into_owned()));
-                    }
-                    rows.push(row);
+                    rows.push(decode_data_row(&body)?);
                 }
                 Message::ErrorResponse(body) => error = Some(decode_error_fields(body.fields())?),
                 Message::ReadyForQuery(_) => break,
@@ -300,8 +296,22 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Hand the authenticated socket (and any bytes already read) to an
+    /// event loop. The connection must be idle (after ReadyForQuery).
+    pub fn into_stream(mut self) -> Result<(UnixStream, BytesMut), PgError> {
+        let stream = self.stream.try_clone().map_err(io_error("duplicate socket"))?;
+        self.terminate_on_drop = false;
+        let leftover = std::mem::take(&mut self.read_buf);
+        Ok((stream, leftover))
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
+        if !self.terminate_on_drop {
+            return;
+        }
         self.write_buf.clear();
         frontend::terminate(&mut self.write_buf);
         // Best effort: the server also cleans up when the socket closes.

@@ -8,6 +8,7 @@
 //! database: `init`, `selftest`, the supervisor.
 
 pub mod conn;
+pub mod pipeline;
 pub mod wire;
 
 pub use conn::{ConnectParams, Connection};

@@ -108,6 +108,18 @@ pub fn decode_message(buf: &mut BytesMut) -> Result<Option<Message>, PgError> {
     Message::parse(buf).map_err(|e| PgError::Protocol(format!("unparsable message: {e}")))
 }
 
+/// The text values of one DataRow.
+pub fn decode_data_row(body: &postgres_protocol::message::backend::DataRowBody) -> Result<Row, PgError> {
+    use fallible_iterator::FallibleIterator;
+    let buffer = body.buffer();
+    let mut row = Row::new();
+    let mut ranges = body.ranges();
+    while let Some(range) = ranges.next().map_err(|e| PgError::Protocol(format!("data row: {e}")))? {
+        row.push(range.map(|r| String::from_utf8_lossy(&buffer[r]).into_owned()));
+    }
+    Ok(row)
+}
+
 /// Collect the fields of an ErrorResponse or NoticeResponse.
 pub fn decode_error_fields(mut fields: ErrorFields<'_>) -> Result<ServerError, PgError> {
     use postgres_protocol::message::backend::ErrorField;

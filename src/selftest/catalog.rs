@@ -96,6 +96,15 @@ pub fn durability(conn: &mut Connection) -> Check {
     if found.len() != 4 {
         failures.push(format!("expected 4 settings, found {}", found.len()));
     }
+    // A per-role or per-database override would weaken a session that selftest does not see.
+    let overrides = "SELECT coalesce(r.rolname, '*') || ' in ' || coalesce(d.datname, '*') || ': ' || s.setting
+         FROM pg_db_role_setting x LEFT JOIN pg_roles r ON r.oid = x.setrole LEFT JOIN pg_database d ON d.oid = x.setdatabase,
+         unnest(x.setconfig) s(setting)
+         WHERE s.setting ~* '^(fsync|full_page_writes|synchronous_commit)='";
+    match rows(conn, NAME, overrides) {
+        Ok(found) => failures.extend(found.iter().map(|r| format!("override {}", text(r, 0)))),
+        Err(check) => return check,
+    }
     Check::from_failures(NAME, shown.join(", "), failures)
 }
 

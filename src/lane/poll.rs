@@ -1,0 +1,178 @@
+//! The poll(2) driver of a lane: the fallback where io_uring is
+//! unavailable (for example blocked by a container's seccomp profile).
+//!
+//! Moves bytes between non-blocking sockets and the sans-I/O core; owns
+//! every file descriptor of the lane's connections.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+
+use bytes::{Buf, BytesMut};
+
+use super::core::LaneCore;
+use super::process::{Clock, LaneError, PgConnector};
+use crate::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES};
+use crate::sys;
+
+struct Client {
+    stream: UnixStream,
+    out: BytesMut,
+}
+
+/// Write as much of `out` as the socket takes; Err on a dead socket.
+fn flush(stream: &mut UnixStream, out: &mut BytesMut) -> std::io::Result<()> {
+    while !out.is_empty() {
+        match stream.write(out) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub fn run(core: &mut LaneCore, listener: &UnixListener, pg: &PgConnector, signals: &OwnedFd, clock: &Clock) -> Result<(), LaneError> {
+    listener.set_nonblocking(true).map_err(LaneError::io("listener non-blocking"))?;
+    let mut clients: Vec<Option<Client>> = (0..LANE_CONNECTIONS_MAX).map(|_| None).collect();
+    let mut pg_stream: Option<(UnixStream, BytesMut)> = None;
+    let mut buffer = vec![0u8; PG_READ_BUFFER_BYTES];
+    loop {
+        let now = clock.now();
+        if core.pg_wants_connect(now) {
+            match pg.connect() {
+                Ok((stream, leftover)) => {
+                    pg_stream = Some((stream, BytesMut::new()));
+                    core.pg_connected(leftover);
+                }
+                Err(e) => core.pg_connect_failed(&e, now),
+            }
+        }
+        if !core.pg_is_connected() {
+            pg_stream = None;
+        }
+        core.tick(clock.now());
+        // Move queued output to the sockets.
+        if let Some((stream, out)) = pg_stream.as_mut() {
+            if let Some(more) = core.take_pg_output() {
+                out.extend_from_slice(&more);
+            }
+            if let Err(e) = flush(stream, out) {
+                pg_stream = None;
+                core.pg_lost(&e.to_string(), clock.now());
+            }
+        }
+        for slot in 0..clients.len() {
+            let Some(client) = clients[slot].as_mut() else { continue };
+            if let Some(more) = core.take_client_output(slot) {
+                client.out.extend_from_slice(&more);
+            }
+            let dead = flush(&mut client.stream, &mut client.out).is_err();
+            if dead || (client.out.is_empty() && core.client_should_close(slot)) {
+                clients[slot] = None;
+                core.client_gone(slot);
+            }
+        }
+        if core.drained() && clients.iter().flatten().all(|c| c.out.is_empty()) {
+            return Ok(());
+        }
+        // Wait for readiness.
+        let mut fds = vec![
+            libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if core.wants_accept() { listener.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
+        ];
+        let pg_events = match pg_stream.as_ref() {
+            Some((_, out)) if !out.is_empty() => libc::POLLIN | libc::POLLOUT,
+            Some(_) => libc::POLLIN,
+            None => 0,
+        };
+        fds.push(libc::pollfd { fd: pg_stream.as_ref().map_or(-1, |(s, _)| s.as_raw_fd()), events: pg_events, revents: 0 });
+        for (slot, client) in clients.iter().enumerate() {
+            let (fd, mut events) = match client {
+                Some(c) => (c.stream.as_raw_fd(), 0),
+                None => (-1, 0),
+            };
+            if client.is_some() && core.client_wants_read(slot) {
+                events |= libc::POLLIN;
+            }
+            if client.as_ref().is_some_and(|c| !c.out.is_empty()) {
+                events |= libc::POLLOUT;
+            }
+            fds.push(libc::pollfd { fd, events, revents: 0 });
+        }
+        let now = clock.now();
+        let timeout = core.next_deadline_ms().saturating_sub(now.mono_ms).min(1000) as i32;
+        sys::poll(&mut fds, timeout).map_err(LaneError::io("poll"))?;
+        if fds[0].revents != 0 {
+            super::process::drain_signals(signals);
+            core.begin_drain();
+        }
+        if fds[1].revents != 0 {
+            accept_all(core, listener, &mut clients, clock);
+        }
+        if fds[2].revents != 0 {
+            if let Some((stream, _)) = pg_stream.as_mut() {
+                match read_some(stream, &mut buffer) {
+                    Ok(Some(n)) => core.on_pg_bytes(&buffer[..n], clock.now()),
+                    Ok(None) => {}
+                    Err(e) => {
+                        pg_stream = None;
+                        core.pg_lost(&e, clock.now());
+                    }
+                }
+            }
+        }
+        for slot in 0..clients.len() {
+            let revents = fds[3 + slot].revents;
+            if revents == 0 {
+                continue;
+            }
+            let Some(client) = clients[slot].as_mut() else { continue };
+            if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                match read_some(&mut client.stream, &mut buffer) {
+                    Ok(Some(n)) => core.on_client_bytes(slot, &buffer[..n], clock.now()),
+                    Ok(None) => {}
+                    Err(_) => {
+                        clients[slot] = None;
+                        core.client_gone(slot);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One read: Some(n) bytes, None if it would block, Err on EOF or error.
+fn read_some(stream: &mut UnixStream, buffer: &mut [u8]) -> Result<Option<usize>, String> {
+    match stream.read(buffer) {
+        Ok(0) => Err("end of stream".into()),
+        Ok(n) => Ok(Some(n)),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn accept_all(core: &mut LaneCore, listener: &UnixListener, clients: &mut [Option<Client>], clock: &Clock) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                return;
+            }
+        };
+        let Ok(peer) = sys::peer_credentials(stream.as_fd()) else { continue };
+        let Some(slot) = core.accept(peer, clock.now()) else { continue };
+        if stream.set_nonblocking(true).is_err() {
+            core.client_gone(slot);
+            continue;
+        }
+        clients[slot] = Some(Client { stream, out: BytesMut::new() });
+        if !core.wants_accept() {
+            return;
+        }
+    }
+}

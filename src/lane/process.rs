@@ -1,0 +1,176 @@
+//! Entry point of a lane process (`applianced lane`, started only by the
+//! supervisor in `applianced run`).
+//!
+//! Order of start-up: block termination signals → take the inherited
+//! listening socket (fd 3) → connect to PostgreSQL as the module's writer
+//! role → create the io_uring ring (restricted) or fall back to poll(2) →
+//! serve until SIGTERM/SIGINT, then drain: commit what is buffered, send
+//! the last ACKs, exit 0. The sandbox issue inserts its steps between ring
+//! creation and serving.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+
+use super::core::{LaneCore, Now};
+use crate::cluster::Embedded;
+use crate::ingress::PeerPolicy;
+use crate::limits::DATABASE_NAME;
+use crate::matrix::{Module, Role};
+use crate::pg::{ConnectParams, Connection};
+use crate::sys;
+
+/// The listening socket's descriptor number in a lane process.
+pub const LISTEN_FD: i32 = 3;
+
+/// Which I/O path a lane uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoMode {
+    /// io_uring if the kernel and sandbox allow it, else poll.
+    Auto,
+    Uring,
+    Poll,
+}
+
+impl IoMode {
+    pub fn parse(text: &str) -> Option<IoMode> {
+        match text {
+            "auto" => Some(IoMode::Auto),
+            "uring" => Some(IoMode::Uring),
+            "poll" => Some(IoMode::Poll),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            IoMode::Auto => "auto",
+            IoMode::Uring => "uring",
+            IoMode::Poll => "poll",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum LaneError {
+    Io { step: &'static str, source: std::io::Error },
+    Setup(String),
+}
+
+impl LaneError {
+    pub fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> LaneError {
+        move |source| LaneError::Io { step, source }
+    }
+}
+
+impl std::fmt::Display for LaneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaneError::Io { step, source } => write!(f, "lane {step}: {source}"),
+            LaneError::Setup(what) => write!(f, "lane setup: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for LaneError {}
+
+/// Monotonic and wall time for the core; the one place a lane reads clocks.
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock { start: Instant::now() }
+    }
+    pub fn now(&self) -> Now {
+        let wall_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+        Now { mono_ms: self.start.elapsed().as_millis() as u64, wall_us }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Opens the lane's PostgreSQL connection: as the module's writer role only.
+pub struct PgConnector {
+    pub params: ConnectParams,
+}
+
+/// Session settings of a lane connection, each with its reason.
+const LANE_SESSION_SQL: &str = "SET synchronous_commit = on; \
+     SET statement_timeout = '60s'; \
+     SET lock_timeout = '30s'; \
+     SET idle_in_transaction_session_timeout = '60s'";
+
+impl PgConnector {
+    /// Blocking connect and authentication; returns the socket for the event loop.
+    pub fn connect(&self) -> Result<(UnixStream, BytesMut), String> {
+        let mut conn = Connection::connect(&self.params).map_err(|e| e.to_string())?;
+        // Explicit durability for every batch, and bounds on how long a
+        // statement, a lock wait or an open transaction may hold the lane.
+        conn.execute(LANE_SESSION_SQL).map_err(|e| e.to_string())?;
+        let (stream, leftover) = conn.into_stream().map_err(|e| e.to_string())?;
+        stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok((stream, leftover))
+    }
+}
+
+pub fn drain_signals(signals: &OwnedFd) {
+    sys::drain_readable(signals.as_fd());
+}
+
+/// Arguments of one lane process.
+pub struct LaneArgs {
+    pub module: Module,
+    pub state_dir: PathBuf,
+    pub policy: PeerPolicy,
+    pub io: IoMode,
+}
+
+/// Run one lane until it is drained.
+pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
+    sys::block_supervisor_signals().map_err(LaneError::io("block signals"))?;
+    let signals = sys::termination_signalfd().map_err(LaneError::io("signalfd"))?;
+    let listener = sys::inherited_unix_listener(LISTEN_FD).map_err(LaneError::io("inherited listener"))?;
+    let embedded = Embedded::load(&args.state_dir).map_err(|e| LaneError::Setup(e.to_string()))?;
+    let mut params = embedded.connect_params(Role::Writer(args.module).name(), DATABASE_NAME);
+    params.application_name = format!("applianced-lane-{}", args.module.name());
+    let pg = PgConnector { params };
+    let clock = Clock::new();
+    let mut core = LaneCore::new(args.module, args.policy.clone(), clock.now());
+    let ring = match args.io {
+        IoMode::Poll => None,
+        IoMode::Uring | IoMode::Auto => match super::uring::create_ring() {
+            Ok(ring) => Some(ring),
+            Err(e) if args.io == IoMode::Auto => {
+                tracing::warn!(lane = args.module.name(), error = %e, "io_uring unavailable; FALLING BACK to the poll(2) path");
+                None
+            }
+            Err(e) => return Err(LaneError::Io { step: "create io_uring (--io uring)", source: e }),
+        },
+    };
+    let io_path = if ring.is_some() { "io_uring" } else { "poll" };
+    write_status(&embedded, args.module, io_path);
+    tracing::info!(lane = args.module.name(), io_path, pid = std::process::id(), "lane serving");
+    let result = match ring {
+        Some(mut ring) => super::uring::run(&mut core, &mut ring, &listener, &pg, &signals, &clock),
+        None => super::poll::run(&mut core, &listener, &pg, &signals, &clock),
+    };
+    tracing::info!(lane = args.module.name(), stats = ?core.stats, "lane stopped");
+    result
+}
+
+/// `<state>/run/lane-<module>.status`: which I/O path this lane runs, for selftest.
+fn write_status(embedded: &Embedded, module: Module, io_path: &str) {
+    let path = embedded.dir.run_dir().join(format!("lane-{}.status", module.name()));
+    let text = format!("pid = {}\nio_path = \"{io_path}\"\n", std::process::id());
+    if let Err(e) = std::fs::write(&path, text) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write lane status");
+    }
+}

@@ -1,0 +1,186 @@
+//! The io_uring driver of a lane: one ring, one thread, no async runtime.
+//!
+//! Keeps an accept, a signalfd read, and per connection one receive and at
+//! most one send in flight, all through [`crate::sys::uring::Ring`], which
+//! owns the buffers. A connection is closed only once none of its
+//! operations is in flight (a shutdown(2) wakes its pending receive).
+
+use std::net::Shutdown;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use super::core::LaneCore;
+use super::process::{Clock, LaneError, PgConnector};
+use crate::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES, RING_ENTRIES};
+use crate::sys::uring::{Completion, Ring};
+use crate::sys;
+
+/// Slot of the PostgreSQL connection in the ring (after the clients).
+const PG_SLOT: usize = LANE_CONNECTIONS_MAX;
+
+struct Socket {
+    stream: UnixStream,
+    /// Output taken from the core while a send was already in flight.
+    backlog: BytesMut,
+    shut: bool,
+}
+
+impl Socket {
+    fn new(stream: UnixStream) -> Socket {
+        Socket { stream, backlog: BytesMut::new(), shut: false }
+    }
+}
+
+/// Create the lane's ring: disabled, restricted, enabled.
+pub fn create_ring() -> std::io::Result<Ring> {
+    Ring::new(RING_ENTRIES, LANE_CONNECTIONS_MAX + 1, PG_READ_BUFFER_BYTES)
+}
+
+pub fn run(core: &mut LaneCore, ring: &mut Ring, listener: &UnixListener, pg: &PgConnector, signals: &OwnedFd, clock: &Clock) -> Result<(), LaneError> {
+    let mut clients: Vec<Option<Socket>> = (0..LANE_CONNECTIONS_MAX).map(|_| None).collect();
+    let mut pg_socket: Option<Socket> = None;
+    let mut completions = Vec::with_capacity(RING_ENTRIES as usize);
+    loop {
+        let now = clock.now();
+        if pg_socket.is_none() && core.pg_wants_connect(now) {
+            match pg.connect() {
+                Ok((stream, leftover)) => {
+                    pg_socket = Some(Socket::new(stream));
+                    core.pg_connected(leftover);
+                }
+                Err(e) => core.pg_connect_failed(&e, now),
+            }
+        }
+        core.tick(clock.now());
+        if !core.pg_is_connected() {
+            if let Some(socket) = pg_socket.as_mut() {
+                shut(socket);
+            }
+        }
+        pump_pg(core, ring, &mut pg_socket)?;
+        for slot in 0..clients.len() {
+            pump_client(core, ring, &mut clients, slot)?;
+        }
+        if core.wants_accept() && !ring.accept_busy() {
+            ring.accept(listener.as_fd()).map_err(LaneError::io("submit accept"))?;
+        }
+        ring.read_signal(signals.as_fd()).map_err(LaneError::io("submit signal read"))?;
+        if core.drained() && clients.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        let now = clock.now();
+        let timeout_ms = core.next_deadline_ms().saturating_sub(now.mono_ms).clamp(1, 1000);
+        completions.clear();
+        ring.wait(Duration::from_millis(timeout_ms), &mut completions).map_err(LaneError::io("io_uring wait"))?;
+        for completion in completions.drain(..) {
+            handle(core, ring, &mut clients, &mut pg_socket, completion, signals, clock);
+        }
+    }
+}
+
+fn shut(socket: &mut Socket) {
+    if !socket.shut {
+        socket.shut = true;
+        let _ = socket.stream.shutdown(Shutdown::Both);
+    }
+}
+
+fn pump_pg(core: &mut LaneCore, ring: &mut Ring, pg_socket: &mut Option<Socket>) -> Result<(), LaneError> {
+    let Some(socket) = pg_socket.as_mut() else { return Ok(()) };
+    if socket.shut {
+        if !ring.slot_busy(PG_SLOT) {
+            *pg_socket = None;
+        }
+        return Ok(());
+    }
+    if let Some(more) = core.take_pg_output() {
+        socket.backlog.extend_from_slice(&more);
+    }
+    if !socket.backlog.is_empty() && !ring.send_busy(PG_SLOT) {
+        let data = std::mem::take(&mut socket.backlog);
+        ring.send(PG_SLOT, socket.stream.as_fd(), data).map_err(LaneError::io("submit pg send"))?;
+    }
+    if !ring.recv_busy(PG_SLOT) {
+        ring.recv(PG_SLOT, socket.stream.as_fd()).map_err(LaneError::io("submit pg recv"))?;
+    }
+    Ok(())
+}
+
+fn pump_client(core: &mut LaneCore, ring: &mut Ring, clients: &mut [Option<Socket>], slot: usize) -> Result<(), LaneError> {
+    let Some(socket) = clients[slot].as_mut() else { return Ok(()) };
+    if !socket.shut {
+        if let Some(more) = core.take_client_output(slot) {
+            socket.backlog.extend_from_slice(&more);
+        }
+        if !socket.backlog.is_empty() && !ring.send_busy(slot) {
+            let data = std::mem::take(&mut socket.backlog);
+            ring.send(slot, socket.stream.as_fd(), data).map_err(LaneError::io("submit send"))?;
+        }
+        if core.client_should_close(slot) && socket.backlog.is_empty() && !ring.send_busy(slot) {
+            shut(socket);
+        } else if core.client_wants_read(slot) && !ring.recv_busy(slot) {
+            ring.recv(slot, socket.stream.as_fd()).map_err(LaneError::io("submit recv"))?;
+        }
+    }
+    if socket.shut && !ring.slot_busy(slot) {
+        clients[slot] = None;
+        core.client_gone(slot);
+    }
+    Ok(())
+}
+
+fn handle(core: &mut LaneCore, ring: &Ring, clients: &mut [Option<Socket>], pg_socket: &mut Option<Socket>, completion: Completion, signals: &OwnedFd, clock: &Clock) {
+    match completion {
+        Completion::Accept(Ok(fd)) => {
+            let stream = UnixStream::from(fd);
+            let Ok(peer) = sys::peer_credentials(stream.as_fd()) else { return };
+            if let Some(slot) = core.accept(peer, clock.now()) {
+                clients[slot] = Some(Socket::new(stream));
+            }
+        }
+        Completion::Accept(Err(e)) => tracing::warn!(error = %e, "accept failed"),
+        Completion::Signal => {
+            super::process::drain_signals(signals);
+            core.begin_drain();
+        }
+        Completion::Recv { slot: PG_SLOT, result } => match result {
+            Ok(n) if n > 0 => core.on_pg_bytes(ring.received(PG_SLOT, n), clock.now()),
+            other => {
+                let why = other.err().map_or_else(|| "end of stream".to_string(), |e| e.to_string());
+                if let Some(socket) = pg_socket.as_mut() {
+                    if !socket.shut {
+                        core.pg_lost(&why, clock.now());
+                    }
+                    shut(socket);
+                }
+            }
+        },
+        Completion::Send { slot: PG_SLOT, result: Err(e) } => {
+            if let Some(socket) = pg_socket.as_mut() {
+                if !socket.shut {
+                    core.pg_lost(&e.to_string(), clock.now());
+                }
+                shut(socket);
+            }
+        }
+        Completion::Send { slot: PG_SLOT, result: Ok(()) } => {}
+        Completion::Recv { slot, result } => match result {
+            Ok(n) if n > 0 => core.on_client_bytes(slot, ring.received(slot, n), clock.now()),
+            _ => {
+                if let Some(socket) = clients.get_mut(slot).and_then(Option::as_mut) {
+                    shut(socket);
+                }
+            }
+        },
+        Completion::Send { slot, result } => {
+            if result.is_err() {
+                if let Some(socket) = clients.get_mut(slot).and_then(Option::as_mut) {
+                    shut(socket);
+                }
+            }
+        }
+    }
+}

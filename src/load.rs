@@ -1,0 +1,189 @@
+//! The load client: sends realistic synthetic events for one module and
+//! waits until every one is acknowledged (`applianced load`).
+//!
+//! Event content is a pure function of (module, producer id, seq)
+//! ([`crate::synth`]), so running the same command twice resends the same
+//! events, which the lane deduplicates. Retries through disconnects:
+//! after each reconnect it resumes from the durable watermark the lane
+//! reports in WELCOME.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::client::{ClientError, ModuleClient, Reply};
+use crate::frame::{self, RECORD_HEADER_BYTES};
+use crate::limits::{FRAME_EVENTS_MAX, RECORD_BYTES_MAX};
+use crate::matrix::Module;
+use crate::synth;
+
+/// Target size of one EVENTS frame body: 256 KiB is about 1,000 events,
+/// large enough to amortise the frame and small enough for fine credit.
+pub const LOAD_FRAME_BYTES: usize = 256 * 1024;
+/// Connection attempts before the load gives up.
+pub const LOAD_CONNECT_ATTEMPTS_MAX: u32 = 100;
+/// Wait between reconnect attempts (doubles up to the cap).
+pub const LOAD_RETRY_MIN_MS: u64 = 20;
+pub const LOAD_RETRY_MAX_MS: u64 = 2_000;
+/// Without any reply for this long, the connection is considered dead.
+pub const LOAD_STALL_MS: u64 = 30_000;
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub instance: String,
+    pub module: Module,
+    pub events: u64,
+    pub producer_id: u64,
+    pub epoch: u64,
+    pub start_seq: u64,
+    pub server_uid: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    pub sent: u64,
+    pub resent: u64,
+    pub acked: u64,
+    pub rejected: u64,
+    pub reconnects: u32,
+    pub elapsed: Duration,
+    /// Per frame, microseconds from its send to the ACK covering it.
+    pub ack_latencies_us: Vec<u64>,
+    pub last_error: Option<String>,
+}
+
+impl LoadReport {
+    pub fn complete(&self, options: &LoadOptions) -> bool {
+        self.acked == options.events
+    }
+
+    pub fn latency_percentile_ms(&self, percentile: f64) -> f64 {
+        if self.ack_latencies_us.is_empty() {
+            return 0.0;
+        }
+        let mut sorted = self.ack_latencies_us.clone();
+        sorted.sort_unstable();
+        let index = ((sorted.len() - 1) as f64 * percentile).round() as usize;
+        sorted[index] as f64 / 1000.0
+    }
+}
+
+struct Progress {
+    end_seq: u64,
+    acked_seq: u64,
+    highest_sent: u64,
+    in_flight: VecDeque<(u64, Instant)>,
+}
+
+/// Run the load to completion or until retries are exhausted.
+pub fn run_load(options: &LoadOptions) -> LoadReport {
+    let started = Instant::now();
+    let mut report = LoadReport::default();
+    let start = options.start_seq.max(1);
+    let mut progress = Progress { end_seq: start + options.events - 1, acked_seq: start - 1, highest_sent: start - 1, in_flight: VecDeque::new() };
+    let mut retry_ms = LOAD_RETRY_MIN_MS;
+    for attempt in 0..LOAD_CONNECT_ATTEMPTS_MAX {
+        if options.events == 0 || progress.acked_seq >= progress.end_seq {
+            break;
+        }
+        if attempt > 0 {
+            report.reconnects += 1;
+            std::thread::sleep(Duration::from_millis(retry_ms));
+            retry_ms = (retry_ms * 2).min(LOAD_RETRY_MAX_MS);
+        }
+        match session(options, &mut progress, &mut report) {
+            Ok(()) => break,
+            Err(ClientError::UntrustedServer { .. }) | Err(ClientError::Refused { code: 12, .. }) | Err(ClientError::Refused { code: 9, .. }) => {
+                // Never retry against a squatter, a fence or the wrong lane.
+                break;
+            }
+            Err(ClientError::Refused { code: 10, .. }) if progress.acked_seq < start - 1 => break,
+            Err(_) => {}
+        }
+    }
+    report.acked = progress.acked_seq.saturating_sub(start - 1).min(options.events);
+    report.elapsed = started.elapsed();
+    report
+}
+
+fn session(options: &LoadOptions, progress: &mut Progress, report: &mut LoadReport) -> Result<(), ClientError> {
+    let result = session_inner(options, progress, report);
+    if let Err(e) = &result {
+        report.last_error = Some(e.to_string());
+    }
+    result
+}
+
+fn session_inner(options: &LoadOptions, progress: &mut Progress, report: &mut LoadReport) -> Result<(), ClientError> {
+    let mut client = ModuleClient::connect(&options.instance, options.module, options.server_uid, options.producer_id, options.epoch)?;
+    if client.watermark_epoch == options.epoch {
+        progress.acked_seq = progress.acked_seq.max(client.watermark_seq);
+    }
+    if client.watermark_epoch == options.epoch && client.watermark_seq + 1 < options.start_seq {
+        return Err(ClientError::Refused {
+            code: 10,
+            reason: format!("the producer's durable watermark is {}; --start-seq {} would leave a gap", client.watermark_seq, options.start_seq),
+        });
+    }
+    // Resend everything not yet durable, from the first unacknowledged seq.
+    let mut next = progress.acked_seq + 1;
+    progress.in_flight.clear();
+    let mut body = BytesMut::with_capacity(LOAD_FRAME_BYTES + RECORD_BYTES_MAX);
+    let mut fields = BytesMut::with_capacity(RECORD_BYTES_MAX);
+    let mut records = BytesMut::with_capacity(LOAD_FRAME_BYTES + RECORD_BYTES_MAX);
+    let mut last_reply = Instant::now();
+    while progress.acked_seq < progress.end_seq {
+        while next <= progress.end_seq && client.credit_bytes as usize >= LOAD_FRAME_BYTES.min(64 * 1024) + RECORD_BYTES_MAX {
+            let limit = (client.credit_bytes as usize).min(LOAD_FRAME_BYTES);
+            let first = next;
+            records.clear();
+            let mut count = 0u32;
+            while next <= progress.end_seq && count < FRAME_EVENTS_MAX {
+                fields.clear();
+                let event = synth::synthesize(options.module, options.producer_id, next, &mut fields);
+                if 16 + records.len() + RECORD_HEADER_BYTES + fields.len() > limit && count > 0 {
+                    break;
+                }
+                frame::encode_record(&mut records, event.table, &event.source_id, event.event_time_us, event.field_count, &fields);
+                count += 1;
+                next += 1;
+            }
+            body.clear();
+            frame::encode_events_header(&mut body, first, count);
+            body.extend_from_slice(&records);
+            client.send_events(&body)?;
+            let last = first + u64::from(count) - 1;
+            if last > progress.highest_sent {
+                let fresh = last - progress.highest_sent.max(first - 1);
+                report.sent += fresh;
+                report.resent += u64::from(count) - fresh;
+                progress.highest_sent = last;
+            } else {
+                report.resent += u64::from(count);
+            }
+            progress.in_flight.push_back((last, Instant::now()));
+        }
+        for reply in client.poll_replies(Duration::from_millis(50))? {
+            last_reply = Instant::now();
+            match reply {
+                Reply::Ack { epoch, durable_seq } if epoch == options.epoch => {
+                    progress.acked_seq = progress.acked_seq.max(durable_seq.min(progress.end_seq));
+                    while let Some((last, sent_at)) = progress.in_flight.front().copied() {
+                        if last > progress.acked_seq {
+                            break;
+                        }
+                        report.ack_latencies_us.push(sent_at.elapsed().as_micros() as u64);
+                        progress.in_flight.pop_front();
+                    }
+                }
+                Reply::Ack { .. } | Reply::Credit(_) => {}
+                Reply::Reject { .. } => report.rejected += 1,
+            }
+        }
+        if last_reply.elapsed() > Duration::from_millis(LOAD_STALL_MS) {
+            return Err(ClientError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply from the lane")));
+        }
+    }
+    Ok(())
+}

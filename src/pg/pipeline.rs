@@ -1,0 +1,128 @@
+//! Pipelined request/response bookkeeping for the lane's PostgreSQL
+//! connection (sans-I/O).
+//!
+//! A lane writes a whole request at once and then feeds backend messages
+//! to [`Pipeline::on_message`] until it reports the outcome. A batch is one
+//! transaction sent in one write: `BEGIN`; one `COPY ... FROM STDIN` per
+//! table with its CopyData and CopyDone; one query with the quarantine
+//! inserts and the watermark advances; `COMMIT`. PostgreSQL processes the
+//! messages in order; after an error inside the transaction every later
+//! statement fails with 25P02 and CopyData for a failed COPY is discarded
+//! (protocol docs, "COPY Operations"), so the pipeline stays in step. The
+//! batch counts as committed only if no error arrived and the COMMIT
+//! statement's tag is exactly `COMMIT` (an aborted transaction answers
+//! COMMIT with the tag `ROLLBACK`).
+
+use bytes::BytesMut;
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+
+use super::wire::{PgError, Row, ServerError, decode_data_row, decode_error_fields};
+
+/// CopyData message size used for batches.
+const COPY_DATA_CHUNK_BYTES: usize = 256 * 1024;
+
+/// What a finished request produced.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The rows of a lookup query.
+    Rows(Vec<Row>),
+    /// The batch transaction committed.
+    Committed,
+    /// The server refused; nothing of the request is durable.
+    Failed(ServerError),
+}
+
+/// Response tracking for one request in flight.
+#[derive(Debug)]
+pub struct Pipeline {
+    ready_expected: usize,
+    ready_seen: usize,
+    rows: Vec<Row>,
+    error: Option<ServerError>,
+    last_tag: Option<String>,
+    is_batch: bool,
+}
+
+fn encode_error(e: std::io::Error) -> PgError {
+    PgError::Io { step: "encode request", source: e }
+}
+
+/// A query whose rows are wanted (one statement).
+pub fn encode_query(out: &mut BytesMut, sql: &str) -> Result<Pipeline, PgError> {
+    frontend::query(sql, out).map_err(encode_error)?;
+    Ok(Pipeline { ready_expected: 1, ready_seen: 0, rows: Vec::new(), error: None, last_tag: None, is_batch: false })
+}
+
+/// One batch transaction: each `(statement, copy stream)` is a COPY FROM
+/// STDIN with its complete binary stream; `tail_sql` runs after the COPYs
+/// in the same transaction.
+pub fn encode_batch(out: &mut BytesMut, copies: &[(&str, &[u8])], tail_sql: &str) -> Result<Pipeline, PgError> {
+    frontend::query("BEGIN", out).map_err(encode_error)?;
+    for (statement, data) in copies {
+        frontend::query(statement, out).map_err(encode_error)?;
+        for chunk in data.chunks(COPY_DATA_CHUNK_BYTES) {
+            frontend::CopyData::new(chunk).map_err(encode_error)?.write(out);
+        }
+        frontend::copy_done(out);
+    }
+    frontend::query(tail_sql, out).map_err(encode_error)?;
+    frontend::query("COMMIT", out).map_err(encode_error)?;
+    Ok(Pipeline {
+        ready_expected: copies.len() + 3,
+        ready_seen: 0,
+        rows: Vec::new(),
+        error: None,
+        last_tag: None,
+        is_batch: true,
+    })
+}
+
+impl Pipeline {
+    /// Feed one backend message; returns the outcome once the last
+    /// ReadyForQuery of the request arrived.
+    pub fn on_message(&mut self, message: Message) -> Result<Option<Outcome>, PgError> {
+        match message {
+            Message::DataRow(body) => self.rows.push(decode_data_row(&body)?),
+            Message::CommandComplete(body) => {
+                let tag = body.tag().map_err(|e| PgError::Protocol(format!("command tag: {e}")))?;
+                self.last_tag = Some(tag.to_string());
+            }
+            Message::ErrorResponse(body) => {
+                let error = decode_error_fields(body.fields())?;
+                self.error.get_or_insert(error);
+            }
+            Message::ReadyForQuery(_) => {
+                self.ready_seen += 1;
+                if self.ready_seen == self.ready_expected {
+                    return Ok(Some(self.finish()));
+                }
+            }
+            Message::CopyInResponse(_)
+            | Message::RowDescription(_)
+            | Message::EmptyQueryResponse
+            | Message::NoticeResponse(_)
+            | Message::ParameterStatus(_) => {}
+            _ => return Err(PgError::Protocol("unexpected message in a pipelined request".into())),
+        }
+        Ok(None)
+    }
+
+    fn finish(&mut self) -> Outcome {
+        if let Some(error) = self.error.take() {
+            return Outcome::Failed(error);
+        }
+        if !self.is_batch {
+            return Outcome::Rows(std::mem::take(&mut self.rows));
+        }
+        match self.last_tag.as_deref() {
+            Some("COMMIT") => Outcome::Committed,
+            other => Outcome::Failed(ServerError {
+                severity: "ERROR".into(),
+                sqlstate: "XX000".into(),
+                message: format!("COMMIT answered with tag {other:?}"),
+                detail: None,
+            }),
+        }
+    }
+}

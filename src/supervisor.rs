@@ -1,0 +1,210 @@
+//! `applianced run`: the supervisor process.
+//!
+//! Starts the embedded cluster, binds every module's abstract socket
+//! (refusing to start if any name is already bound: a second appliance or
+//! a squatter), re-executes this binary once per module as a lane process
+//! that inherits only its listening socket (as fd 3) and stdio, restarts a
+//! lane that dies (with backoff) while the others keep serving, keeps
+//! partitions created ahead as `ransomeye_maint`, and on SIGTERM/SIGINT
+//! lets every lane drain, stops the cluster and exits 0.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::app::AppError;
+use crate::cluster::{ClusterError, Embedded};
+use crate::ingress::PeerPolicy;
+use crate::lane::process::{IoMode, LISTEN_FD};
+use crate::limits::{
+    DATABASE_NAME, LANE_DRAIN_TIMEOUT_S, LANE_RESTART_BACKOFF_MAX_MS, LANE_RESTART_BACKOFF_MIN_MS, MAINTENANCE_INTERVAL_S,
+};
+use crate::matrix::{Module, Role};
+use crate::sys;
+
+/// Supervisor loop period.
+const SUPERVISE_INTERVAL_MS: u64 = 500;
+/// Consecutive failed restarts of the cluster before the supervisor gives up.
+const CLUSTER_RESTARTS_MAX: u32 = 5;
+
+pub struct RunOptions {
+    pub state_dir: PathBuf,
+    pub instance: String,
+    pub peers: BTreeMap<Module, PeerPolicy>,
+    pub io: IoMode,
+    pub partition_days_ahead: u32,
+}
+
+struct Lane {
+    module: Module,
+    listener: UnixListener,
+    child: Option<Child>,
+    restarts: u32,
+    restart_at: Option<Instant>,
+}
+
+/// Bind a module's abstract socket, or explain who holds it.
+pub fn bind_lane_socket(instance: &str, module: Module) -> Result<UnixListener, AppError> {
+    let name = module.socket_name(instance);
+    let address = SocketAddr::from_abstract_name(name.as_bytes()).map_err(|source| AppError::Io { step: "socket address", source })?;
+    UnixListener::bind_addr(&address).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            AppError::Refused(format!(
+                "socket @{name} is already bound (another appliance with instance {instance:?}, or a squatter): refusing to start"
+            ))
+        } else {
+            AppError::Io { step: "bind lane socket", source }
+        }
+    })
+}
+
+fn spawn_lane(lane: &Lane, options: &RunOptions) -> Result<Child, AppError> {
+    let policy = &options.peers[&lane.module];
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg("lane")
+        .args(["--module", lane.module.name(), "--io", options.io.name()])
+        .arg("--state-dir")
+        .arg(&options.state_dir)
+        .env_clear()
+        .stdin(Stdio::null());
+    for uid in &policy.uids {
+        command.args(["--allow-uid", &uid.to_string()]);
+    }
+    for gid in &policy.gids {
+        command.args(["--allow-gid", &gid.to_string()]);
+    }
+    if let Ok(filter) = std::env::var("APPLIANCED_LOG") {
+        command.env("APPLIANCED_LOG", filter);
+    }
+    sys::pass_fd_to_child(&mut command, lane.listener.as_raw_fd(), LISTEN_FD);
+    command.spawn().map_err(|source| AppError::Io { step: "spawn lane", source })
+}
+
+/// Create partitions ahead as the maintenance role.
+pub fn maintain_partitions(embedded: &Embedded, days_ahead: u32) -> Result<String, AppError> {
+    let mut conn = crate::pg::Connection::connect(&embedded.connect_params(Role::Maintenance.name(), DATABASE_NAME))
+        .map_err(|source| AppError::Pg { step: "connect as ransomeye_maint", source })?;
+    conn.query_value(&format!("SELECT appliance.ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1, {})", days_ahead + 2))
+        .map_err(|source| AppError::Pg { step: "create partitions ahead", source })
+}
+
+pub fn run(options: &RunOptions) -> Result<(), AppError> {
+    sys::block_supervisor_signals().map_err(|source| AppError::Io { step: "block signals", source })?;
+    let embedded = Embedded::load(&options.state_dir)?;
+    embedded.start()?;
+    let created = maintain_partitions(&embedded, options.partition_days_ahead)?;
+    tracing::info!(created, "partitions ahead ensured");
+    let mut lanes = Vec::new();
+    for module in Module::ALL {
+        let listener = bind_lane_socket(&options.instance, module)?;
+        lanes.push(Lane { module, listener, child: None, restarts: 0, restart_at: None });
+    }
+    for index in 0..lanes.len() {
+        lanes[index].child = Some(spawn_lane(&lanes[index], options)?);
+    }
+    println!("applianced: ready: {} lanes listening on @ransomeye/{}/<module>", lanes.len(), options.instance);
+    let mut last_maintenance = Instant::now();
+    let mut cluster_restarts = 0u32;
+    loop {
+        let signal = sys::wait_signal(Duration::from_millis(SUPERVISE_INTERVAL_MS))
+            .map_err(|source| AppError::Io { step: "wait for signals", source })?;
+        if matches!(signal, Some(sys::Signal::Terminate | sys::Signal::Interrupt)) {
+            return shutdown(&mut lanes, &embedded);
+        }
+        for lane in &mut lanes {
+            reap_and_restart(lane, options);
+        }
+        if !embedded.is_running() {
+            cluster_restarts += 1;
+            tracing::warn!(cluster_restarts, "cluster is not running; restarting it");
+            if cluster_restarts > CLUSTER_RESTARTS_MAX {
+                return Err(AppError::Cluster(ClusterError::Command { what: "supervise cluster".into(), detail: "gave up after repeated restarts".into() }));
+            }
+            if let Err(e) = embedded.start() {
+                tracing::error!(error = %e, "cluster restart failed");
+            }
+        } else {
+            cluster_restarts = 0;
+        }
+        if last_maintenance.elapsed() >= Duration::from_secs(MAINTENANCE_INTERVAL_S) {
+            last_maintenance = Instant::now();
+            if let Err(e) = maintain_partitions(&embedded, options.partition_days_ahead) {
+                tracing::error!(error = %e, "partition maintenance failed; will retry");
+            }
+        }
+    }
+}
+
+fn reap_and_restart(lane: &mut Lane, options: &RunOptions) {
+    if let Some(child) = lane.child.as_mut() {
+        match child.try_wait() {
+            Ok(None) => return,
+            Ok(Some(status)) => {
+                let backoff = (LANE_RESTART_BACKOFF_MIN_MS << lane.restarts.min(7)).min(LANE_RESTART_BACKOFF_MAX_MS);
+                tracing::error!(lane = lane.module.name(), %status, restart_in_ms = backoff, "lane exited; restarting");
+                lane.child = None;
+                lane.restarts += 1;
+                lane.restart_at = Some(Instant::now() + Duration::from_millis(backoff));
+            }
+            Err(e) => {
+                tracing::error!(lane = lane.module.name(), error = %e, "cannot wait for lane");
+                return;
+            }
+        }
+    }
+    if lane.restart_at.is_some_and(|at| Instant::now() >= at) {
+        match spawn_lane(lane, options) {
+            Ok(child) => {
+                lane.child = Some(child);
+                lane.restart_at = None;
+            }
+            Err(e) => tracing::error!(lane = lane.module.name(), error = %e, "lane restart failed"),
+        }
+    }
+}
+
+fn shutdown(lanes: &mut [Lane], embedded: &Embedded) -> Result<(), AppError> {
+    tracing::info!("stopping: draining lanes");
+    for lane in lanes.iter() {
+        if let Some(child) = lane.child.as_ref() {
+            let _ = sys::send_signal(child.id() as i32, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(LANE_DRAIN_TIMEOUT_S);
+    let mut clean = true;
+    for lane in lanes.iter_mut() {
+        let Some(child) = lane.child.as_mut() else { continue };
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    clean &= status.success();
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    tracing::error!(lane = lane.module.name(), "lane did not drain in time; killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    clean = false;
+                    break;
+                }
+            }
+        }
+    }
+    embedded.stop()?;
+    if clean { Ok(()) } else { Err(AppError::Refused("a lane did not stop cleanly".into())) }
+}
+
+/// The default peer policy: the uid that started the appliance, for every module.
+pub fn default_peers() -> BTreeMap<Module, PeerPolicy> {
+    Module::ALL.into_iter().map(|m| (m, PeerPolicy { uids: vec![sys::real_uid()], gids: Vec::new() })).collect()
+}
+
+pub fn state_dir_arg(path: &Path) -> PathBuf {
+    path.to_path_buf()
+}

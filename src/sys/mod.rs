@@ -1,0 +1,320 @@
+//! Thin, safe wrappers over the few libc calls the appliance needs.
+//!
+//! This is the only module allowed to contain `unsafe` (STYLE S13). Each
+//! block states the invariants it relies on. Everything here is a plain
+//! syscall wrapper; policy lives in the callers.
+
+pub mod uring;
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+/// An OS account as the password database describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments, cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+pub fn real_uid() -> u32 {
+    // SAFETY: getuid takes no arguments, cannot fail and touches no memory.
+    unsafe { libc::getuid() }
+}
+
+fn account_from_passwd(entry: &libc::passwd) -> Account {
+    // SAFETY: pw_name of an entry returned by getpw*_r points to a
+    // NUL-terminated string inside the caller's buffer, alive for this call.
+    let name = unsafe { CStr::from_ptr(entry.pw_name) }
+        .to_string_lossy()
+        .into_owned();
+    Account {
+        name,
+        uid: entry.pw_uid,
+        gid: entry.pw_gid,
+    }
+}
+
+/// Buffer for getpw*_r; 16 KiB covers every entry glibc's own default
+/// (sysconf(_SC_GETPW_R_SIZE_MAX) = 1024) would, with room for NSS modules.
+const PASSWD_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Look up an account by name; `Ok(None)` if there is none.
+pub fn account_by_name(name: &str) -> io::Result<Option<Account>> {
+    let c_name = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in user name"))?;
+    let mut buffer = vec![0 as libc::c_char; PASSWD_BUFFER_BYTES];
+    // SAFETY: passwd is a plain C struct for which all-zero bytes are valid.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the duration of the call: c_name is
+    // NUL-terminated, buffer has the length passed, entry and result are
+    // locals. getpwnam_r writes only into them.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    if result.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(account_from_passwd(&entry)))
+}
+
+/// Look up an account by uid; `Ok(None)` if there is none.
+pub fn account_by_uid(uid: u32) -> io::Result<Option<Account>> {
+    let mut buffer = vec![0 as libc::c_char; PASSWD_BUFFER_BYTES];
+    // SAFETY: passwd is a plain C struct for which all-zero bytes are valid.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: as in account_by_name; uid is passed by value.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    if result.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(account_from_passwd(&entry)))
+}
+
+/// chown(2) without following a final symlink.
+pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+/// Whether a process with this pid exists (kill(pid, 0)).
+pub fn process_exists(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Signals the supervisor handles synchronously.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Terminate,
+    Interrupt,
+    Child,
+}
+
+fn supervisor_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it fully and
+    // sigaddset only sets bits of valid signal numbers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        set
+    }
+}
+
+/// Block SIGTERM, SIGINT and SIGCHLD in the calling thread so that
+/// [`wait_signal`] can take them synchronously. Call before spawning threads.
+pub fn block_supervisor_signals() -> io::Result<()> {
+    let set = supervisor_sigset();
+    // SAFETY: set is initialised; the old-mask pointer may be null.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Wait up to `timeout` for one of the blocked supervisor signals.
+pub fn wait_signal(timeout: Duration) -> io::Result<Option<Signal>> {
+    let set = supervisor_sigset();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: set and ts are initialised locals; the siginfo pointer may be null.
+    let rc = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    if rc < 0 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(error),
+        };
+    }
+    Ok(match rc {
+        libc::SIGTERM => Some(Signal::Terminate),
+        libc::SIGINT => Some(Signal::Interrupt),
+        _ => Some(Signal::Child),
+    })
+}
+
+/// Credentials of the process at the other end of a Unix socket, as the
+/// kernel recorded them at connect() or listen() time (SO_PEERCRED).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCred {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// SO_PEERCRED of a connected Unix socket.
+pub fn peer_credentials(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<PeerCred> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: fd is a live descriptor (borrowed); cred and len are locals of
+    // the size passed; the kernel writes at most len bytes into cred.
+    let rc = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(PeerCred { pid: cred.pid, uid: cred.uid, gid: cred.gid })
+}
+
+/// SO_PEERPIDFD (Linux 6.5+): a pidfd for the peer, which keeps naming the
+/// same process even after its pid is reused. `Ok(None)` where unsupported.
+pub fn peer_pidfd(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    const SO_PEERPIDFD: libc::c_int = 77;
+    let mut pidfd: libc::c_int = -1;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: as in peer_credentials; the kernel writes one int.
+    let rc = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, SO_PEERPIDFD, (&mut pidfd as *mut libc::c_int).cast(), &mut len)
+    };
+    if rc != 0 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ENOPROTOOPT) | Some(libc::EINVAL) | Some(libc::ESRCH) => Ok(None),
+            _ => Err(error),
+        };
+    }
+    // SAFETY: on success the kernel returned a new descriptor we now own.
+    Ok(Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) }))
+}
+
+/// Arrange for `fd` to appear as descriptor `target` (without CLOEXEC) in
+/// the child `command` will spawn; every other descriptor keeps CLOEXEC, so
+/// the child inherits only stdio and this one.
+pub fn pass_fd_to_child(command: &mut std::process::Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only dup2 and fcntl, which are async-signal-safe; it touches no
+    // memory shared with the parent.
+    unsafe {
+        command.pre_exec(move || {
+            if fd == target {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Take ownership of a listening Unix socket inherited as descriptor `fd`,
+/// after checking that it is one (SO_DOMAIN AF_UNIX, SO_ACCEPTCONN).
+pub fn inherited_unix_listener(fd: std::os::fd::RawFd) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::fd::FromRawFd;
+    let get = |option: libc::c_int| -> io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: value and len are locals of the size passed.
+        let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len) };
+        if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(value) }
+    };
+    if get(libc::SO_DOMAIN)? != libc::AF_UNIX || get(libc::SO_ACCEPTCONN)? != 1 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("fd {fd} is not a listening Unix socket")));
+    }
+    // SAFETY: fd was checked to be an open listening socket that this
+    // process inherited for exactly this purpose; nothing else owns it.
+    let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    // SAFETY: fcntl on a descriptor we own; sets CLOEXEC so no grandchild inherits it.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(listener)
+}
+
+/// A signalfd for SIGTERM and SIGINT, which must already be blocked
+/// ([`block_supervisor_signals`]). Readable when one is pending.
+pub fn termination_signalfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: sigset_t is plain data initialised by sigemptyset/sigaddset.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    };
+    // SAFETY: -1 asks for a new descriptor; set is initialised.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor we now own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// poll(2) over `fds`; returns the number ready (0 on timeout or EINTR).
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    // SAFETY: fds is a valid mutable slice of pollfd of the length passed.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        let error = io::Error::last_os_error();
+        return if error.raw_os_error() == Some(libc::EINTR) { Ok(0) } else { Err(error) };
+    }
+    Ok(rc as usize)
+}
+
+/// Send a signal to a process.
+pub fn send_signal(pid: i32, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill has no memory arguments.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Read and discard whatever is readable on a non-blocking descriptor
+/// (used to consume pending signalfd records).
+pub fn drain_readable(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let mut buffer = [0u8; 128];
+    loop {
+        // SAFETY: buffer is a local of the length passed; the kernel writes at most that.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
+        if n <= 0 {
+            return;
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! A lane's io_uring: a safe wrapper that owns every buffer an operation
+//! in flight points to.
+//!
+//! The ring is created disabled, restricted to the opcodes a lane uses
+//! (IORING_REGISTER_RESTRICTIONS: Accept, Recv, Send, Read, no SQE flags,
+//! no register opcodes at all afterwards), then enabled (Q4 of
+//! shared/reference/io-uring-feasibility.md). It never uses SQPOLL or
+//! registered personalities, which would carry the creating credentials
+//! past the sandbox. Buffers: one receive buffer per slot, allocated once
+//! (STYLE S9), and the send buffer handed over by the caller; each is
+//! marked busy from submission until its completion is reaped, so the
+//! kernel never writes into or reads from freed memory. In-flight
+//! operations never exceed the completion-queue size.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, opcode, register::Restriction, squeue};
+
+/// Which operation a completion belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Accept,
+    Signal,
+    Recv(usize),
+    Send(usize),
+}
+
+fn encode_op(op: Op) -> u64 {
+    match op {
+        Op::Accept => 1 << 32,
+        Op::Signal => 2 << 32,
+        Op::Recv(slot) => (3 << 32) | slot as u64,
+        Op::Send(slot) => (4 << 32) | slot as u64,
+    }
+}
+
+fn decode_op(user_data: u64) -> Option<Op> {
+    let slot = (user_data & 0xffff_ffff) as usize;
+    match user_data >> 32 {
+        1 => Some(Op::Accept),
+        2 => Some(Op::Signal),
+        3 => Some(Op::Recv(slot)),
+        4 => Some(Op::Send(slot)),
+        _ => None,
+    }
+}
+
+/// A reaped completion.
+#[derive(Debug)]
+pub enum Completion {
+    Accept(io::Result<OwnedFd>),
+    Signal,
+    /// Bytes are in [`Ring::received`] for this slot.
+    Recv { slot: usize, result: io::Result<usize> },
+    /// The send finished: all of it, or failed. Partial sends are resubmitted internally.
+    Send { slot: usize, result: io::Result<()> },
+}
+
+struct SlotBuffers {
+    recv: Box<[u8]>,
+    recv_busy: bool,
+    send: BytesMut,
+    send_busy: bool,
+    send_fd: i32,
+}
+
+pub struct Ring {
+    ring: IoUring,
+    slots: Vec<SlotBuffers>,
+    signal_buffer: Box<[u8; 128]>,
+    signal_busy: bool,
+    accept_busy: bool,
+    in_flight: usize,
+    capacity: usize,
+}
+
+fn result_of(code: i32) -> io::Result<usize> {
+    if code < 0 { Err(io::Error::from_raw_os_error(-code)) } else { Ok(code as usize) }
+}
+
+impl Ring {
+    /// Create the ring disabled, register the opcode allow-list, enable it.
+    pub fn new(entries: u32, slots: usize, recv_bytes: usize) -> io::Result<Ring> {
+        let ring: IoUring = IoUring::builder().setup_r_disabled().build(entries)?;
+        let mut allowed = [
+            Restriction::sqe_op(opcode::Accept::CODE),
+            Restriction::sqe_op(opcode::Recv::CODE),
+            Restriction::sqe_op(opcode::Send::CODE),
+            Restriction::sqe_op(opcode::Read::CODE),
+            Restriction::sqe_flags_allowed(0),
+        ];
+        ring.submitter().register_restrictions(&mut allowed)?;
+        ring.submitter().register_enable_rings()?;
+        let capacity = ring.params().cq_entries() as usize;
+        let slots = (0..slots)
+            .map(|_| SlotBuffers {
+                recv: vec![0u8; recv_bytes].into_boxed_slice(),
+                recv_busy: false,
+                send: BytesMut::new(),
+                send_busy: false,
+                send_fd: -1,
+            })
+            .collect();
+        Ok(Ring { ring, slots, signal_buffer: Box::new([0; 128]), signal_busy: false, accept_busy: false, in_flight: 0, capacity })
+    }
+
+    /// The raw descriptor of the ring (for /proc checks).
+    pub fn as_raw_fd(&self) -> i32 {
+        self.ring.as_raw_fd()
+    }
+
+    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        if self.in_flight >= self.capacity {
+            return Err(io::Error::other("completion queue would overflow"));
+        }
+        // SAFETY: every pointer in `entry` refers to a buffer owned by this
+        // Ring (a slot's receive or send buffer, or the signal buffer) that
+        // was marked busy by the caller and is neither moved, reallocated
+        // nor dropped until the completion is reaped in `wait`.
+        unsafe { self.ring.submission().push(&entry) }.map_err(|_| io::Error::other("submission queue full"))?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    pub fn accept_busy(&self) -> bool {
+        self.accept_busy
+    }
+
+    pub fn accept(&mut self, listener: BorrowedFd<'_>) -> io::Result<()> {
+        let entry = opcode::Accept::new(Fd(listener.as_raw_fd()), std::ptr::null_mut(), std::ptr::null_mut())
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(encode_op(Op::Accept));
+        self.push(entry)?;
+        self.accept_busy = true;
+        Ok(())
+    }
+
+    pub fn read_signal(&mut self, signalfd: BorrowedFd<'_>) -> io::Result<()> {
+        if self.signal_busy {
+            return Ok(());
+        }
+        let entry = opcode::Read::new(Fd(signalfd.as_raw_fd()), self.signal_buffer.as_mut_ptr(), 128)
+            .build()
+            .user_data(encode_op(Op::Signal));
+        self.push(entry)?;
+        self.signal_busy = true;
+        Ok(())
+    }
+
+    pub fn recv_busy(&self, slot: usize) -> bool {
+        self.slots.get(slot).is_some_and(|s| s.recv_busy)
+    }
+
+    pub fn send_busy(&self, slot: usize) -> bool {
+        self.slots.get(slot).is_some_and(|s| s.send_busy)
+    }
+
+    /// Whether any operation of this slot is in flight.
+    pub fn slot_busy(&self, slot: usize) -> bool {
+        self.recv_busy(slot) || self.send_busy(slot)
+    }
+
+    pub fn recv(&mut self, slot: usize, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let buffers = self.slots.get_mut(slot).ok_or_else(|| io::Error::other("no such slot"))?;
+        if buffers.recv_busy {
+            return Ok(());
+        }
+        let entry = opcode::Recv::new(Fd(fd.as_raw_fd()), buffers.recv.as_mut_ptr(), buffers.recv.len() as u32)
+            .build()
+            .user_data(encode_op(Op::Recv(slot)));
+        buffers.recv_busy = true;
+        let pushed = self.push(entry);
+        if pushed.is_err() {
+            self.slots[slot].recv_busy = false;
+        }
+        pushed
+    }
+
+    /// The bytes of a completed receive.
+    pub fn received(&self, slot: usize, length: usize) -> &[u8] {
+        self.slots.get(slot).map_or(&[][..], |s| &s.recv[..length.min(s.recv.len())])
+    }
+
+    /// Send all of `data`; the ring keeps it until the send completes.
+    pub fn send(&mut self, slot: usize, fd: BorrowedFd<'_>, data: BytesMut) -> io::Result<()> {
+        let buffers = self.slots.get_mut(slot).ok_or_else(|| io::Error::other("no such slot"))?;
+        if buffers.send_busy {
+            return Err(io::Error::other("send already in flight"));
+        }
+        buffers.send = data;
+        buffers.send_fd = fd.as_raw_fd();
+        self.submit_send(slot)
+    }
+
+    fn submit_send(&mut self, slot: usize) -> io::Result<()> {
+        let buffers = &mut self.slots[slot];
+        let entry = opcode::Send::new(Fd(buffers.send_fd), buffers.send.as_ptr(), buffers.send.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(encode_op(Op::Send(slot)));
+        buffers.send_busy = true;
+        let pushed = self.push(entry);
+        if pushed.is_err() {
+            self.slots[slot].send_busy = false;
+        }
+        pushed
+    }
+
+    /// Submit what is queued and wait up to `timeout` for completions.
+    pub fn wait(&mut self, timeout: Duration, completions: &mut Vec<Completion>) -> io::Result<()> {
+        let ts = Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
+        let args = SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)) => {}
+            Err(e) => return Err(e),
+        }
+        let reaped: Vec<(u64, i32)> = self.ring.completion().map(|cqe| (cqe.user_data(), cqe.result())).collect();
+        for (user_data, code) in reaped {
+            self.in_flight -= 1;
+            match decode_op(user_data) {
+                Some(Op::Accept) => {
+                    self.accept_busy = false;
+                    // SAFETY: a non-negative accept result is a new descriptor we own.
+                    completions.push(Completion::Accept(result_of(code).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })));
+                }
+                Some(Op::Signal) => {
+                    self.signal_busy = false;
+                    completions.push(Completion::Signal);
+                }
+                Some(Op::Recv(slot)) => {
+                    self.slots[slot].recv_busy = false;
+                    completions.push(Completion::Recv { slot, result: result_of(code) });
+                }
+                Some(Op::Send(slot)) => self.send_completed(slot, code, completions)?,
+                None => return Err(io::Error::other(format!("unknown completion {user_data:#x}"))),
+            }
+        }
+        Ok(())
+    }
+
+    fn send_completed(&mut self, slot: usize, code: i32, completions: &mut Vec<Completion>) -> io::Result<()> {
+        self.slots[slot].send_busy = false;
+        match result_of(code) {
+            Ok(0) => completions.push(Completion::Send { slot, result: Err(io::ErrorKind::WriteZero.into()) }),
+            Ok(n) => {
+                let buffers = &mut self.slots[slot];
+                buffers.send.advance(n.min(buffers.send.len()));
+                if buffers.send.is_empty() {
+                    completions.push(Completion::Send { slot, result: Ok(()) });
+                } else {
+                    self.submit_send(slot)?;
+                }
+            }
+            Err(e) => completions.push(Completion::Send { slot, result: Err(e) }),
+        }
+        Ok(())
+    }
+
+    /// Operations still in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.in_flight > 0 {
+            // The kernel may still touch buffers of operations in flight until
+            // the ring is torn down; keep them alive for the process's life.
+            for slot in std::mem::take(&mut self.slots) {
+                std::mem::forget(slot);
+            }
+            std::mem::forget(std::mem::replace(&mut self.signal_buffer, Box::new([0; 128])));
+        }
+    }
+}
