@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use crate::cluster::{self, ClusterError, Embedded, InitOptions};
 use crate::config::{ConfigError, Target};
 use crate::limits::DATABASE_NAME;
+use crate::matrix::Module;
 use crate::migrate::{self, MigrateError};
 use crate::pg::PgError;
 use crate::selftest;
-use crate::matrix::Module;
 
 #[derive(Debug)]
 pub enum AppError {
@@ -66,45 +66,22 @@ impl From<ClusterError> for AppError {
 
 /// `applianced init`: create or update the embedded cluster, apply
 /// migrations, create partitions ahead.
-pub fn init(
-    state_dir: &Path,
-    pg_bin_dir: Option<&Path>,
-    days_ahead: u32,
-) -> Result<Embedded, AppError> {
-    let embedded = cluster::create_and_start(&InitOptions {
-        state_dir,
-        pg_bin_dir,
-        port: cluster::DEFAULT_PORT,
-    })?;
-    println!(
-        "cluster: running, socket {}",
-        embedded.dir.socket_path(embedded.port).display()
-    );
+pub fn init(state_dir: &Path, pg_bin_dir: Option<&Path>, days_ahead: u32) -> Result<Embedded, AppError> {
+    let embedded = cluster::create_and_start(&InitOptions { state_dir, pg_bin_dir, port: cluster::DEFAULT_PORT })?;
+    println!("cluster: running, socket {}", embedded.dir.socket_path(embedded.port).display());
     let mut conn = embedded
         .connect_admin(DATABASE_NAME)
-        .map_err(|source| AppError::Pg {
-            step: "connect to the appliance database",
-            source,
-        })?;
+        .map_err(|source| AppError::Pg { step: "connect to the appliance database", source })?;
     let applied = migrate::apply(&mut conn).map_err(AppError::Migrate)?;
-    println!(
-        "schema: version {} ({} migration(s) applied now)",
-        migrate::latest_version(),
-        applied.len()
-    );
+    println!("schema: version {} ({} migration(s) applied now)", migrate::latest_version(), applied.len());
     // Yesterday too, so a host whose clock just crossed midnight still has a window.
     let created = conn
         .query_value(&format!(
             "SELECT appliance.ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1, {})",
             days_ahead + 2
         ))
-        .map_err(|source| AppError::Pg {
-            step: "create partitions ahead",
-            source,
-        })?;
-    println!(
-        "partitions: {created} daily partition(s) created, horizon today+{days_ahead} days (UTC)"
-    );
+        .map_err(|source| AppError::Pg { step: "create partitions ahead", source })?;
+    println!("partitions: {created} daily partition(s) created, horizon today+{days_ahead} days (UTC)");
     Ok(embedded)
 }
 
@@ -117,11 +94,7 @@ pub fn stop(state_dir: &Path) -> Result<(), AppError> {
 }
 
 /// `applianced selftest`; prints the report and fails if any check fails.
-pub fn selftest(
-    state_dir: Option<&Path>,
-    config: Option<&Path>,
-    json: bool,
-) -> Result<(), AppError> {
+pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> Result<(), AppError> {
     let target = match (state_dir, config) {
         (Some(dir), None) => Target::Embedded(Embedded::load(dir)?),
         (None, Some(file)) => crate::config::load(file).map_err(AppError::Config)?,
@@ -144,18 +117,19 @@ pub fn selftest(
         print!("{text}");
         ok
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(AppError::SelftestFailed)
-    }
+    if ok { Ok(()) } else { Err(AppError::SelftestFailed) }
 }
 
 /// `applianced demo`: the main job on the embedded default. Initialise a
 /// state directory, run the appliance as a child process, drive all four
 /// modules at once with the load client, print per-lane results, check
 /// row counts against acknowledgements, run selftest, stop cleanly.
-pub fn demo(state_dir: Option<&Path>, pg_bin_dir: Option<&Path>, events_total: u64, instance: &str) -> Result<PathBuf, AppError> {
+pub fn demo(
+    state_dir: Option<&Path>,
+    pg_bin_dir: Option<&Path>,
+    events_total: u64,
+    instance: &str,
+) -> Result<PathBuf, AppError> {
     let dir = match state_dir {
         Some(dir) => dir.to_path_buf(),
         None => std::env::temp_dir().join(format!("applianced-demo-{}", std::process::id())),

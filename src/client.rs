@@ -26,11 +26,21 @@ pub const CLIENT_REPLY_TIMEOUT_MS: u64 = 30_000;
 pub enum ClientError {
     Connect(std::io::Error),
     /// The socket is bound by someone other than the expected server.
-    UntrustedServer { expected_uid: u32, found_uid: u32, pid: i32 },
+    UntrustedServer {
+        expected_uid: u32,
+        found_uid: u32,
+        pid: i32,
+    },
     Io(std::io::Error),
     Protocol(FrameError),
     /// The lane sent ERROR and closed.
-    Refused { code: u16, reason: String },
+    Refused {
+        code: u16,
+        reason: String,
+    },
+    /// The lane closed before WELCOME without a word: this peer is not
+    /// admitted on this lane (or the lane is full or draining).
+    ClosedDuringHandshake,
     Closed,
 }
 
@@ -45,6 +55,9 @@ impl std::fmt::Display for ClientError {
             ClientError::Io(e) => write!(f, "socket: {e}"),
             ClientError::Protocol(e) => write!(f, "protocol: {e}"),
             ClientError::Refused { code, reason } => write!(f, "lane error {code}: {reason}"),
+            ClientError::ClosedDuringHandshake => {
+                write!(f, "the lane closed the connection before WELCOME (peer not admitted on this lane?)")
+            }
             ClientError::Closed => write!(f, "the lane closed the connection"),
         }
     }
@@ -77,20 +90,49 @@ pub fn lane_address(instance: &str, module: Module) -> std::io::Result<SocketAdd
 
 impl ModuleClient {
     /// Connect, verify the server's uid, send HELLO and wait for WELCOME.
-    pub fn connect(instance: &str, module: Module, server_uid: u32, producer_id: u64, epoch: u64) -> Result<ModuleClient, ClientError> {
+    pub fn connect(
+        instance: &str,
+        module: Module,
+        server_uid: u32,
+        producer_id: u64,
+        epoch: u64,
+    ) -> Result<ModuleClient, ClientError> {
         let address = lane_address(instance, module).map_err(ClientError::Connect)?;
         let stream = UnixStream::connect_addr(&address).map_err(ClientError::Connect)?;
         let server = sys::peer_credentials(stream.as_fd()).map_err(ClientError::Io)?;
         if server.uid != server_uid {
-            return Err(ClientError::UntrustedServer { expected_uid: server_uid, found_uid: server.uid, pid: server.pid });
+            return Err(ClientError::UntrustedServer {
+                expected_uid: server_uid,
+                found_uid: server.uid,
+                pid: server.pid,
+            });
         }
         stream.set_read_timeout(Some(Duration::from_millis(CLIENT_REPLY_TIMEOUT_MS))).map_err(ClientError::Io)?;
-        let mut client = ModuleClient { stream, inbuf: BytesMut::new(), out: BytesMut::new(), credit_bytes: 0, watermark_epoch: 0, watermark_seq: 0 };
+        let mut client = ModuleClient {
+            stream,
+            inbuf: BytesMut::new(),
+            out: BytesMut::new(),
+            credit_bytes: 0,
+            watermark_epoch: 0,
+            watermark_seq: 0,
+        };
         frame::encode_hello(&mut client.out, module_code(module), producer_id, epoch);
-        client.flush()?;
-        let welcome = client.read_frame()?;
+        // A lane that does not admit this peer closes at once: the HELLO
+        // write may then fail (EPIPE, ECONNRESET) or the read see EOF.
+        let handshake = |e: ClientError| match e {
+            ClientError::Closed => ClientError::ClosedDuringHandshake,
+            ClientError::Io(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
+                ClientError::ClosedDuringHandshake
+            }
+            other => other,
+        };
+        client.flush().map_err(handshake)?;
+        let welcome = client.read_frame().map_err(handshake)?;
         if welcome.kind != Kind::Welcome {
-            return Err(ClientError::Protocol(FrameError::new(frame::ErrorCode::HandshakeRequired, format!("expected WELCOME, got {:?}", welcome.kind))));
+            return Err(ClientError::Protocol(FrameError::new(
+                frame::ErrorCode::HandshakeRequired,
+                format!("expected WELCOME, got {:?}", welcome.kind),
+            )));
         }
         let body = frame::decode_welcome(&welcome.body).map_err(ClientError::Protocol)?;
         client.credit_bytes = u64::from(body.credit_bytes.get());
@@ -180,7 +222,10 @@ impl ModuleClient {
                 let (code, reason) = frame::decode_error(&frame.body).map_err(ClientError::Protocol)?;
                 Err(ClientError::Refused { code, reason })
             }
-            other => Err(ClientError::Protocol(FrameError::new(frame::ErrorCode::UnknownKind, format!("{other:?} from the lane")))),
+            other => Err(ClientError::Protocol(FrameError::new(
+                frame::ErrorCode::UnknownKind,
+                format!("{other:?} from the lane"),
+            ))),
         }
     }
 }

@@ -34,43 +34,24 @@ pub const DEFAULT_PORT: u16 = 5432;
 /// Errors of the embedded-cluster steps.
 #[derive(Debug)]
 pub enum ClusterError {
-    MissingBinaries {
-        searched: PathBuf,
-        root: bool,
-    },
-    Io {
-        step: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    Command {
-        what: String,
-        detail: String,
-    },
+    MissingBinaries { searched: PathBuf, root: bool },
+    Io { step: &'static str, path: PathBuf, source: std::io::Error },
+    Command { what: String, detail: String },
     Account(String),
     StateFile(String),
     PathTooLong(PathBuf),
-    Pg {
-        step: &'static str,
-        source: PgError,
-    },
+    Pg { step: &'static str, source: PgError },
 }
 
 impl fmt::Display for ClusterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClusterError::MissingBinaries {
-                searched,
-                root: true,
-            } => write!(
+            ClusterError::MissingBinaries { searched, root: true } => write!(
                 f,
                 "PostgreSQL server binaries not found in {} and installing {SERVER_PACKAGE} failed",
                 searched.display()
             ),
-            ClusterError::MissingBinaries {
-                searched,
-                root: false,
-            } => write!(
+            ClusterError::MissingBinaries { searched, root: false } => write!(
                 f,
                 "PostgreSQL server binaries not found in {}: install them with `sudo apt-get install {SERVER_PACKAGE}` (or run this command as root, which installs them), or pass --pg-bin-dir",
                 searched.display()
@@ -109,9 +90,7 @@ impl StateDir {
         let root = if root.is_absolute() {
             root.to_path_buf()
         } else {
-            std::env::current_dir()
-                .map_err(io_err("current directory", root))?
-                .join(root)
+            std::env::current_dir().map_err(io_err("current directory", root))?.join(root)
         };
         Ok(StateDir { root })
     }
@@ -146,19 +125,13 @@ impl Embedded {
     pub fn load(dir: &Path) -> Result<Embedded, ClusterError> {
         let dir = StateDir::new(dir)?;
         let path = dir.state_file();
-        let text = fs::read_to_string(&path)
-            .map_err(io_err("read (was `applianced init` run?)", &path))?;
+        let text = fs::read_to_string(&path).map_err(io_err("read (was `applianced init` run?)", &path))?;
         let mut bin = None;
         let mut user = None;
         let mut port = None;
-        for line in text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| ClusterError::StateFile(format!("bad line {line:?}")))?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (key, value) =
+                line.split_once('=').ok_or_else(|| ClusterError::StateFile(format!("bad line {line:?}")))?;
             let value = value.trim().trim_matches('"');
             match key.trim() {
                 "pg_bin_dir" => bin = Some(PathBuf::from(value)),
@@ -210,10 +183,7 @@ impl Embedded {
     /// A command for one of the PostgreSQL programs, run as the server user.
     fn pg_command(&self, program: &str) -> Command {
         let mut command = Command::new(self.pg_bin_dir.join(program));
-        command
-            .current_dir(&self.dir.root)
-            .env("LC_ALL", "C")
-            .env_remove("PGDATA");
+        command.current_dir(&self.dir.root).env("LC_ALL", "C").env_remove("PGDATA");
         if sys::effective_uid() == 0 {
             // std drops supplementary groups (setgroups) before setuid.
             command.uid(self.server.uid).gid(self.server.gid);
@@ -222,19 +192,12 @@ impl Embedded {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Result<Output, ClusterError> {
-        let output = self
-            .pg_command(program)
-            .args(args)
-            .output()
-            .map_err(io_err("execute", &self.pg_bin_dir.join(program)))?;
+        let output =
+            self.pg_command(program).args(args).output().map_err(io_err("execute", &self.pg_bin_dir.join(program)))?;
         if !output.status.success() {
             return Err(ClusterError::Command {
                 what: format!("{program} {}", args.join(" ")),
-                detail: format!(
-                    "{}: {}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
+                detail: format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim()),
             });
         }
         Ok(output)
@@ -246,10 +209,7 @@ impl Embedded {
         let Ok(text) = fs::read_to_string(pid_file) else {
             return false;
         };
-        text.lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-            .is_some_and(sys::process_exists)
+        text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()).is_some_and(sys::process_exists)
     }
 
     /// Start the cluster and wait until it accepts connections.
@@ -260,17 +220,7 @@ impl Embedded {
         let pgdata = self.dir.pgdata();
         let log = self.dir.log_file();
         let timeout = PG_START_TIMEOUT_S.to_string();
-        let args = [
-            "start",
-            "-D",
-            path_str(&pgdata)?,
-            "-l",
-            path_str(&log)?,
-            "-w",
-            "-t",
-            &timeout,
-            "-s",
-        ];
+        let args = ["start", "-D", path_str(&pgdata)?, "-l", path_str(&log)?, "-w", "-t", &timeout, "-s"];
         self.run("pg_ctl", &args).map(|_| ())
     }
 
@@ -281,64 +231,31 @@ impl Embedded {
         }
         let pgdata = self.dir.pgdata();
         let timeout = PG_START_TIMEOUT_S.to_string();
-        self.run(
-            "pg_ctl",
-            &[
-                "stop",
-                "-D",
-                path_str(&pgdata)?,
-                "-m",
-                "fast",
-                "-w",
-                "-t",
-                &timeout,
-                "-s",
-            ],
-        )
-        .map(|_| ())
+        self.run("pg_ctl", &["stop", "-D", path_str(&pgdata)?, "-m", "fast", "-w", "-t", &timeout, "-s"]).map(|_| ())
     }
 }
 
 fn path_str(path: &Path) -> Result<&str, ClusterError> {
-    path.to_str()
-        .ok_or_else(|| ClusterError::StateFile(format!("path {} is not UTF-8", path.display())))
+    path.to_str().ok_or_else(|| ClusterError::StateFile(format!("path {} is not UTF-8", path.display())))
 }
 
 /// Find the server binaries; as root, install the package when missing.
 pub fn locate_binaries(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
-    let dir = explicit
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(DEBIAN_BIN_DIR));
-    let complete = |d: &Path| {
-        ["postgres", "initdb", "pg_ctl"]
-            .iter()
-            .all(|p| d.join(p).is_file())
-    };
+    let dir = explicit.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEBIAN_BIN_DIR));
+    let complete = |d: &Path| ["postgres", "initdb", "pg_ctl"].iter().all(|p| d.join(p).is_file());
     if complete(&dir) {
         return Ok(dir);
     }
     let root = sys::effective_uid() == 0;
     if !root || explicit.is_some() {
-        return Err(ClusterError::MissingBinaries {
-            searched: dir,
-            root: false,
-        });
+        return Err(ClusterError::MissingBinaries { searched: dir, root: false });
     }
     install_server_package()?;
-    if complete(&dir) {
-        Ok(dir)
-    } else {
-        Err(ClusterError::MissingBinaries {
-            searched: dir,
-            root,
-        })
-    }
+    if complete(&dir) { Ok(dir) } else { Err(ClusterError::MissingBinaries { searched: dir, root }) }
 }
 
 fn install_server_package() -> Result<(), ClusterError> {
-    eprintln!(
-        "applianced: PostgreSQL server binaries are missing; installing {SERVER_PACKAGE} with apt-get"
-    );
+    eprintln!("applianced: PostgreSQL server binaries are missing; installing {SERVER_PACKAGE} with apt-get");
     // Debian's package would otherwise create and start a "main" cluster
     // listening on localhost:5432, a TCP port the appliance must not open.
     let conf = Path::new("/etc/postgresql-common/createcluster.conf");
@@ -352,16 +269,7 @@ fn install_server_package() -> Result<(), ClusterError> {
         .collect();
     text.push_str("create_main_cluster = false\n");
     fs::write(conf, text).map_err(io_err("write", conf))?;
-    for args in [
-        &["update", "-q"][..],
-        &[
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            SERVER_PACKAGE,
-        ][..],
-    ] {
+    for args in [&["update", "-q"][..], &["install", "-y", "-q", "--no-install-recommends", SERVER_PACKAGE][..]] {
         let status = Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -385,36 +293,17 @@ fn server_account() -> Result<Account, ClusterError> {
             .map_err(|e| ClusterError::Account(e.to_string()))?
             .ok_or_else(|| ClusterError::Account(format!("uid {euid} has no passwd entry")));
     }
-    if let Some(account) =
-        sys::account_by_name(SERVER_USER).map_err(|e| ClusterError::Account(e.to_string()))?
-    {
+    if let Some(account) = sys::account_by_name(SERVER_USER).map_err(|e| ClusterError::Account(e.to_string()))? {
         return Ok(account);
     }
-    eprintln!(
-        "applianced: creating system user {SERVER_USER} to run PostgreSQL (it refuses to run as root)"
-    );
+    eprintln!("applianced: creating system user {SERVER_USER} to run PostgreSQL (it refuses to run as root)");
     let status = Command::new("useradd")
-        .args([
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-        ])
-        .args([
-            "--shell",
-            "/usr/sbin/nologin",
-            "--comment",
-            "RansomEye appliance",
-            SERVER_USER,
-        ])
+        .args(["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"])
+        .args(["--shell", "/usr/sbin/nologin", "--comment", "RansomEye appliance", SERVER_USER])
         .status()
         .map_err(io_err("execute", Path::new("useradd")))?;
     if !status.success() {
-        return Err(ClusterError::Command {
-            what: format!("useradd {SERVER_USER}"),
-            detail: status.to_string(),
-        });
+        return Err(ClusterError::Command { what: format!("useradd {SERVER_USER}"), detail: status.to_string() });
     }
     sys::account_by_name(SERVER_USER)
         .map_err(|e| ClusterError::Account(e.to_string()))?
@@ -430,11 +319,7 @@ pub struct Setting {
 
 /// Server settings of the embedded cluster, each with its reason.
 pub fn server_settings(dir: &StateDir, port: u16) -> Vec<Setting> {
-    let s = |name, value: &str, reason| Setting {
-        name,
-        value: value.to_string(),
-        reason,
-    };
+    let s = |name, value: &str, reason| Setting { name, value: value.to_string(), reason };
     vec![
         s(
             "listen_addresses",
@@ -456,21 +341,13 @@ pub fn server_settings(dir: &StateDir, port: u16) -> Vec<Setting> {
             value: port.to_string(),
             reason: "only names the socket file (.s.PGSQL.<port>); nothing listens on TCP",
         },
-        s(
-            "fsync",
-            "on",
-            "an acknowledged event must survive power loss",
-        ),
+        s("fsync", "on", "an acknowledged event must survive power loss"),
         s(
             "synchronous_commit",
             "on",
             "COMMIT returns only after its WAL is flushed; the appliance acknowledges events only after COMMIT",
         ),
-        s(
-            "full_page_writes",
-            "on",
-            "protects against torn 8 kB page writes after a crash",
-        ),
+        s("full_page_writes", "on", "protects against torn 8 kB page writes after a crash"),
         s(
             "wal_sync_method",
             "fdatasync",
@@ -496,77 +373,37 @@ pub fn server_settings(dir: &StateDir, port: u16) -> Vec<Setting> {
             "8GB",
             "a 1M-event burst writes about 425 MB of WAL; checkpoints are triggered by time, not by bursts",
         ),
-        s(
-            "min_wal_size",
-            "1GB",
-            "recycled segments avoid file creation during bursts",
-        ),
+        s("min_wal_size", "1GB", "recycled segments avoid file creation during bursts"),
         s(
             "checkpoint_timeout",
             "15min",
             "fewer checkpoints mean fewer full-page images (about 170 B per freshly loaded row)",
         ),
-        s(
-            "checkpoint_completion_target",
-            "0.9",
-            "spreads checkpoint writes so they do not compete with ingest",
-        ),
+        s("checkpoint_completion_target", "0.9", "spreads checkpoint writes so they do not compete with ingest"),
         s(
             "shared_buffers",
             "1GB",
             "room for the current day's leaves and indexes while leaving memory to Core, DPI and the agents on a co-located host",
         ),
-        s(
-            "huge_pages",
-            "try",
-            "use huge pages if the host provides them; never fail to start without them",
-        ),
+        s("huge_pages", "try", "use huge pages if the host provides them; never fail to start without them"),
         s(
             "max_connections",
             "64",
             "four lanes with a few COPY connections each, Core readers, maintenance and selftest; bounded so memory is bounded",
         ),
-        s(
-            "autovacuum",
-            "on",
-            "insert-only tables still need vacuum to set the visibility map and freeze tuples",
-        ),
-        s(
-            "autovacuum_naptime",
-            "15s",
-            "insert-triggered vacuums of fresh leaves start soon after their threshold",
-        ),
-        s(
-            "autovacuum_max_workers",
-            "2",
-            "at most two vacuum workers, one core's worth, on a 2-core co-located host",
-        ),
-        s(
-            "log_checkpoints",
-            "on",
-            "checkpoint timing is the main source of ingest jitter; keep it visible",
-        ),
+        s("autovacuum", "on", "insert-only tables still need vacuum to set the visibility map and freeze tuples"),
+        s("autovacuum_naptime", "15s", "insert-triggered vacuums of fresh leaves start soon after their threshold"),
+        s("autovacuum_max_workers", "2", "at most two vacuum workers, one core's worth, on a 2-core co-located host"),
+        s("log_checkpoints", "on", "checkpoint timing is the main source of ingest jitter; keep it visible"),
         s(
             "log_lock_waits",
             "on",
             "any lock wait over deadlock_timeout is logged, so partition DDL waiting on ingest (or the reverse) is visible",
         ),
         s("deadlock_timeout", "1s", "threshold for log_lock_waits"),
-        s(
-            "password_encryption",
-            "scram-sha-256",
-            "if a password is ever set (external mode), it is stored as SCRAM",
-        ),
-        s(
-            "track_io_timing",
-            "on",
-            "I/O time in pg_stat views for the performance reports",
-        ),
-        s(
-            "logging_collector",
-            "off",
-            "pg_ctl -l writes the log file; no extra process",
-        ),
+        s("password_encryption", "scram-sha-256", "if a password is ever set (external mode), it is stored as SCRAM"),
+        s("track_io_timing", "on", "I/O time in pg_stat views for the performance reports"),
+        s("logging_collector", "off", "pg_ctl -l writes the log file; no extra process"),
     ]
 }
 
@@ -575,10 +412,7 @@ fn render_settings(dir: &StateDir, port: u16) -> String {
         "# Generated by applianced from src/cluster.rs; every change is overwritten by `applianced init`.\n",
     );
     for setting in server_settings(dir, port) {
-        text.push_str(&format!(
-            "# {}\n{} = {}\n",
-            setting.reason, setting.name, setting.value
-        ));
+        text.push_str(&format!("# {}\n{} = {}\n", setting.reason, setting.name, setting.value));
     }
     text
 }
@@ -644,22 +478,13 @@ pub fn create_and_start(options: &InitOptions<'_>) -> Result<Embedded, ClusterEr
     let operator = sys::account_by_uid(sys::real_uid())
         .map_err(|e| ClusterError::Account(e.to_string()))?
         .ok_or_else(|| ClusterError::Account("the calling uid has no passwd entry".into()))?;
-    let embedded = Embedded {
-        dir,
-        pg_bin_dir,
-        server,
-        port: options.port,
-    };
+    let embedded = Embedded { dir, pg_bin_dir, server, port: options.port };
     let dir = &embedded.dir;
     // 0711: other local users (module identities) may traverse to the socket
     // directory but not list or read anything; pgdata and log stay 0700.
     make_dir(&dir.root, 0o711, &embedded.server)?;
     make_dir(&dir.run_dir(), 0o755, &embedded.server)?;
-    make_dir(
-        dir.log_file().parent().unwrap_or(&dir.root),
-        0o700,
-        &embedded.server,
-    )?;
+    make_dir(dir.log_file().parent().unwrap_or(&dir.root), 0o700, &embedded.server)?;
     if !dir.pgdata().join("PG_VERSION").exists() {
         make_dir(&dir.pgdata(), 0o700, &embedded.server)?;
         let pgdata = dir.pgdata();
@@ -683,17 +508,9 @@ pub fn create_and_start(options: &InitOptions<'_>) -> Result<Embedded, ClusterEr
         write_owned(&conf, &text, &embedded.server)?;
     }
     let pgdata = dir.pgdata();
-    write_owned(
-        &pgdata.join("applianced.conf"),
-        &render_settings(dir, options.port),
-        &embedded.server,
-    )?;
+    write_owned(&pgdata.join("applianced.conf"), &render_settings(dir, options.port), &embedded.server)?;
     write_owned(&pgdata.join("pg_hba.conf"), HBA, &embedded.server)?;
-    write_owned(
-        &pgdata.join("pg_ident.conf"),
-        &render_ident(&embedded.server, &operator),
-        &embedded.server,
-    )?;
+    write_owned(&pgdata.join("pg_ident.conf"), &render_ident(&embedded.server, &operator), &embedded.server)?;
     embedded.save()?;
     if embedded.is_running() {
         // Regenerated hba/ident/settings take effect without dropping sessions;
@@ -709,17 +526,15 @@ pub fn create_and_start(options: &InitOptions<'_>) -> Result<Embedded, ClusterEr
 
 fn create_database(embedded: &Embedded) -> Result<(), ClusterError> {
     let pg = |step| move |source| ClusterError::Pg { step, source };
-    let mut admin = embedded
-        .connect_admin("postgres")
-        .map_err(pg("connect as admin"))?;
+    let mut admin = embedded.connect_admin("postgres").map_err(pg("connect as admin"))?;
     let exists = admin
-        .simple_query(&format!(
-            "SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'"
-        ))
+        .simple_query(&format!("SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'"))
         .map_err(pg("look up database"))?;
     if exists.is_empty() {
         admin
-            .execute(&format!("CREATE DATABASE {DATABASE_NAME} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"))
+            .execute(&format!(
+                "CREATE DATABASE {DATABASE_NAME} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+            ))
             .map_err(pg("create database"))?;
     }
     Ok(())

@@ -16,26 +16,11 @@ use crate::pg::{ConnectParams, Connection, PgError};
 
 /// Keys the file may contain, with their meaning (documented in the README).
 pub const KEYS: &[(&str, &str)] = &[
-    (
-        "state_dir",
-        "embedded mode: the state directory `applianced init` created",
-    ),
-    (
-        "postgres_socket",
-        "external mode: full path of the server's Unix socket (.s.PGSQL.<port>)",
-    ),
-    (
-        "postgres_admin_role",
-        "external mode: the role selftest and init connect as (default ransomeye_admin)",
-    ),
-    (
-        "postgres_database",
-        "external mode: the database (default ransomeye)",
-    ),
-    (
-        "postgres_password_file",
-        "external mode: file holding the admin role's password, for SCRAM-SHA-256",
-    ),
+    ("state_dir", "embedded mode: the state directory `applianced init` created"),
+    ("postgres_socket", "external mode: full path of the server's Unix socket (.s.PGSQL.<port>)"),
+    ("postgres_admin_role", "external mode: the role selftest and init connect as (default ransomeye_admin)"),
+    ("postgres_database", "external mode: the database (default ransomeye)"),
+    ("postgres_password_file", "external mode: file holding the admin role's password, for SCRAM-SHA-256"),
 ];
 
 /// Where the database is.
@@ -47,14 +32,8 @@ pub enum Target {
 
 #[derive(Debug)]
 pub enum ConfigError {
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    Syntax {
-        line: usize,
-        text: String,
-    },
+    Read { path: PathBuf, source: std::io::Error },
+    Syntax { line: usize, text: String },
     UnknownKey(String),
     Missing(&'static str),
     Cluster(ClusterError),
@@ -84,18 +63,13 @@ pub fn parse_raw(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
         if line.is_empty() || line.starts_with('#') || line.starts_with('[') {
             continue;
         }
-        let syntax = || ConfigError::Syntax {
-            line: index + 1,
-            text: line.to_string(),
-        };
+        let syntax = || ConfigError::Syntax { line: index + 1, text: line.to_string() };
         let (key, value) = line.split_once('=').ok_or_else(syntax)?;
         let key = key.trim();
         let value = value.trim();
         let value = match value.strip_prefix('"') {
             Some(rest) => rest.strip_suffix('"').ok_or_else(syntax)?.to_string(),
-            None if value.chars().all(|c| c.is_ascii_digit()) && !value.is_empty() => {
-                value.to_string()
-            }
+            None if value.chars().all(|c| c.is_ascii_digit()) && !value.is_empty() => value.to_string(),
             None => return Err(syntax()),
         };
         if !KEYS.iter().any(|(k, _)| *k == key) {
@@ -108,31 +82,19 @@ pub fn parse_raw(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
 
 /// Load and validate a config file.
 pub fn load(path: &Path) -> Result<Target, ConfigError> {
-    let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     let raw = parse_raw(&text)?;
     if let Some(dir) = raw.get("state_dir") {
         if raw.contains_key("postgres_socket") {
-            return Err(ConfigError::Missing(
-                "state_dir and postgres_socket are exclusive",
-            ));
+            return Err(ConfigError::Missing("state_dir and postgres_socket are exclusive"));
         }
-        return Embedded::load(Path::new(dir))
-            .map(Target::Embedded)
-            .map_err(ConfigError::Cluster);
+        return Embedded::load(Path::new(dir)).map(Target::Embedded).map_err(ConfigError::Cluster);
     }
-    let socket = raw
-        .get("postgres_socket")
-        .ok_or(ConfigError::Missing("set state_dir or postgres_socket"))?;
+    let socket = raw.get("postgres_socket").ok_or(ConfigError::Missing("set state_dir or postgres_socket"))?;
     let password = match raw.get("postgres_password_file") {
         Some(file) => Some(
             fs::read_to_string(file)
-                .map_err(|source| ConfigError::Read {
-                    path: PathBuf::from(file),
-                    source,
-                })?
+                .map_err(|source| ConfigError::Read { path: PathBuf::from(file), source })?
                 .trim_end()
                 .to_string(),
         ),
@@ -141,14 +103,8 @@ pub fn load(path: &Path) -> Result<Target, ConfigError> {
     Ok(Target::External {
         params: ConnectParams {
             socket_path: PathBuf::from(socket),
-            user: raw
-                .get("postgres_admin_role")
-                .cloned()
-                .unwrap_or_else(|| ADMIN_ROLE.to_string()),
-            database: raw
-                .get("postgres_database")
-                .cloned()
-                .unwrap_or_else(|| DATABASE_NAME.to_string()),
+            user: raw.get("postgres_admin_role").cloned().unwrap_or_else(|| ADMIN_ROLE.to_string()),
+            database: raw.get("postgres_database").cloned().unwrap_or_else(|| DATABASE_NAME.to_string()),
             password,
             application_name: "applianced".to_string(),
         },
@@ -173,13 +129,7 @@ mod tests {
     fn parses_flat_toml_and_rejects_unknown_keys() {
         let raw = parse_raw("# c\n[appliance]\nstate_dir = \"/var/lib/x\" # note\n").unwrap();
         assert_eq!(raw.get("state_dir").map(String::as_str), Some("/var/lib/x"));
-        assert!(matches!(
-            parse_raw("stat_dir = \"x\""),
-            Err(ConfigError::UnknownKey(_))
-        ));
-        assert!(matches!(
-            parse_raw("state_dir = x"),
-            Err(ConfigError::Syntax { .. })
-        ));
+        assert!(matches!(parse_raw("stat_dir = \"x\""), Err(ConfigError::UnknownKey(_))));
+        assert!(matches!(parse_raw("state_dir = x"), Err(ConfigError::Syntax { .. })));
     }
 }

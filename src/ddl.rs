@@ -30,11 +30,8 @@ fn column_sql(column: &Column) -> String {
 fn render_table(sql: &mut String, table: &EventTable) {
     let name = table.qualified_name();
     let columns: Vec<String> = table.all_columns().map(column_sql).collect();
-    let _ = writeln!(
-        sql,
-        "CREATE TABLE {name} (\n    {}\n) PARTITION BY RANGE (ingest_time);",
-        columns.join(",\n    ")
-    );
+    let _ =
+        writeln!(sql, "CREATE TABLE {name} (\n    {}\n) PARTITION BY RANGE (ingest_time);", columns.join(",\n    "));
     let _ = writeln!(
         sql,
         "CREATE INDEX {t}_ingest_time_brin ON {name} USING brin (ingest_time) WITH (pages_per_range = {BRIN_PAGES_PER_RANGE}, autosummarize = on);",
@@ -67,16 +64,8 @@ fn render_quarantine(sql: &mut String, module: Module) {
     let columns: Vec<String> = QUARANTINE_COLUMNS
         .iter()
         .map(|(name, ty)| {
-            let ty = if *ty == "timestamp with time zone" {
-                "timestamptz"
-            } else {
-                ty
-            };
-            let null = if *name == "payload" || *name == "producer_seq" {
-                ""
-            } else {
-                " NOT NULL"
-            };
+            let ty = if *ty == "timestamp with time zone" { "timestamptz" } else { ty };
+            let null = if *name == "payload" || *name == "producer_seq" { "" } else { " NOT NULL" };
             format!("{name} {ty}{null}")
         })
         .collect();
@@ -121,11 +110,7 @@ pub fn render_core_views_sql() -> String {
     );
     let _ = writeln!(sql, "SET LOCAL ROLE {};\n", Role::Owner.name());
     for table in EVENT_TABLES {
-        let columns: Vec<&str> = table
-            .all_columns()
-            .filter(|c| c.core_view)
-            .map(|c| c.name)
-            .collect();
+        let columns: Vec<&str> = table.all_columns().filter(|c| c.core_view).map(|c| c.name).collect();
         let _ = writeln!(
             sql,
             "CREATE VIEW {} WITH (security_barrier = true) AS\n    SELECT {}\n    FROM {};\n",

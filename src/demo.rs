@@ -23,11 +23,17 @@ pub struct Appliance {
 impl Appliance {
     /// Start `applianced run` and wait until it reports its lanes ready.
     pub fn start(state_dir: &Path, instance: &str) -> Result<Appliance, AppError> {
-        let mut child = Command::new("/proc/self/exe")
+        Appliance::start_with(Path::new("/proc/self/exe"), state_dir, instance, &[])
+    }
+
+    /// The same with an explicit binary and extra `run` arguments (tests).
+    pub fn start_with(binary: &Path, state_dir: &Path, instance: &str, extra: &[&str]) -> Result<Appliance, AppError> {
+        let mut child = Command::new(binary)
             .arg("run")
             .arg("--state-dir")
             .arg(state_dir)
             .args(["--instance", instance])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -42,7 +48,8 @@ impl Appliance {
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
-                    let status = child.wait().map_err(|source| AppError::Io { step: "wait for applianced run", source })?;
+                    let status =
+                        child.wait().map_err(|source| AppError::Io { step: "wait for applianced run", source })?;
                     return Err(AppError::Refused(format!("applianced run exited before it was ready: {status}")));
                 }
             }
@@ -58,7 +65,8 @@ impl Appliance {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self) -> Result<(), AppError> {
-        sys::send_signal(self.child.id() as i32, libc::SIGTERM).map_err(|source| AppError::Io { step: "signal applianced run", source })?;
+        sys::send_signal(self.child.id() as i32, libc::SIGTERM)
+            .map_err(|source| AppError::Io { step: "signal applianced run", source })?;
         let status = self.child.wait().map_err(|source| AppError::Io { step: "wait for applianced run", source })?;
         if status.success() { Ok(()) } else { Err(AppError::Refused(format!("applianced run exited with {status}"))) }
     }
@@ -99,19 +107,32 @@ pub fn drive_all(instance: &str, events_per_module: u64) -> Vec<(Module, LoadRep
         .collect();
     handles
         .into_iter()
-        .map(|(module, handle)| (module, handle.join().unwrap_or_else(|_| LoadReport { last_error: Some("load thread panicked".into()), ..LoadReport::default() })))
+        .map(|(module, handle)| {
+            (
+                module,
+                handle.join().unwrap_or_else(|_| LoadReport {
+                    last_error: Some("load thread panicked".into()),
+                    ..LoadReport::default()
+                }),
+            )
+        })
         .collect()
 }
 
 /// Rows of producer 1 per module, summed over the module's tables.
 pub fn row_counts(state_dir: &Path) -> Result<Vec<(Module, u64)>, AppError> {
     let embedded = Embedded::load(state_dir)?;
-    let mut conn = embedded.connect_admin(DATABASE_NAME).map_err(|source| AppError::Pg { step: "connect for row counts", source })?;
+    let mut conn = embedded
+        .connect_admin(DATABASE_NAME)
+        .map_err(|source| AppError::Pg { step: "connect for row counts", source })?;
     let mut counts = Vec::new();
     for module in Module::ALL {
-        let parts: Vec<String> =
-            tables_of(module).map(|t| format!("(SELECT count(*) FROM {} WHERE producer_id = 1)", t.qualified_name())).collect();
-        let value = conn.query_value(&format!("SELECT {}", parts.join(" + "))).map_err(|source| AppError::Pg { step: "count rows", source })?;
+        let parts: Vec<String> = tables_of(module)
+            .map(|t| format!("(SELECT count(*) FROM {} WHERE producer_id = 1)", t.qualified_name()))
+            .collect();
+        let value = conn
+            .query_value(&format!("SELECT {}", parts.join(" + ")))
+            .map_err(|source| AppError::Pg { step: "count rows", source })?;
         counts.push((module, value.parse().unwrap_or(0)));
     }
     Ok(counts)

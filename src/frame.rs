@@ -216,7 +216,10 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         return Err(FrameError::new(ErrorCode::BadMagic, format!("magic {:#06x}", header.magic.get())));
     }
     if header.version != VERSION {
-        return Err(FrameError::new(ErrorCode::UnsupportedVersion, format!("version {} (this lane speaks {VERSION})", header.version)));
+        return Err(FrameError::new(
+            ErrorCode::UnsupportedVersion,
+            format!("version {} (this lane speaks {VERSION})", header.version),
+        ));
     }
     let kind = Kind::from_u8(header.kind)
         .ok_or_else(|| FrameError::new(ErrorCode::UnknownKind, format!("kind {}", header.kind)))?;
@@ -225,7 +228,10 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
     }
     let body_len = header.body_len.get() as usize;
     if body_len > FRAME_BODY_BYTES_MAX {
-        return Err(FrameError::new(ErrorCode::FrameTooLarge, format!("body of {body_len} bytes exceeds {FRAME_BODY_BYTES_MAX}")));
+        return Err(FrameError::new(
+            ErrorCode::FrameTooLarge,
+            format!("body of {body_len} bytes exceeds {FRAME_BODY_BYTES_MAX}"),
+        ));
     }
     if buf.len() < HEADER_BYTES + body_len {
         return Ok(None);
@@ -234,9 +240,19 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
     let body = buf.split_to(body_len).freeze();
     let crc = crc32c::crc32c(&body);
     if crc != header.body_crc32c.get() {
-        return Err(FrameError::new(ErrorCode::BadChecksum, format!("crc32c {crc:#010x}, header says {:#010x}", header.body_crc32c.get())));
+        return Err(FrameError::new(
+            ErrorCode::BadChecksum,
+            format!("crc32c {crc:#010x}, header says {:#010x}", header.body_crc32c.get()),
+        ));
     }
     Ok(Some(Frame { kind, body }))
+}
+
+/// The body length an EVENTS frame header at the start of `buf` announces,
+/// once its 16 bytes are there (None for other kinds or too few bytes).
+pub fn peek_events_body_len(buf: &[u8]) -> Option<usize> {
+    let (header, _) = FrameHeader::read_from_prefix(buf).ok()?;
+    (header.kind == Kind::Events as u8).then_some(header.body_len.get() as usize)
 }
 
 /// Append a frame with `body` to `out`.
@@ -258,7 +274,10 @@ pub fn encode_frame(out: &mut BytesMut, kind: Kind, body: &[u8]) {
 
 fn fixed<T: FromBytes + KnownLayout + Immutable>(body: &[u8], what: &str) -> Result<T, FrameError> {
     if body.len() != size_of::<T>() {
-        return Err(FrameError::new(ErrorCode::Malformed, format!("{what} body of {} bytes, expected {}", body.len(), size_of::<T>())));
+        return Err(FrameError::new(
+            ErrorCode::Malformed,
+            format!("{what} body of {} bytes, expected {}", body.len(), size_of::<T>()),
+        ));
     }
     T::read_from_bytes(body).map_err(|_| FrameError::new(ErrorCode::Malformed, format!("{what} body")))
 }
@@ -285,7 +304,8 @@ pub fn decode_credit(body: &[u8]) -> Result<CreditBody, FrameError> {
 
 /// A REJECT or ERROR frame with its reason text.
 pub fn decode_reject(body: &[u8]) -> Result<(RejectBody, String), FrameError> {
-    let (head, rest) = RejectBody::read_from_prefix(body).map_err(|_| FrameError::new(ErrorCode::Malformed, "REJECT body"))?;
+    let (head, rest) =
+        RejectBody::read_from_prefix(body).map_err(|_| FrameError::new(ErrorCode::Malformed, "REJECT body"))?;
     if rest.len() != head.reason_len.get() as usize {
         return Err(FrameError::new(ErrorCode::Malformed, "REJECT reason length"));
     }
@@ -293,7 +313,8 @@ pub fn decode_reject(body: &[u8]) -> Result<(RejectBody, String), FrameError> {
 }
 
 pub fn decode_error(body: &[u8]) -> Result<(u16, String), FrameError> {
-    let (head, rest) = ErrorBody::read_from_prefix(body).map_err(|_| FrameError::new(ErrorCode::Malformed, "ERROR body"))?;
+    let (head, rest) =
+        ErrorBody::read_from_prefix(body).map_err(|_| FrameError::new(ErrorCode::Malformed, "ERROR body"))?;
     if rest.len() != head.reason_len.get() as usize {
         return Err(FrameError::new(ErrorCode::Malformed, "ERROR reason length"));
     }
@@ -311,7 +332,8 @@ fn truncated_reason(reason: &str) -> &[u8] {
 pub fn encode_error(out: &mut BytesMut, code: ErrorCode, reason: &str) {
     let reason = truncated_reason(reason);
     let mut body = Vec::with_capacity(size_of::<ErrorBody>() + reason.len());
-    let head = ErrorBody { code: U16::new(code as u16), reason_len: U16::new(reason.len() as u16), reserved: U32::new(0) };
+    let head =
+        ErrorBody { code: U16::new(code as u16), reason_len: U16::new(reason.len() as u16), reserved: U32::new(0) };
     body.extend_from_slice(head.as_bytes());
     body.extend_from_slice(reason);
     encode_frame(out, Kind::Error, &body);
@@ -337,7 +359,11 @@ pub fn encode_ack(out: &mut BytesMut, epoch: u64, durable_seq: u64) {
 }
 
 pub fn encode_credit(out: &mut BytesMut, credit_bytes: u32) {
-    encode_frame(out, Kind::Credit, CreditBody { credit_bytes: U32::new(credit_bytes), reserved: U32::new(0) }.as_bytes());
+    encode_frame(
+        out,
+        Kind::Credit,
+        CreditBody { credit_bytes: U32::new(credit_bytes), reserved: U32::new(0) }.as_bytes(),
+    );
 }
 
 pub fn encode_welcome(out: &mut BytesMut, watermark_epoch: u64, watermark_seq: u64, credit_bytes: u32) {
@@ -351,7 +377,12 @@ pub fn encode_welcome(out: &mut BytesMut, watermark_epoch: u64, watermark_seq: u
 }
 
 pub fn encode_hello(out: &mut BytesMut, module: u8, producer_id: u64, producer_epoch: u64) {
-    let body = HelloBody { module, reserved: [0; 7], producer_id: U64::new(producer_id), producer_epoch: U64::new(producer_epoch) };
+    let body = HelloBody {
+        module,
+        reserved: [0; 7],
+        producer_id: U64::new(producer_id),
+        producer_epoch: U64::new(producer_epoch),
+    };
     encode_frame(out, Kind::Hello, body.as_bytes());
 }
 
@@ -394,11 +425,15 @@ pub fn decode_events(body: &[u8]) -> Result<Events<'_>, FrameError> {
     }
     let mut records = Vec::with_capacity(count as usize);
     for index in 0..count {
-        let (record, tail) = RecordHeader::read_from_prefix(rest).map_err(|_| malformed(format!("record {index}: truncated header")))?;
+        let (record, tail) =
+            RecordHeader::read_from_prefix(rest).map_err(|_| malformed(format!("record {index}: truncated header")))?;
         let record_len = record.record_len.get() as usize;
         let after_len = RECORD_HEADER_BYTES - 4;
         if record_len < after_len || record_len + 4 > RECORD_BYTES_MAX {
-            return Err(malformed(format!("record {index}: length {record_len} outside {after_len}..={}", RECORD_BYTES_MAX - 4)));
+            return Err(malformed(format!(
+                "record {index}: length {record_len} outside {after_len}..={}",
+                RECORD_BYTES_MAX - 4
+            )));
         }
         let fields_len = record_len - after_len;
         if tail.len() < fields_len {
@@ -427,7 +462,14 @@ pub fn decode_events(body: &[u8]) -> Result<Events<'_>, FrameError> {
 }
 
 /// Append one record to an EVENTS body under construction (client side).
-pub fn encode_record(out: &mut BytesMut, table: u8, source_id: &[u8; 16], event_time_us: i64, field_count: u16, fields: &[u8]) {
+pub fn encode_record(
+    out: &mut BytesMut,
+    table: u8,
+    source_id: &[u8; 16],
+    event_time_us: i64,
+    field_count: u16,
+    fields: &[u8],
+) {
     let header = RecordHeader {
         record_len: U32::new((RECORD_HEADER_BYTES - 4 + fields.len()) as u32),
         table,

@@ -11,9 +11,7 @@
 use std::fmt::Write;
 
 use crate::limits::APPLIANCE_SCHEMA;
-use crate::matrix::{
-    Module, Role, application_schemas, function_execute, read_objects, schema_usage, write_tables,
-};
+use crate::matrix::{Module, Role, application_schemas, function_execute, read_objects, schema_usage, write_tables};
 
 /// Render the whole script.
 pub fn render_sql() -> String {
@@ -32,19 +30,12 @@ pub fn render_sql() -> String {
 
 fn render_revocations(sql: &mut String) {
     let schemas = application_schemas().join(", ");
-    sql.push_str(
-        "-- 1. PUBLIC gets nothing: no CONNECT or TEMP on the database, no schema, no function.\n",
-    );
-    sql.push_str(
-        "DO $$ BEGIN EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()); END $$;\n",
-    );
+    sql.push_str("-- 1. PUBLIC gets nothing: no CONNECT or TEMP on the database, no schema, no function.\n");
+    sql.push_str("DO $$ BEGIN EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()); END $$;\n");
     sql.push_str("REVOKE ALL ON SCHEMA public FROM PUBLIC;\n");
     let _ = writeln!(sql, "REVOKE ALL ON SCHEMA {schemas} FROM PUBLIC;");
     for kind in ["TABLES", "SEQUENCES", "FUNCTIONS"] {
-        let _ = writeln!(
-            sql,
-            "REVOKE ALL ON ALL {kind} IN SCHEMA {schemas} FROM PUBLIC;"
-        );
+        let _ = writeln!(sql, "REVOKE ALL ON ALL {kind} IN SCHEMA {schemas} FROM PUBLIC;");
     }
     let _ = writeln!(
         sql,
@@ -60,10 +51,7 @@ fn render_revocations(sql: &mut String) {
         );
         let _ = writeln!(sql, "REVOKE ALL ON SCHEMA public, {schemas} FROM {name};");
         for kind in ["TABLES", "SEQUENCES", "FUNCTIONS"] {
-            let _ = writeln!(
-                sql,
-                "REVOKE ALL ON ALL {kind} IN SCHEMA {schemas} FROM {name};"
-            );
+            let _ = writeln!(sql, "REVOKE ALL ON ALL {kind} IN SCHEMA {schemas} FROM {name};");
         }
     }
     sql.push('\n');

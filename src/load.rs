@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::client::{ClientError, ModuleClient, Reply};
-use crate::frame::{self, RECORD_HEADER_BYTES};
+use crate::frame::{self, ErrorCode, RECORD_HEADER_BYTES};
 use crate::limits::{FRAME_EVENTS_MAX, RECORD_BYTES_MAX};
 use crate::matrix::Module;
 use crate::synth;
@@ -26,6 +26,9 @@ pub const LOAD_CONNECT_ATTEMPTS_MAX: u32 = 100;
 /// Wait between reconnect attempts (doubles up to the cap).
 pub const LOAD_RETRY_MIN_MS: u64 = 20;
 pub const LOAD_RETRY_MAX_MS: u64 = 2_000;
+/// Silent closes before WELCOME in a row after which the load stops
+/// (that is how a lane refuses a peer it does not admit).
+pub const LOAD_HANDSHAKE_CLOSES_MAX: u32 = 3;
 /// Without any reply for this long, the connection is considered dead.
 pub const LOAD_STALL_MS: u64 = 30_000;
 
@@ -81,8 +84,14 @@ pub fn run_load(options: &LoadOptions) -> LoadReport {
     let started = Instant::now();
     let mut report = LoadReport::default();
     let start = options.start_seq.max(1);
-    let mut progress = Progress { end_seq: start + options.events - 1, acked_seq: start - 1, highest_sent: start - 1, in_flight: VecDeque::new() };
+    let mut progress = Progress {
+        end_seq: start + options.events - 1,
+        acked_seq: start - 1,
+        highest_sent: start - 1,
+        in_flight: VecDeque::new(),
+    };
     let mut retry_ms = LOAD_RETRY_MIN_MS;
+    let mut handshake_closes = 0;
     for attempt in 0..LOAD_CONNECT_ATTEMPTS_MAX {
         if options.events == 0 || progress.acked_seq >= progress.end_seq {
             break;
@@ -94,17 +103,25 @@ pub fn run_load(options: &LoadOptions) -> LoadReport {
         }
         match session(options, &mut progress, &mut report) {
             Ok(()) => break,
-            Err(ClientError::UntrustedServer { .. }) | Err(ClientError::Refused { code: 12, .. }) | Err(ClientError::Refused { code: 9, .. }) => {
-                // Never retry against a squatter, a fence or the wrong lane.
-                break;
+            Err(ClientError::UntrustedServer { .. }) => break,
+            // Never retry against a fence, the wrong lane or a gap we would cause.
+            Err(ClientError::Refused { code, .. }) if is_final(code) => break,
+            Err(ClientError::ClosedDuringHandshake) => {
+                handshake_closes += 1;
+                if handshake_closes >= LOAD_HANDSHAKE_CLOSES_MAX {
+                    break;
+                }
             }
-            Err(ClientError::Refused { code: 10, .. }) if progress.acked_seq < start - 1 => break,
-            Err(_) => {}
+            Err(_) => handshake_closes = 0,
         }
     }
     report.acked = progress.acked_seq.saturating_sub(start - 1).min(options.events);
     report.elapsed = started.elapsed();
     report
+}
+
+fn is_final(code: u16) -> bool {
+    [ErrorCode::EpochFenced, ErrorCode::WrongModule, ErrorCode::SequenceGap].iter().any(|c| *c as u16 == code)
 }
 
 fn session(options: &LoadOptions, progress: &mut Progress, report: &mut LoadReport) -> Result<(), ClientError> {
@@ -116,14 +133,23 @@ fn session(options: &LoadOptions, progress: &mut Progress, report: &mut LoadRepo
 }
 
 fn session_inner(options: &LoadOptions, progress: &mut Progress, report: &mut LoadReport) -> Result<(), ClientError> {
-    let mut client = ModuleClient::connect(&options.instance, options.module, options.server_uid, options.producer_id, options.epoch)?;
+    let mut client = ModuleClient::connect(
+        &options.instance,
+        options.module,
+        options.server_uid,
+        options.producer_id,
+        options.epoch,
+    )?;
     if client.watermark_epoch == options.epoch {
         progress.acked_seq = progress.acked_seq.max(client.watermark_seq);
     }
     if client.watermark_epoch == options.epoch && client.watermark_seq + 1 < options.start_seq {
         return Err(ClientError::Refused {
-            code: 10,
-            reason: format!("the producer's durable watermark is {}; --start-seq {} would leave a gap", client.watermark_seq, options.start_seq),
+            code: ErrorCode::SequenceGap as u16,
+            reason: format!(
+                "the producer's durable watermark is {}; --start-seq {} would leave a gap",
+                client.watermark_seq, options.start_seq
+            ),
         });
     }
     // Resend everything not yet durable, from the first unacknowledged seq.
@@ -134,7 +160,9 @@ fn session_inner(options: &LoadOptions, progress: &mut Progress, report: &mut Lo
     let mut records = BytesMut::with_capacity(LOAD_FRAME_BYTES + RECORD_BYTES_MAX);
     let mut last_reply = Instant::now();
     while progress.acked_seq < progress.end_seq {
-        while next <= progress.end_seq && client.credit_bytes as usize >= LOAD_FRAME_BYTES.min(64 * 1024) + RECORD_BYTES_MAX {
+        while next <= progress.end_seq
+            && client.credit_bytes as usize >= LOAD_FRAME_BYTES.min(64 * 1024) + RECORD_BYTES_MAX
+        {
             let limit = (client.credit_bytes as usize).min(LOAD_FRAME_BYTES);
             let first = next;
             records.clear();
@@ -145,7 +173,14 @@ fn session_inner(options: &LoadOptions, progress: &mut Progress, report: &mut Lo
                 if 16 + records.len() + RECORD_HEADER_BYTES + fields.len() > limit && count > 0 {
                     break;
                 }
-                frame::encode_record(&mut records, event.table, &event.source_id, event.event_time_us, event.field_count, &fields);
+                frame::encode_record(
+                    &mut records,
+                    event.table,
+                    &event.source_id,
+                    event.event_time_us,
+                    event.field_count,
+                    &fields,
+                );
                 count += 1;
                 next += 1;
             }

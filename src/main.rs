@@ -204,23 +204,23 @@ fn generate_sql(cmd: &GenerateSqlCmd) -> Result<(), app::AppError> {
         ("0005_ownership_matrix.sql", grants::render_sql()),
     ];
     for (name, text) in files {
-        std::fs::write(cmd.dir.join(name), text).map_err(|source| app::AppError::Io {
-            step: "write sql",
-            source,
-        })?;
+        std::fs::write(cmd.dir.join(name), text).map_err(|source| app::AppError::Io { step: "write sql", source })?;
     }
     Ok(())
 }
 
 fn parse_module(name: &str) -> Result<Module, app::AppError> {
-    Module::from_name(name).ok_or_else(|| app::AppError::Refused(format!("unknown module {name:?}; use core, dpi, linux_agent or windows_agent")))
+    Module::from_name(name).ok_or_else(|| {
+        app::AppError::Refused(format!("unknown module {name:?}; use core, dpi, linux_agent or windows_agent"))
+    })
 }
 
 fn parse_peers(uids: &[String], gids: &[String]) -> Result<BTreeMap<Module, PeerPolicy>, app::AppError> {
     let mut peers = supervisor::default_peers();
     let mut replaced = Vec::new();
     for (spec, is_uid) in uids.iter().map(|s| (s, true)).chain(gids.iter().map(|s| (s, false))) {
-        let (module, id) = spec.split_once('=').ok_or_else(|| app::AppError::Refused(format!("{spec:?}: expected MODULE=ID")))?;
+        let (module, id) =
+            spec.split_once('=').ok_or_else(|| app::AppError::Refused(format!("{spec:?}: expected MODULE=ID")))?;
         let module = parse_module(module)?;
         let id: u32 = id.parse().map_err(|_| app::AppError::Refused(format!("{spec:?}: ID must be a number")))?;
         let policy = peers.entry(module).or_insert_with(|| PeerPolicy { uids: Vec::new(), gids: Vec::new() });
@@ -234,7 +234,8 @@ fn parse_peers(uids: &[String], gids: &[String]) -> Result<BTreeMap<Module, Peer
 }
 
 fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
-    let io = IoMode::parse(&cmd.io).ok_or_else(|| app::AppError::Refused(format!("unknown --io {:?}; use auto, uring or poll", cmd.io)))?;
+    let io = IoMode::parse(&cmd.io)
+        .ok_or_else(|| app::AppError::Refused(format!("unknown --io {:?}; use auto, uring or poll", cmd.io)))?;
     let options = supervisor::RunOptions {
         state_dir: cmd.state_dir.clone(),
         instance: cmd.instance.clone(),
@@ -316,27 +317,21 @@ fn lane(cmd: &LaneCmd) -> ExitCode {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("APPLIANCED_LOG")
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("APPLIANCED_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli: Cli = argh::from_env();
     let result = match &cli.command {
         Command::Matrix(cmd) => return matrix(cmd),
-        Command::Init(cmd) => app::init(
-            &cmd.state_dir,
-            cmd.pg_bin_dir.as_deref(),
-            cmd.partition_days_ahead,
-        )
-        .map(|_| ()),
+        Command::Init(cmd) => {
+            app::init(&cmd.state_dir, cmd.pg_bin_dir.as_deref(), cmd.partition_days_ahead).map(|_| ())
+        }
         Command::Run(cmd) => run(cmd),
         Command::Load(cmd) => return load(cmd),
         Command::Lane(cmd) => return lane(cmd),
         Command::Stop(cmd) => app::stop(&cmd.state_dir),
-        Command::Selftest(cmd) => {
-            app::selftest(cmd.state_dir.as_deref(), cmd.config.as_deref(), cmd.json)
-        }
+        Command::Selftest(cmd) => app::selftest(cmd.state_dir.as_deref(), cmd.config.as_deref(), cmd.json),
         Command::Demo(cmd) => {
             app::demo(cmd.state_dir.as_deref(), cmd.pg_bin_dir.as_deref(), cmd.events, &cmd.instance).map(|_| ())
         }

@@ -33,12 +33,7 @@ pub enum ReadAccess {
 }
 
 impl Module {
-    pub const ALL: [Module; 4] = [
-        Module::Core,
-        Module::Dpi,
-        Module::LinuxAgent,
-        Module::WindowsAgent,
-    ];
+    pub const ALL: [Module; 4] = [Module::Core, Module::Dpi, Module::LinuxAgent, Module::WindowsAgent];
 
     /// Short name used in sockets, schemas and the CLI.
     pub fn name(self) -> &'static str {
@@ -197,8 +192,7 @@ impl Privilege {
 /// SECURITY DEFINER functions and their exact signatures (as
 /// `regprocedure` prints them).
 pub const FN_WATERMARK_GET: &str = "appliance.watermark_get(bigint)";
-pub const FN_WATERMARK_ADVANCE: &str =
-    "appliance.watermark_advance(bigint,bigint,bigint,bigint,bigint)";
+pub const FN_WATERMARK_ADVANCE: &str = "appliance.watermark_advance(bigint,bigint,bigint,bigint,bigint)";
 pub const FN_ENSURE_PARTITIONS: &str = "appliance.ensure_partitions(date,integer)";
 
 /// Schemas of the application, in creation order.
@@ -231,15 +225,8 @@ pub fn read_objects(role: Role) -> Vec<String> {
 
 /// Every (relation, privilege) a role holds. Anything else is denied.
 pub fn table_privileges(role: Role) -> Vec<(String, Privilege)> {
-    let mut cells: Vec<(String, Privilege)> = write_tables(role)
-        .into_iter()
-        .map(|t| (t, Privilege::Insert))
-        .collect();
-    cells.extend(
-        read_objects(role)
-            .into_iter()
-            .map(|v| (v, Privilege::Select)),
-    );
+    let mut cells: Vec<(String, Privilege)> = write_tables(role).into_iter().map(|t| (t, Privilege::Insert)).collect();
+    cells.extend(read_objects(role).into_iter().map(|v| (v, Privilege::Select)));
     cells
 }
 
@@ -294,10 +281,7 @@ mod tests {
             assert!(read_objects(writer).is_empty(), "{module:?} writer reads");
             // Writers write only their own schema.
             for table in write_tables(writer) {
-                assert!(
-                    table.starts_with(&format!("{}.", module.schema())),
-                    "{table}"
-                );
+                assert!(table.starts_with(&format!("{}.", module.schema())), "{table}");
             }
         }
         // Only Core reads, and only views.

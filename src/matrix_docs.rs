@@ -6,26 +6,17 @@
 use serde_json::{Value, json};
 
 use crate::matrix::{
-    Module, Role, function_execute, module_roles, read_method, read_objects, schema_usage,
-    write_tables,
+    Module, Role, function_execute, module_roles, read_method, read_objects, schema_usage, write_tables,
 };
 use crate::schema::tables_of;
 
 /// The `Module | WRITE Tables | READ Tables | READ Method` table.
 pub fn render_markdown(instance: &str) -> String {
-    let mut out =
-        String::from("| Module | WRITE Tables | READ Tables | READ Method |\n|---|---|---|---|\n");
+    let mut out = String::from("| Module | WRITE Tables | READ Tables | READ Method |\n|---|---|---|---|\n");
     for module in Module::ALL {
         let writes = write_tables(Role::Writer(module)).join("<br>");
-        let reads: Vec<String> = module_roles(module)
-            .into_iter()
-            .flat_map(read_objects)
-            .collect();
-        let reads = if reads.is_empty() {
-            "none".to_string()
-        } else {
-            reads.join("<br>")
-        };
+        let reads: Vec<String> = module_roles(module).into_iter().flat_map(read_objects).collect();
+        let reads = if reads.is_empty() { "none".to_string() } else { reads.join("<br>") };
         out.push_str(&format!(
             "| `{}` ({}; role `{}`; socket `@{}`; OS user `{}`) | {} | {} | {} |\n",
             module.name(),
@@ -78,8 +69,7 @@ pub fn render_json(instance: &str) -> Value {
                     "columns": crate::schema::QUARANTINE_COLUMNS.iter().map(|c| c.0).collect::<Vec<_>>(),
                 })))
                 .collect();
-            let read_objects: Vec<String> =
-                module_roles(module).into_iter().flat_map(read_objects).collect();
+            let read_objects: Vec<String> = module_roles(module).into_iter().flat_map(read_objects).collect();
             json!({
                 "module": module.name(),
                 "description": module.description(),

@@ -19,31 +19,11 @@ pub struct Migration {
 
 /// Every migration, in order. The files are compiled into the binary.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "0001_roles.sql",
-        sql: include_str!("../sql/0001_roles.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "0002_appliance.sql",
-        sql: include_str!("../sql/0002_appliance.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "0003_event_tables.sql",
-        sql: include_str!("../sql/0003_event_tables.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "0004_core_views.sql",
-        sql: include_str!("../sql/0004_core_views.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "0005_ownership_matrix.sql",
-        sql: include_str!("../sql/0005_ownership_matrix.sql"),
-    },
+    Migration { version: 1, name: "0001_roles.sql", sql: include_str!("../sql/0001_roles.sql") },
+    Migration { version: 2, name: "0002_appliance.sql", sql: include_str!("../sql/0002_appliance.sql") },
+    Migration { version: 3, name: "0003_event_tables.sql", sql: include_str!("../sql/0003_event_tables.sql") },
+    Migration { version: 4, name: "0004_core_views.sql", sql: include_str!("../sql/0004_core_views.sql") },
+    Migration { version: 5, name: "0005_ownership_matrix.sql", sql: include_str!("../sql/0005_ownership_matrix.sql") },
 ];
 
 /// The schema version a fully migrated database has.
@@ -65,26 +45,15 @@ fn checksum(sql: &str) -> String {
 /// Errors of applying migrations.
 #[derive(Debug)]
 pub enum MigrateError {
-    Pg {
-        migration: &'static str,
-        source: PgError,
-    },
-    Changed {
-        migration: &'static str,
-        recorded: String,
-        current: String,
-    },
+    Pg { migration: &'static str, source: PgError },
+    Changed { migration: &'static str, recorded: String, current: String },
 }
 
 impl std::fmt::Display for MigrateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MigrateError::Pg { migration, source } => write!(f, "migration {migration}: {source}"),
-            MigrateError::Changed {
-                migration,
-                recorded,
-                current,
-            } => write!(
+            MigrateError::Changed { migration, recorded, current } => write!(
                 f,
                 "migration {migration} was applied with checksum {recorded} but the binary carries {current}; add a new migration instead of editing an applied one"
             ),
@@ -103,20 +72,12 @@ pub fn apply(conn: &mut Connection) -> Result<Vec<u32>, MigrateError> {
              version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,\n\
              applied_at timestamptz NOT NULL DEFAULT clock_timestamp());"
     );
-    conn.execute(&bootstrap)
-        .map_err(|source| MigrateError::Pg {
-            migration: "bootstrap",
-            source,
-        })?;
+    conn.execute(&bootstrap).map_err(|source| MigrateError::Pg { migration: "bootstrap", source })?;
     let mut applied = Vec::new();
     for migration in MIGRATIONS {
-        let pg = |source| MigrateError::Pg {
-            migration: migration.name,
-            source,
-        };
+        let pg = |source| MigrateError::Pg { migration: migration.name, source };
         // One transaction: lock, check, apply, record.
-        conn.execute("BEGIN; SELECT pg_advisory_xact_lock(7325841)")
-            .map_err(pg)?;
+        conn.execute("BEGIN; SELECT pg_advisory_xact_lock(7325841)").map_err(pg)?;
         let recorded = conn
             .simple_query(&format!(
                 "SELECT checksum FROM {META_SCHEMA}.schema_version WHERE version = {}",
@@ -128,16 +89,11 @@ pub fn apply(conn: &mut Connection) -> Result<Vec<u32>, MigrateError> {
             conn.execute("ROLLBACK").map_err(pg)?;
             let recorded = row.first().cloned().flatten().unwrap_or_default();
             if recorded != current {
-                return Err(MigrateError::Changed {
-                    migration: migration.name,
-                    recorded,
-                    current,
-                });
+                return Err(MigrateError::Changed { migration: migration.name, recorded, current });
             }
             continue;
         }
-        conn.execute(migration.sql)
-            .map_err(|e| rollback(conn, pg(e)))?;
+        conn.execute(migration.sql).map_err(|e| rollback(conn, pg(e)))?;
         let record = format!(
             "RESET ROLE; INSERT INTO {META_SCHEMA}.schema_version (version, name, checksum) VALUES ({}, '{}', '{current}'); COMMIT",
             migration.version, migration.name
@@ -162,11 +118,7 @@ mod tests {
     fn versions_are_dense_and_names_match() {
         for (index, migration) in MIGRATIONS.iter().enumerate() {
             assert_eq!(migration.version as usize, index + 1);
-            assert!(
-                migration
-                    .name
-                    .starts_with(&format!("{:04}_", migration.version))
-            );
+            assert!(migration.name.starts_with(&format!("{:04}_", migration.version)));
         }
     }
 }

@@ -60,30 +60,15 @@ pub struct Column {
 }
 
 const fn col(name: &'static str, column_type: ColumnType, value_bytes_max: u32) -> Column {
-    Column {
-        name,
-        column_type,
-        nullable: false,
-        value_bytes_max,
-        core_view: true,
-    }
+    Column { name, column_type, nullable: false, value_bytes_max, core_view: true }
 }
 
 const fn opt(name: &'static str, column_type: ColumnType, value_bytes_max: u32) -> Column {
-    Column {
-        name,
-        column_type,
-        nullable: true,
-        value_bytes_max,
-        core_view: true,
-    }
+    Column { name, column_type, nullable: true, value_bytes_max, core_view: true }
 }
 
 const fn hidden(column: Column) -> Column {
-    Column {
-        core_view: false,
-        ..column
-    }
+    Column { core_view: false, ..column }
 }
 
 use ColumnType::{Bytea, Float4, Inet, Int2, Int4, Int8, Text, Timestamptz, Uuid};
@@ -137,12 +122,7 @@ impl EventTable {
 
     /// Name of the Core-facing view, e.g. `core_api.linux_agent_process_events`.
     pub fn view_name(&self) -> String {
-        format!(
-            "{}.{}_{}",
-            crate::limits::VIEW_SCHEMA,
-            self.module.schema(),
-            self.name
-        )
+        format!("{}.{}_{}", crate::limits::VIEW_SCHEMA, self.module.schema(), self.name)
     }
 
     /// Every column in table order: common columns first.
@@ -382,9 +362,7 @@ pub const EVENT_TABLES: &[EventTable] = &[
 
 /// Event tables written by one module.
 pub fn tables_of(module: Module) -> impl Iterator<Item = &'static EventTable> {
-    EVENT_TABLES
-        .iter()
-        .filter(move |table| table.module == module)
+    EVENT_TABLES.iter().filter(move |table| table.module == module)
 }
 
 /// Columns of every per-module quarantine table (`<module>.quarantine`),
@@ -409,10 +387,7 @@ mod tests {
         for module in Module::ALL {
             assert!(tables_of(module).count() > 0, "{module:?} owns no table");
         }
-        let mut names: Vec<String> = EVENT_TABLES
-            .iter()
-            .map(EventTable::qualified_name)
-            .collect();
+        let mut names: Vec<String> = EVENT_TABLES.iter().map(EventTable::qualified_name).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), EVENT_TABLES.len());

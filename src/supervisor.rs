@@ -21,7 +21,8 @@ use crate::cluster::{ClusterError, Embedded};
 use crate::ingress::PeerPolicy;
 use crate::lane::process::{IoMode, LISTEN_FD};
 use crate::limits::{
-    DATABASE_NAME, LANE_DRAIN_TIMEOUT_S, LANE_RESTART_BACKOFF_MAX_MS, LANE_RESTART_BACKOFF_MIN_MS, MAINTENANCE_INTERVAL_S,
+    DATABASE_NAME, LANE_DRAIN_TIMEOUT_S, LANE_RESTART_BACKOFF_MAX_MS, LANE_RESTART_BACKOFF_MIN_MS,
+    MAINTENANCE_INTERVAL_S,
 };
 use crate::matrix::{Module, Role};
 use crate::sys;
@@ -50,7 +51,8 @@ struct Lane {
 /// Bind a module's abstract socket, or explain who holds it.
 pub fn bind_lane_socket(instance: &str, module: Module) -> Result<UnixListener, AppError> {
     let name = module.socket_name(instance);
-    let address = SocketAddr::from_abstract_name(name.as_bytes()).map_err(|source| AppError::Io { step: "socket address", source })?;
+    let address = SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|source| AppError::Io { step: "socket address", source })?;
     UnixListener::bind_addr(&address).map_err(|source| {
         if source.kind() == std::io::ErrorKind::AddrInUse {
             AppError::Refused(format!(
@@ -89,8 +91,11 @@ fn spawn_lane(lane: &Lane, options: &RunOptions) -> Result<Child, AppError> {
 pub fn maintain_partitions(embedded: &Embedded, days_ahead: u32) -> Result<String, AppError> {
     let mut conn = crate::pg::Connection::connect(&embedded.connect_params(Role::Maintenance.name(), DATABASE_NAME))
         .map_err(|source| AppError::Pg { step: "connect as ransomeye_maint", source })?;
-    conn.query_value(&format!("SELECT appliance.ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1, {})", days_ahead + 2))
-        .map_err(|source| AppError::Pg { step: "create partitions ahead", source })
+    conn.query_value(&format!(
+        "SELECT appliance.ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1, {})",
+        days_ahead + 2
+    ))
+    .map_err(|source| AppError::Pg { step: "create partitions ahead", source })
 }
 
 pub fn run(options: &RunOptions) -> Result<(), AppError> {
@@ -104,8 +109,8 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
         let listener = bind_lane_socket(&options.instance, module)?;
         lanes.push(Lane { module, listener, child: None, restarts: 0, restart_at: None });
     }
-    for index in 0..lanes.len() {
-        lanes[index].child = Some(spawn_lane(&lanes[index], options)?);
+    for lane in &mut lanes {
+        lane.child = Some(spawn_lane(lane, options)?);
     }
     println!("applianced: ready: {} lanes listening on @ransomeye/{}/<module>", lanes.len(), options.instance);
     let mut last_maintenance = Instant::now();
@@ -123,7 +128,10 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
             cluster_restarts += 1;
             tracing::warn!(cluster_restarts, "cluster is not running; restarting it");
             if cluster_restarts > CLUSTER_RESTARTS_MAX {
-                return Err(AppError::Cluster(ClusterError::Command { what: "supervise cluster".into(), detail: "gave up after repeated restarts".into() }));
+                return Err(AppError::Cluster(ClusterError::Command {
+                    what: "supervise cluster".into(),
+                    detail: "gave up after repeated restarts".into(),
+                }));
             }
             if let Err(e) = embedded.start() {
                 tracing::error!(error = %e, "cluster restart failed");

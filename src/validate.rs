@@ -33,25 +33,42 @@ fn reject(code: RejectCode, reason: String) -> Invalid {
 /// The table a record targets, or why it is invalid.
 pub fn validate_record(module: Module, record: &RecordRef<'_>) -> Result<&'static EventTable, Invalid> {
     let Some(table) = tables_of(module).nth(record.table as usize) else {
-        return Err(reject(RejectCode::UnknownTable, format!("table index {} is not a {} table", record.table, module.name())));
+        return Err(reject(
+            RejectCode::UnknownTable,
+            format!("table index {} is not a {} table", record.table, module.name()),
+        ));
     };
     if usize::from(record.field_count) != table.columns.len() {
         return Err(Invalid::Protocol(FrameError::new(
             ErrorCode::FieldCount,
-            format!("{} has {} producer fields, record declares {}", table.qualified_name(), table.columns.len(), record.field_count),
+            format!(
+                "{} has {} producer fields, record declares {}",
+                table.qualified_name(),
+                table.columns.len(),
+                record.field_count
+            ),
         )));
     }
     if !(EVENT_TIME_US_MIN..EVENT_TIME_US_MAX).contains(&record.event_time_us) {
-        return Err(reject(RejectCode::TimestampRange, format!("event_time {} us is outside 1970..2200", record.event_time_us)));
+        return Err(reject(
+            RejectCode::TimestampRange,
+            format!("event_time {} us is outside 1970..2200", record.event_time_us),
+        ));
     }
     let mut rest = record.fields;
     for column in table.columns {
         let Some((length, tail)) = split_length(rest) else {
-            return Err(Invalid::Protocol(FrameError::new(ErrorCode::Malformed, format!("field {}: truncated length", column.name))));
+            return Err(Invalid::Protocol(FrameError::new(
+                ErrorCode::Malformed,
+                format!("field {}: truncated length", column.name),
+            )));
         };
         if length < 0 {
             if length != -1 {
-                return Err(Invalid::Protocol(FrameError::new(ErrorCode::Malformed, format!("field {}: length {length}", column.name))));
+                return Err(Invalid::Protocol(FrameError::new(
+                    ErrorCode::Malformed,
+                    format!("field {}: length {length}", column.name),
+                )));
             }
             if !column.nullable {
                 return Err(reject(RejectCode::NullInNotNull, format!("{} is NOT NULL", column.name)));
@@ -61,14 +78,20 @@ pub fn validate_record(module: Module, record: &RecordRef<'_>) -> Result<&'stati
         }
         let length = length as usize;
         if tail.len() < length {
-            return Err(Invalid::Protocol(FrameError::new(ErrorCode::Malformed, format!("field {}: {length} bytes announced, {} left", column.name, tail.len()))));
+            return Err(Invalid::Protocol(FrameError::new(
+                ErrorCode::Malformed,
+                format!("field {}: {length} bytes announced, {} left", column.name, tail.len()),
+            )));
         }
         let (value, next) = tail.split_at(length);
         check_value(column, value)?;
         rest = next;
     }
     if !rest.is_empty() {
-        return Err(Invalid::Protocol(FrameError::new(ErrorCode::Malformed, format!("{} bytes after the last field", rest.len()))));
+        return Err(Invalid::Protocol(FrameError::new(
+            ErrorCode::Malformed,
+            format!("{} bytes after the last field", rest.len()),
+        )));
     }
     Ok(table)
 }
@@ -94,16 +117,25 @@ fn check_value(column: &Column, value: &[u8]) -> Result<(), Invalid> {
         ColumnType::Timestamptz => {
             exact(8)?;
             let us = i64::from_be_bytes(value.try_into().unwrap_or([0; 8])) + crate::copy::PG_EPOCH_OFFSET_US;
-            if (EVENT_TIME_US_MIN..EVENT_TIME_US_MAX).contains(&us) { Ok(()) } else { Err(reject(RejectCode::TimestampRange, format!("{} out of range", column.name))) }
+            if (EVENT_TIME_US_MIN..EVENT_TIME_US_MAX).contains(&us) {
+                Ok(())
+            } else {
+                Err(reject(RejectCode::TimestampRange, format!("{} out of range", column.name)))
+            }
         }
         ColumnType::Float4 => {
             exact(4)?;
             let v = f32::from_be_bytes(value.try_into().unwrap_or([0; 4]));
-            if v.is_finite() { Ok(()) } else { Err(reject(RejectCode::NotFinite, format!("{} is not finite", column.name))) }
+            if v.is_finite() {
+                Ok(())
+            } else {
+                Err(reject(RejectCode::NotFinite, format!("{} is not finite", column.name)))
+            }
         }
         ColumnType::Text => {
             capped(column, value)?;
-            let text = std::str::from_utf8(value).map_err(|e| reject(RejectCode::TextNotUtf8, format!("{}: {e}", column.name)))?;
+            let text = std::str::from_utf8(value)
+                .map_err(|e| reject(RejectCode::TextNotUtf8, format!("{}: {e}", column.name)))?;
             if text.contains('\0') {
                 return Err(reject(RejectCode::TextHasNul, format!("{} contains NUL", column.name)));
             }
@@ -116,7 +148,10 @@ fn check_value(column: &Column, value: &[u8]) -> Result<(), Invalid> {
 
 fn capped(column: &Column, value: &[u8]) -> Result<(), Invalid> {
     if value.len() > column.value_bytes_max as usize {
-        return Err(reject(RejectCode::ValueTooLong, format!("{}: {} bytes exceeds {}", column.name, value.len(), column.value_bytes_max)));
+        return Err(reject(
+            RejectCode::ValueTooLong,
+            format!("{}: {} bytes exceeds {}", column.name, value.len(), column.value_bytes_max),
+        ));
     }
     Ok(())
 }

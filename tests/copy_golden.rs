@@ -53,9 +53,7 @@ struct SyntheticRow {
 
 /// The first three events of producer 1 that `synth` sends to `table`.
 fn rows_for(table: &EventTable) -> Vec<SyntheticRow> {
-    let index = tables_of(table.module)
-        .position(|t| t.name == table.name)
-        .unwrap();
+    let index = tables_of(table.module).position(|t| t.name == table.name).unwrap();
     let mut rows = Vec::new();
     for seq in 1..=SEQ_SEARCH_MAX {
         let mut fields = BytesMut::new();
@@ -67,10 +65,7 @@ fn rows_for(table: &EventTable) -> Vec<SyntheticRow> {
             return rows;
         }
     }
-    panic!(
-        "{}: fewer than {ROWS_PER_TABLE} events in {SEQ_SEARCH_MAX} seqs",
-        table.qualified_name()
-    );
+    panic!("{}: fewer than {ROWS_PER_TABLE} events in {SEQ_SEARCH_MAX} seqs", table.qualified_name());
 }
 
 fn encode_stream(table: &EventTable, rows: &[SyntheticRow], ingest_time_us: i64) -> Vec<u8> {
@@ -92,9 +87,7 @@ fn encode_stream(table: &EventTable, rows: &[SyntheticRow], ingest_time_us: i64)
 }
 
 fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("golden")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("golden")
 }
 
 fn fixture_path(table: &EventTable) -> PathBuf {
@@ -111,21 +104,12 @@ fn golden_bytes(table: &EventTable, rows: &[SyntheticRow]) -> Vec<u8> {
         return encode_stream(table, rows, GOLDEN_INGEST_TIME_US);
     }
     let path = fixture_path(table);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (regenerate with UPDATE_GOLDEN=1)", path.display()))
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (regenerate with UPDATE_GOLDEN=1)", path.display()))
 }
 
 fn first_difference(expected: &[u8], actual: &[u8]) -> String {
-    let at = expected
-        .iter()
-        .zip(actual)
-        .position(|(a, b)| a != b)
-        .unwrap_or(expected.len().min(actual.len()));
-    format!(
-        "{} bytes in the fixture, {} encoded; first difference at byte {at}",
-        expected.len(),
-        actual.len()
-    )
+    let at = expected.iter().zip(actual).position(|(a, b)| a != b).unwrap_or(expected.len().min(actual.len()));
+    format!("{} bytes in the fixture, {} encoded; first difference at byte {at}", expected.len(), actual.len())
 }
 
 #[test]
@@ -140,11 +124,7 @@ fn copy_streams_match_the_golden_fixtures() {
         }
         let fixture = golden_bytes(table, &[]);
         if fixture != stream {
-            mismatches.push(format!(
-                "{}: {}",
-                table.qualified_name(),
-                first_difference(&fixture, &stream)
-            ));
+            mismatches.push(format!("{}: {}", table.qualified_name(), first_difference(&fixture, &stream)));
         }
     }
     assert!(
@@ -152,20 +132,14 @@ fn copy_streams_match_the_golden_fixtures() {
         "COPY bytes changed (UPDATE_GOLDEN=1 accepts the change):\n{}",
         mismatches.join("\n")
     );
-    let mut expected: Vec<String> = EVENT_TABLES
-        .iter()
-        .map(|t| format!("{}.copy", t.qualified_name()))
-        .collect();
+    let mut expected: Vec<String> = EVENT_TABLES.iter().map(|t| format!("{}.copy", t.qualified_name())).collect();
     let mut present: Vec<String> = std::fs::read_dir(golden_dir())
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .collect();
     expected.sort();
     present.sort();
-    assert_eq!(
-        present, expected,
-        "one fixture per event table, nothing else"
-    );
+    assert_eq!(present, expected, "one fixture per event table, nothing else");
 }
 
 /// `golden` with every row's ingest time replaced, after checking that the
@@ -177,20 +151,11 @@ fn with_ingest_time(golden: &[u8], rows: &[SyntheticRow], ingest_time_us: i64) -
     let mut row_start = COPY_HEADER_BYTES;
     for row in rows {
         let at = row_start + INGEST_VALUE_OFFSET;
-        assert_eq!(
-            &patched[at..at + 8],
-            &golden_value,
-            "seq {}: ingest time not where expected",
-            row.seq
-        );
+        assert_eq!(&patched[at..at + 8], &golden_value, "seq {}: ingest time not where expected", row.seq);
         patched[at..at + 8].copy_from_slice(&value);
         row_start += COMMON_ROW_BYTES + row.fields.len();
     }
-    assert_eq!(
-        row_start + COPY_TRAILER_BYTES,
-        golden.len(),
-        "rows do not fill the fixture"
-    );
+    assert_eq!(row_start + COPY_TRAILER_BYTES, golden.len(), "rows do not fill the fixture");
     patched
 }
 
@@ -226,17 +191,8 @@ fn fixtures_load_through_the_writer_roles_and_read_back() {
 
 /// Every column of the loaded rows, as PostgreSQL prints it, against the
 /// text the encoded value must print as.
-fn check_read_back(
-    admin: &mut Connection,
-    table: &EventTable,
-    rows: &[SyntheticRow],
-    ingest_time_us: i64,
-) {
-    let columns: Vec<String> = table
-        .columns
-        .iter()
-        .map(|c| format!("{}::text", c.name))
-        .collect();
+fn check_read_back(admin: &mut Connection, table: &EventTable, rows: &[SyntheticRow], ingest_time_us: i64) {
+    let columns: Vec<String> = table.columns.iter().map(|c| format!("{}::text", c.name)).collect();
     let sql = format!(
         "SELECT producer_id::text, producer_epoch::text, producer_seq::text, source_id::text, event_time::text, \
          (extract(epoch FROM ingest_time) * 1000000)::bigint::text, {} \
@@ -245,18 +201,11 @@ fn check_read_back(
         table.qualified_name()
     );
     let actual = admin.simple_query(&sql).unwrap();
-    let expected: Vec<Vec<Option<String>>> = rows
-        .iter()
-        .map(|row| expected_row(table, row, ingest_time_us))
-        .collect();
+    let expected: Vec<Vec<Option<String>>> = rows.iter().map(|row| expected_row(table, row, ingest_time_us)).collect();
     assert_eq!(actual, expected, "{}", table.qualified_name());
 }
 
-fn expected_row(
-    table: &EventTable,
-    row: &SyntheticRow,
-    ingest_time_us: i64,
-) -> Vec<Option<String>> {
+fn expected_row(table: &EventTable, row: &SyntheticRow, ingest_time_us: i64) -> Vec<Option<String>> {
     let mut values = vec![
         Some(PRODUCER_ID.to_string()),
         Some(PRODUCER_EPOCH.to_string()),
@@ -307,30 +256,17 @@ fn hex(bytes: &[u8]) -> String {
 
 fn uuid_text(id: &[u8; 16]) -> String {
     let h = hex(id);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 /// `text(inet)` prints the prefix length even for a host address.
 fn inet_text(value: &[u8]) -> String {
     match value {
         [2, 32, 0, 4, address @ ..] => {
-            format!(
-                "{}/32",
-                Ipv4Addr::from(<[u8; 4]>::try_from(address).unwrap())
-            )
+            format!("{}/32", Ipv4Addr::from(<[u8; 4]>::try_from(address).unwrap()))
         }
         [3, 128, 0, 16, address @ ..] => {
-            format!(
-                "{}/128",
-                Ipv6Addr::from(<[u8; 16]>::try_from(address).unwrap())
-            )
+            format!("{}/128", Ipv6Addr::from(<[u8; 16]>::try_from(address).unwrap()))
         }
         _ => panic!("not a host inet: {value:?}"),
     }
@@ -343,12 +279,8 @@ fn timestamp_text(unix_us: i64) -> String {
     let micros = unix_us.rem_euclid(1_000_000);
     let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
     let of_day = seconds.rem_euclid(86_400);
-    let mut text = format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    );
+    let mut text =
+        format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", of_day / 3600, of_day / 60 % 60, of_day % 60);
     if micros != 0 {
         text.push('.');
         text.push_str(format!("{micros:06}").trim_end_matches('0'));
@@ -363,8 +295,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
@@ -375,16 +306,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 #[test]
 fn timestamp_text_matches_postgres_output() {
-    assert_eq!(
-        timestamp_text(synth::BASE_TIME_US),
-        "2026-12-01 00:00:00+00"
-    );
-    assert_eq!(
-        timestamp_text(synth::BASE_TIME_US + 1_234_500),
-        "2026-12-01 00:00:01.2345+00"
-    );
-    assert_eq!(
-        timestamp_text(951_782_400_000_001),
-        "2000-02-29 00:00:00.000001+00"
-    );
+    assert_eq!(timestamp_text(synth::BASE_TIME_US), "2026-12-01 00:00:00+00");
+    assert_eq!(timestamp_text(synth::BASE_TIME_US + 1_234_500), "2026-12-01 00:00:01.2345+00");
+    assert_eq!(timestamp_text(951_782_400_000_001), "2000-02-29 00:00:00.000001+00");
 }

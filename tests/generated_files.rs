@@ -6,8 +6,7 @@
 use applianced::{ddl, grants, matrix_docs};
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 #[test]
@@ -17,10 +16,7 @@ fn rendered_migrations_are_current() {
         ("sql/0004_core_views.sql", ddl::render_core_views_sql()),
         ("sql/0005_ownership_matrix.sql", grants::render_sql()),
     ] {
-        assert!(
-            read(path) == rendered,
-            "{path} differs from the code; run `applianced generate-sql --dir sql`"
-        );
+        assert!(read(path) == rendered, "{path} differs from the code; run `applianced generate-sql --dir sql`");
     }
 }
 
@@ -36,8 +32,7 @@ fn documents_show_the_matrix_exactly() {
     let expected = matrix_docs::render_markdown("default");
     for path in ["hardening/DATA-PLANE.md", "README.md"] {
         let text = read(path);
-        let region =
-            matrix_region(&text).unwrap_or_else(|| panic!("{path} lacks the matrix markers"));
+        let region = matrix_region(&text).unwrap_or_else(|| panic!("{path} lacks the matrix markers"));
         assert!(
             region == expected,
             "{path}: matrix table differs from `applianced matrix --format markdown`:\n{region}\nvs\n{expected}"
@@ -48,34 +43,18 @@ fn documents_show_the_matrix_exactly() {
 #[test]
 fn data_plane_document_ends_with_the_closing_line() {
     let text = read("hardening/DATA-PLANE.md");
-    assert_eq!(
-        text.trim_end().lines().last(),
-        Some("Data-plane hardened. Ready to proceed to Phase B.")
-    );
+    assert_eq!(text.trim_end().lines().last(), Some("Data-plane hardened. Ready to proceed to Phase B."));
 }
 
 #[test]
 fn matrix_json_lists_the_four_modules() {
     let value = matrix_docs::render_json("default");
     let modules = value["modules"].as_array().unwrap();
-    let names: Vec<&str> = modules
-        .iter()
-        .map(|m| m["module"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = modules.iter().map(|m| m["module"].as_str().unwrap()).collect();
     assert_eq!(names, ["core", "dpi", "linux_agent", "windows_agent"]);
     for module in modules {
-        assert!(
-            module["pg_role"]
-                .as_str()
-                .unwrap()
-                .starts_with("ransomeye_")
-        );
-        assert!(
-            module["socket"]
-                .as_str()
-                .unwrap()
-                .starts_with("@ransomeye/default/")
-        );
+        assert!(module["pg_role"].as_str().unwrap().starts_with("ransomeye_"));
+        assert!(module["socket"].as_str().unwrap().starts_with("@ransomeye/default/"));
         assert!(!module["write_tables"].as_array().unwrap().is_empty());
     }
     assert_eq!(modules[0]["reader_role"], "ransomeye_core_reader");

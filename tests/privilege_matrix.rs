@@ -18,10 +18,7 @@ struct Relation {
 }
 
 fn relations(admin: &mut Connection) -> Vec<Relation> {
-    let schemas: Vec<String> = matrix::application_schemas()
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect();
+    let schemas: Vec<String> = matrix::application_schemas().iter().map(|s| format!("'{s}'")).collect();
     let sql = format!(
         "SELECT n.nspname || '.' || c.relname, c.relkind, (SELECT attname FROM pg_attribute WHERE attrelid = c.oid AND attnum = 1)
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -49,9 +46,7 @@ fn statement(rel: &Relation, privilege: Privilege) -> Option<String> {
     let view = rel.relkind == "v";
     match privilege {
         Privilege::Select => Some(format!("SELECT 1 FROM {name} LIMIT 0")),
-        Privilege::Insert => Some(format!(
-            "INSERT INTO {name} ({col}) SELECT NULL WHERE false"
-        )),
+        Privilege::Insert => Some(format!("INSERT INTO {name} ({col}) SELECT NULL WHERE false")),
         Privilege::Update => Some(format!("UPDATE {name} SET {col} = NULL WHERE false")),
         Privilege::Delete => Some(format!("DELETE FROM {name} WHERE false")),
         // TRUNCATE of a view is rejected by relkind (42809) before privileges.
@@ -60,11 +55,7 @@ fn statement(rel: &Relation, privilege: Privilege) -> Option<String> {
         Privilege::References => None,
         Privilege::Trigger => Some(format!(
             "CREATE TRIGGER matrix_probe {} ON {name} FOR EACH ROW EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()",
-            if view {
-                "INSTEAD OF INSERT"
-            } else {
-                "BEFORE INSERT"
-            }
+            if view { "INSTEAD OF INSERT" } else { "BEFORE INSERT" }
         )),
     }
 }
@@ -75,10 +66,7 @@ fn probe(conn: &mut Connection, sql: &str) -> Result<(), String> {
     conn.execute("ROLLBACK").expect("rollback");
     match result {
         Ok(()) => Ok(()),
-        Err(e) => Err(e
-            .sqlstate()
-            .map(str::to_string)
-            .unwrap_or_else(|| e.to_string())),
+        Err(e) => Err(e.sqlstate().map(str::to_string).unwrap_or_else(|| e.to_string())),
     }
 }
 
@@ -86,11 +74,7 @@ fn probe(conn: &mut Connection, sql: &str) -> Result<(), String> {
 fn every_table_cell_is_enforced_by_postgresql() {
     let cluster = TestCluster::start();
     let rels = relations(&mut cluster.admin());
-    assert!(
-        rels.len() > 200,
-        "expected every partition to be probed, got {}",
-        rels.len()
-    );
+    assert!(rels.len() > 200, "expected every partition to be probed, got {}", rels.len());
     let mut checked = 0usize;
     let mut wrong = Vec::new();
     for role in Role::grantees() {
@@ -101,31 +85,19 @@ fn every_table_cell_is_enforced_by_postgresql() {
                 let Some(sql) = statement(rel, privilege) else {
                     continue;
                 };
-                let expect_ok = allowed
-                    .iter()
-                    .any(|(r, p)| *r == rel.name && *p == privilege);
+                let expect_ok = allowed.iter().any(|(r, p)| *r == rel.name && *p == privilege);
                 let outcome = probe(&mut conn, &sql);
                 checked += 1;
                 match (&outcome, expect_ok) {
                     (Ok(()), true) => {}
                     (Err(state), false) if state == "42501" => {}
-                    _ => wrong.push(format!(
-                        "{} {} {}: {outcome:?}",
-                        role.name(),
-                        privilege.sql(),
-                        rel.name
-                    )),
+                    _ => wrong.push(format!("{} {} {}: {outcome:?}", role.name(), privilege.sql(), rel.name)),
                 }
             }
         }
     }
     println!("checked {checked} (role, relation, privilege) statements");
-    assert!(
-        wrong.is_empty(),
-        "{} cells differ from the matrix:\n{}",
-        wrong.len(),
-        wrong.join("\n")
-    );
+    assert!(wrong.is_empty(), "{} cells differ from the matrix:\n{}", wrong.len(), wrong.join("\n"));
 }
 
 #[test]
@@ -145,14 +117,8 @@ fn schemas_functions_database_and_roles_are_enforced() {
     let mut wrong = Vec::new();
     for role in Role::grantees() {
         let mut conn = cluster.connect(role.name());
-        for schema in matrix::application_schemas()
-            .into_iter()
-            .chain(["public", "ransomeye_meta"])
-        {
-            let outcome = probe(
-                &mut conn,
-                &format!("CREATE TABLE {schema}.matrix_probe (x int)"),
-            );
+        for schema in matrix::application_schemas().into_iter().chain(["public", "ransomeye_meta"]) {
+            let outcome = probe(&mut conn, &format!("CREATE TABLE {schema}.matrix_probe (x int)"));
             if outcome != Err("42501".into()) {
                 wrong.push(format!("{} CREATE in {schema}: {outcome:?}", role.name()));
             }
@@ -164,20 +130,14 @@ fn schemas_functions_database_and_roles_are_enforced() {
         for target in Role::ALL.into_iter().filter(|r| *r != role) {
             let outcome = probe(&mut conn, &format!("SET ROLE {}", target.name()));
             if outcome != Err("42501".into()) {
-                wrong.push(format!(
-                    "{} SET ROLE {}: {outcome:?}",
-                    role.name(),
-                    target.name()
-                ));
+                wrong.push(format!("{} SET ROLE {}: {outcome:?}", role.name(), target.name()));
             }
         }
         let allowed = matrix::function_execute(role);
         for function in &functions {
             let call = match function.as_str() {
                 "appliance.caller_module()" => "SELECT appliance.caller_module()".to_string(),
-                "appliance.watermark_get(bigint)" => {
-                    "SELECT * FROM appliance.watermark_get(1)".to_string()
-                }
+                "appliance.watermark_get(bigint)" => "SELECT * FROM appliance.watermark_get(1)".to_string(),
                 "appliance.watermark_advance(bigint,bigint,bigint,bigint,bigint)" => {
                     "SELECT appliance.watermark_advance(1, 1, 1, 10, 10)".to_string()
                 }
@@ -207,39 +167,22 @@ fn watermark_functions_only_touch_the_callers_module() {
     let cluster = TestCluster::start();
     let mut dpi = cluster.connect(Role::Writer(matrix::Module::Dpi).name());
     let mut linux = cluster.connect(Role::Writer(matrix::Module::LinuxAgent).name());
-    dpi.execute("SELECT appliance.watermark_advance(7, 1, 1, 100, 100)")
-        .unwrap();
-    let seen = dpi
-        .simple_query("SELECT producer_epoch, last_seq FROM appliance.watermark_get(7)")
-        .unwrap();
+    dpi.execute("SELECT appliance.watermark_advance(7, 1, 1, 100, 100)").unwrap();
+    let seen = dpi.simple_query("SELECT producer_epoch, last_seq FROM appliance.watermark_get(7)").unwrap();
     assert_eq!(seen, vec![vec![Some("1".into()), Some("100".into())]]);
     // Same producer id, other module: an independent watermark, invisible to DPI's.
-    assert!(
-        linux
-            .simple_query("SELECT * FROM appliance.watermark_get(7)")
-            .unwrap()
-            .is_empty()
-    );
+    assert!(linux.simple_query("SELECT * FROM appliance.watermark_get(7)").unwrap().is_empty());
     // Gap, overlap and stale epoch are refused with their codes.
-    let gap = dpi
-        .execute("SELECT appliance.watermark_advance(7, 1, 102, 110, 9)")
-        .unwrap_err();
+    let gap = dpi.execute("SELECT appliance.watermark_advance(7, 1, 102, 110, 9)").unwrap_err();
     assert_eq!(gap.sqlstate(), Some("RE001"));
-    let overlap = dpi
-        .execute("SELECT appliance.watermark_advance(7, 1, 50, 150, 101)")
-        .unwrap_err();
+    let overlap = dpi.execute("SELECT appliance.watermark_advance(7, 1, 50, 150, 101)").unwrap_err();
     assert_eq!(overlap.sqlstate(), Some("RE001"));
-    dpi.execute("SELECT appliance.watermark_advance(7, 2, 1, 5, 5)")
-        .unwrap();
-    let stale = dpi
-        .execute("SELECT appliance.watermark_advance(7, 1, 101, 110, 10)")
-        .unwrap_err();
+    dpi.execute("SELECT appliance.watermark_advance(7, 2, 1, 5, 5)").unwrap();
+    let stale = dpi.execute("SELECT appliance.watermark_advance(7, 1, 101, 110, 10)").unwrap_err();
     assert_eq!(stale.sqlstate(), Some("RE002"));
     let ledger = cluster
         .admin()
-        .query_value(
-            "SELECT count(*) FROM appliance.batch_ledger WHERE module = 'dpi' AND producer_id = 7",
-        )
+        .query_value("SELECT count(*) FROM appliance.batch_ledger WHERE module = 'dpi' AND producer_id = 7")
         .unwrap();
     assert_eq!(ledger, "2");
 }

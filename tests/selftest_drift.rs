@@ -12,37 +12,15 @@ fn fresh_install_passes_and_init_is_idempotent() {
     let output = cluster.selftest(&[]);
     let text = stdout(&output);
     assert!(output.status.success(), "{text}");
-    assert_eq!(
-        text.lines().last(),
-        Some("Data-plane hardened. Ready to proceed to Phase B.")
-    );
+    assert_eq!(text.lines().last(), Some("Data-plane hardened. Ready to proceed to Phase B."));
 
-    let again = applianced(&[
-        "init",
-        "--state-dir",
-        cluster.path(),
-        "--partition-days-ahead",
-        "2",
-    ]);
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    assert!(
-        stdout(&again).contains("(0 migration(s) applied now)"),
-        "{}",
-        stdout(&again)
-    );
-    assert!(
-        stdout(&again).contains("0 daily partition(s) created"),
-        "{}",
-        stdout(&again)
-    );
+    let again = applianced(&["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(stdout(&again).contains("(0 migration(s) applied now)"), "{}", stdout(&again));
+    assert!(stdout(&again).contains("0 daily partition(s) created"), "{}", stdout(&again));
 
     let json = cluster.selftest(&["--json"]);
-    let value: serde_json::Value =
-        serde_json::from_slice(&json.stdout).expect("selftest --json is JSON");
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("selftest --json is JSON");
     assert_eq!(value["ok"], true);
     assert!(value["checks"].as_array().unwrap().len() >= 13);
 }
@@ -60,18 +38,12 @@ fn every_drift_is_named() {
              'process_events_p' || to_char((now() AT TIME ZONE 'UTC')::date, 'YYYYMMDD') || '_h0'); END $$",
             "unexpected privilege: ransomeye_linux_agent_writer linux_agent.process_events_p",
         ),
-        (
-            "GRANT USAGE ON SCHEMA dpi TO PUBLIC",
-            "unexpected privilege: PUBLIC dpi USAGE",
-        ),
+        ("GRANT USAGE ON SCHEMA dpi TO PUBLIC", "unexpected privilege: PUBLIC dpi USAGE"),
         (
             "GRANT UPDATE (reason) ON core.incident_transitions TO ransomeye_core_writer",
             "column-level grant on core.incident_transitions.reason",
         ),
-        (
-            "ALTER ROLE ransomeye_windows_agent_writer CREATEDB",
-            "ransomeye_windows_agent_writer has CREATEDB",
-        ),
+        ("ALTER ROLE ransomeye_windows_agent_writer CREATEDB", "ransomeye_windows_agent_writer has CREATEDB"),
         (
             "GRANT ransomeye_core_reader TO ransomeye_dpi_writer",
             "ransomeye_dpi_writer is a member of ransomeye_core_reader",
@@ -93,20 +65,13 @@ fn every_drift_is_named() {
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     for (sql, expected) in &drifts {
-        assert!(
-            text.contains(expected),
-            "drift `{sql}` not named ({expected}):\n{text}"
-        );
+        assert!(text.contains(expected), "drift `{sql}` not named ({expected}):\n{text}");
     }
     let last = text.lines().last().unwrap_or_default();
     assert!(last.starts_with("selftest failed: "), "{last}");
-    for check in [
-        "table privileges",
-        "column privileges",
-        "schema privileges",
-        "function privileges",
-        "role attributes",
-    ] {
+    for check in
+        ["table privileges", "column privileges", "schema privileges", "function privileges", "role attributes"]
+    {
         assert!(last.contains(check), "{check} not in {last}");
     }
     assert!(!text.contains("Ready to proceed"));
@@ -116,9 +81,7 @@ fn every_drift_is_named() {
 fn durability_and_partition_drift_fail() {
     let cluster = TestCluster::start();
     let mut admin = cluster.admin();
-    admin
-        .execute("ALTER SYSTEM SET synchronous_commit = off")
-        .unwrap();
+    admin.execute("ALTER SYSTEM SET synchronous_commit = off").unwrap();
     admin.execute("SELECT pg_reload_conf()").unwrap();
     admin.execute("ALTER ROLE ransomeye_dpi_writer SET synchronous_commit = off").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -133,8 +96,5 @@ fn durability_and_partition_drift_fail() {
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("synchronous_commit is off"), "{text}");
     assert!(text.contains("override ransomeye_dpi_writer in *: synchronous_commit=off"), "{text}");
-    assert!(
-        text.contains("dpi.flows has no attached partition"),
-        "{text}"
-    );
+    assert!(text.contains("dpi.flows has no attached partition"), "{text}");
 }

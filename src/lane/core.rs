@@ -132,14 +132,27 @@ impl LaneCore {
         if !self.policy.admits(&peer) || self.draining {
             self.stats.connections_refused += 1;
             if let Some(suppressed) = self.refusal_log.allow(now.mono_ms) {
-                tracing::warn!(lane = self.module.name(), peer_pid = peer.pid, peer_uid = peer.uid, peer_gid = peer.gid, suppressed, "connection refused: peer not allowed on this lane");
+                tracing::warn!(
+                    lane = self.module.name(),
+                    peer_pid = peer.pid,
+                    peer_uid = peer.uid,
+                    peer_gid = peer.gid,
+                    suppressed,
+                    "connection refused: peer not allowed on this lane"
+                );
             }
             return None;
         }
         let slot = self.conns.iter().position(Option::is_none)?;
         let generation = self.next_generation;
         self.next_generation += 1;
-        tracing::info!(lane = self.module.name(), slot, peer_pid = peer.pid, peer_uid = peer.uid, "connection admitted");
+        tracing::info!(
+            lane = self.module.name(),
+            slot,
+            peer_pid = peer.pid,
+            peer_uid = peer.uid,
+            "connection admitted"
+        );
         self.conns[slot] = Some(Conn::new(generation, peer));
         Some(slot)
     }
@@ -186,6 +199,16 @@ impl LaneCore {
             if conn.closing {
                 return;
             }
+            // Refuse an EVENTS frame beyond the credit from its header alone,
+            // before its body is buffered.
+            let streaming = matches!(conn.state, ConnState::Streaming { .. });
+            if let Some(body_len) = frame::peek_events_body_len(&conn.inbuf).filter(|_| streaming) {
+                if body_len > conn.credit_left {
+                    let reason = format!("{body_len} bytes announced with {} bytes of credit", conn.credit_left);
+                    self.fail_connection(slot, frame::FrameError::new(ErrorCode::CreditExceeded, reason));
+                    continue;
+                }
+            }
             match frame::decode_frame(&mut conn.inbuf) {
                 Ok(Some(frame)) => {
                     if let Err(error) = self.on_frame(slot, frame) {
@@ -199,10 +222,25 @@ impl LaneCore {
         self.maybe_seal();
     }
 
+    /// The peer ended its side of the connection. Bytes of an unfinished
+    /// frame are a protocol error (a truncated frame), answered with ERROR.
+    pub fn on_client_eof(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        if conn.closing {
+            return;
+        }
+        if conn.inbuf.is_empty() {
+            conn.closing = true;
+        } else {
+            let reason = format!("connection ended inside a frame ({} bytes buffered)", conn.inbuf.len());
+            self.fail_connection(slot, frame::FrameError::new(ErrorCode::Malformed, reason));
+        }
+    }
+
     /// Send an ERROR frame and close the connection after it.
     pub(super) fn fail_connection(&mut self, slot: usize, error: frame::FrameError) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut).filter(|c| !c.closing) else { return };
         self.stats.protocol_errors += 1;
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
         tracing::warn!(lane = self.module.name(), slot, peer_pid = conn.peer.pid, code = ?error.code, reason = %error.reason, "closing connection");
         frame::encode_error(&mut conn.out, error.code, &error.reason);
         conn.closing = true;
@@ -223,7 +261,9 @@ impl LaneCore {
     fn regrant_all(&mut self) {
         for slot in 0..self.conns.len() {
             let amount = match self.conns[slot].as_ref() {
-                Some(conn) if matches!(conn.state, ConnState::Streaming { .. }) && !conn.closing => self.grantable(conn),
+                Some(conn) if matches!(conn.state, ConnState::Streaming { .. }) && !conn.closing => {
+                    self.grantable(conn)
+                }
                 _ => 0,
             };
             if amount > 0 {
@@ -276,10 +316,17 @@ impl LaneCore {
     // ----- time -----
 
     /// Advance time: seal due batches, start the next database request.
+    /// Once a drain has committed everything, every connection is closed
+    /// (after its last ACK is sent).
     pub fn tick(&mut self, now: Now) {
         self.now = now;
         self.maybe_seal();
         self.start_request();
+        if self.drained() {
+            for conn in self.conns.iter_mut().flatten() {
+                conn.closing = true;
+            }
+        }
     }
 
     /// When the driver must call `tick` again at the latest.
@@ -413,11 +460,25 @@ impl LaneCore {
     }
 
     fn lookup_done(&mut self, producer_id: u64, rows: &[crate::pg::Row]) {
-        let (epoch, seq) = match rows.first().map(|r| r.as_slice()) {
-            Some([Some(epoch), Some(seq)]) => (epoch.parse().unwrap_or(0), seq.parse().unwrap_or(0)),
-            _ => (0, 0),
+        let (epoch, seq) = match rows {
+            [] => (0, 0),
+            [row] => match row.as_slice() {
+                [Some(epoch), Some(seq)] => match (epoch.parse(), seq.parse()) {
+                    (Ok(epoch), Ok(seq)) => (epoch, seq),
+                    _ => return self.reset("unparsable watermark"),
+                },
+                _ => return self.reset("unexpected watermark row"),
+            },
+            _ => return self.reset("more than one watermark row"),
         };
-        self.producers.insert(producer_id, Producer { epoch, committed_seq: seq, received_seq: seq, active: None });
+        // A second lookup for a producer already known (two HELLOs raced)
+        // must not roll back what the lane learnt since the first.
+        self.producers.entry(producer_id).or_insert(Producer {
+            epoch,
+            committed_seq: seq,
+            received_seq: seq,
+            active: None,
+        });
         let waiting: Vec<usize> = (0..self.conns.len())
             .filter(|slot| {
                 matches!(self.conns[*slot].as_ref().map(|c| &c.state), Some(ConnState::Waiting { producer_id: p, .. }) if *p == producer_id)
@@ -440,6 +501,7 @@ impl LaneCore {
                 }
             }
         }
+        touched.sort_unstable();
         touched.dedup();
         for producer_id in touched {
             let Some(p) = self.producers.get(&producer_id) else { continue };
@@ -457,7 +519,11 @@ impl LaneCore {
     /// Forget all uncommitted work and every producer; close all connections.
     fn reset(&mut self, why: &str) {
         self.stats.resets += 1;
-        tracing::error!(lane = self.module.name(), why, "lane reset: uncommitted events dropped unacknowledged; producers will resend");
+        tracing::error!(
+            lane = self.module.name(),
+            why,
+            "lane reset: uncommitted events dropped unacknowledged; producers will resend"
+        );
         self.pending = Batch::new(self.module, self.now.mono_ms);
         self.sealed.clear();
         if matches!(self.pg, PgState::Busy(..)) {
@@ -471,7 +537,11 @@ impl LaneCore {
             if let Some(conn) = self.conns[slot].as_mut() {
                 conn.unreleased = 0;
                 if !conn.closing {
-                    frame::encode_error(&mut conn.out, ErrorCode::Internal, "lane reset after a database error; reconnect and resend unacknowledged events");
+                    frame::encode_error(
+                        &mut conn.out,
+                        ErrorCode::Internal,
+                        "lane reset after a database error; reconnect and resend unacknowledged events",
+                    );
                     conn.closing = true;
                 }
             }
@@ -490,10 +560,6 @@ impl LaneCore {
 
     /// Whether everything buffered is committed and acknowledged.
     pub fn drained(&self) -> bool {
-        self.draining
-            && self.pending.is_empty()
-            && self.sealed.is_empty()
-            && !matches!(self.pg, PgState::Busy(..))
-            && self.conns.iter().flatten().all(|c| c.out.is_empty())
+        self.draining && self.pending.is_empty() && self.sealed.is_empty() && !matches!(self.pg, PgState::Busy(..))
     }
 }

@@ -34,7 +34,13 @@ fn flush(stream: &mut UnixStream, out: &mut BytesMut) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn run(core: &mut LaneCore, listener: &UnixListener, pg: &PgConnector, signals: &OwnedFd, clock: &Clock) -> Result<(), LaneError> {
+pub fn run(
+    core: &mut LaneCore,
+    listener: &UnixListener,
+    pg: &PgConnector,
+    signals: &OwnedFd,
+    clock: &Clock,
+) -> Result<(), LaneError> {
     listener.set_nonblocking(true).map_err(LaneError::io("listener non-blocking"))?;
     let mut clients: Vec<Option<Client>> = (0..LANE_CONNECTIONS_MAX).map(|_| None).collect();
     let mut pg_stream: Option<(UnixStream, BytesMut)> = None;
@@ -64,31 +70,39 @@ pub fn run(core: &mut LaneCore, listener: &UnixListener, pg: &PgConnector, signa
                 core.pg_lost(&e.to_string(), clock.now());
             }
         }
-        for slot in 0..clients.len() {
-            let Some(client) = clients[slot].as_mut() else { continue };
+        for (slot, entry) in clients.iter_mut().enumerate() {
+            let Some(client) = entry.as_mut() else { continue };
             if let Some(more) = core.take_client_output(slot) {
                 client.out.extend_from_slice(&more);
             }
             let dead = flush(&mut client.stream, &mut client.out).is_err();
             if dead || (client.out.is_empty() && core.client_should_close(slot)) {
-                clients[slot] = None;
+                *entry = None;
                 core.client_gone(slot);
             }
         }
-        if core.drained() && clients.iter().flatten().all(|c| c.out.is_empty()) {
+        if core.drained() && clients.iter().all(Option::is_none) {
             return Ok(());
         }
         // Wait for readiness.
         let mut fds = vec![
             libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if core.wants_accept() { listener.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: if core.wants_accept() { listener.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         let pg_events = match pg_stream.as_ref() {
             Some((_, out)) if !out.is_empty() => libc::POLLIN | libc::POLLOUT,
             Some(_) => libc::POLLIN,
             None => 0,
         };
-        fds.push(libc::pollfd { fd: pg_stream.as_ref().map_or(-1, |(s, _)| s.as_raw_fd()), events: pg_events, revents: 0 });
+        fds.push(libc::pollfd {
+            fd: pg_stream.as_ref().map_or(-1, |(s, _)| s.as_raw_fd()),
+            events: pg_events,
+            revents: 0,
+        });
         for (slot, client) in clients.iter().enumerate() {
             let (fd, mut events) = match client {
                 Some(c) => (c.stream.as_raw_fd(), 0),
@@ -117,9 +131,9 @@ pub fn run(core: &mut LaneCore, listener: &UnixListener, pg: &PgConnector, signa
                 match read_some(stream, &mut buffer) {
                     Ok(Some(n)) => core.on_pg_bytes(&buffer[..n], clock.now()),
                     Ok(None) => {}
-                    Err(e) => {
+                    Err(end) => {
                         pg_stream = None;
-                        core.pg_lost(&e, clock.now());
+                        core.pg_lost(&end.to_string(), clock.now());
                     }
                 }
             }
@@ -134,7 +148,8 @@ pub fn run(core: &mut LaneCore, listener: &UnixListener, pg: &PgConnector, signa
                 match read_some(&mut client.stream, &mut buffer) {
                     Ok(Some(n)) => core.on_client_bytes(slot, &buffer[..n], clock.now()),
                     Ok(None) => {}
-                    Err(_) => {
+                    Err(ReadEnd::Eof) => core.on_client_eof(slot),
+                    Err(ReadEnd::Failed(_)) => {
                         clients[slot] = None;
                         core.client_gone(slot);
                     }
@@ -144,13 +159,28 @@ pub fn run(core: &mut LaneCore, listener: &UnixListener, pg: &PgConnector, signa
     }
 }
 
-/// One read: Some(n) bytes, None if it would block, Err on EOF or error.
-fn read_some(stream: &mut UnixStream, buffer: &mut [u8]) -> Result<Option<usize>, String> {
+/// Why a socket stopped delivering bytes.
+enum ReadEnd {
+    Eof,
+    Failed(std::io::Error),
+}
+
+impl std::fmt::Display for ReadEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadEnd::Eof => write!(f, "end of stream"),
+            ReadEnd::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// One read: Some(n) bytes, None if it would block.
+fn read_some(stream: &mut UnixStream, buffer: &mut [u8]) -> Result<Option<usize>, ReadEnd> {
     match stream.read(buffer) {
-        Ok(0) => Err("end of stream".into()),
+        Ok(0) => Err(ReadEnd::Eof),
         Ok(n) => Ok(Some(n)),
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(ReadEnd::Failed(e)),
     }
 }
 

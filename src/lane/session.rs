@@ -34,8 +34,15 @@ pub fn module_code(module: Module) -> u8 {
 pub(super) enum ConnState {
     AwaitHello,
     /// HELLO received; waiting for the producer's watermark from PostgreSQL.
-    Waiting { producer_id: u64, epoch: u64 },
-    Streaming { producer_id: u64, epoch: u64, next_seq: Option<u64> },
+    Waiting {
+        producer_id: u64,
+        epoch: u64,
+    },
+    Streaming {
+        producer_id: u64,
+        epoch: u64,
+        next_seq: Option<u64>,
+    },
 }
 
 #[derive(Debug)]
@@ -73,11 +80,14 @@ fn protocol(code: ErrorCode, reason: impl Into<String>) -> FrameError {
 
 impl LaneCore {
     pub(super) fn on_frame(&mut self, slot: usize, frame: Frame) -> Result<(), FrameError> {
-        let state = self.conns[slot].as_ref().map(|c| c.state).ok_or_else(|| protocol(ErrorCode::Internal, "no connection"))?;
+        let state =
+            self.conns[slot].as_ref().map(|c| c.state).ok_or_else(|| protocol(ErrorCode::Internal, "no connection"))?;
         match (state, frame.kind) {
             (ConnState::AwaitHello, Kind::Hello) => self.on_hello(slot, &frame.body),
             (ConnState::AwaitHello, _) => Err(protocol(ErrorCode::HandshakeRequired, "the first frame must be HELLO")),
-            (ConnState::Waiting { .. }, _) => Err(protocol(ErrorCode::HandshakeRequired, "wait for WELCOME before sending")),
+            (ConnState::Waiting { .. }, _) => {
+                Err(protocol(ErrorCode::HandshakeRequired, "wait for WELCOME before sending"))
+            }
             (ConnState::Streaming { producer_id, epoch, next_seq }, Kind::Events) => {
                 self.on_events(slot, producer_id, epoch, next_seq, &frame.body)
             }
@@ -89,7 +99,10 @@ impl LaneCore {
     fn on_hello(&mut self, slot: usize, body: &[u8]) -> Result<(), FrameError> {
         let hello = frame::decode_hello(body)?;
         if hello.module != module_code(self.module) {
-            return Err(protocol(ErrorCode::WrongModule, format!("module code {} on the {} lane", hello.module, self.module.name())));
+            return Err(protocol(
+                ErrorCode::WrongModule,
+                format!("module code {} on the {} lane", hello.module, self.module.name()),
+            ));
         }
         let (producer_id, epoch) = (hello.producer_id.get(), hello.producer_epoch.get());
         if producer_id > i64::MAX as u64 || epoch > i64::MAX as u64 {
@@ -108,7 +121,9 @@ impl LaneCore {
 
     /// Answer a waiting HELLO now that the producer's state is known.
     pub(super) fn welcome(&mut self, slot: usize) {
-        let Some(ConnState::Waiting { producer_id, epoch }) = self.conns[slot].as_ref().map(|c| c.state) else { return };
+        let Some(ConnState::Waiting { producer_id, epoch }) = self.conns[slot].as_ref().map(|c| c.state) else {
+            return;
+        };
         let Some(p) = self.producers.get_mut(&producer_id) else { return };
         if epoch < p.epoch {
             let why = format!("epoch {epoch} is fenced by epoch {}", p.epoch);
@@ -121,7 +136,10 @@ impl LaneCore {
         let (committed, p_epoch) = (p.committed_seq, p.epoch);
         if let Some((old_slot, old_generation)) = previous {
             if old_slot != slot && self.conns[old_slot].as_ref().is_some_and(|c| c.generation == old_generation) {
-                self.fail_connection(old_slot, protocol(ErrorCode::EpochFenced, "superseded by a newer connection of the same producer"));
+                self.fail_connection(
+                    old_slot,
+                    protocol(ErrorCode::EpochFenced, "superseded by a newer connection of the same producer"),
+                );
             }
         }
         let Some(conn) = self.conns[slot].as_ref() else { return };
@@ -134,11 +152,21 @@ impl LaneCore {
         }
     }
 
-    fn on_events(&mut self, slot: usize, producer_id: u64, epoch: u64, next_seq: Option<u64>, body: &[u8]) -> Result<(), FrameError> {
+    fn on_events(
+        &mut self,
+        slot: usize,
+        producer_id: u64,
+        epoch: u64,
+        next_seq: Option<u64>,
+        body: &[u8],
+    ) -> Result<(), FrameError> {
         let generation = {
             let conn = self.conns[slot].as_mut().ok_or_else(|| protocol(ErrorCode::Internal, "no connection"))?;
             if body.len() > conn.credit_left {
-                return Err(protocol(ErrorCode::CreditExceeded, format!("{} bytes sent with {} bytes of credit", body.len(), conn.credit_left)));
+                return Err(protocol(
+                    ErrorCode::CreditExceeded,
+                    format!("{} bytes sent with {} bytes of credit", body.len(), conn.credit_left),
+                ));
             }
             conn.credit_left -= body.len();
             conn.unreleased += body.len();
@@ -152,9 +180,21 @@ impl LaneCore {
         let first = events.first_seq;
         let received = self.producers.get(&producer_id).map_or(0, |p| p.received_seq);
         match next_seq {
-            Some(expected) if first < expected => return Err(protocol(ErrorCode::SequenceRegression, format!("frame starts at {first}, expected {expected}"))),
-            Some(expected) if first > expected => return Err(protocol(ErrorCode::SequenceGap, format!("frame starts at {first}, expected {expected}"))),
-            _ if first > received + 1 => return Err(protocol(ErrorCode::SequenceGap, format!("frame starts at {first}, next expected is {}", received + 1))),
+            Some(expected) if first < expected => {
+                return Err(protocol(
+                    ErrorCode::SequenceRegression,
+                    format!("frame starts at {first}, expected {expected}"),
+                ));
+            }
+            Some(expected) if first > expected => {
+                return Err(protocol(ErrorCode::SequenceGap, format!("frame starts at {first}, expected {expected}")));
+            }
+            _ if first > received + 1 => {
+                return Err(protocol(
+                    ErrorCode::SequenceGap,
+                    format!("frame starts at {first}, next expected is {}", received + 1),
+                ));
+            }
             _ => {}
         }
         // Validate everything first: a protocol violation anywhere writes nothing.
@@ -196,7 +236,15 @@ impl LaneCore {
                     let table_name = crate::schema::tables_of(self.module)
                         .nth(record.table as usize)
                         .map_or_else(|| format!("#{}", record.table), |t| t.qualified_name());
-                    self.pending.add_quarantined(Quarantined { producer_id, epoch, seq, table_name, code, reason, raw: record.raw.to_vec() });
+                    self.pending.add_quarantined(Quarantined {
+                        producer_id,
+                        epoch,
+                        seq,
+                        table_name,
+                        code,
+                        reason,
+                        raw: record.raw.to_vec(),
+                    });
                 }
                 Err(Invalid::Protocol(error)) => return Err(error),
             }

@@ -15,8 +15,8 @@ use bytes::BytesMut;
 use super::core::LaneCore;
 use super::process::{Clock, LaneError, PgConnector};
 use crate::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES, RING_ENTRIES};
-use crate::sys::uring::{Completion, Ring};
 use crate::sys;
+use crate::sys::uring::{Completion, Ring};
 
 /// Slot of the PostgreSQL connection in the ring (after the clients).
 const PG_SLOT: usize = LANE_CONNECTIONS_MAX;
@@ -39,7 +39,14 @@ pub fn create_ring() -> std::io::Result<Ring> {
     Ring::new(RING_ENTRIES, LANE_CONNECTIONS_MAX + 1, PG_READ_BUFFER_BYTES)
 }
 
-pub fn run(core: &mut LaneCore, ring: &mut Ring, listener: &UnixListener, pg: &PgConnector, signals: &OwnedFd, clock: &Clock) -> Result<(), LaneError> {
+pub fn run(
+    core: &mut LaneCore,
+    ring: &mut Ring,
+    listener: &UnixListener,
+    pg: &PgConnector,
+    signals: &OwnedFd,
+    clock: &Clock,
+) -> Result<(), LaneError> {
     let mut clients: Vec<Option<Socket>> = (0..LANE_CONNECTIONS_MAX).map(|_| None).collect();
     let mut pg_socket: Option<Socket> = None;
     let mut completions = Vec::with_capacity(RING_ENTRIES as usize);
@@ -109,7 +116,12 @@ fn pump_pg(core: &mut LaneCore, ring: &mut Ring, pg_socket: &mut Option<Socket>)
     Ok(())
 }
 
-fn pump_client(core: &mut LaneCore, ring: &mut Ring, clients: &mut [Option<Socket>], slot: usize) -> Result<(), LaneError> {
+fn pump_client(
+    core: &mut LaneCore,
+    ring: &mut Ring,
+    clients: &mut [Option<Socket>],
+    slot: usize,
+) -> Result<(), LaneError> {
     let Some(socket) = clients[slot].as_mut() else { return Ok(()) };
     if !socket.shut {
         if let Some(more) = core.take_client_output(slot) {
@@ -132,7 +144,15 @@ fn pump_client(core: &mut LaneCore, ring: &mut Ring, clients: &mut [Option<Socke
     Ok(())
 }
 
-fn handle(core: &mut LaneCore, ring: &Ring, clients: &mut [Option<Socket>], pg_socket: &mut Option<Socket>, completion: Completion, signals: &OwnedFd, clock: &Clock) {
+fn handle(
+    core: &mut LaneCore,
+    ring: &Ring,
+    clients: &mut [Option<Socket>],
+    pg_socket: &mut Option<Socket>,
+    completion: Completion,
+    signals: &OwnedFd,
+    clock: &Clock,
+) {
     match completion {
         Completion::Accept(Ok(fd)) => {
             let stream = UnixStream::from(fd);
@@ -169,7 +189,10 @@ fn handle(core: &mut LaneCore, ring: &Ring, clients: &mut [Option<Socket>], pg_s
         Completion::Send { slot: PG_SLOT, result: Ok(()) } => {}
         Completion::Recv { slot, result } => match result {
             Ok(n) if n > 0 => core.on_client_bytes(slot, ring.received(slot, n), clock.now()),
-            _ => {
+            // End of stream: the core answers a truncated frame, then the
+            // pump closes the socket once that answer is sent.
+            Ok(_) => core.on_client_eof(slot),
+            Err(_) => {
                 if let Some(socket) = clients.get_mut(slot).and_then(Option::as_mut) {
                     shut(socket);
                 }

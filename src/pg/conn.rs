@@ -51,12 +51,8 @@ impl Connection {
     pub fn connect(params: &ConnectParams) -> Result<Connection, PgError> {
         let stream = UnixStream::connect(&params.socket_path).map_err(io_error("connect"))?;
         let timeout = Some(Duration::from_secs(PG_IO_TIMEOUT_S));
-        stream
-            .set_read_timeout(timeout)
-            .map_err(io_error("set read timeout"))?;
-        stream
-            .set_write_timeout(timeout)
-            .map_err(io_error("set write timeout"))?;
+        stream.set_read_timeout(timeout).map_err(io_error("set read timeout"))?;
+        stream.set_write_timeout(timeout).map_err(io_error("set write timeout"))?;
         let mut conn = Connection {
             stream,
             read_buf: BytesMut::with_capacity(PG_READ_BUFFER_BYTES),
@@ -70,8 +66,7 @@ impl Connection {
             ("application_name", params.application_name.as_str()),
             ("client_encoding", "UTF8"),
         ];
-        frontend::startup_message(startup.iter().copied(), &mut conn.write_buf)
-            .map_err(io_error("encode startup"))?;
+        frontend::startup_message(startup.iter().copied(), &mut conn.write_buf).map_err(io_error("encode startup"))?;
         conn.flush()?;
         conn.authenticate(params.password.as_deref())?;
         conn.wait_ready()?;
@@ -84,9 +79,7 @@ impl Connection {
     }
 
     fn flush(&mut self) -> Result<(), PgError> {
-        self.stream
-            .write_all(&self.write_buf)
-            .map_err(io_error("write"))?;
+        self.stream.write_all(&self.write_buf).map_err(io_error("write"))?;
         self.write_buf.clear();
         Ok(())
     }
@@ -103,10 +96,7 @@ impl Connection {
                 Ok(n) => n,
                 Err(e) => {
                     self.read_buf.truncate(start);
-                    return Err(PgError::Io {
-                        step: "read",
-                        source: e,
-                    });
+                    return Err(PgError::Io { step: "read", source: e });
                 }
             };
             self.read_buf.truncate(start + n);
@@ -128,21 +118,14 @@ impl Connection {
                 if !scram_offered {
                     return Err(PgError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
                 }
-                let password = password.ok_or(PgError::UnsupportedAuth(
-                    "SCRAM-SHA-256 without a configured password",
-                ))?;
+                let password =
+                    password.ok_or(PgError::UnsupportedAuth("SCRAM-SHA-256 without a configured password"))?;
                 self.scram(password)
             }
             Message::AuthenticationMd5Password(_) => Err(PgError::UnsupportedAuth("MD5")),
-            Message::AuthenticationCleartextPassword => {
-                Err(PgError::UnsupportedAuth("cleartext password"))
-            }
-            Message::ErrorResponse(body) => {
-                Err(PgError::Server(decode_error_fields(body.fields())?))
-            }
-            _ => Err(PgError::Protocol(
-                "unexpected message during authentication".into(),
-            )),
+            Message::AuthenticationCleartextPassword => Err(PgError::UnsupportedAuth("cleartext password")),
+            Message::ErrorResponse(body) => Err(PgError::Server(decode_error_fields(body.fields())?)),
+            _ => Err(PgError::Protocol("unexpected message during authentication".into())),
         }
     }
 
@@ -155,17 +138,12 @@ impl Connection {
         loop {
             match self.read_message()? {
                 Message::AuthenticationSaslContinue(body) => {
-                    scram
-                        .update(body.data())
-                        .map_err(io_error("scram update"))?;
-                    frontend::sasl_response(scram.message(), &mut self.write_buf)
-                        .map_err(io_error("encode sasl"))?;
+                    scram.update(body.data()).map_err(io_error("scram update"))?;
+                    frontend::sasl_response(scram.message(), &mut self.write_buf).map_err(io_error("encode sasl"))?;
                     self.flush()?;
                 }
                 Message::AuthenticationSaslFinal(body) => {
-                    scram
-                        .finish(body.data())
-                        .map_err(io_error("scram verify server"))?;
+                    scram.finish(body.data()).map_err(io_error("scram verify server"))?;
                 }
                 Message::AuthenticationOk => return Ok(()),
                 Message::ErrorResponse(body) => {
@@ -186,9 +164,7 @@ impl Connection {
                     return Err(PgError::Server(decode_error_fields(body.fields())?));
                 }
                 _ => {
-                    return Err(PgError::Protocol(
-                        "unexpected message before ReadyForQuery".into(),
-                    ));
+                    return Err(PgError::Protocol("unexpected message before ReadyForQuery".into()));
                 }
             }
         }
@@ -206,9 +182,7 @@ impl Connection {
             match self.read_message()? {
                 Message::DataRow(body) => {
                     if rows.len() >= PG_RESULT_ROWS_MAX {
-                        return Err(PgError::Protocol(format!(
-                            "more than {PG_RESULT_ROWS_MAX} rows"
-                        )));
+                        return Err(PgError::Protocol(format!("more than {PG_RESULT_ROWS_MAX} rows")));
                     }
                     rows.push(decode_data_row(&body)?);
                 }
@@ -220,9 +194,7 @@ impl Connection {
                 | Message::NoticeResponse(_)
                 | Message::ParameterStatus(_) => {}
                 _ => {
-                    return Err(PgError::Protocol(
-                        "unexpected message in simple query".into(),
-                    ));
+                    return Err(PgError::Protocol("unexpected message in simple query".into()));
                 }
             }
         }
@@ -284,14 +256,9 @@ impl Connection {
         match rows.as_slice() {
             [row] => match row.as_slice() {
                 [Some(value)] => Ok(value.clone()),
-                _ => Err(PgError::Protocol(format!(
-                    "expected one non-null column from: {sql}"
-                ))),
+                _ => Err(PgError::Protocol(format!("expected one non-null column from: {sql}"))),
             },
-            _ => Err(PgError::Protocol(format!(
-                "expected one row, got {} from: {sql}",
-                rows.len()
-            ))),
+            _ => Err(PgError::Protocol(format!("expected one row, got {} from: {sql}", rows.len()))),
         }
     }
 }

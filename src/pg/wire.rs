@@ -16,10 +16,7 @@ use crate::limits::PG_MESSAGE_BYTES_MAX;
 #[derive(Debug)]
 pub enum PgError {
     /// Connecting to or talking over the socket failed.
-    Io {
-        step: &'static str,
-        source: std::io::Error,
-    },
+    Io { step: &'static str, source: std::io::Error },
     /// The server sent something this client does not accept.
     Protocol(String),
     /// A message header announced more than the cap.
@@ -70,10 +67,7 @@ impl fmt::Display for PgError {
                 Ok(())
             }
             PgError::UnsupportedAuth(method) => {
-                write!(
-                    f,
-                    "postgres asked for {method} authentication, which this client refuses"
-                )
+                write!(f, "postgres asked for {method} authentication, which this client refuses")
             }
         }
     }
@@ -93,10 +87,7 @@ pub fn decode_message(buf: &mut BytesMut) -> Result<Option<Message>, PgError> {
     let tag = buf[0];
     let length = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
     if length < 4 {
-        return Err(PgError::Protocol(format!(
-            "message '{}' with length {length}",
-            tag as char
-        )));
+        return Err(PgError::Protocol(format!("message '{}' with length {length}", tag as char)));
     }
     if length > PG_MESSAGE_BYTES_MAX {
         return Err(PgError::MessageTooLarge { tag, bytes: length });
@@ -123,12 +114,8 @@ pub fn decode_data_row(body: &postgres_protocol::message::backend::DataRowBody) 
 /// Collect the fields of an ErrorResponse or NoticeResponse.
 pub fn decode_error_fields(mut fields: ErrorFields<'_>) -> Result<ServerError, PgError> {
     use postgres_protocol::message::backend::ErrorField;
-    let mut error = ServerError {
-        severity: String::new(),
-        sqlstate: String::new(),
-        message: String::new(),
-        detail: None,
-    };
+    let mut error =
+        ServerError { severity: String::new(), sqlstate: String::new(), message: String::new(), detail: None };
     loop {
         let field: Option<ErrorField<'_>> = fallible_iterator::FallibleIterator::next(&mut fields)
             .map_err(|e| PgError::Protocol(format!("error fields: {e}")))?;
@@ -152,20 +139,14 @@ mod tests {
     #[test]
     fn oversize_header_is_rejected_before_buffering() {
         let mut buf = BytesMut::from(&[b'D', 0x7f, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(
-            decode_message(&mut buf),
-            Err(PgError::MessageTooLarge { tag: b'D', .. })
-        ));
+        assert!(matches!(decode_message(&mut buf), Err(PgError::MessageTooLarge { tag: b'D', .. })));
         assert!(buf.capacity() < 1024 * 1024);
     }
 
     #[test]
     fn short_length_is_a_protocol_error() {
         let mut buf = BytesMut::from(&[b'Z', 0, 0, 0, 3][..]);
-        assert!(matches!(
-            decode_message(&mut buf),
-            Err(PgError::Protocol(_))
-        ));
+        assert!(matches!(decode_message(&mut buf), Err(PgError::Protocol(_))));
     }
 
     #[test]
@@ -173,10 +154,7 @@ mod tests {
         let mut buf = BytesMut::from(&[b'Z', 0, 0, 0, 5][..]);
         assert!(matches!(decode_message(&mut buf), Ok(None)));
         buf.extend_from_slice(b"I");
-        assert!(matches!(
-            decode_message(&mut buf),
-            Ok(Some(Message::ReadyForQuery(_)))
-        ));
+        assert!(matches!(decode_message(&mut buf), Ok(Some(Message::ReadyForQuery(_)))));
         assert!(buf.is_empty());
     }
 }

@@ -9,13 +9,8 @@ use crate::pg::{Connection, Row};
 use crate::schema::EVENT_TABLES;
 
 /// Run a query or turn its error into a failed check.
-pub(super) fn rows(
-    conn: &mut Connection,
-    name: &'static str,
-    sql: &str,
-) -> Result<Vec<Row>, Check> {
-    conn.simple_query(sql)
-        .map_err(|e| Check::failed(name, e.to_string()))
+pub(super) fn rows(conn: &mut Connection, name: &'static str, sql: &str) -> Result<Vec<Row>, Check> {
+    conn.simple_query(sql).map_err(|e| Check::failed(name, e.to_string()))
 }
 
 pub(super) fn text(row: &Row, index: usize) -> &str {
@@ -24,50 +19,31 @@ pub(super) fn text(row: &Row, index: usize) -> &str {
 
 /// `'a', 'b'` for an IN list of identifiers we generate ourselves.
 pub(super) fn sql_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
-    items
-        .into_iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.into_iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
 }
 
 pub fn schema_version(conn: &mut Connection) -> Check {
     const NAME: &str = "schema version";
-    let found = match rows(
-        conn,
-        NAME,
-        &format!("SELECT version, name FROM {META_SCHEMA}.schema_version ORDER BY version"),
-    ) {
-        Ok(rows) => rows,
-        Err(check) => return check,
-    };
+    let found =
+        match rows(conn, NAME, &format!("SELECT version, name FROM {META_SCHEMA}.schema_version ORDER BY version")) {
+            Ok(rows) => rows,
+            Err(check) => return check,
+        };
     let mut failures = Vec::new();
-    let applied: Vec<(String, String)> = found
-        .iter()
-        .map(|r| (text(r, 0).to_string(), text(r, 1).to_string()))
-        .collect();
+    let applied: Vec<(String, String)> =
+        found.iter().map(|r| (text(r, 0).to_string(), text(r, 1).to_string())).collect();
     for migration in MIGRATIONS {
-        if !applied
-            .iter()
-            .any(|(v, n)| v == &migration.version.to_string() && n == migration.name)
-        {
+        if !applied.iter().any(|(v, n)| v == &migration.version.to_string() && n == migration.name) {
             failures.push(format!("migration {} is not applied", migration.name));
         }
     }
     for (version, name) in &applied {
         if !MIGRATIONS.iter().any(|m| &m.version.to_string() == version) {
-            failures.push(format!("unknown migration {version} ({name}) is applied: database is newer than this binary"));
+            failures
+                .push(format!("unknown migration {version} ({name}) is applied: database is newer than this binary"));
         }
     }
-    Check::from_failures(
-        NAME,
-        format!(
-            "version {} ({} migrations applied)",
-            latest_version(),
-            applied.len()
-        ),
-        failures,
-    )
+    Check::from_failures(NAME, format!("version {} ({} migrations applied)", latest_version(), applied.len()), failures)
 }
 
 pub fn durability(conn: &mut Connection) -> Check {
@@ -126,21 +102,11 @@ pub fn table_layouts(conn: &mut Connection) -> Check {
     for table in EVENT_TABLES {
         let expected: Vec<String> = table
             .all_columns()
-            .map(|c| {
-                format!(
-                    "{} {}{}",
-                    c.name,
-                    c.column_type.sql_name(),
-                    if c.nullable { "" } else { " not null" }
-                )
-            })
+            .map(|c| format!("{} {}{}", c.name, c.column_type.sql_name(), if c.nullable { "" } else { " not null" }))
             .collect();
         let expected = expected.join(", ");
         match found.iter().find(|r| text(r, 0) == table.qualified_name()) {
-            None => failures.push(format!(
-                "{} is missing or not partitioned",
-                table.qualified_name()
-            )),
+            None => failures.push(format!("{} is missing or not partitioned", table.qualified_name())),
             Some(row) if text(row, 1) != expected => {
                 failures.push(format!(
                     "{}: catalog has ({}), code has ({expected})",
@@ -152,17 +118,9 @@ pub fn table_layouts(conn: &mut Connection) -> Check {
         }
     }
     if found.len() != EVENT_TABLES.len() {
-        failures.push(format!(
-            "registry lists {} event tables, code defines {}",
-            found.len(),
-            EVENT_TABLES.len()
-        ));
+        failures.push(format!("registry lists {} event tables, code defines {}", found.len(), EVENT_TABLES.len()));
     }
-    Check::from_failures(
-        NAME,
-        format!("{} tables match src/schema.rs", EVENT_TABLES.len()),
-        failures,
-    )
+    Check::from_failures(NAME, format!("{} tables match src/schema.rs", EVENT_TABLES.len()), failures)
 }
 
 /// Every table is LOGGED: no application table may lose rows in a crash.
@@ -180,19 +138,9 @@ pub fn persistence(conn: &mut Connection) -> Check {
     let failures = found
         .iter()
         .filter(|r| text(r, 1) != "p")
-        .map(|r| {
-            format!(
-                "{} has relpersistence '{}' (expected LOGGED)",
-                text(r, 0),
-                text(r, 1)
-            )
-        })
+        .map(|r| format!("{} has relpersistence '{}' (expected LOGGED)", text(r, 0), text(r, 1)))
         .collect();
-    Check::from_failures(
-        NAME,
-        format!("{} tables, all LOGGED, none UNLOGGED or TEMP", found.len()),
-        failures,
-    )
+    Check::from_failures(NAME, format!("{} tables, all LOGGED, none UNLOGGED or TEMP", found.len()), failures)
 }
 
 /// Partitions exist for today and the required days ahead, each with its
@@ -218,28 +166,16 @@ pub fn partitions_ahead(conn: &mut Connection) -> Check {
     let failures: Vec<String> = found
         .iter()
         .filter(|r| text(r, 2) != leaves)
-        .map(|r| {
-            format!(
-                "{} has no attached partition with {leaves} leaves for {}",
-                text(r, 0),
-                text(r, 1)
-            )
-        })
+        .map(|r| format!("{} has no attached partition with {leaves} leaves for {}", text(r, 0), text(r, 1)))
         .collect();
     let expected_rows = EVENT_TABLES.len() * (days as usize + 1);
     let mut failures = failures;
     if found.len() != expected_rows {
-        failures.push(format!(
-            "expected {expected_rows} (table, day) pairs, found {}",
-            found.len()
-        ));
+        failures.push(format!("expected {expected_rows} (table, day) pairs, found {}", found.len()));
     }
     Check::from_failures(
         NAME,
-        format!(
-            "{} tables x today+{days} days, {leaves} hash leaves each",
-            EVENT_TABLES.len()
-        ),
+        format!("{} tables x today+{days} days, {leaves} hash leaves each", EVENT_TABLES.len()),
         failures,
     )
 }
@@ -255,10 +191,7 @@ pub fn no_default_partition(conn: &mut Connection) -> Check {
         Ok(found) => Check::from_failures(
             NAME,
             "no catch-all partition; rows outside every window fail loudly".into(),
-            found
-                .iter()
-                .map(|r| format!("{} is a DEFAULT partition", text(r, 0)))
-                .collect(),
+            found.iter().map(|r| format!("{} is a DEFAULT partition", text(r, 0))).collect(),
         ),
         Err(check) => check,
     }

@@ -33,19 +33,11 @@ impl Check {
     }
 
     fn from_failures(name: &'static str, detail: String, failures: Vec<String>) -> Check {
-        Check {
-            name,
-            detail,
-            failures,
-        }
+        Check { name, detail, failures }
     }
 
     fn failed(name: &'static str, why: String) -> Check {
-        Check {
-            name,
-            detail: String::new(),
-            failures: vec![why],
-        }
+        Check { name, detail: String::new(), failures: vec![why] }
     }
 }
 
@@ -82,26 +74,15 @@ pub fn render_text(checks: &[Check]) -> (String, bool) {
             out.push_str(&format!("ok   {}: {}\n", check.name, check.detail));
             continue;
         }
-        out.push_str(&format!(
-            "FAIL {}: {} problem(s)\n",
-            check.name,
-            check.failures.len()
-        ));
+        out.push_str(&format!("FAIL {}: {} problem(s)\n", check.name, check.failures.len()));
         for failure in check.failures.iter().take(FAILURES_SHOWN_MAX) {
             out.push_str(&format!("       - {failure}\n"));
         }
         if check.failures.len() > FAILURES_SHOWN_MAX {
-            out.push_str(&format!(
-                "       ... and {} more\n",
-                check.failures.len() - FAILURES_SHOWN_MAX
-            ));
+            out.push_str(&format!("       ... and {} more\n", check.failures.len() - FAILURES_SHOWN_MAX));
         }
     }
-    let failing: Vec<&str> = checks
-        .iter()
-        .filter(|c| !c.passed())
-        .map(|c| c.name)
-        .collect();
+    let failing: Vec<&str> = checks.iter().filter(|c| !c.passed()).map(|c| c.name).collect();
     if failing.is_empty() {
         out.push_str(READY_LINE);
         out.push('\n');
@@ -119,11 +100,7 @@ pub fn render_json(checks: &[Check]) -> (Value, bool) {
         .iter()
         .map(|c| json!({"name": c.name, "ok": c.passed(), "detail": c.detail, "failures": c.failures}))
         .collect();
-    let failing: Vec<&str> = checks
-        .iter()
-        .filter(|c| !c.passed())
-        .map(|c| c.name)
-        .collect();
+    let failing: Vec<&str> = checks.iter().filter(|c| !c.passed()).map(|c| c.name).collect();
     (
         json!({"ok": ok, "checks": items, "failing": failing, "result": if ok { READY_LINE } else { "selftest failed" }}),
         ok,

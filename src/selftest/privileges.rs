@@ -28,28 +28,14 @@ fn schema_list() -> String {
 
 /// Compare two sets of cells; every difference is one failure line.
 fn compare(expected: &BTreeSet<String>, actual: &BTreeSet<String>) -> Vec<String> {
-    let mut failures: Vec<String> = actual
-        .difference(expected)
-        .map(|cell| format!("unexpected privilege: {cell}"))
-        .collect();
-    failures.extend(
-        expected
-            .difference(actual)
-            .map(|cell| format!("missing privilege: {cell}")),
-    );
+    let mut failures: Vec<String> =
+        actual.difference(expected).map(|cell| format!("unexpected privilege: {cell}")).collect();
+    failures.extend(expected.difference(actual).map(|cell| format!("missing privilege: {cell}")));
     failures
 }
 
 fn collect(found: &[crate::pg::Row], columns: usize) -> BTreeSet<String> {
-    found
-        .iter()
-        .map(|r| {
-            (0..columns)
-                .map(|i| text(r, i))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect()
+    found.iter().map(|r| (0..columns).map(|i| text(r, i)).collect::<Vec<_>>().join(" ")).collect()
 }
 
 pub fn role_attributes(conn: &mut Connection) -> Check {
@@ -69,24 +55,16 @@ pub fn role_attributes(conn: &mut Connection) -> Check {
             failures.push(format!("role {} does not exist", role.name()));
             continue;
         };
-        for (index, attribute) in [
-            (1, "SUPERUSER"),
-            (2, "CREATEROLE"),
-            (3, "CREATEDB"),
-            (4, "BYPASSRLS"),
-            (5, "REPLICATION"),
-        ] {
+        for (index, attribute) in
+            [(1, "SUPERUSER"), (2, "CREATEROLE"), (3, "CREATEDB"), (4, "BYPASSRLS"), (5, "REPLICATION")]
+        {
             if text(row, index) != "f" {
                 failures.push(format!("{} has {attribute}", role.name()));
             }
         }
         let login = text(row, 6) == "t";
         if login != role.can_login() {
-            failures.push(format!(
-                "{} LOGIN is {login}, matrix says {}",
-                role.name(),
-                role.can_login()
-            ));
+            failures.push(format!("{} LOGIN is {login}, matrix says {}", role.name(), role.can_login()));
         }
     }
     // Membership in any role (including pg_read_all_data and friends) would
@@ -97,11 +75,7 @@ pub fn role_attributes(conn: &mut Connection) -> Check {
         all_role_list()
     );
     match rows(conn, NAME, &members) {
-        Ok(found) => failures.extend(
-            found
-                .iter()
-                .map(|r| format!("{} is a member of {}", text(r, 0), text(r, 1))),
-        ),
+        Ok(found) => failures.extend(found.iter().map(|r| format!("{} is a member of {}", text(r, 0), text(r, 1)))),
         Err(check) => return check,
     }
     Check::from_failures(
@@ -132,23 +106,12 @@ pub fn ownership(conn: &mut Connection) -> Check {
         .filter(|r| text(r, 1) != owner)
         .map(|r| format!("{} is owned by {}", text(r, 0), text(r, 1)))
         .collect();
-    Check::from_failures(
-        NAME,
-        format!(
-            "{} schemas, relations and functions owned by {owner}",
-            found.len()
-        ),
-        failures,
-    )
+    Check::from_failures(NAME, format!("{} schemas, relations and functions owned by {owner}", found.len()), failures)
 }
 
 pub fn table_privileges(conn: &mut Connection) -> Check {
     const NAME: &str = "table privileges";
-    let privileges = Privilege::ALL
-        .iter()
-        .map(|p| format!("('{}')", p.sql()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let privileges = Privilege::ALL.iter().map(|p| format!("('{}')", p.sql())).collect::<Vec<_>>().join(", ");
     let sql = format!(
         "SELECT r.rolname, n.nspname || '.' || c.relname, p.priv
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -174,17 +137,12 @@ pub fn table_privileges(conn: &mut Connection) -> Check {
             schema_list()
         ),
     ) {
-        Ok(rows) => rows
-            .first()
-            .map(|r| text(r, 0).to_string())
-            .unwrap_or_default(),
+        Ok(rows) => rows.first().map(|r| text(r, 0).to_string()).unwrap_or_default(),
         Err(check) => return check,
     };
     let expected: BTreeSet<String> = Role::grantees()
         .flat_map(|role| {
-            matrix::table_privileges(role)
-                .into_iter()
-                .map(move |(rel, p)| format!("{} {rel} {}", role.name(), p.sql()))
+            matrix::table_privileges(role).into_iter().map(move |(rel, p)| format!("{} {rel} {}", role.name(), p.sql()))
         })
         .collect();
     let failures = compare(&expected, &collect(&found, 3));
@@ -213,10 +171,8 @@ pub fn column_privileges(conn: &mut Connection) -> Check {
         Ok(rows) => rows,
         Err(check) => return check,
     };
-    let mut failures: Vec<String> = acl
-        .iter()
-        .map(|r| format!("column-level grant on {}: {}", text(r, 1), text(r, 2)))
-        .collect();
+    let mut failures: Vec<String> =
+        acl.iter().map(|r| format!("column-level grant on {}: {}", text(r, 1), text(r, 2))).collect();
     // Effective column rights on every non-leaf relation equal the table-level cells.
     let sql = format!(
         "SELECT r.rolname, n.nspname || '.' || c.relname, p.priv, count(*)
@@ -235,17 +191,11 @@ pub fn column_privileges(conn: &mut Connection) -> Check {
     };
     let expected: BTreeSet<String> = Role::grantees()
         .flat_map(|role| {
-            matrix::table_privileges(role)
-                .into_iter()
-                .map(move |(rel, p)| format!("{} {rel} {}", role.name(), p.sql()))
+            matrix::table_privileges(role).into_iter().map(move |(rel, p)| format!("{} {rel} {}", role.name(), p.sql()))
         })
         .collect();
     failures.extend(compare(&expected, &collect(&found, 3)));
-    Check::from_failures(
-        NAME,
-        "no column-level ACLs; effective column rights equal the table cells".into(),
-        failures,
-    )
+    Check::from_failures(NAME, "no column-level ACLs; effective column rights equal the table cells".into(), failures)
 }
 
 pub fn schema_privileges(conn: &mut Connection) -> Check {
@@ -264,18 +214,12 @@ pub fn schema_privileges(conn: &mut Connection) -> Check {
         Err(check) => return check,
     };
     let expected: BTreeSet<String> = Role::grantees()
-        .flat_map(|role| {
-            schema_usage(role)
-                .into_iter()
-                .map(move |s| format!("{} {s} USAGE", role.name()))
-        })
+        .flat_map(|role| schema_usage(role).into_iter().map(move |s| format!("{} {s} USAGE", role.name())))
         .collect();
     let failures = compare(&expected, &collect(&found, 3));
     Check::from_failures(
         NAME,
-        format!(
-            "USAGE only as the matrix says (Core reader: {VIEW_SCHEMA} only); CREATE for nobody; PUBLIC nothing"
-        ),
+        format!("USAGE only as the matrix says (Core reader: {VIEW_SCHEMA} only); CREATE for nobody; PUBLIC nothing"),
         failures,
     )
 }
@@ -302,11 +246,7 @@ pub fn function_privileges(conn: &mut Connection) -> Check {
         Err(check) => return check,
     };
     let expected: BTreeSet<String> = Role::grantees()
-        .flat_map(|role| {
-            function_execute(role)
-                .into_iter()
-                .map(move |f| format!("{} {f} EXECUTE", role.name()))
-        })
+        .flat_map(|role| function_execute(role).into_iter().map(move |f| format!("{} {f} EXECUTE", role.name())))
         .collect();
     let failures = compare(&expected, &collect(&found, 3));
     Check::from_failures(NAME, "EXECUTE only as the matrix says; PUBLIC nothing; every SECURITY DEFINER function pins search_path=pg_catalog, pg_temp".into(), failures)
@@ -326,14 +266,8 @@ pub fn database_privileges(conn: &mut Connection) -> Check {
         Ok(rows) => rows,
         Err(check) => return check,
     };
-    let expected: BTreeSet<String> = Role::grantees()
-        .filter(|r| r.can_login())
-        .map(|role| format!("{} database CONNECT", role.name()))
-        .collect();
+    let expected: BTreeSet<String> =
+        Role::grantees().filter(|r| r.can_login()).map(|role| format!("{} database CONNECT", role.name())).collect();
     let failures = compare(&expected, &collect(&found, 3));
-    Check::from_failures(
-        NAME,
-        "CONNECT for login roles only; no CREATE or TEMP; PUBLIC nothing".into(),
-        failures,
-    )
+    Check::from_failures(NAME, "CONNECT for login roles only; no CREATE or TEMP; PUBLIC nothing".into(), failures)
 }

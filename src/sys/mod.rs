@@ -32,14 +32,8 @@ pub fn real_uid() -> u32 {
 fn account_from_passwd(entry: &libc::passwd) -> Account {
     // SAFETY: pw_name of an entry returned by getpw*_r points to a
     // NUL-terminated string inside the caller's buffer, alive for this call.
-    let name = unsafe { CStr::from_ptr(entry.pw_name) }
-        .to_string_lossy()
-        .into_owned();
-    Account {
-        name,
-        uid: entry.pw_uid,
-        gid: entry.pw_gid,
-    }
+    let name = unsafe { CStr::from_ptr(entry.pw_name) }.to_string_lossy().into_owned();
+    Account { name, uid: entry.pw_uid, gid: entry.pw_gid }
 }
 
 /// Buffer for getpw*_r; 16 KiB covers every entry glibc's own default
@@ -48,8 +42,7 @@ const PASSWD_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Look up an account by name; `Ok(None)` if there is none.
 pub fn account_by_name(name: &str) -> io::Result<Option<Account>> {
-    let c_name = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in user name"))?;
+    let c_name = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in user name"))?;
     let mut buffer = vec![0 as libc::c_char; PASSWD_BUFFER_BYTES];
     // SAFETY: passwd is a plain C struct for which all-zero bytes are valid.
     let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
@@ -57,15 +50,7 @@ pub fn account_by_name(name: &str) -> io::Result<Option<Account>> {
     // SAFETY: every pointer is valid for the duration of the call: c_name is
     // NUL-terminated, buffer has the length passed, entry and result are
     // locals. getpwnam_r writes only into them.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            c_name.as_ptr(),
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut result,
-        )
-    };
+    let rc = unsafe { libc::getpwnam_r(c_name.as_ptr(), &mut entry, buffer.as_mut_ptr(), buffer.len(), &mut result) };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
@@ -82,15 +67,7 @@ pub fn account_by_uid(uid: u32) -> io::Result<Option<Account>> {
     let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: as in account_by_name; uid is passed by value.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut result,
-        )
-    };
+    let rc = unsafe { libc::getpwuid_r(uid, &mut entry, buffer.as_mut_ptr(), buffer.len(), &mut result) };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
@@ -188,7 +165,13 @@ pub fn peer_credentials(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<PeerCred>
     // SAFETY: fd is a live descriptor (borrowed); cred and len are locals of
     // the size passed; the kernel writes at most len bytes into cred.
     let rc = unsafe {
-        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len)
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
@@ -205,7 +188,13 @@ pub fn peer_pidfd(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<std::os:
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: as in peer_credentials; the kernel writes one int.
     let rc = unsafe {
-        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, SO_PEERPIDFD, (&mut pidfd as *mut libc::c_int).cast(), &mut len)
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&mut pidfd as *mut libc::c_int).cast(),
+            &mut len,
+        )
     };
     if rc != 0 {
         let error = io::Error::last_os_error();
@@ -249,7 +238,9 @@ pub fn inherited_unix_listener(fd: std::os::fd::RawFd) -> io::Result<std::os::un
         let mut value: libc::c_int = 0;
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: value and len are locals of the size passed.
-        let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len) };
+        let rc = unsafe {
+            libc::getsockopt(fd, libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len)
+        };
         if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(value) }
     };
     if get(libc::SO_DOMAIN)? != libc::AF_UNIX || get(libc::SO_ACCEPTCONN)? != 1 {

@@ -55,9 +55,15 @@ pub enum Completion {
     Accept(io::Result<OwnedFd>),
     Signal,
     /// Bytes are in [`Ring::received`] for this slot.
-    Recv { slot: usize, result: io::Result<usize> },
+    Recv {
+        slot: usize,
+        result: io::Result<usize>,
+    },
     /// The send finished: all of it, or failed. Partial sends are resubmitted internally.
-    Send { slot: usize, result: io::Result<()> },
+    Send {
+        slot: usize,
+        result: io::Result<()>,
+    },
 }
 
 struct SlotBuffers {
@@ -105,7 +111,15 @@ impl Ring {
                 send_fd: -1,
             })
             .collect();
-        Ok(Ring { ring, slots, signal_buffer: Box::new([0; 128]), signal_busy: false, accept_busy: false, in_flight: 0, capacity })
+        Ok(Ring {
+            ring,
+            slots,
+            signal_buffer: Box::new([0; 128]),
+            signal_busy: false,
+            accept_busy: false,
+            in_flight: 0,
+            capacity,
+        })
     }
 
     /// The raw descriptor of the ring (for /proc checks).
@@ -227,7 +241,8 @@ impl Ring {
                 Some(Op::Accept) => {
                     self.accept_busy = false;
                     // SAFETY: a non-negative accept result is a new descriptor we own.
-                    completions.push(Completion::Accept(result_of(code).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })));
+                    completions
+                        .push(Completion::Accept(result_of(code).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })));
                 }
                 Some(Op::Signal) => {
                     self.signal_busy = false;

@@ -34,10 +34,7 @@ pub struct TestCluster {
 }
 
 pub fn applianced(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run applianced")
+    Command::new(BIN).args(args).output().expect("run applianced")
 }
 
 pub fn stdout(output: &Output) -> String {
@@ -52,13 +49,7 @@ impl TestCluster {
         let dir = std::env::temp_dir().join(format!("ad-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cluster = TestCluster { dir };
-        let output = applianced(&[
-            "init",
-            "--state-dir",
-            cluster.path(),
-            "--partition-days-ahead",
-            "2",
-        ]);
+        let output = applianced(&["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"]);
         assert!(
             output.status.success(),
             "init failed: {}\n{}",
@@ -111,4 +102,43 @@ impl Drop for TestCluster {
 
 fn remove_dir(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
+}
+
+static NEXT_INSTANCE: AtomicU32 = AtomicU32::new(0);
+
+/// A unique appliance instance name for this test process.
+pub fn instance() -> String {
+    format!("t{}-{}", std::process::id(), NEXT_INSTANCE.fetch_add(1, Ordering::SeqCst))
+}
+
+impl TestCluster {
+    /// Run `applianced run` on this cluster (drops before the cluster: declare it after).
+    pub fn appliance(&self, instance: &str, extra: &[&str]) -> applianced::demo::Appliance {
+        applianced::demo::Appliance::start_with(Path::new(BIN), &self.dir, instance, extra)
+            .unwrap_or_else(|e| panic!("applianced run: {e}"))
+    }
+
+    /// Rows of one producer across a module's tables, and how many distinct (producer, epoch, seq).
+    pub fn producer_rows(&self, module: applianced::matrix::Module, producer_id: u64) -> (u64, u64) {
+        let union: Vec<String> = applianced::schema::tables_of(module)
+            .map(|t| {
+                format!(
+                    "SELECT producer_id, producer_epoch, producer_seq FROM {} WHERE producer_id = {producer_id}",
+                    t.qualified_name()
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT count(*), count(DISTINCT (producer_id, producer_epoch, producer_seq)) FROM ({}) x",
+            union.join(" UNION ALL ")
+        );
+        let rows = self.admin().simple_query(&sql).unwrap();
+        let value = |i: usize| rows[0][i].as_deref().unwrap().parse::<u64>().unwrap();
+        (value(0), value(1))
+    }
+}
+
+/// Whether the tests run as root (needed to act as other uids).
+pub fn is_root() -> bool {
+    applianced::sys::effective_uid() == 0
 }
