@@ -105,7 +105,14 @@ pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> 
         }
     };
     let checks = match target.connect_admin() {
-        Ok(mut conn) => selftest::run_checks(&mut conn),
+        Ok(mut conn) => {
+            let mut checks = selftest::run_checks(&mut conn);
+            if let Target::Embedded(embedded) = &target {
+                checks.push(selftest::lanes::lane_sockets(embedded));
+                checks.push(selftest::lanes::lane_round_trip(embedded, &mut conn));
+            }
+            checks
+        }
         Err(e) => vec![selftest::unreachable("database reachable", e.to_string())],
     };
     let ok = if json {

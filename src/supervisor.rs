@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::app::AppError;
-use crate::cluster::{ClusterError, Embedded};
+use crate::cluster::{ClusterError, Embedded, StateDir};
 use crate::ingress::PeerPolicy;
 use crate::lane::process::{IoMode, LISTEN_FD};
 use crate::limits::{
@@ -46,6 +46,44 @@ struct Lane {
     child: Option<Child>,
     restarts: u32,
     restart_at: Option<Instant>,
+}
+
+/// What a running supervisor records in `<state>/run/appliance.pid`, so
+/// that selftest can tell its sockets from a squatter's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningAppliance {
+    pub pid: i32,
+    pub uid: u32,
+    pub instance: String,
+}
+
+impl RunningAppliance {
+    fn path(dir: &StateDir) -> PathBuf {
+        dir.run_dir().join("appliance.pid")
+    }
+
+    pub fn load(dir: &StateDir) -> Option<RunningAppliance> {
+        let text = std::fs::read_to_string(RunningAppliance::path(dir)).ok()?;
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim_start_matches(" = ").trim_matches('"').to_string()))
+        };
+        Some(RunningAppliance {
+            pid: value("pid")?.parse().ok()?,
+            uid: value("uid")?.parse().ok()?,
+            instance: value("instance")?,
+        })
+    }
+
+    fn save(&self, dir: &StateDir) -> Result<(), AppError> {
+        let text = format!("pid = {}\nuid = {}\ninstance = \"{}\"\n", self.pid, self.uid, self.instance);
+        std::fs::write(RunningAppliance::path(dir), text)
+            .map_err(|source| AppError::Io { step: "write appliance.pid", source })
+    }
+
+    fn remove(dir: &StateDir) {
+        let _ = std::fs::remove_file(RunningAppliance::path(dir));
+    }
 }
 
 /// Bind a module's abstract socket, or explain who holds it.
@@ -112,6 +150,12 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
     for lane in &mut lanes {
         lane.child = Some(spawn_lane(lane, options)?);
     }
+    let me = RunningAppliance {
+        pid: std::process::id() as i32,
+        uid: sys::effective_uid(),
+        instance: options.instance.clone(),
+    };
+    me.save(&embedded.dir)?;
     println!("applianced: ready: {} lanes listening on @ransomeye/{}/<module>", lanes.len(), options.instance);
     let mut last_maintenance = Instant::now();
     let mut cluster_restarts = 0u32;
@@ -204,6 +248,7 @@ fn shutdown(lanes: &mut [Lane], embedded: &Embedded) -> Result<(), AppError> {
             }
         }
     }
+    RunningAppliance::remove(&embedded.dir);
     embedded.stop()?;
     if clean { Ok(()) } else { Err(AppError::Refused("a lane did not stop cleanly".into())) }
 }

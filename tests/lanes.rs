@@ -41,6 +41,13 @@ fn four_lanes_at_once_rows_equal_acknowledgements_and_resend_is_deduplicated() {
             assert_eq!((rows, distinct), (5_000, 5_000), "round {round} {module:?}");
         }
     }
+    // selftest with the appliance running: every lane socket is the
+    // appliance's, and one event per lane makes the round trip.
+    let output = cluster.selftest(&[]);
+    let text = common::stdout(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("ok   lane sockets: bound by the appliance"), "{text}");
+    assert!(text.contains("ok   lane round trip: one event per lane acknowledged"), "{text}");
     appliance.stop().unwrap();
 }
 

@@ -13,6 +13,7 @@ fn fresh_install_passes_and_init_is_idempotent() {
     let text = stdout(&output);
     assert!(output.status.success(), "{text}");
     assert_eq!(text.lines().last(), Some("Data-plane hardened. Ready to proceed to Phase B."));
+    assert!(text.contains("ok   lane sockets: appliance not running"), "{text}");
 
     let again = applianced(&["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));

@@ -7,6 +7,7 @@
 //! table layouts in code; nothing is hard-coded here.
 
 mod catalog;
+pub mod lanes;
 mod privileges;
 
 use serde_json::{Value, json};

@@ -1,0 +1,134 @@
+//! Lane checks of selftest: when the appliance of this state directory is
+//! running, every lane socket must be bound by it (SO_PEERCRED of the
+//! socket names the supervisor that called listen()) and reachable, and one
+//! event per lane must make the round trip into PostgreSQL and come back
+//! acknowledged. When the appliance is not running, the check says so and
+//! passes: `init` followed by `selftest` checks the database alone.
+
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+
+use super::Check;
+use super::catalog::text;
+use crate::client::{ModuleClient, Reply, lane_address};
+use crate::cluster::Embedded;
+use crate::frame;
+use crate::matrix::Module;
+use crate::pg::Connection;
+use crate::schema::tables_of;
+use crate::supervisor::RunningAppliance;
+use crate::synth;
+use crate::sys;
+
+/// The producer id selftest's round-trip events carry (the largest valid id,
+/// so it never collides with a real producer). Each run uses a new epoch
+/// (the Unix time in seconds), so every run starts at seq 1.
+pub const SELFTEST_PRODUCER_ID: u64 = i64::MAX as u64;
+/// How long the round trip of one event may take.
+const ROUND_TRIP_TIMEOUT_MS: u64 = 15_000;
+
+/// The appliance recorded in the state directory, if it is alive.
+fn running(embedded: &Embedded) -> Option<RunningAppliance> {
+    RunningAppliance::load(&embedded.dir).filter(|a| sys::process_exists(a.pid))
+}
+
+pub fn lane_sockets(embedded: &Embedded) -> Check {
+    const NAME: &str = "lane sockets";
+    let Some(appliance) = running(embedded) else {
+        return Check::from_failures(
+            NAME,
+            "appliance not running (no live run/appliance.pid): lane checks skipped".into(),
+            Vec::new(),
+        );
+    };
+    let mut failures = Vec::new();
+    let mut shown = Vec::new();
+    for module in Module::ALL {
+        let name = format!("@{}", module.socket_name(&appliance.instance));
+        let stream = lane_address(&appliance.instance, module).and_then(|a| UnixStream::connect_addr(&a));
+        match stream.and_then(|s| sys::peer_credentials(s.as_fd())) {
+            Ok(peer) if peer.pid == appliance.pid && peer.uid == appliance.uid => {
+                let io = std::fs::read_to_string(embedded.dir.run_dir().join(format!("lane-{}.status", module.name())))
+                    .ok()
+                    .and_then(|t| {
+                        t.lines().find_map(|l| l.strip_prefix("io_path = ").map(|v| v.trim_matches('"').to_string()))
+                    })
+                    .unwrap_or_else(|| "unknown".into());
+                shown.push(format!("{name} ({io})"));
+            }
+            Ok(peer) => failures.push(format!(
+                "{name} is bound by pid {} uid {}, not by this appliance (pid {} uid {})",
+                peer.pid, peer.uid, appliance.pid, appliance.uid
+            )),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    Check::from_failures(
+        NAME,
+        format!("bound by the appliance (pid {}): {}", appliance.pid, shown.join(", ")),
+        failures,
+    )
+}
+
+fn round_trip(appliance: &RunningAppliance, module: Module, epoch: u64) -> Result<u8, String> {
+    let mut client = ModuleClient::connect(&appliance.instance, module, appliance.uid, SELFTEST_PRODUCER_ID, epoch)
+        .map_err(|e| e.to_string())?;
+    let mut fields = BytesMut::new();
+    let event = synth::synthesize(module, SELFTEST_PRODUCER_ID, 1, &mut fields);
+    let mut body = BytesMut::new();
+    frame::encode_events_header(&mut body, 1, 1);
+    frame::encode_record(&mut body, event.table, &event.source_id, event.event_time_us, event.field_count, &fields);
+    if client.watermark_seq < 1 || client.watermark_epoch != epoch {
+        client.send_events(&body).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        loop {
+            let replies = client.poll_replies(Duration::from_millis(100)).map_err(|e| e.to_string())?;
+            if replies
+                .iter()
+                .any(|r| matches!(r, Reply::Ack { durable_seq, epoch: e } if *durable_seq >= 1 && *e == epoch))
+            {
+                break;
+            }
+            if started.elapsed() > Duration::from_millis(ROUND_TRIP_TIMEOUT_MS) {
+                return Err("no ACK within the timeout".into());
+            }
+        }
+    }
+    Ok(event.table)
+}
+
+pub fn lane_round_trip(embedded: &Embedded, conn: &mut Connection) -> Check {
+    const NAME: &str = "lane round trip";
+    let Some(appliance) = running(embedded) else {
+        return Check::from_failures(NAME, "appliance not running: skipped".into(), Vec::new());
+    };
+    let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs());
+    let mut failures = Vec::new();
+    for module in Module::ALL {
+        let table = match round_trip(&appliance, module, epoch) {
+            Ok(index) => tables_of(module).nth(index as usize).map(|t| t.qualified_name()).unwrap_or_default(),
+            Err(e) => {
+                failures.push(format!("{}: {e}", module.name()));
+                continue;
+            }
+        };
+        let sql = format!(
+            "SELECT count(*) FROM {table} WHERE producer_id = {SELFTEST_PRODUCER_ID} AND producer_epoch = {epoch} AND producer_seq = 1"
+        );
+        match conn.simple_query(&sql) {
+            Ok(rows) if rows.first().map(|r| text(r, 0)) == Some("1") => {}
+            Ok(rows) => failures.push(format!("{}: acknowledged but {table} holds {:?} rows", module.name(), rows)),
+            Err(e) => failures.push(format!("{}: {e}", module.name())),
+        }
+    }
+    Check::from_failures(
+        NAME,
+        format!(
+            "one event per lane acknowledged and found exactly once in PostgreSQL (producer {SELFTEST_PRODUCER_ID}, epoch {epoch})"
+        ),
+        failures,
+    )
+}
