@@ -110,6 +110,7 @@ pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> 
             if let Target::Embedded(embedded) = &target {
                 checks.push(selftest::lanes::lane_sockets(embedded));
                 checks.push(selftest::lanes::lane_round_trip(embedded, &mut conn));
+                checks.push(selftest::lanes::lane_sandbox(embedded));
             }
             checks
         }

@@ -26,12 +26,16 @@ pub mod client;
 pub mod load;
 
 // --- side paths ---
+/// The per-lane sandbox: no_new_privs, Landlock, seccomp, verification.
+pub mod sandbox;
 /// Command orchestration and exit codes.
 pub mod app;
 /// `applianced run`: binds the sockets, supervises lanes and the cluster.
 pub mod supervisor;
 /// Helpers of `applianced demo`: the appliance as a child, loads on every lane.
 pub mod demo;
+/// `applianced bench`: the appliance beside PostgreSQL's COPY ceiling and multi-row INSERT.
+pub mod bench;
 /// The embedded PostgreSQL cluster.
 pub mod cluster;
 /// Config file parsing into a typed target.

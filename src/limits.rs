@@ -109,6 +109,8 @@ const _: () = assert!((RING_ENTRIES as usize) >= 2 * LANE_CONNECTIONS_MAX + 8);
 pub const MAINTENANCE_INTERVAL_S: u64 = 3600;
 /// How long a lane may take to drain after SIGTERM before it is killed.
 pub const LANE_DRAIN_TIMEOUT_S: u64 = 30;
+/// How long a starting lane may take to connect its sandbox and serve.
+pub const LANE_READY_TIMEOUT_S: u64 = 10;
 /// Lane restart backoff: first wait and cap.
 pub const LANE_RESTART_BACKOFF_MIN_MS: u64 = 100;
 pub const LANE_RESTART_BACKOFF_MAX_MS: u64 = 10_000;

@@ -10,6 +10,7 @@ use applianced::ingress::PeerPolicy;
 use applianced::lane::process::{IoMode, LaneArgs, run_lane};
 use applianced::load::{LoadOptions, run_load};
 use applianced::matrix::Module;
+use applianced::sandbox::SandboxMode;
 use applianced::{app, ddl, grants, matrix_docs, supervisor};
 use argh::FromArgs;
 
@@ -29,8 +30,10 @@ enum Command {
     Stop(StopCmd),
     Selftest(SelftestCmd),
     Demo(DemoCmd),
+    Bench(BenchCmd),
     Load(LoadCmd),
     Lane(LaneCmd),
+    SandboxProbe(SandboxProbeCmd),
     GenerateSql(GenerateSqlCmd),
 }
 
@@ -83,6 +86,9 @@ struct RunCmd {
     /// days of partitions kept ahead of today (default 7)
     #[argh(option, default = "applianced::limits::PARTITION_DAYS_AHEAD_DEFAULT")]
     partition_days_ahead: u32,
+    /// lane sandbox: best-effort (default), required (refuse to serve unless fully enforced) or off (debugging only)
+    #[argh(option, default = "String::from(\"best-effort\")")]
+    sandbox: String,
 }
 
 /// Send synthetic events for one module and wait until every one is acknowledged.
@@ -131,6 +137,18 @@ struct LaneCmd {
     /// auto, uring or poll
     #[argh(option, default = "String::from(\"auto\")")]
     io: String,
+    /// off, best-effort or required
+    #[argh(option, default = "String::from(\"best-effort\")")]
+    sandbox: String,
+}
+
+/// Test probe: enter the lane sandbox, then try one thing it must forbid.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "sandbox-probe")]
+struct SandboxProbeCmd {
+    /// status, open-outside, uring-openat, new-ring, forbidden-syscall or tcp-socket
+    #[argh(option)]
+    probe: String,
 }
 
 /// Stop the embedded cluster.
@@ -173,6 +191,24 @@ struct DemoCmd {
     /// directory of the PostgreSQL server binaries
     #[argh(option)]
     pg_bin_dir: Option<PathBuf>,
+}
+
+/// Measure the appliance beside server-side COPY FROM file and multi-row INSERT, in one run on one embedded cluster.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "bench")]
+struct BenchCmd {
+    /// events in total across the four modules (default 1,000,000)
+    #[argh(option, default = "1_000_000")]
+    events: u64,
+    /// print the results as one JSON object (the last line of stdout)
+    #[argh(switch)]
+    json: bool,
+    /// state directory (default: a new directory under $TMPDIR, removed after the run)
+    #[argh(option)]
+    state_dir: Option<PathBuf>,
+    /// appliance instance in socket names (default "bench")
+    #[argh(option, default = "String::from(\"bench\")")]
+    instance: String,
 }
 
 /// Render sql/0003..0005 from the code (developer command).
@@ -233,14 +269,21 @@ fn parse_peers(uids: &[String], gids: &[String]) -> Result<BTreeMap<Module, Peer
     Ok(peers)
 }
 
+fn parse_sandbox(text: &str) -> Result<SandboxMode, app::AppError> {
+    SandboxMode::parse(text)
+        .ok_or_else(|| app::AppError::Refused(format!("unknown --sandbox {text:?}; use best-effort, required or off")))
+}
+
 fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
     let io = IoMode::parse(&cmd.io)
         .ok_or_else(|| app::AppError::Refused(format!("unknown --io {:?}; use auto, uring or poll", cmd.io)))?;
+    let sandbox = parse_sandbox(&cmd.sandbox)?;
     let options = supervisor::RunOptions {
         state_dir: cmd.state_dir.clone(),
         instance: cmd.instance.clone(),
         peers: parse_peers(&cmd.peer_uid, &cmd.peer_gid)?,
         io,
+        sandbox,
         partition_days_ahead: cmd.partition_days_ahead,
     };
     supervisor::run(&options)
@@ -295,8 +338,10 @@ fn load(cmd: &LoadCmd) -> ExitCode {
 }
 
 fn lane(cmd: &LaneCmd) -> ExitCode {
-    let (Some(module), Some(io)) = (Module::from_name(&cmd.module), IoMode::parse(&cmd.io)) else {
-        eprintln!("applianced lane: bad --module or --io");
+    let (Some(module), Some(io), Some(sandbox)) =
+        (Module::from_name(&cmd.module), IoMode::parse(&cmd.io), SandboxMode::parse(&cmd.sandbox))
+    else {
+        eprintln!("applianced lane: bad --module, --io or --sandbox");
         return ExitCode::from(2);
     };
     let args = LaneArgs {
@@ -304,6 +349,7 @@ fn lane(cmd: &LaneCmd) -> ExitCode {
         state_dir: cmd.state_dir.clone(),
         policy: PeerPolicy { uids: cmd.allow_uid.clone(), gids: cmd.allow_gid.clone() },
         io,
+        sandbox,
     };
     match run_lane(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -312,6 +358,43 @@ fn lane(cmd: &LaneCmd) -> ExitCode {
             ExitCode::from(3)
         }
     }
+}
+
+/// Each probe runs in its own process (tests/sandbox.rs): the sandbox is
+/// process-wide and irreversible. Prints `probe <name>: <outcome>`.
+fn sandbox_probe(probe: &str) -> ExitCode {
+    let mut ring = match applianced::lane::uring::create_ring() {
+        Ok(ring) => ring,
+        Err(e) => {
+            println!("probe {probe}: no io_uring: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let Ok(status) = std::fs::File::open("/proc/self/status") else { return ExitCode::from(3) };
+    let report = match applianced::sandbox::enter(SandboxMode::Required, true, status) {
+        Ok(report) => report,
+        Err(e) => {
+            println!("probe {probe}: sandbox not entered: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let outcome = match probe {
+        "status" => format!("{report:?}"),
+        "open-outside" => match std::fs::File::open("/etc/hostname") {
+            Ok(_) => "opened".to_string(),
+            Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(0)),
+        },
+        "uring-openat" => match ring.probe_openat("/etc/hostname") {
+            Ok(code) => format!("cqe {code}"),
+            Err(e) => format!("submit failed: {e}"),
+        },
+        "new-ring" => format!("created: {:?}", applianced::lane::uring::create_ring().map(|_| ())),
+        "forbidden-syscall" => format!("getppid returned {}", applianced::sys::parent_pid()),
+        "tcp-socket" => format!("socket: {:?}", std::net::TcpStream::connect("127.0.0.1:9")),
+        other => format!("unknown probe {other}"),
+    };
+    println!("probe {probe}: {outcome}");
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -330,11 +413,18 @@ fn main() -> ExitCode {
         Command::Run(cmd) => run(cmd),
         Command::Load(cmd) => return load(cmd),
         Command::Lane(cmd) => return lane(cmd),
+        Command::SandboxProbe(cmd) => return sandbox_probe(&cmd.probe),
         Command::Stop(cmd) => app::stop(&cmd.state_dir),
         Command::Selftest(cmd) => app::selftest(cmd.state_dir.as_deref(), cmd.config.as_deref(), cmd.json),
         Command::Demo(cmd) => {
             app::demo(cmd.state_dir.as_deref(), cmd.pg_bin_dir.as_deref(), cmd.events, &cmd.instance).map(|_| ())
         }
+        Command::Bench(cmd) => applianced::bench::run(&applianced::bench::BenchOptions {
+            events: cmd.events,
+            json: cmd.json,
+            state_dir: cmd.state_dir.clone(),
+            instance: cmd.instance.clone(),
+        }),
         Command::GenerateSql(cmd) => generate_sql(cmd),
     };
     match result {

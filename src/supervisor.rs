@@ -21,8 +21,8 @@ use crate::cluster::{ClusterError, Embedded, StateDir};
 use crate::ingress::PeerPolicy;
 use crate::lane::process::{IoMode, LISTEN_FD};
 use crate::limits::{
-    DATABASE_NAME, LANE_DRAIN_TIMEOUT_S, LANE_RESTART_BACKOFF_MAX_MS, LANE_RESTART_BACKOFF_MIN_MS,
-    MAINTENANCE_INTERVAL_S,
+    DATABASE_NAME, LANE_DRAIN_TIMEOUT_S, LANE_READY_TIMEOUT_S, LANE_RESTART_BACKOFF_MAX_MS,
+    LANE_RESTART_BACKOFF_MIN_MS, MAINTENANCE_INTERVAL_S,
 };
 use crate::matrix::{Module, Role};
 use crate::sys;
@@ -37,6 +37,7 @@ pub struct RunOptions {
     pub instance: String,
     pub peers: BTreeMap<Module, PeerPolicy>,
     pub io: IoMode,
+    pub sandbox: crate::sandbox::SandboxMode,
     pub partition_days_ahead: u32,
 }
 
@@ -107,7 +108,7 @@ fn spawn_lane(lane: &Lane, options: &RunOptions) -> Result<Child, AppError> {
     let mut command = Command::new("/proc/self/exe");
     command
         .arg("lane")
-        .args(["--module", lane.module.name(), "--io", options.io.name()])
+        .args(["--module", lane.module.name(), "--io", options.io.name(), "--sandbox", options.sandbox.name()])
         .arg("--state-dir")
         .arg(&options.state_dir)
         .env_clear()
@@ -150,6 +151,9 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
     for lane in &mut lanes {
         lane.child = Some(spawn_lane(lane, options)?);
     }
+    for lane in &mut lanes {
+        wait_until_serving(lane, &embedded)?;
+    }
     let me = RunningAppliance {
         pid: std::process::id() as i32,
         uid: sys::effective_uid(),
@@ -189,6 +193,32 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
                 tracing::error!(error = %e, "partition maintenance failed; will retry");
             }
         }
+    }
+}
+
+/// Wait until a lane has entered its sandbox and written its status file
+/// (it does so just before serving); fail if it exits first.
+fn wait_until_serving(lane: &mut Lane, embedded: &Embedded) -> Result<(), AppError> {
+    let path = embedded.dir.run_dir().join(format!("lane-{}.status", lane.module.name()));
+    let deadline = Instant::now() + Duration::from_secs(LANE_READY_TIMEOUT_S);
+    let Some(child) = lane.child.as_mut() else { return Ok(()) };
+    let expected = format!("pid = {}\n", child.id());
+    loop {
+        if std::fs::read_to_string(&path)
+            .is_ok_and(|t| t.starts_with(&expected) && t.contains("sandbox_fully_enforced"))
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(AppError::Refused(format!("lane {} exited during start-up: {status}", lane.module.name())));
+        }
+        if Instant::now() > deadline {
+            return Err(AppError::Refused(format!(
+                "lane {} did not start within {LANE_READY_TIMEOUT_S} s",
+                lane.module.name()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -417,6 +417,14 @@ impl LaneCore {
         let PgState::Busy(pipeline, _) = &mut self.pg else {
             return match message {
                 Message::NoticeResponse(_) | Message::ParameterStatus(_) => Ok(()),
+                // A FATAL while idle (backend terminated, server shutting
+                // down): the connection is gone but nothing was in flight.
+                Message::ErrorResponse(_) => {
+                    tracing::warn!(lane = self.module.name(), "PostgreSQL ended the idle connection");
+                    self.pg = PgState::Down { retry_at_ms: self.now.mono_ms, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS };
+                    self.pg_in.clear();
+                    Ok(())
+                }
                 _ => Err("PostgreSQL sent a message while no request was in flight".into()),
             };
         };

@@ -21,6 +21,7 @@ use crate::ingress::PeerPolicy;
 use crate::limits::DATABASE_NAME;
 use crate::matrix::{Module, Role};
 use crate::pg::{ConnectParams, Connection};
+use crate::sandbox::SandboxMode;
 use crate::sys;
 
 /// The listening socket's descriptor number in a lane process.
@@ -131,6 +132,7 @@ pub struct LaneArgs {
     pub state_dir: PathBuf,
     pub policy: PeerPolicy,
     pub io: IoMode,
+    pub sandbox: SandboxMode,
 }
 
 /// Run one lane until it is drained.
@@ -156,21 +158,19 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
         },
     };
     let io_path = if ring.is_some() { "io_uring" } else { "poll" };
-    write_status(&embedded, args.module, io_path);
-    tracing::info!(lane = args.module.name(), io_path, pid = std::process::id(), "lane serving");
+    // Step 1 of the sandbox: every descriptor the lane will ever need is open.
+    let status_path = embedded.dir.run_dir().join(format!("lane-{}.status", args.module.name()));
+    let mut status_file = std::fs::File::create(&status_path).map_err(LaneError::io("create lane status file"))?;
+    let proc_status = std::fs::File::open("/proc/self/status").map_err(LaneError::io("open /proc/self/status"))?;
+    let report = crate::sandbox::enter(args.sandbox, ring.is_some(), proc_status).map_err(LaneError::Setup)?;
+    let status = format!("pid = {}\nio_path = \"{io_path}\"\n{}", std::process::id(), report.status_lines());
+    std::io::Write::write_all(&mut status_file, status.as_bytes()).map_err(LaneError::io("write lane status"))?;
+    drop(status_file);
+    tracing::info!(lane = args.module.name(), io_path, pid = std::process::id(), sandbox = ?report, "lane serving");
     let result = match ring {
         Some(mut ring) => super::uring::run(&mut core, &mut ring, &listener, &pg, &signals, &clock),
         None => super::poll::run(&mut core, &listener, &pg, &signals, &clock),
     };
     tracing::info!(lane = args.module.name(), stats = ?core.stats, "lane stopped");
     result
-}
-
-/// `<state>/run/lane-<module>.status`: which I/O path this lane runs, for selftest.
-fn write_status(embedded: &Embedded, module: Module, io_path: &str) {
-    let path = embedded.dir.run_dir().join(format!("lane-{}.status", module.name()));
-    let text = format!("pid = {}\nio_path = \"{io_path}\"\n", std::process::id());
-    if let Err(e) = std::fs::write(&path, text) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write lane status");
-    }
 }

@@ -132,3 +132,53 @@ pub fn lane_round_trip(embedded: &Embedded, conn: &mut Connection) -> Check {
         failures,
     )
 }
+
+/// The kernel's sandbox features, and per running lane what is enforced.
+pub fn lane_sandbox(embedded: &Embedded) -> Check {
+    const NAME: &str = "lane sandbox";
+    let landlock = match sys::landlock_abi() {
+        Ok(abi) => format!("Landlock ABI {abi}"),
+        Err(errno) => format!("Landlock unavailable (errno {errno})"),
+    };
+    let uring = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|v| format!("kernel.io_uring_disabled = {}", v.trim()))
+        .unwrap_or_else(|_| "kernel.io_uring_disabled unreadable".into());
+    let Some(appliance) = running(embedded) else {
+        return Check::from_failures(
+            NAME,
+            format!("{landlock}; {uring}; appliance not running: lanes not checked"),
+            Vec::new(),
+        );
+    };
+    let mut failures = Vec::new();
+    let mut shown = Vec::new();
+    for module in Module::ALL {
+        let path = embedded.dir.run_dir().join(format!("lane-{}.status", module.name()));
+        let status = std::fs::read_to_string(&path).unwrap_or_default();
+        let value =
+            |key: &str| status.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim_matches('"').to_string()));
+        let pid = value("pid = ").unwrap_or_default();
+        let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let seccomp = proc_status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Seccomp:", "2"]);
+        let nnp = proc_status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["NoNewPrivs:", "1"]);
+        let full = value("sandbox_fully_enforced = ").as_deref() == Some("true");
+        let ring = value("io_uring_restricted = ").unwrap_or_else(|| "?".into());
+        let landlock_lane = value("landlock = ").unwrap_or_else(|| "?".into());
+        shown.push(format!(
+            "{} pid {pid}: seccomp {seccomp}, no_new_privs {nnp}, landlock {landlock_lane}, ring restricted {ring}",
+            module.name()
+        ));
+        if !(full && seccomp && nnp) {
+            failures.push(format!(
+                "{} lane (pid {pid}) is not fully sandboxed: {}",
+                module.name(),
+                status.replace('\n', "; ")
+            ));
+        }
+    }
+    Check::from_failures(
+        NAME,
+        format!("{landlock}; {uring}; appliance pid {}: {}", appliance.pid, shown.join(" | ")),
+        failures,
+    )
+}

@@ -309,3 +309,35 @@ pub fn drain_readable(fd: std::os::fd::BorrowedFd<'_>) {
         }
     }
 }
+
+/// prctl(PR_SET_NO_NEW_PRIVS, 1): no exec can gain privileges from now on
+/// (required before an unprivileged seccomp filter or Landlock domain).
+pub fn set_no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes only integer arguments.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// getppid(2). Not in the lane's seccomp allow-list: the sandbox probe
+/// calls it to show that a forbidden syscall kills the process.
+pub fn parent_pid() -> i32 {
+    // SAFETY: getppid takes no arguments and cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// The kernel's Landlock ABI version (landlock_create_ruleset with
+/// LANDLOCK_CREATE_RULESET_VERSION), or the errno why there is none.
+pub fn landlock_abi() -> Result<i64, i32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_long = 1;
+    // SAFETY: with a null attribute pointer, size 0 and the VERSION flag the
+    // kernel reads no memory and only returns the ABI version.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if rc < 0 { Err(io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { Ok(rc) }
+}

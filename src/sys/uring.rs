@@ -27,6 +27,7 @@ pub enum Op {
     Signal,
     Recv(usize),
     Send(usize),
+    Probe,
 }
 
 fn encode_op(op: Op) -> u64 {
@@ -35,6 +36,7 @@ fn encode_op(op: Op) -> u64 {
         Op::Signal => 2 << 32,
         Op::Recv(slot) => (3 << 32) | slot as u64,
         Op::Send(slot) => (4 << 32) | slot as u64,
+        Op::Probe => 5 << 32,
     }
 }
 
@@ -45,6 +47,7 @@ fn decode_op(user_data: u64) -> Option<Op> {
         2 => Some(Op::Signal),
         3 => Some(Op::Recv(slot)),
         4 => Some(Op::Send(slot)),
+        5 => Some(Op::Probe),
         _ => None,
     }
 }
@@ -82,6 +85,8 @@ pub struct Ring {
     accept_busy: bool,
     in_flight: usize,
     capacity: usize,
+    probe_path: Option<std::ffi::CString>,
+    probe_result: Option<i32>,
 }
 
 fn result_of(code: i32) -> io::Result<usize> {
@@ -119,6 +124,8 @@ impl Ring {
             accept_busy: false,
             in_flight: 0,
             capacity,
+            probe_path: None,
+            probe_result: None,
         })
     }
 
@@ -253,6 +260,7 @@ impl Ring {
                     completions.push(Completion::Recv { slot, result: result_of(code) });
                 }
                 Some(Op::Send(slot)) => self.send_completed(slot, code, completions)?,
+                Some(Op::Probe) => self.probe_result = Some(code),
                 None => return Err(io::Error::other(format!("unknown completion {user_data:#x}"))),
             }
         }
@@ -275,6 +283,21 @@ impl Ring {
             Err(e) => completions.push(Completion::Send { slot, result: Err(e) }),
         }
         Ok(())
+    }
+
+    /// Sandbox probe: submit IORING_OP_OPENAT (which the restrictions do
+    /// not allow) for `path` and return the completion's result code.
+    pub fn probe_openat(&mut self, path: &str) -> io::Result<i32> {
+        let path = std::ffi::CString::new(path).map_err(|_| io::Error::other("NUL in path"))?;
+        let pointer = path.as_ptr();
+        self.probe_path = Some(path);
+        let entry = opcode::OpenAt::new(Fd(libc::AT_FDCWD), pointer).flags(libc::O_RDONLY | libc::O_CLOEXEC).build();
+        self.push(entry.user_data(encode_op(Op::Probe)))?;
+        let mut ignored = Vec::new();
+        while self.probe_result.is_none() {
+            self.wait(Duration::from_millis(100), &mut ignored)?;
+        }
+        Ok(self.probe_result.take().unwrap_or(0))
     }
 
     /// Operations still in flight.

@@ -1,0 +1,110 @@
+//! The lane sandbox, each probe in its own process (`applianced
+//! sandbox-probe` enters exactly the lanes' sandbox, then tries one thing),
+//! and the sandbox of real lane processes under the supervisor.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::time::Duration;
+
+use applianced::matrix::Module;
+use common::{BIN, TestCluster, instance};
+
+fn probe(name: &str) -> (Option<i32>, Option<i32>, String) {
+    let output = Command::new(BIN).args(["sandbox-probe", "--probe", name]).output().unwrap();
+    (output.status.code(), output.status.signal(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn the_sandbox_is_fully_enforced_and_denies_what_it_must() {
+    let (code, _, out) = probe("status");
+    assert_eq!(code, Some(0), "{out}");
+    for expected in ["uring_restricted: true", "no_new_privs: true", "landlock: \"fully enforced", "seccomp: true"] {
+        assert!(out.contains(expected), "{expected} missing: {out}");
+    }
+    // Landlock: a file outside the (empty) allowed set, directly.
+    let (code, _, out) = probe("open-outside");
+    assert_eq!((code, out.trim()), (Some(0), "probe open-outside: errno 13"));
+    // The same through the ring: OPENAT is not an allowed opcode.
+    let (code, _, out) = probe("uring-openat");
+    assert_eq!((code, out.trim()), (Some(0), "probe uring-openat: cqe -13"));
+    // seccomp kills on a new ring, a forbidden syscall, and a TCP socket.
+    for name in ["new-ring", "forbidden-syscall", "tcp-socket"] {
+        let (code, signal, out) = probe(name);
+        assert_eq!((code, signal), (None, Some(libc::SIGSYS)), "{name}: {out}");
+        assert!(out.is_empty(), "{name} printed {out}");
+    }
+}
+
+fn lane_pid(cluster: &TestCluster, module: Module) -> i32 {
+    let path = cluster.dir.join(format!("run/lane-{}.status", module.name()));
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("pid = ")).unwrap().parse().unwrap()
+}
+
+fn proc_field(pid: i32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().to_string()
+}
+
+#[test]
+fn every_lane_is_sandboxed_and_a_dead_lane_is_restarted_while_others_serve() {
+    let cluster = TestCluster::start();
+    let name = instance();
+    let mut appliance = cluster.appliance(&name, &["--sandbox", "required"]);
+    for module in Module::ALL {
+        let pid = lane_pid(&cluster, module);
+        assert_eq!(proc_field(pid, "Seccomp:"), "2", "{module:?}");
+        assert_eq!(proc_field(pid, "NoNewPrivs:"), "1", "{module:?}");
+    }
+    let output = cluster.selftest(&[]);
+    let text = common::stdout(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("ok   lane sandbox: Landlock ABI"), "{text}");
+    // The DPI lane dies by SIGSYS (what a seccomp violation delivers).
+    let dpi = lane_pid(&cluster, Module::Dpi);
+    applianced::sys::send_signal(dpi, libc::SIGSYS).unwrap();
+    // Meanwhile the other lanes keep acknowledging.
+    let others = std::thread::spawn({
+        let name = name.clone();
+        move || {
+            [Module::Core, Module::LinuxAgent, Module::WindowsAgent].map(|module| {
+                let options = applianced::load::LoadOptions {
+                    instance: name.clone(),
+                    module,
+                    events: 2_000,
+                    producer_id: 31,
+                    epoch: 1,
+                    start_seq: 1,
+                    server_uid: applianced::sys::effective_uid(),
+                };
+                applianced::load::run_load(&options).acked
+            })
+        }
+    });
+    assert_eq!(others.join().unwrap(), [2_000; 3]);
+    // The supervisor restarts the DPI lane, which then serves again.
+    let mut restarted = 0;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        restarted = lane_pid(&cluster, Module::Dpi);
+        if restarted != dpi {
+            break;
+        }
+    }
+    assert_ne!(restarted, dpi, "the DPI lane was not restarted");
+    let options = applianced::load::LoadOptions {
+        instance: name.clone(),
+        module: Module::Dpi,
+        events: 2_000,
+        producer_id: 31,
+        epoch: 1,
+        start_seq: 1,
+        server_uid: applianced::sys::effective_uid(),
+    };
+    assert_eq!(applianced::load::run_load(&options).acked, 2_000);
+    assert_eq!(proc_field(restarted, "Seccomp:"), "2");
+    appliance.stop().unwrap();
+}
