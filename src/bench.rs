@@ -25,7 +25,7 @@
 //! Invariants: every variant's producers have their own ids
 //! ([`producer_id`]), so no variant (and no earlier run in a reused state
 //! directory) deduplicates against another; every variant starts after
-//! VACUUM and CHECKPOINT, so each begins with the same WAL and vacuum debt;
+//! VACUUM (ANALYZE) and CHECKPOINT, so each begins with the same WAL and vacuum debt;
 //! the rows stored per variant are counted afterwards and printed beside the
 //! events counted. Bytes are defined once for all variants: the events'
 //! tuples in COPY BINARY encoding (stream header and trailer excluded).
@@ -171,14 +171,16 @@ struct Measured {
     stored_rows: u64,
     bytes: u64,
     elapsed: Duration,
-    wal_bytes: u64,
-    /// CPU time of the whole machine (all processes) during the variant.
-    machine_cpu_s: f64,
+    window: WindowFigures,
     appliance: Option<ApplianceFigures>,
     reader: Option<ReaderFigures>,
 }
 
 impl Measured {
+    fn new(variant: Variant, events: u64, bytes: u64, elapsed: Duration, window: WindowFigures) -> Measured {
+        Measured { variant, events, stored_rows: 0, bytes, elapsed, window, appliance: None, reader: None }
+    }
+
     fn events_per_s(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -274,28 +276,45 @@ struct Window {
     lsn: String,
     machine_ticks: u64,
     own_ticks: u64,
+    opened: Instant,
 }
 
-/// VACUUM every event table, so autovacuum work left by the previous
-/// variant does not land in this one, and CHECKPOINT, so every variant pays
-/// the same full-page images; then read the WAL position and the CPU clocks.
+/// What a window measured.
+struct WindowFigures {
+    wal_bytes: u64,
+    /// Busy CPU of the whole machine per second of the window (cores in use).
+    machine_cores: f64,
+    /// CPU seconds of this process (load clients and reader in c and d).
+    own_cpu_s: f64,
+}
+
+/// VACUUM (ANALYZE) every event table, so autovacuum work left by the
+/// previous variant does not land in this one and the planner has the
+/// statistics autovacuum would give it (without them the Core reader's
+/// keyset query seq-scans whole leaves instead of using the BRIN index,
+/// measured with EXPLAIN ANALYZE on a 200,000-event run), and CHECKPOINT,
+/// so every variant pays the same full-page images; then read the WAL
+/// position and the CPU clocks.
 fn open_window(admin: &mut Connection) -> Result<Window, AppError> {
     let tables: Vec<String> = EVENT_TABLES.iter().map(EventTable::qualified_name).collect();
-    admin.execute(&format!("VACUUM {}", tables.join(", "))).map_err(pg_error("vacuum before a variant"))?;
+    admin.execute(&format!("VACUUM (ANALYZE) {}", tables.join(", "))).map_err(pg_error("vacuum before a variant"))?;
     admin.execute("CHECKPOINT").map_err(pg_error("checkpoint before a variant"))?;
     let lsn = admin.query_value("SELECT pg_current_wal_lsn()::text").map_err(pg_error("read the WAL position"))?;
-    Ok(Window { lsn, machine_ticks: machine_busy_ticks()?, own_ticks: process_ticks("self")? })
+    Ok(Window { lsn, machine_ticks: machine_busy_ticks()?, own_ticks: process_ticks("self")?, opened: Instant::now() })
 }
 
-/// WAL bytes, machine CPU seconds and this process's CPU seconds since `window`.
-fn close_window(admin: &mut Connection, window: &Window) -> Result<(u64, f64, f64), AppError> {
+/// WAL bytes, machine CPU and this process's CPU since `window` opened. The
+/// window is a little longer than the timed load (it also waits for the
+/// reader's last query), so machine CPU is divided by the window's own length.
+fn close_window(admin: &mut Connection, window: &Window) -> Result<WindowFigures, AppError> {
     let wal = admin
         .query_value(&format!("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{}')::bigint", window.lsn))
         .map_err(pg_error("read the WAL position"))?;
-    let wal = wal.parse().map_err(|_| AppError::Refused(format!("WAL difference {wal:?}")))?;
-    let machine = machine_busy_ticks()?.saturating_sub(window.machine_ticks) as f64 / CLOCK_TICKS_PER_S;
-    let own = process_ticks("self")?.saturating_sub(window.own_ticks) as f64 / CLOCK_TICKS_PER_S;
-    Ok((wal, machine, own))
+    let wal_bytes = wal.parse().map_err(|_| AppError::Refused(format!("WAL difference {wal:?}")))?;
+    let machine_s = machine_busy_ticks()?.saturating_sub(window.machine_ticks) as f64 / CLOCK_TICKS_PER_S;
+    let own_cpu_s = process_ticks("self")?.saturating_sub(window.own_ticks) as f64 / CLOCK_TICKS_PER_S;
+    let machine_cores = machine_s / window.opened.elapsed().as_secs_f64().max(1e-9);
+    Ok(WindowFigures { wal_bytes, machine_cores, own_cpu_s })
 }
 
 /// Synthesize `events` events of one producer and hand each to `row` as
@@ -432,20 +451,10 @@ fn measure_copy_from_files(admin: &mut Connection, plan: &Plan) -> Result<Measur
     let window = open_window(admin)?;
     eprintln!("bench: a: {} streams of server-side COPY FROM file", jobs.len());
     let elapsed = timed_streams(&plan.admin, jobs, copy_files)?;
-    let (wal_bytes, machine_cpu_s, _) = close_window(admin, &window)?;
+    let window = close_window(admin, &window)?;
     fs::remove_dir_all(&plan.copy_dir).map_err(io_error("remove the COPY files"))?;
     let events = plan.per_module * Module::ALL.len() as u64;
-    Ok(Measured {
-        variant,
-        events,
-        stored_rows: 0,
-        bytes,
-        elapsed,
-        wal_bytes,
-        machine_cpu_s,
-        appliance: None,
-        reader: None,
-    })
+    Ok(Measured::new(variant, events, bytes, elapsed, window))
 }
 
 // --- b: multi-row INSERT ---
@@ -503,19 +512,9 @@ fn measure_inserts(admin: &mut Connection, plan: &Plan) -> Result<Measured, AppE
     let window = open_window(admin)?;
     eprintln!("bench: b: {} streams of {INSERT_ROWS_PER_STATEMENT}-row INSERTs", jobs.len());
     let elapsed = timed_streams(&plan.admin, jobs, insert_statements)?;
-    let (wal_bytes, machine_cpu_s, _) = close_window(admin, &window)?;
+    let window = close_window(admin, &window)?;
     let events = plan.per_module * Module::ALL.len() as u64;
-    Ok(Measured {
-        variant,
-        events,
-        stored_rows: 0,
-        bytes,
-        elapsed,
-        wal_bytes,
-        machine_cpu_s,
-        appliance: None,
-        reader: None,
-    })
+    Ok(Measured::new(variant, events, bytes, elapsed, window))
 }
 
 // --- SQL literals of COPY BINARY tuples (variant b) ---
@@ -726,22 +725,15 @@ fn measure_appliance(
     let reports = drive_lanes(plan, instance, variant);
     let elapsed = started.elapsed();
     let reader = reader.map(CoreReader::finish).transpose()?;
-    let (wal_bytes, machine_cpu_s, client_cpu_s) = close_window(admin, &window)?;
+    let window = close_window(admin, &window)?;
     let processes = appliance_processes(appliance.pid())?;
     let cpu_s = cpu_ticks(&processes)?.saturating_sub(cpu_before) as f64 / CLOCK_TICKS_PER_S;
-    let figures = appliance_figures(&reports, &processes, cpu_s, client_cpu_s, peak_rss_reset)?;
+    let figures = appliance_figures(&reports, &processes, cpu_s, window.own_cpu_s, peak_rss_reset)?;
     let events = reports.iter().map(|r| r.acked).sum();
-    Ok(Measured {
-        variant,
-        events,
-        stored_rows: 0,
-        bytes,
-        elapsed,
-        wal_bytes,
-        machine_cpu_s,
-        appliance: Some(figures),
-        reader,
-    })
+    let mut measured = Measured::new(variant, events, bytes, elapsed, window);
+    measured.appliance = Some(figures);
+    measured.reader = reader;
+    Ok(measured)
 }
 
 fn appliance_figures(
@@ -968,12 +960,12 @@ fn render_text(measured: &[Measured], requested: u64, per_module: u64, total: Du
     );
     let _ = writeln!(
         out,
-        "bench: MB = 10^6 bytes of the events' COPY BINARY tuples; each variant after VACUUM + CHECKPOINT"
+        "bench: MB = 10^6 bytes of the events' COPY BINARY tuples; busy cores = machine CPU s per s; each variant after VACUUM (ANALYZE) + CHECKPOINT"
     );
     let _ = writeln!(
         out,
         "\n{:<30} {:>9} {:>9} {:>8} {:>11} {:>8} {:>9} {:>11} {:>10}",
-        "variant", "events", "stored", "seconds", "events/s", "MB/s", "B/event", "WAL B/event", "CPU cores"
+        "variant", "events", "stored", "seconds", "events/s", "MB/s", "B/event", "WAL B/event", "busy cores"
     );
     for m in measured {
         let _ = writeln!(
@@ -986,8 +978,8 @@ fn render_text(measured: &[Measured], requested: u64, per_module: u64, total: Du
             m.events_per_s(),
             m.mb_per_s(),
             m.bytes as f64 / m.events.max(1) as f64,
-            m.wal_bytes as f64 / m.events.max(1) as f64,
-            m.machine_cpu_s / m.elapsed.as_secs_f64().max(1e-9),
+            m.window.wal_bytes as f64 / m.events.max(1) as f64,
+            m.window.machine_cores,
         );
     }
     render_appliance_text(&mut out, measured);
@@ -1003,7 +995,7 @@ fn render_text(measured: &[Measured], requested: u64, per_module: u64, total: Du
 fn render_appliance_text(out: &mut String, measured: &[Measured]) {
     let _ = writeln!(
         out,
-        "\n{:<30} {:>10} {:>10} {:>14} {:>6} {:>17} {:>14} {:>16}",
+        "\n{:<30} {:>10} {:>10} {:>14} {:>6} {:>18} {:>14} {:>16}",
         "appliance",
         "ack p50 ms",
         "ack p99 ms",
@@ -1017,7 +1009,7 @@ fn render_appliance_text(out: &mut String, measured: &[Measured]) {
         let Some(a) = &m.appliance else { continue };
         let _ = writeln!(
             out,
-            "{:<30} {:>10.1} {:>10.1} {:>14.2} {:>6} {:>17.1} {:>14.1} {:>16.2}{}",
+            "{:<30} {:>10.1} {:>10.1} {:>14.2} {:>6} {:>18.1} {:>14.1} {:>16.2}{}",
             m.variant.label(),
             a.ack_p50_ms,
             a.ack_p99_ms,
@@ -1070,9 +1062,9 @@ fn measured_json(m: &Measured) -> serde_json::Value {
         "seconds": m.elapsed.as_secs_f64(),
         "events_per_s": m.events_per_s(),
         "mb_per_s": m.mb_per_s(),
-        "wal_bytes": m.wal_bytes,
-        "wal_bytes_per_event": m.wal_bytes as f64 / m.events.max(1) as f64,
-        "machine_cpu_cores": m.machine_cpu_s / m.elapsed.as_secs_f64().max(1e-9),
+        "wal_bytes": m.window.wal_bytes,
+        "wal_bytes_per_event": m.window.wal_bytes as f64 / m.events.max(1) as f64,
+        "machine_cpu_cores": m.window.machine_cores,
     });
     if let (Some(a), Some(object)) = (&m.appliance, value.as_object_mut()) {
         object.insert("ack_p50_ms".into(), a.ack_p50_ms.into());
@@ -1153,9 +1145,10 @@ mod tests {
     fn dns_row_literals() {
         let table = EVENT_TABLES.iter().find(|t| t.name == "dns").unwrap();
         let mut fields = BytesMut::new();
-        for (length, value) in [(16, &[0xab; 16][..]), (4, b"it's"), (4, &7i32.to_be_bytes()), (2, &3i16.to_be_bytes())]
+        for (length, value) in
+            [(16i32, &[0xab; 16][..]), (4, b"it's"), (4, &7i32.to_be_bytes()), (2, &3i16.to_be_bytes())]
         {
-            fields.extend_from_slice(&(length as i32).to_be_bytes());
+            fields.extend_from_slice(&length.to_be_bytes());
             fields.extend_from_slice(value);
         }
         fields.extend_from_slice(&(-1i32).to_be_bytes());

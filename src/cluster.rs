@@ -203,13 +203,15 @@ impl Embedded {
         Ok(output)
     }
 
+    /// The postmaster's pid, if it is running.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = fs::read_to_string(self.dir.pgdata().join("postmaster.pid")).ok()?;
+        text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()).filter(|pid| sys::process_exists(*pid))
+    }
+
     /// Whether the postmaster of this cluster is running.
     pub fn is_running(&self) -> bool {
-        let pid_file = self.dir.pgdata().join("postmaster.pid");
-        let Ok(text) = fs::read_to_string(pid_file) else {
-            return false;
-        };
-        text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()).is_some_and(sys::process_exists)
+        self.postmaster_pid().is_some()
     }
 
     /// Start the cluster and wait until it accepts connections.

@@ -28,6 +28,8 @@ pub mod load;
 // --- side paths ---
 /// The per-lane sandbox: no_new_privs, Landlock, seccomp, verification.
 pub mod sandbox;
+/// Co-location: CPU placement, I/O priority, address-space limit.
+pub mod colocate;
 /// Command orchestration and exit codes.
 pub mod app;
 /// `applianced run`: binds the sockets, supervises lanes and the cluster.

@@ -114,3 +114,17 @@ pub const LANE_READY_TIMEOUT_S: u64 = 10;
 /// Lane restart backoff: first wait and cap.
 pub const LANE_RESTART_BACKOFF_MIN_MS: u64 = 100;
 pub const LANE_RESTART_BACKOFF_MAX_MS: u64 = 10_000;
+
+// --- co-location ---
+
+/// Best-effort I/O priority level of lane processes (0 highest, 7 lowest):
+/// 4 is the kernel's default level, stated explicitly; lanes write little
+/// to disk themselves (PostgreSQL does), so they never need to preempt it.
+pub const LANE_IO_PRIORITY_LEVEL: u8 = 4;
+/// Address-space limit of a lane (RLIMIT_AS). The lane's own buffers are
+/// bounded by LANE_BUFFER_BYTES_MAX plus one receive buffer per slot; the
+/// rest is the binary, libc and allocator reservations (a debug lane maps
+/// about 60 MiB). 1 GiB bounds a runaway lane long before it can starve
+/// the co-located modules, with ample room for legitimate use.
+pub const LANE_ADDRESS_SPACE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+const _: () = assert!(LANE_ADDRESS_SPACE_BYTES_MAX as usize > 4 * LANE_BUFFER_BYTES_MAX);

@@ -89,6 +89,12 @@ struct RunCmd {
     /// lane sandbox: best-effort (default), required (refuse to serve unless fully enforced) or off (debugging only)
     #[argh(option, default = "String::from(\"best-effort\")")]
     sandbox: String,
+    /// CPUs of the lane processes, e.g. "3" or "6-7" (default: the highest quarter of the CPUs)
+    #[argh(option)]
+    lane_cpus: Option<String>,
+    /// CPUs of the embedded PostgreSQL (default: the highest half of the CPUs)
+    #[argh(option)]
+    pg_cpus: Option<String>,
 }
 
 /// Send synthetic events for one module and wait until every one is acknowledged.
@@ -140,6 +146,9 @@ struct LaneCmd {
     /// off, best-effort or required
     #[argh(option, default = "String::from(\"best-effort\")")]
     sandbox: String,
+    /// CPU list to pin this lane to
+    #[argh(option, default = "String::from(\"0\")")]
+    cpus: String,
 }
 
 /// Test probe: enter the lane sandbox, then try one thing it must forbid.
@@ -278,12 +287,20 @@ fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
     let io = IoMode::parse(&cmd.io)
         .ok_or_else(|| app::AppError::Refused(format!("unknown --io {:?}; use auto, uring or poll", cmd.io)))?;
     let sandbox = parse_sandbox(&cmd.sandbox)?;
+    let mut placement = applianced::colocate::default_placement(applianced::sys::cpu_count());
+    if let Some(list) = &cmd.lane_cpus {
+        placement.lane_cpus = applianced::colocate::parse_cpu_list(list).map_err(app::AppError::Refused)?;
+    }
+    if let Some(list) = &cmd.pg_cpus {
+        placement.pg_cpus = applianced::colocate::parse_cpu_list(list).map_err(app::AppError::Refused)?;
+    }
     let options = supervisor::RunOptions {
         state_dir: cmd.state_dir.clone(),
         instance: cmd.instance.clone(),
         peers: parse_peers(&cmd.peer_uid, &cmd.peer_gid)?,
         io,
         sandbox,
+        placement,
         partition_days_ahead: cmd.partition_days_ahead,
     };
     supervisor::run(&options)
@@ -338,10 +355,13 @@ fn load(cmd: &LoadCmd) -> ExitCode {
 }
 
 fn lane(cmd: &LaneCmd) -> ExitCode {
-    let (Some(module), Some(io), Some(sandbox)) =
-        (Module::from_name(&cmd.module), IoMode::parse(&cmd.io), SandboxMode::parse(&cmd.sandbox))
-    else {
-        eprintln!("applianced lane: bad --module, --io or --sandbox");
+    let (Some(module), Some(io), Some(sandbox), Ok(cpus)) = (
+        Module::from_name(&cmd.module),
+        IoMode::parse(&cmd.io),
+        SandboxMode::parse(&cmd.sandbox),
+        applianced::colocate::parse_cpu_list(&cmd.cpus),
+    ) else {
+        eprintln!("applianced lane: bad --module, --io, --sandbox or --cpus");
         return ExitCode::from(2);
     };
     let args = LaneArgs {
@@ -350,6 +370,7 @@ fn lane(cmd: &LaneCmd) -> ExitCode {
         policy: PeerPolicy { uids: cmd.allow_uid.clone(), gids: cmd.allow_gid.clone() },
         io,
         sandbox,
+        cpus,
     };
     match run_lane(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,6 +38,7 @@ pub struct RunOptions {
     pub peers: BTreeMap<Module, PeerPolicy>,
     pub io: IoMode,
     pub sandbox: crate::sandbox::SandboxMode,
+    pub placement: crate::colocate::Placement,
     pub partition_days_ahead: u32,
 }
 
@@ -109,6 +110,7 @@ fn spawn_lane(lane: &Lane, options: &RunOptions) -> Result<Child, AppError> {
     command
         .arg("lane")
         .args(["--module", lane.module.name(), "--io", options.io.name(), "--sandbox", options.sandbox.name()])
+        .args(["--cpus", &crate::colocate::render_cpu_list(&options.placement.lane_cpus)])
         .arg("--state-dir")
         .arg(&options.state_dir)
         .env_clear()
@@ -126,6 +128,16 @@ fn spawn_lane(lane: &Lane, options: &RunOptions) -> Result<Child, AppError> {
     command.spawn().map_err(|source| AppError::Io { step: "spawn lane", source })
 }
 
+fn pin_postgres(embedded: &Embedded, cpus: &[usize]) {
+    let Some(pid) = embedded.postmaster_pid() else { return };
+    match crate::colocate::apply_to_postgres(pid, cpus) {
+        Ok(count) => {
+            tracing::info!(cpus = %crate::colocate::render_cpu_list(cpus), processes = count, "PostgreSQL pinned")
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot pin PostgreSQL"),
+    }
+}
+
 /// Create partitions ahead as the maintenance role.
 pub fn maintain_partitions(embedded: &Embedded, days_ahead: u32) -> Result<String, AppError> {
     let mut conn = crate::pg::Connection::connect(&embedded.connect_params(Role::Maintenance.name(), DATABASE_NAME))
@@ -141,6 +153,7 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
     sys::block_supervisor_signals().map_err(|source| AppError::Io { step: "block signals", source })?;
     let embedded = Embedded::load(&options.state_dir)?;
     embedded.start()?;
+    pin_postgres(&embedded, &options.placement.pg_cpus);
     let created = maintain_partitions(&embedded, options.partition_days_ahead)?;
     tracing::info!(created, "partitions ahead ensured");
     let mut lanes = Vec::new();
@@ -181,8 +194,9 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
                     detail: "gave up after repeated restarts".into(),
                 }));
             }
-            if let Err(e) = embedded.start() {
-                tracing::error!(error = %e, "cluster restart failed");
+            match embedded.start() {
+                Ok(()) => pin_postgres(&embedded, &options.placement.pg_cpus),
+                Err(e) => tracing::error!(error = %e, "cluster restart failed"),
             }
         } else {
             cluster_restarts = 0;

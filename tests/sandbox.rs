@@ -58,6 +58,11 @@ fn every_lane_is_sandboxed_and_a_dead_lane_is_restarted_while_others_serve() {
         let pid = lane_pid(&cluster, module);
         assert_eq!(proc_field(pid, "Seccomp:"), "2", "{module:?}");
         assert_eq!(proc_field(pid, "NoNewPrivs:"), "1", "{module:?}");
+        let expected = applianced::colocate::default_placement(applianced::sys::cpu_count()).lane_cpus;
+        assert_eq!(proc_field(pid, "Cpus_allowed_list:"), applianced::colocate::render_cpu_list(&expected));
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let address = limits.lines().find(|l| l.starts_with("Max address space")).unwrap();
+        assert!(address.contains(&applianced::limits::LANE_ADDRESS_SPACE_BYTES_MAX.to_string()), "{address}");
     }
     let output = cluster.selftest(&[]);
     let text = common::stdout(&output);

@@ -133,6 +133,8 @@ pub struct LaneArgs {
     pub policy: PeerPolicy,
     pub io: IoMode,
     pub sandbox: SandboxMode,
+    /// CPUs this lane is pinned to.
+    pub cpus: Vec<usize>,
 }
 
 /// Run one lane until it is drained.
@@ -158,12 +160,18 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
         },
     };
     let io_path = if ring.is_some() { "io_uring" } else { "poll" };
+    crate::colocate::apply_to_lane(&args.cpus).map_err(LaneError::Setup)?;
     // Step 1 of the sandbox: every descriptor the lane will ever need is open.
     let status_path = embedded.dir.run_dir().join(format!("lane-{}.status", args.module.name()));
     let mut status_file = std::fs::File::create(&status_path).map_err(LaneError::io("create lane status file"))?;
     let proc_status = std::fs::File::open("/proc/self/status").map_err(LaneError::io("open /proc/self/status"))?;
     let report = crate::sandbox::enter(args.sandbox, ring.is_some(), proc_status).map_err(LaneError::Setup)?;
-    let status = format!("pid = {}\nio_path = \"{io_path}\"\n{}", std::process::id(), report.status_lines());
+    let status = format!(
+        "pid = {}\nio_path = \"{io_path}\"\ncpus = \"{}\"\n{}",
+        std::process::id(),
+        crate::colocate::render_cpu_list(&args.cpus),
+        report.status_lines()
+    );
     std::io::Write::write_all(&mut status_file, status.as_bytes()).map_err(LaneError::io("write lane status"))?;
     drop(status_file);
     tracing::info!(lane = args.module.name(), io_path, pid = std::process::id(), sandbox = ?report, "lane serving");

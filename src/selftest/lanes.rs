@@ -162,6 +162,13 @@ pub fn lane_sandbox(embedded: &Embedded) -> Check {
         let seccomp = proc_status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Seccomp:", "2"]);
         let nnp = proc_status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["NoNewPrivs:", "1"]);
         let full = value("sandbox_fully_enforced = ").as_deref() == Some("true");
+        let configured = value("cpus = ").unwrap_or_default();
+        let actual =
+            proc_status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(str::trim).unwrap_or("");
+        if configured != actual {
+            failures
+                .push(format!("{} lane (pid {pid}) runs on CPUs {actual:?}, configured {configured:?}", module.name()));
+        }
         let ring = value("io_uring_restricted = ").unwrap_or_else(|| "?".into());
         let landlock_lane = value("landlock = ").unwrap_or_else(|| "?".into());
         shown.push(format!(

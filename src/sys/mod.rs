@@ -341,3 +341,47 @@ pub fn landlock_abi() -> Result<i64, i32> {
     };
     if rc < 0 { Err(io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { Ok(rc) }
 }
+
+/// sched_setaffinity(2) for a process (0: the caller) to exactly `cpus`.
+pub fn set_affinity(pid: i32, cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only set bits
+    // inside it for indices below CPU_SETSIZE, checked here.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for cpu in cpus {
+            if *cpu >= libc::CPU_SETSIZE as usize {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("cpu {cpu} out of range")));
+            }
+            libc::CPU_SET(*cpu, &mut set);
+        }
+        set
+    };
+    // SAFETY: set is initialised and its size is passed.
+    let rc = unsafe { libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// ioprio_set(2): best-effort class at `level` (0 highest .. 7 lowest) for the caller.
+pub fn set_io_priority_best_effort(level: u8) -> io::Result<()> {
+    const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+    const IOPRIO_CLASS_BE: libc::c_int = 2;
+    const IOPRIO_CLASS_SHIFT: libc::c_int = 13;
+    let priority = (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | libc::c_int::from(level.min(7));
+    // SAFETY: ioprio_set takes only integer arguments.
+    let rc = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, priority) };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// setrlimit(RLIMIT_AS) for the caller: soft and hard limit `bytes`.
+pub fn limit_address_space(bytes: u64) -> io::Result<()> {
+    let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+    // SAFETY: limit is an initialised local.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Number of CPUs this process may run on.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
