@@ -25,9 +25,9 @@
 //! Invariants: every variant's producers have their own ids
 //! ([`producer_id`]), so no variant (and no earlier run in a reused state
 //! directory) deduplicates against another; every variant starts after
-//! VACUUM (ANALYZE) and CHECKPOINT, so each begins with the same WAL and vacuum debt;
-//! the rows stored per variant are counted afterwards and printed beside the
-//! events counted. Bytes are defined once for all variants: the events'
+//! VACUUM (ANALYZE) and CHECKPOINT, so each begins with the same WAL and
+//! vacuum debt; the rows stored per variant are counted afterwards and
+//! printed beside the events counted. Bytes are defined once for all variants: the events'
 //! tuples in COPY BINARY encoding (stream header and trailer excluded).
 //! Everything printed was measured in this run; nothing asserts a time.
 
@@ -135,6 +135,7 @@ struct Plan {
     /// ingest_time of the rows of a and b (c and d get the lanes' clock).
     ingest_time_us: i64,
     copy_dir: PathBuf,
+    pgdata: PathBuf,
     admin: ConnectParams,
     reader: ConnectParams,
 }
@@ -243,6 +244,7 @@ fn measure_all(embedded: &Embedded, options: &BenchOptions, per_module: u64) -> 
         producer_base: producer_base(&mut admin)?,
         ingest_time_us,
         copy_dir: embedded.dir.root.join("bench-copy"),
+        pgdata: embedded.dir.pgdata(),
         admin: embedded.connect_params(ADMIN_ROLE, DATABASE_NAME),
         reader: embedded.connect_params(Role::CoreReader.name(), DATABASE_NAME),
     };
@@ -276,6 +278,8 @@ struct Window {
     lsn: String,
     machine_ticks: u64,
     own_ticks: u64,
+    postmaster: u32,
+    cluster_ticks: u64,
     opened: Instant,
 }
 
@@ -286,6 +290,8 @@ struct WindowFigures {
     machine_cores: f64,
     /// CPU seconds of this process (load clients and reader in c and d).
     own_cpu_s: f64,
+    /// CPU seconds of the cluster: postmaster, backends, background workers.
+    cluster_cpu_s: f64,
 }
 
 /// VACUUM (ANALYZE) every event table, so autovacuum work left by the
@@ -295,12 +301,20 @@ struct WindowFigures {
 /// measured with EXPLAIN ANALYZE on a 200,000-event run), and CHECKPOINT,
 /// so every variant pays the same full-page images; then read the WAL
 /// position and the CPU clocks.
-fn open_window(admin: &mut Connection) -> Result<Window, AppError> {
+fn open_window(admin: &mut Connection, plan: &Plan) -> Result<Window, AppError> {
     let tables: Vec<String> = EVENT_TABLES.iter().map(EventTable::qualified_name).collect();
     admin.execute(&format!("VACUUM (ANALYZE) {}", tables.join(", "))).map_err(pg_error("vacuum before a variant"))?;
     admin.execute("CHECKPOINT").map_err(pg_error("checkpoint before a variant"))?;
     let lsn = admin.query_value("SELECT pg_current_wal_lsn()::text").map_err(pg_error("read the WAL position"))?;
-    Ok(Window { lsn, machine_ticks: machine_busy_ticks()?, own_ticks: process_ticks("self")?, opened: Instant::now() })
+    let postmaster = postmaster_pid(&plan.pgdata)?;
+    Ok(Window {
+        lsn,
+        machine_ticks: machine_busy_ticks()?,
+        own_ticks: process_ticks("self")?,
+        postmaster,
+        cluster_ticks: tree_ticks(postmaster)?,
+        opened: Instant::now(),
+    })
 }
 
 /// WAL bytes, machine CPU and this process's CPU since `window` opened. The
@@ -313,8 +327,9 @@ fn close_window(admin: &mut Connection, window: &Window) -> Result<WindowFigures
     let wal_bytes = wal.parse().map_err(|_| AppError::Refused(format!("WAL difference {wal:?}")))?;
     let machine_s = machine_busy_ticks()?.saturating_sub(window.machine_ticks) as f64 / CLOCK_TICKS_PER_S;
     let own_cpu_s = process_ticks("self")?.saturating_sub(window.own_ticks) as f64 / CLOCK_TICKS_PER_S;
+    let cluster_cpu_s = tree_ticks(window.postmaster)?.saturating_sub(window.cluster_ticks) as f64 / CLOCK_TICKS_PER_S;
     let machine_cores = machine_s / window.opened.elapsed().as_secs_f64().max(1e-9);
-    Ok(WindowFigures { wal_bytes, machine_cores, own_cpu_s })
+    Ok(WindowFigures { wal_bytes, machine_cores, own_cpu_s, cluster_cpu_s })
 }
 
 /// Synthesize `events` events of one producer and hand each to `row` as
@@ -448,7 +463,7 @@ fn measure_copy_from_files(admin: &mut Connection, plan: &Plan) -> Result<Measur
         jobs.push(files);
         bytes += module_bytes;
     }
-    let window = open_window(admin)?;
+    let window = open_window(admin, plan)?;
     eprintln!("bench: a: {} streams of server-side COPY FROM file", jobs.len());
     let elapsed = timed_streams(&plan.admin, jobs, copy_files)?;
     let window = close_window(admin, &window)?;
@@ -509,7 +524,7 @@ fn measure_inserts(admin: &mut Connection, plan: &Plan) -> Result<Measured, AppE
         jobs.push(statements);
         bytes += module_bytes;
     }
-    let window = open_window(admin)?;
+    let window = open_window(admin, plan)?;
     eprintln!("bench: b: {} streams of {INSERT_ROWS_PER_STATEMENT}-row INSERTs", jobs.len());
     let elapsed = timed_streams(&plan.admin, jobs, insert_statements)?;
     let window = close_window(admin, &window)?;
@@ -716,10 +731,9 @@ fn measure_appliance(
         Variant::ApplianceWithReader => Some(CoreReader::start(plan.reader.clone())?),
         Variant::CopyFromFile | Variant::Insert | Variant::Appliance => None,
     };
-    let processes = appliance_processes(appliance.pid())?;
-    let peak_rss_reset = processes.iter().all(|pid| reset_peak_rss(*pid));
-    let cpu_before = cpu_ticks(&processes)?;
-    let window = open_window(admin)?;
+    let peak_rss_reset = appliance_processes(appliance.pid())?.into_iter().all(reset_peak_rss);
+    let cpu_before = tree_ticks(appliance.pid())?;
+    let window = open_window(admin, plan)?;
     eprintln!("bench: {}: {} load clients on the lane sockets", variant.key(), Module::ALL.len());
     let started = Instant::now();
     let reports = drive_lanes(plan, instance, variant);
@@ -727,7 +741,7 @@ fn measure_appliance(
     let reader = reader.map(CoreReader::finish).transpose()?;
     let window = close_window(admin, &window)?;
     let processes = appliance_processes(appliance.pid())?;
-    let cpu_s = cpu_ticks(&processes)?.saturating_sub(cpu_before) as f64 / CLOCK_TICKS_PER_S;
+    let cpu_s = tree_ticks(appliance.pid())?.saturating_sub(cpu_before) as f64 / CLOCK_TICKS_PER_S;
     let figures = appliance_figures(&reports, &processes, cpu_s, window.own_cpu_s, peak_rss_reset)?;
     let events = reports.iter().map(|r| r.acked).sum();
     let mut measured = Measured::new(variant, events, bytes, elapsed, window);
@@ -875,36 +889,60 @@ fn stat_fields(pid: &str) -> Result<Vec<String>, AppError> {
     Ok(rest.split_whitespace().map(str::to_string).collect())
 }
 
-/// utime + stime (proc(5) fields 14 and 15) in clock ticks.
+/// Clock ticks of proc(5) stat fields, counted from field 3 (index 0).
+fn stat_ticks(fields: &[String], indexes: &[usize]) -> Option<u64> {
+    indexes.iter().map(|i| fields.get(*i).and_then(|f| f.parse::<i64>().ok()).map(|t| t.max(0) as u64)).sum()
+}
+
+/// utime + stime of one process (fields 14 and 15), in clock ticks.
 fn process_ticks(pid: &str) -> Result<u64, AppError> {
-    let fields = stat_fields(pid)?;
-    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    match (tick(11), tick(12)) {
-        (Some(user), Some(system)) => Ok(user + system),
-        _ => Err(AppError::Refused(format!("/proc/{pid}/stat: no utime/stime"))),
-    }
+    stat_ticks(&stat_fields(pid)?, &[11, 12]).ok_or_else(|| AppError::Refused(format!("/proc/{pid}/stat: no utime")))
 }
 
-fn cpu_ticks(processes: &[u32]) -> Result<u64, AppError> {
-    let mut sum = 0;
-    for pid in processes {
-        sum += process_ticks(&pid.to_string())?;
-    }
-    Ok(sum)
-}
-
-/// The supervisor first, then every process whose parent it is (its lanes).
-fn appliance_processes(supervisor: u32) -> Result<Vec<u32>, AppError> {
-    let mut processes = vec![supervisor];
+/// Every process whose parent is `parent`.
+fn children_of(parent: u32) -> Result<Vec<u32>, AppError> {
+    let mut children = Vec::new();
     for entry in fs::read_dir("/proc").map_err(io_error("list /proc"))? {
         let name = entry.map_err(io_error("list /proc"))?.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        // A process may exit between listing and reading; it is not ours then.
+        // A process may exit between listing and reading; it is not a child then.
         let Ok(fields) = stat_fields(&pid.to_string()) else { continue };
-        if fields.get(1).and_then(|f| f.parse::<u32>().ok()) == Some(supervisor) {
-            processes.push(pid);
+        if fields.get(1).and_then(|f| f.parse::<u32>().ok()) == Some(parent) {
+            children.push(pid);
         }
     }
+    Ok(children)
+}
+
+/// CPU ticks of `root` and its children: its own utime and stime, the
+/// cutime and cstime of the children it has reaped (fields 16 and 17), and
+/// the utime and stime of the children still alive. A child that exits between
+/// two readings moves from the last term to the second, so differences
+/// stay right for short-lived backends and restarted lanes.
+fn tree_ticks(root: u32) -> Result<u64, AppError> {
+    let fields = stat_fields(&root.to_string())?;
+    let mut ticks = stat_ticks(&fields, &[11, 12, 13, 14])
+        .ok_or_else(|| AppError::Refused(format!("/proc/{root}/stat: no utime")))?;
+    for child in children_of(root)? {
+        // A child that exited since the listing is already in cutime.
+        ticks += process_ticks(&child.to_string()).unwrap_or(0);
+    }
+    Ok(ticks)
+}
+
+/// The postmaster's pid, the first line of `postmaster.pid`.
+fn postmaster_pid(pgdata: &Path) -> Result<u32, AppError> {
+    let text = fs::read_to_string(pgdata.join("postmaster.pid")).map_err(io_error("read postmaster.pid"))?;
+    text.lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| AppError::Refused("postmaster.pid: no pid".into()))
+}
+
+/// The supervisor first, then its children (the lanes).
+fn appliance_processes(supervisor: u32) -> Result<Vec<u32>, AppError> {
+    let mut processes = vec![supervisor];
+    processes.extend(children_of(supervisor)?);
     Ok(processes)
 }
 
@@ -960,17 +998,27 @@ fn render_text(measured: &[Measured], requested: u64, per_module: u64, total: Du
     );
     let _ = writeln!(
         out,
-        "bench: MB = 10^6 bytes of the events' COPY BINARY tuples; busy cores = machine CPU s per s; each variant after VACUUM (ANALYZE) + CHECKPOINT"
+        "bench: MB = 10^6 bytes of the events' COPY BINARY tuples; busy cores = machine CPU s per s; \
+         PG CPU = cluster processes' CPU s per 10^6 events; each variant after VACUUM (ANALYZE) + CHECKPOINT"
     );
     let _ = writeln!(
         out,
-        "\n{:<30} {:>9} {:>9} {:>8} {:>11} {:>8} {:>9} {:>11} {:>10}",
-        "variant", "events", "stored", "seconds", "events/s", "MB/s", "B/event", "WAL B/event", "busy cores"
+        "\n{:<30} {:>9} {:>9} {:>8} {:>11} {:>8} {:>9} {:>11} {:>10} {:>10}",
+        "variant",
+        "events",
+        "stored",
+        "seconds",
+        "events/s",
+        "MB/s",
+        "B/event",
+        "WAL B/event",
+        "busy cores",
+        "PG CPU s/M"
     );
     for m in measured {
         let _ = writeln!(
             out,
-            "{:<30} {:>9} {:>9} {:>8.3} {:>11.0} {:>8.1} {:>9.1} {:>11.1} {:>10.2}",
+            "{:<30} {:>9} {:>9} {:>8.3} {:>11.0} {:>8.1} {:>9.1} {:>11.1} {:>10.2} {:>10.2}",
             m.variant.label(),
             m.events,
             m.stored_rows,
@@ -980,6 +1028,7 @@ fn render_text(measured: &[Measured], requested: u64, per_module: u64, total: Du
             m.bytes as f64 / m.events.max(1) as f64,
             m.window.wal_bytes as f64 / m.events.max(1) as f64,
             m.window.machine_cores,
+            m.per_million(m.window.cluster_cpu_s),
         );
     }
     render_appliance_text(&mut out, measured);
@@ -1065,6 +1114,7 @@ fn measured_json(m: &Measured) -> serde_json::Value {
         "wal_bytes": m.window.wal_bytes,
         "wal_bytes_per_event": m.window.wal_bytes as f64 / m.events.max(1) as f64,
         "machine_cpu_cores": m.window.machine_cores,
+        "cluster_cpu_s_per_million": m.per_million(m.window.cluster_cpu_s),
     });
     if let (Some(a), Some(object)) = (&m.appliance, value.as_object_mut()) {
         object.insert("ack_p50_ms".into(), a.ack_p50_ms.into());
