@@ -72,7 +72,25 @@ pub fn init(state_dir: &Path, pg_bin_dir: Option<&Path>, days_ahead: u32) -> Res
     let mut conn = embedded
         .connect_admin(DATABASE_NAME)
         .map_err(|source| AppError::Pg { step: "connect to the appliance database", source })?;
-    let applied = migrate::apply(&mut conn).map_err(AppError::Migrate)?;
+    migrate_database(&mut conn, days_ahead)?;
+    Ok(embedded)
+}
+
+/// `applianced init --config FILE` for an external PostgreSQL: the database
+/// must exist and the configured role must be allowed to create roles,
+/// schemas and tables (a superuser, as for the embedded cluster).
+pub fn init_external(config: &Path, days_ahead: u32) -> Result<(), AppError> {
+    let target = crate::config::load(config).map_err(AppError::Config)?;
+    if let Target::Embedded(embedded) = &target {
+        return init(&embedded.dir.root, Some(&embedded.pg_bin_dir), days_ahead).map(|_| ());
+    }
+    let mut conn =
+        target.connect_admin().map_err(|source| AppError::Pg { step: "connect to the external database", source })?;
+    migrate_database(&mut conn, days_ahead)
+}
+
+fn migrate_database(conn: &mut crate::pg::Connection, days_ahead: u32) -> Result<(), AppError> {
+    let applied = migrate::apply(conn).map_err(AppError::Migrate)?;
     println!("schema: version {} ({} migration(s) applied now)", migrate::latest_version(), applied.len());
     // Yesterday too, so a host whose clock just crossed midnight still has a window.
     let created = conn
@@ -82,7 +100,7 @@ pub fn init(state_dir: &Path, pg_bin_dir: Option<&Path>, days_ahead: u32) -> Res
         ))
         .map_err(|source| AppError::Pg { step: "create partitions ahead", source })?;
     println!("partitions: {created} daily partition(s) created, horizon today+{days_ahead} days (UTC)");
-    Ok(embedded)
+    Ok(())
 }
 
 /// `applianced stop`.

@@ -53,9 +53,12 @@ struct MatrixCmd {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "init")]
 struct InitCmd {
-    /// state directory (created if missing)
+    /// state directory of the embedded cluster (created if missing)
     #[argh(option)]
-    state_dir: PathBuf,
+    state_dir: Option<PathBuf>,
+    /// config file instead: embedded state_dir, or an external PostgreSQL (postgres_socket ...)
+    #[argh(option)]
+    config: Option<PathBuf>,
     /// directory of the PostgreSQL server binaries (default /usr/lib/postgresql/15/bin)
     #[argh(option)]
     pg_bin_dir: Option<PathBuf>,
@@ -428,9 +431,11 @@ fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     let result = match &cli.command {
         Command::Matrix(cmd) => return matrix(cmd),
-        Command::Init(cmd) => {
-            app::init(&cmd.state_dir, cmd.pg_bin_dir.as_deref(), cmd.partition_days_ahead).map(|_| ())
-        }
+        Command::Init(cmd) => match (&cmd.state_dir, &cmd.config) {
+            (Some(dir), None) => app::init(dir, cmd.pg_bin_dir.as_deref(), cmd.partition_days_ahead).map(|_| ()),
+            (None, Some(config)) => app::init_external(config, cmd.partition_days_ahead),
+            _ => Err(app::AppError::Refused("init needs exactly one of --state-dir or --config".into())),
+        },
         Command::Run(cmd) => run(cmd),
         Command::Load(cmd) => return load(cmd),
         Command::Lane(cmd) => return lane(cmd),

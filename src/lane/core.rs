@@ -126,8 +126,10 @@ impl LaneCore {
     }
 
     /// Decide on a new connection from its kernel credentials, before any
-    /// byte of it is read. Returns its slot, or None: close it.
-    pub fn accept(&mut self, peer: PeerCred, now: Now) -> Option<usize> {
+    /// byte of it is read. Returns its slot, or None: close it. `pidfd`
+    /// tells whether the driver holds an SO_PEERPIDFD for the peer (kept
+    /// for the connection's life, so the logged pid cannot be reused).
+    pub fn accept(&mut self, peer: PeerCred, pidfd: bool, now: Now) -> Option<usize> {
         self.now = now;
         if !self.policy.admits(&peer) || self.draining {
             self.stats.connections_refused += 1;
@@ -151,6 +153,8 @@ impl LaneCore {
             slot,
             peer_pid = peer.pid,
             peer_uid = peer.uid,
+            peer_gid = peer.gid,
+            pidfd,
             "connection admitted"
         );
         self.conns[slot] = Some(Conn::new(generation, peer));

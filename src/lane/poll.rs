@@ -17,6 +17,8 @@ use crate::sys;
 
 struct Client {
     stream: UnixStream,
+    /// SO_PEERPIDFD of the producer, held while it is connected.
+    _pidfd: Option<OwnedFd>,
     out: BytesMut,
 }
 
@@ -195,12 +197,13 @@ fn accept_all(core: &mut LaneCore, listener: &UnixListener, clients: &mut [Optio
             }
         };
         let Ok(peer) = sys::peer_credentials(stream.as_fd()) else { continue };
-        let Some(slot) = core.accept(peer, clock.now()) else { continue };
+        let pidfd = sys::peer_pidfd(stream.as_fd()).ok().flatten();
+        let Some(slot) = core.accept(peer, pidfd.is_some(), clock.now()) else { continue };
         if stream.set_nonblocking(true).is_err() {
             core.client_gone(slot);
             continue;
         }
-        clients[slot] = Some(Client { stream, out: BytesMut::new() });
+        clients[slot] = Some(Client { stream, _pidfd: pidfd, out: BytesMut::new() });
         if !core.wants_accept() {
             return;
         }

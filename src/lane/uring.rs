@@ -23,6 +23,8 @@ const PG_SLOT: usize = LANE_CONNECTIONS_MAX;
 
 struct Socket {
     stream: UnixStream,
+    /// SO_PEERPIDFD of a producer, held while it is connected.
+    _pidfd: Option<OwnedFd>,
     /// Output taken from the core while a send was already in flight.
     backlog: BytesMut,
     shut: bool,
@@ -30,7 +32,7 @@ struct Socket {
 
 impl Socket {
     fn new(stream: UnixStream) -> Socket {
-        Socket { stream, backlog: BytesMut::new(), shut: false }
+        Socket { stream, _pidfd: None, backlog: BytesMut::new(), shut: false }
     }
 }
 
@@ -157,8 +159,11 @@ fn handle(
         Completion::Accept(Ok(fd)) => {
             let stream = UnixStream::from(fd);
             let Ok(peer) = sys::peer_credentials(stream.as_fd()) else { return };
-            if let Some(slot) = core.accept(peer, clock.now()) {
-                clients[slot] = Some(Socket::new(stream));
+            let pidfd = sys::peer_pidfd(stream.as_fd()).ok().flatten();
+            if let Some(slot) = core.accept(peer, pidfd.is_some(), clock.now()) {
+                let mut socket = Socket::new(stream);
+                socket._pidfd = pidfd;
+                clients[slot] = Some(socket);
             }
         }
         Completion::Accept(Err(e)) => tracing::warn!(error = %e, "accept failed"),
