@@ -406,6 +406,11 @@ pub fn server_settings(dir: &StateDir, port: u16) -> Vec<Setting> {
         s("password_encryption", "scram-sha-256", "if a password is ever set (external mode), it is stored as SCRAM"),
         s("track_io_timing", "on", "I/O time in pg_stat views for the performance reports"),
         s("logging_collector", "off", "pg_ctl -l writes the log file; no extra process"),
+        s(
+            "jit",
+            "off",
+            "the packaged unit sets MemoryDenyWriteExecute=yes, which forbids the executable mappings LLVM JIT needs (a JIT-compiled query would fail); ingest gains nothing from JIT",
+        ),
     ]
 }
 
