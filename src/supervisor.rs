@@ -174,6 +174,7 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
     };
     me.save(&embedded.dir)?;
     println!("applianced: ready: {} lanes listening on @ransomeye/{}/<module>", lanes.len(), options.instance);
+    notify_systemd("READY=1\nSTATUS=every lane is serving");
     let mut last_maintenance = Instant::now();
     let mut cluster_restarts = 0u32;
     loop {
@@ -264,8 +265,24 @@ fn reap_and_restart(lane: &mut Lane, options: &RunOptions) {
     }
 }
 
+/// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET (a path,
+/// or an abstract name written with a leading '@'). Does nothing when the
+/// appliance is not started by systemd with Type=notify.
+fn notify_systemd(state: &str) {
+    let Ok(target) = std::env::var("NOTIFY_SOCKET") else { return };
+    let address = match target.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+        None => SocketAddr::from_pathname(&target),
+    };
+    let sent = address.and_then(|a| std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.send_to_addr(state.as_bytes(), &a)));
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
 fn shutdown(lanes: &mut [Lane], embedded: &Embedded) -> Result<(), AppError> {
     tracing::info!("stopping: draining lanes");
+    notify_systemd("STOPPING=1");
     for lane in lanes.iter() {
         if let Some(child) = lane.child.as_ref() {
             let _ = sys::send_signal(child.id() as i32, libc::SIGTERM);
