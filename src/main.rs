@@ -92,6 +92,9 @@ struct RunCmd {
     /// lane sandbox: best-effort (default), required (refuse to serve unless fully enforced) or off (debugging only)
     #[argh(option, default = "String::from(\"best-effort\")")]
     sandbox: String,
+    /// same as --sandbox required (the packaged default)
+    #[argh(switch)]
+    require_sandbox: bool,
     /// CPUs of the lane processes, e.g. "3" or "6-7" (default: the highest quarter of the CPUs)
     #[argh(option)]
     lane_cpus: Option<String>,
@@ -289,7 +292,7 @@ fn parse_sandbox(text: &str) -> Result<SandboxMode, app::AppError> {
 fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
     let io = IoMode::parse(&cmd.io)
         .ok_or_else(|| app::AppError::Refused(format!("unknown --io {:?}; use auto, uring or poll", cmd.io)))?;
-    let sandbox = parse_sandbox(&cmd.sandbox)?;
+    let sandbox = if cmd.require_sandbox { SandboxMode::Required } else { parse_sandbox(&cmd.sandbox)? };
     let mut placement = applianced::colocate::default_placement(applianced::sys::cpu_count());
     if let Some(list) = &cmd.lane_cpus {
         placement.lane_cpus = applianced::colocate::parse_cpu_list(list).map_err(app::AppError::Refused)?;

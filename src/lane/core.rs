@@ -128,7 +128,8 @@ impl LaneCore {
     /// Decide on a new connection from its kernel credentials, before any
     /// byte of it is read. Returns its slot, or None: close it. `pidfd`
     /// tells whether the driver holds an SO_PEERPIDFD for the peer (kept
-    /// for the connection's life, so the logged pid cannot be reused).
+    /// for the connection's life: it keeps naming the connecting process
+    /// even if that pid number is later reused; it does not reserve it).
     pub fn accept(&mut self, peer: PeerCred, pidfd: bool, now: Now) -> Option<usize> {
         self.now = now;
         if !self.policy.admits(&peer) || self.draining {

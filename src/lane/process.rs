@@ -2,11 +2,13 @@
 //! supervisor in `applianced run`).
 //!
 //! Order of start-up: block termination signals → take the inherited
-//! listening socket (fd 3) → connect to PostgreSQL as the module's writer
-//! role → create the io_uring ring (restricted) or fall back to poll(2) →
-//! serve until SIGTERM/SIGINT, then drain: commit what is buffered, send
-//! the last ACKs, exit 0. The sandbox issue inserts its steps between ring
-//! creation and serving.
+//! listening socket (fd 3) → create the io_uring ring (restricted) or fall
+//! back to poll(2) → CPU placement, I/O priority, RLIMIT_AS → open the
+//! status file and /proc/self/status → enter the sandbox → write the
+//! status → serve: the event loop's first step connects to PostgreSQL as
+//! the module's writer role (inside the sandbox, as every reconnect does);
+//! until SIGTERM/SIGINT, then drain: commit what is buffered, send the
+//! last ACKs, exit 0.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;

@@ -208,13 +208,14 @@ pub fn peer_pidfd(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<std::os:
 }
 
 /// Arrange for `fd` to appear as descriptor `target` (without CLOEXEC) in
-/// the child `command` will spawn; every other descriptor keeps CLOEXEC, so
-/// the child inherits only stdio and this one.
+/// the child `command` will spawn; every descriptor above `target` is made
+/// close-on-exec, so the child inherits only stdio (0-2) and this one; the
+/// child also gets SIGTERM if its parent dies.
 pub fn pass_fd_to_child(command: &mut std::process::Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only dup2 and fcntl, which are async-signal-safe; it touches no
-    // memory shared with the parent.
+    // only dup2, fcntl, close_range and prctl, which are async-signal-safe;
+    // it touches no memory shared with the parent.
     unsafe {
         command.pre_exec(move || {
             if fd == target {
@@ -223,6 +224,17 @@ pub fn pass_fd_to_child(command: &mut std::process::Command, fd: std::os::fd::Ra
                     return Err(io::Error::last_os_error());
                 }
             } else if libc::dup2(fd, target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Descriptors above `target` that the supervisor itself inherited
+            // without CLOEXEC (from a shell, say) must not reach the lane:
+            // mark them all close-on-exec (Linux 5.11+).
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            if libc::syscall(libc::SYS_close_range, (target + 1) as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // A lane must not outlive its supervisor: SIGTERM makes it drain and exit.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
