@@ -274,7 +274,8 @@ fn notify_systemd(state: &str) {
         Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
         None => SocketAddr::from_pathname(&target),
     };
-    let sent = address.and_then(|a| std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.send_to_addr(state.as_bytes(), &a)));
+    let sent = address
+        .and_then(|a| std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.send_to_addr(state.as_bytes(), &a)));
     if let Err(e) = sent {
         tracing::warn!(error = %e, "cannot notify systemd");
     }

@@ -289,20 +289,7 @@ fn timestamp_text(unix_us: i64) -> String {
     text
 }
 
-/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant,
-/// "chrono-Compatible Low-Level Date Algorithms", civil_from_days).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+use applianced::bench::civil_from_days;
 
 #[test]
 fn timestamp_text_matches_postgres_output() {

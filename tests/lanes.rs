@@ -240,20 +240,7 @@ fn malformed_input_gets_an_error_closes_only_that_connection_and_writes_nothing(
         assert_eq!(code, Some(expected as u16), "{what}");
         assert_eq!(cluster.producer_rows(Module::Dpi, producer), (0, 0), "{what} wrote rows");
         // The good connection on the same lane is untouched.
-        let mut body = BytesMut::new();
-        frame::encode_events_header(&mut body, seq, 10);
-        for s in seq..seq + 10 {
-            let mut fields = BytesMut::new();
-            let event = synth::synthesize(Module::Dpi, 500, s, &mut fields);
-            frame::encode_record(
-                &mut body,
-                event.table,
-                &event.source_id,
-                event.event_time_us,
-                event.field_count,
-                &fields,
-            );
-        }
+        let body = synth::events_body(Module::Dpi, 500, seq, 10);
         good.send_events(&body).unwrap();
         seq += 10;
         let mut acked = 0;

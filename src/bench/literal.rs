@@ -147,7 +147,7 @@ fn render_timestamp(sql: &mut String, unix_us: i64) {
 
 /// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01
 /// (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms", civil_from_days).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);

@@ -40,6 +40,7 @@
 
 mod variants;
 mod literal;
+pub use literal::civil_from_days;
 mod reader;
 mod window;
 mod procfs;

@@ -15,7 +15,6 @@ use super::Check;
 use super::catalog::text;
 use crate::client::{ModuleClient, Reply, lane_address};
 use crate::cluster::Embedded;
-use crate::frame;
 use crate::matrix::Module;
 use crate::pg::Connection;
 use crate::schema::tables_of;
@@ -78,9 +77,7 @@ fn round_trip(appliance: &RunningAppliance, module: Module, epoch: u64) -> Resul
         .map_err(|e| e.to_string())?;
     let mut fields = BytesMut::new();
     let event = synth::synthesize(module, SELFTEST_PRODUCER_ID, 1, &mut fields);
-    let mut body = BytesMut::new();
-    frame::encode_events_header(&mut body, 1, 1);
-    frame::encode_record(&mut body, event.table, &event.source_id, event.event_time_us, event.field_count, &fields);
+    let body = synth::events_body(module, SELFTEST_PRODUCER_ID, 1, 1);
     if client.watermark_seq < 1 || client.watermark_epoch != epoch {
         client.send_events(&body).map_err(|e| e.to_string())?;
         let started = Instant::now();

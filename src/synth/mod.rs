@@ -96,6 +96,28 @@ pub fn synthesize(module: Module, producer_id: u64, seq: u64, fields: &mut Bytes
     SyntheticEvent { table, source_id: source_id(producer_id, host), event_time_us, field_count: writer.count }
 }
 
+/// An EVENTS body holding the synthetic events `first_seq ..
+/// first_seq + count` of one producer, ready for `frame::encode_frame` or
+/// `ModuleClient::send_events`.
+pub fn events_body(module: Module, producer_id: u64, first_seq: u64, count: u32) -> BytesMut {
+    let mut body = BytesMut::new();
+    let mut fields = BytesMut::new();
+    crate::frame::encode_events_header(&mut body, first_seq, count);
+    for seq in first_seq..first_seq + u64::from(count) {
+        fields.clear();
+        let event = synthesize(module, producer_id, seq, &mut fields);
+        crate::frame::encode_record(
+            &mut body,
+            event.table,
+            &event.source_id,
+            event.event_time_us,
+            event.field_count,
+            &fields,
+        );
+    }
+    body
+}
+
 /// The source id of host `host_index` behind producer `producer_id`: an
 /// RFC 9562 version 8 (custom) UUID, stable across runs.
 pub fn source_id(producer_id: u64, host_index: u64) -> [u8; 16] {

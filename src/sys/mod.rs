@@ -230,7 +230,13 @@ pub fn pass_fd_to_child(command: &mut std::process::Command, fd: std::os::fd::Ra
             // without CLOEXEC (from a shell, say) must not reach the lane:
             // mark them all close-on-exec (Linux 5.11+).
             const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-            if libc::syscall(libc::SYS_close_range, (target + 1) as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) < 0 {
+            if libc::syscall(
+                libc::SYS_close_range,
+                (target + 1) as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            ) < 0
+            {
                 return Err(io::Error::last_os_error());
             }
             // A lane must not outlive its supervisor: SIGTERM makes it drain and exit.
