@@ -128,3 +128,16 @@ pub const LANE_IO_PRIORITY_LEVEL: u8 = 4;
 /// the co-located modules, with ample room for legitimate use.
 pub const LANE_ADDRESS_SPACE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 const _: () = assert!(LANE_ADDRESS_SPACE_BYTES_MAX as usize > 4 * LANE_BUFFER_BYTES_MAX);
+
+// --- selftest thresholds ---
+
+/// Largest transaction-id age of any application table, as a fraction of
+/// autovacuum_freeze_max_age. Anti-wraparound vacuum starts at 1.0; at 0.5
+/// an operator still has half the interval to react.
+pub const XID_AGE_FRACTION_MAX: f64 = 0.5;
+/// Largest share of dead tuples in an event leaf with at least
+/// BLOAT_CHECK_TUPLES_MIN tuples. Event tables are insert-only; dead
+/// tuples come only from aborted batches, so more than 10 % means
+/// something keeps failing.
+pub const DEAD_TUPLE_FRACTION_MAX: f64 = 0.1;
+pub const BLOAT_CHECK_TUPLES_MIN: u64 = 10_000;

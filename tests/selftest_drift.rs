@@ -85,6 +85,15 @@ fn durability_and_partition_drift_fail() {
     admin.execute("ALTER SYSTEM SET synchronous_commit = off").unwrap();
     admin.execute("SELECT pg_reload_conf()").unwrap();
     admin.execute("ALTER ROLE ransomeye_dpi_writer SET synchronous_commit = off").unwrap();
+    // 20,000 aborted inserts leave 20,000 dead tuples (autovacuum kept away from the table).
+    admin.execute("ALTER TABLE appliance.batch_ledger SET (autovacuum_enabled = false)").unwrap();
+    admin
+        .execute(
+            "BEGIN; INSERT INTO appliance.batch_ledger SELECT 'probe', g, 1, 1, 1, 1, now() FROM generate_series(1, 20000) g; ROLLBACK",
+        )
+        .unwrap();
+    admin.execute("SELECT pg_stat_force_next_flush()").unwrap();
+    admin.execute("SELECT 1").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     admin
         .execute(
@@ -98,4 +107,5 @@ fn durability_and_partition_drift_fail() {
     assert!(text.contains("synchronous_commit is off"), "{text}");
     assert!(text.contains("override ransomeye_dpi_writer in *: synchronous_commit=off"), "{text}");
     assert!(text.contains("dpi.flows has no attached partition"), "{text}");
+    assert!(text.contains("appliance.batch_ledger: 0 live, 20000 dead"), "{text}");
 }

@@ -196,3 +196,74 @@ pub fn no_default_partition(conn: &mut Connection) -> Check {
         Err(check) => check,
     }
 }
+
+/// No partition is left half-detached (DETACH ... CONCURRENTLY interrupted).
+pub fn no_pending_detach(conn: &mut Connection) -> Check {
+    const NAME: &str = "no pending detach";
+    let sql =
+        "SELECT i.inhrelid::regclass::text, i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhdetachpending";
+    match rows(conn, NAME, sql) {
+        Ok(found) => Check::from_failures(
+            NAME,
+            "no partition is in the middle of DETACH CONCURRENTLY".into(),
+            found.iter().map(|r| format!("{} is pending detach from {}", text(r, 0), text(r, 1))).collect(),
+        ),
+        Err(check) => check,
+    }
+}
+
+/// Transaction-id age of every application table and of the database stays
+/// far below the anti-wraparound threshold.
+pub fn xid_age(conn: &mut Connection) -> Check {
+    const NAME: &str = "transaction-id age";
+    let sql = format!(
+        "SELECT coalesce(max(age(c.relfrozenxid)), 0), (SELECT age(datfrozenxid) FROM pg_database WHERE datname = current_database()),
+                current_setting('autovacuum_freeze_max_age')::bigint
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ({}) AND c.relkind = 'r'",
+        sql_list(application_schemas())
+    );
+    let found = match rows(conn, NAME, &sql) {
+        Ok(rows) => rows,
+        Err(check) => return check,
+    };
+    let Some(row) = found.first() else { return Check::failed(NAME, "no result".into()) };
+    let (tables, database, max): (f64, f64, f64) = (
+        text(row, 0).parse().unwrap_or(f64::MAX),
+        text(row, 1).parse().unwrap_or(f64::MAX),
+        text(row, 2).parse().unwrap_or(1.0),
+    );
+    let limit = max * crate::limits::XID_AGE_FRACTION_MAX;
+    let mut failures = Vec::new();
+    if tables > limit || database > limit {
+        failures.push(format!(
+            "age {tables} (tables) / {database} (database) exceeds {limit} = {} x autovacuum_freeze_max_age",
+            crate::limits::XID_AGE_FRACTION_MAX
+        ));
+    }
+    Check::from_failures(NAME, format!("oldest table {tables}, database {database}, limit {limit}"), failures)
+}
+
+/// Insert-only event leaves carry almost no dead tuples.
+pub fn bloat(conn: &mut Connection) -> Check {
+    const NAME: &str = "dead tuples";
+    let sql = format!(
+        "SELECT s.schemaname || '.' || s.relname, s.n_live_tup, s.n_dead_tup FROM pg_stat_all_tables s
+         WHERE s.schemaname IN ({}) AND s.n_live_tup + s.n_dead_tup >= {}
+           AND s.n_dead_tup > {} * (s.n_live_tup + s.n_dead_tup)",
+        sql_list(application_schemas()),
+        crate::limits::BLOAT_CHECK_TUPLES_MIN,
+        crate::limits::DEAD_TUPLE_FRACTION_MAX
+    );
+    match rows(conn, NAME, &sql) {
+        Ok(found) => Check::from_failures(
+            NAME,
+            format!(
+                "no table with at least {} tuples has more than {} % dead",
+                crate::limits::BLOAT_CHECK_TUPLES_MIN,
+                crate::limits::DEAD_TUPLE_FRACTION_MAX * 100.0
+            ),
+            found.iter().map(|r| format!("{}: {} live, {} dead", text(r, 0), text(r, 1), text(r, 2))).collect(),
+        ),
+        Err(check) => check,
+    }
+}

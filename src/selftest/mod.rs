@@ -44,13 +44,16 @@ impl Check {
 
 /// Run every check against an open admin connection to the database.
 pub fn run_checks(conn: &mut Connection) -> Vec<Check> {
-    let checks: [fn(&mut Connection) -> Check; 13] = [
+    let checks: [fn(&mut Connection) -> Check; 16] = [
         catalog::schema_version,
         catalog::durability,
         catalog::table_layouts,
         catalog::persistence,
         catalog::partitions_ahead,
         catalog::no_default_partition,
+        catalog::no_pending_detach,
+        catalog::xid_age,
+        catalog::bloat,
         privileges::role_attributes,
         privileges::ownership,
         privileges::table_privileges,
