@@ -19,7 +19,8 @@ use bytes::BytesMut;
 use common::{BIN, TestCluster, instance, is_root};
 
 fn load(instance: &str, module: &str, events: &str, producer: &str, uid: Option<u32>) -> std::process::Output {
-    let mut command = Command::new(BIN);
+    // As another uid, run a copy that uid can execute wherever the checkout is.
+    let mut command = if uid.is_some() { Command::new(common::bin_for_other_users()) } else { Command::new(BIN) };
     command.args(["load", "--module", module, "--events", events, "--producer-id", producer, "--instance", instance]);
     if let Some(uid) = uid {
         command.uid(uid).gid(uid).args(["--server-uid", "0"]);

@@ -142,3 +142,20 @@ impl TestCluster {
 pub fn is_root() -> bool {
     applianced::sys::effective_uid() == 0
 }
+
+static BIN_COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The binary at a path any uid can execute: the checkout may sit under a
+/// directory that other users cannot traverse (CI clones anywhere).
+pub fn bin_for_other_users() -> &'static Path {
+    BIN_COPY.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ad-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("applianced");
+        std::fs::copy(BIN, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    })
+}
