@@ -126,20 +126,13 @@ impl Embedded {
         let dir = StateDir::new(dir)?;
         let path = dir.state_file();
         let text = fs::read_to_string(&path).map_err(io_err("read (was `applianced init` run?)", &path))?;
-        let mut bin = None;
-        let mut user = None;
-        let mut port = None;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let (key, value) =
-                line.split_once('=').ok_or_else(|| ClusterError::StateFile(format!("bad line {line:?}")))?;
-            let value = value.trim().trim_matches('"');
-            match key.trim() {
-                "pg_bin_dir" => bin = Some(PathBuf::from(value)),
-                "server_user" => user = Some(value.to_string()),
-                "port" => port = value.parse().ok(),
-                other => return Err(ClusterError::StateFile(format!("unknown key {other:?}"))),
-            }
+        let mut pairs = crate::config::parse_pairs(&text).map_err(|e| ClusterError::StateFile(e.to_string()))?;
+        if let Some(other) = pairs.keys().find(|k| !["pg_bin_dir", "server_user", "port"].contains(&k.as_str())) {
+            return Err(ClusterError::StateFile(format!("unknown key {other:?}")));
         }
+        let bin = pairs.remove("pg_bin_dir").map(PathBuf::from);
+        let user = pairs.remove("server_user");
+        let port: Option<u16> = pairs.remove("port").and_then(|p| p.parse().ok());
         let missing = |k: &str| ClusterError::StateFile(format!("{} lacks {k}", path.display()));
         let user = user.ok_or_else(|| missing("server_user"))?;
         let server = sys::account_by_name(&user)

@@ -55,9 +55,12 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parse the flat TOML subset into raw key/value pairs.
-pub fn parse_raw(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
-    let mut raw = BTreeMap::new();
+/// Parse `key = "string"`, `key = 123` and `key = true|false` lines (and
+/// `#` comments) into pairs, without judging the keys. The config file,
+/// `applianced.state`, `run/appliance.pid` and the lane status files all
+/// use this format.
+pub fn parse_pairs(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut pairs = BTreeMap::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.split_once(" #").map_or(line, |(l, _)| l).trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with('[') {
@@ -65,17 +68,23 @@ pub fn parse_raw(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
         }
         let syntax = || ConfigError::Syntax { line: index + 1, text: line.to_string() };
         let (key, value) = line.split_once('=').ok_or_else(syntax)?;
-        let key = key.trim();
         let value = value.trim();
         let value = match value.strip_prefix('"') {
             Some(rest) => rest.strip_suffix('"').ok_or_else(syntax)?.to_string(),
             None if value.chars().all(|c| c.is_ascii_digit()) && !value.is_empty() => value.to_string(),
+            None if value == "true" || value == "false" => value.to_string(),
             None => return Err(syntax()),
         };
-        if !KEYS.iter().any(|(k, _)| *k == key) {
-            return Err(ConfigError::UnknownKey(key.to_string()));
-        }
-        raw.insert(key.to_string(), value);
+        pairs.insert(key.trim().to_string(), value);
+    }
+    Ok(pairs)
+}
+
+/// Parse the config file's pairs, refusing any key not in [`KEYS`].
+pub fn parse_raw(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let raw = parse_pairs(text)?;
+    if let Some(key) = raw.keys().find(|key| !KEYS.iter().any(|(k, _)| k == key)) {
+        return Err(ConfigError::UnknownKey(key.clone()));
     }
     Ok(raw)
 }

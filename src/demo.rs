@@ -93,15 +93,7 @@ pub fn drive_all(instance: &str, events_per_module: u64) -> Vec<(Module, LoadRep
     let handles: Vec<_> = Module::ALL
         .into_iter()
         .map(|module| {
-            let options = LoadOptions {
-                instance: instance.to_string(),
-                module,
-                events: events_per_module,
-                producer_id: 1,
-                epoch: 1,
-                start_seq: 1,
-                server_uid: sys::effective_uid(),
-            };
+            let options = LoadOptions::new(instance, module, 1, 1, events_per_module);
             (module, std::thread::spawn(move || run_load(&options)))
         })
         .collect();

@@ -43,6 +43,22 @@ pub struct LoadOptions {
     pub server_uid: u32,
 }
 
+impl LoadOptions {
+    /// `events` events of one producer from seq 1, to a lane that must be
+    /// owned by this process's own uid (the embedded default).
+    pub fn new(instance: &str, module: Module, producer_id: u64, epoch: u64, events: u64) -> LoadOptions {
+        LoadOptions {
+            instance: instance.to_string(),
+            module,
+            events,
+            producer_id,
+            epoch,
+            start_seq: 1,
+            server_uid: crate::sys::effective_uid(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct LoadReport {
     pub sent: u64,

@@ -66,14 +66,11 @@ impl RunningAppliance {
 
     pub fn load(dir: &StateDir) -> Option<RunningAppliance> {
         let text = std::fs::read_to_string(RunningAppliance::path(dir)).ok()?;
-        let value = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key).map(|v| v.trim_start_matches(" = ").trim_matches('"').to_string()))
-        };
+        let mut pairs = crate::config::parse_pairs(&text).ok()?;
         Some(RunningAppliance {
-            pid: value("pid")?.parse().ok()?,
-            uid: value("uid")?.parse().ok()?,
-            instance: value("instance")?,
+            pid: pairs.get("pid")?.parse().ok()?,
+            uid: pairs.get("uid")?.parse().ok()?,
+            instance: pairs.remove("instance")?,
         })
     }
 
@@ -214,14 +211,12 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
 /// Wait until a lane has entered its sandbox and written its status file
 /// (it does so just before serving); fail if it exits first.
 fn wait_until_serving(lane: &mut Lane, embedded: &Embedded) -> Result<(), AppError> {
-    let path = embedded.dir.run_dir().join(format!("lane-{}.status", lane.module.name()));
     let deadline = Instant::now() + Duration::from_secs(LANE_READY_TIMEOUT_S);
     let Some(child) = lane.child.as_mut() else { return Ok(()) };
-    let expected = format!("pid = {}\n", child.id());
+    let expected = child.id().to_string();
     loop {
-        if std::fs::read_to_string(&path)
-            .is_ok_and(|t| t.starts_with(&expected) && t.contains("sandbox_fully_enforced"))
-        {
+        let status = crate::lane::process::read_status(&embedded.dir, lane.module);
+        if status.get("pid") == Some(&expected) && status.contains_key("sandbox_fully_enforced") {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {

@@ -27,18 +27,6 @@ fn iterations() -> u32 {
     std::env::var("FAULT_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
 }
 
-fn options(name: &str, module: Module, producer_id: u64, epoch: u64, events: u64) -> LoadOptions {
-    LoadOptions {
-        instance: name.to_string(),
-        module,
-        events,
-        producer_id,
-        epoch,
-        start_seq: 1,
-        server_uid: applianced::sys::effective_uid(),
-    }
-}
-
 /// The oracle. `sent` is the highest seq sent per (module, producer, epoch);
 /// `acked` the highest acknowledged.
 fn check(cluster: &TestCluster, expected: &BTreeMap<(Module, u64, u64), (u64, u64)>) -> String {
@@ -88,18 +76,12 @@ fn loads_with_fault(name: &str, producer: u64, events: u64, fault: impl FnOnce()
     let handles: Vec<_> = [Module::Dpi, Module::LinuxAgent, Module::WindowsAgent]
         .into_iter()
         .map(|module| {
-            let o = options(name, module, producer, 1, events);
+            let o = LoadOptions::new(name, module, producer, 1, events);
             (module, std::thread::spawn(move || run_load(&o)))
         })
         .collect();
     fault();
     handles.into_iter().map(|(m, h)| (m, h.join().unwrap())).collect()
-}
-
-fn lane_pid(cluster: &TestCluster, module: Module) -> i32 {
-    let text =
-        std::fs::read_to_string(cluster.dir.join(format!("run/lane-{}.status", module.name()))).unwrap_or_default();
-    text.lines().find_map(|l| l.strip_prefix("pid = ")).and_then(|p| p.parse().ok()).unwrap_or(0)
 }
 
 fn record(
@@ -127,7 +109,7 @@ fn kill_a_lane_and_the_database_backends_during_load() {
         let reports = loads_with_fault(&name, producer, events, || {
             for (delay, module) in [(150, Module::Dpi), (300, Module::LinuxAgent), (450, Module::WindowsAgent)] {
                 std::thread::sleep(Duration::from_millis(delay));
-                let pid = lane_pid(&cluster, module);
+                let pid = cluster.lane_pid(module);
                 let _ = applianced::sys::send_signal(pid, libc::SIGKILL);
             }
         });
@@ -209,7 +191,7 @@ fn appliance_and_producers_killed_then_restarted() {
         let _ = producer_process.kill();
         let _ = producer_process.wait();
         let supervisor = appliance.pid() as i32;
-        let lanes: Vec<i32> = Module::ALL.iter().map(|m| lane_pid(&cluster, *m)).collect();
+        let lanes: Vec<i32> = Module::ALL.iter().map(|m| cluster.lane_pid(*m)).collect();
         for pid in std::iter::once(supervisor).chain(lanes) {
             let _ = applianced::sys::send_signal(pid, libc::SIGKILL);
         }
@@ -231,7 +213,7 @@ fn appliance_and_producers_killed_then_restarted() {
         assert!(rerun.status.success(), "rerun after the crash did not complete");
         expected.insert((Module::Core, producer, 1), (events, events));
         // A producer restarting with a new epoch: starts again at seq 1.
-        let report = run_load(&options(&name, Module::Core, producer, 2, 5_000));
+        let report = run_load(&LoadOptions::new(&name, Module::Core, producer, 2, 5_000));
         assert_eq!(report.acked, 5_000);
         expected.insert((Module::Core, producer, 2), (5_000, 5_000));
         appliance.stop().unwrap();

@@ -312,18 +312,8 @@ fn epochs_fence_older_producers_and_restart_sequences() {
     let cluster = TestCluster::start();
     let name = instance();
     let mut appliance = cluster.appliance(&name, &[]);
-    let uid = applianced::sys::effective_uid();
     let run = |epoch: u64, events: u64| {
-        let options = applianced::load::LoadOptions {
-            instance: name.clone(),
-            module: Module::Core,
-            events,
-            producer_id: 700,
-            epoch,
-            start_seq: 1,
-            server_uid: uid,
-        };
-        applianced::load::run_load(&options)
+        applianced::load::run_load(&applianced::load::LoadOptions::new(&name, Module::Core, 700, epoch, events))
     };
     assert_eq!(run(1, 100).acked, 100);
     assert_eq!(run(2, 40).acked, 40);

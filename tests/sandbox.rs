@@ -38,12 +38,6 @@ fn the_sandbox_is_fully_enforced_and_denies_what_it_must() {
     }
 }
 
-fn lane_pid(cluster: &TestCluster, module: Module) -> i32 {
-    let path = cluster.dir.join(format!("run/lane-{}.status", module.name()));
-    let text = std::fs::read_to_string(&path).unwrap();
-    text.lines().find_map(|l| l.strip_prefix("pid = ")).unwrap().parse().unwrap()
-}
-
 fn proc_field(pid: i32, key: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().to_string()
@@ -55,7 +49,8 @@ fn every_lane_is_sandboxed_and_a_dead_lane_is_restarted_while_others_serve() {
     let name = instance();
     let mut appliance = cluster.appliance(&name, &["--sandbox", "required"]);
     for module in Module::ALL {
-        let pid = lane_pid(&cluster, module);
+        let pid = cluster.lane_pid(module);
+        assert!(pid > 0, "{module:?} has no status file");
         assert_eq!(proc_field(pid, "Seccomp:"), "2", "{module:?}");
         assert_eq!(proc_field(pid, "NoNewPrivs:"), "1", "{module:?}");
         let expected = applianced::colocate::default_placement(applianced::sys::cpu_count()).lane_cpus;
@@ -69,23 +64,14 @@ fn every_lane_is_sandboxed_and_a_dead_lane_is_restarted_while_others_serve() {
     assert!(output.status.success(), "{text}");
     assert!(text.contains("ok   lane sandbox: Landlock ABI"), "{text}");
     // The DPI lane dies by SIGSYS (what a seccomp violation delivers).
-    let dpi = lane_pid(&cluster, Module::Dpi);
+    let dpi = cluster.lane_pid(Module::Dpi);
     applianced::sys::send_signal(dpi, libc::SIGSYS).unwrap();
     // Meanwhile the other lanes keep acknowledging.
     let others = std::thread::spawn({
         let name = name.clone();
         move || {
             [Module::Core, Module::LinuxAgent, Module::WindowsAgent].map(|module| {
-                let options = applianced::load::LoadOptions {
-                    instance: name.clone(),
-                    module,
-                    events: 2_000,
-                    producer_id: 31,
-                    epoch: 1,
-                    start_seq: 1,
-                    server_uid: applianced::sys::effective_uid(),
-                };
-                applianced::load::run_load(&options).acked
+                applianced::load::run_load(&applianced::load::LoadOptions::new(&name, module, 31, 1, 2_000)).acked
             })
         }
     });
@@ -94,21 +80,13 @@ fn every_lane_is_sandboxed_and_a_dead_lane_is_restarted_while_others_serve() {
     let mut restarted = 0;
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(100));
-        restarted = lane_pid(&cluster, Module::Dpi);
+        restarted = cluster.lane_pid(Module::Dpi);
         if restarted != dpi {
             break;
         }
     }
     assert_ne!(restarted, dpi, "the DPI lane was not restarted");
-    let options = applianced::load::LoadOptions {
-        instance: name.clone(),
-        module: Module::Dpi,
-        events: 2_000,
-        producer_id: 31,
-        epoch: 1,
-        start_seq: 1,
-        server_uid: applianced::sys::effective_uid(),
-    };
+    let options = applianced::load::LoadOptions::new(&name, Module::Dpi, 31, 1, 2_000);
     assert_eq!(applianced::load::run_load(&options).acked, 2_000);
     assert_eq!(proc_field(restarted, "Seccomp:"), "2");
     appliance.stop().unwrap();

@@ -30,7 +30,7 @@ use crate::load::{LoadOptions, LoadReport, run_load};
 use crate::matrix::Module;
 use crate::pg::{ConnectParams, Connection};
 use crate::schema::{EventTable, tables_of};
-use crate::{synth, sys};
+use crate::synth;
 
 use super::literal::render_row;
 use super::procfs::{CLOCK_TICKS_PER_S, appliance_processes, peak_rss_kib, reset_peak_rss, tree_ticks};
@@ -255,15 +255,7 @@ fn drive_lanes(plan: &Plan, instance: &str, variant: Variant) -> Vec<LoadReport>
         .into_iter()
         .enumerate()
         .map(|(index, module)| {
-            let options = LoadOptions {
-                instance: instance.to_string(),
-                module,
-                events: plan.per_module,
-                producer_id: producer_id(plan, variant, index),
-                epoch: 1,
-                start_seq: 1,
-                server_uid: sys::effective_uid(),
-            };
+            let options = LoadOptions::new(instance, module, producer_id(plan, variant, index), 1, plan.per_module);
             std::thread::spawn(move || run_load(&options))
         })
         .collect();

@@ -18,7 +18,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 
 use super::core::{LaneCore, Now};
-use crate::cluster::Embedded;
+use std::collections::BTreeMap;
+
+use crate::cluster::{Embedded, StateDir};
 use crate::ingress::PeerPolicy;
 use crate::limits::DATABASE_NAME;
 use crate::matrix::{Module, Role};
@@ -124,6 +126,21 @@ impl PgConnector {
     }
 }
 
+/// `<state>/run/lane-<module>.status`: what a serving lane reports about
+/// itself (pid, I/O path, CPUs, sandbox), written once before it serves.
+pub fn status_path(dir: &StateDir, module: Module) -> std::path::PathBuf {
+    dir.run_dir().join(format!("lane-{}.status", module.name()))
+}
+
+/// The key/value pairs of a lane's status file; empty while it is absent
+/// or not yet written.
+pub fn read_status(dir: &StateDir, module: Module) -> BTreeMap<String, String> {
+    std::fs::read_to_string(status_path(dir, module))
+        .ok()
+        .and_then(|text| crate::config::parse_pairs(&text).ok())
+        .unwrap_or_default()
+}
+
 pub fn drain_signals(signals: &OwnedFd) {
     sys::drain_readable(signals.as_fd());
 }
@@ -164,7 +181,7 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
     let io_path = if ring.is_some() { "io_uring" } else { "poll" };
     crate::colocate::apply_to_lane(&args.cpus).map_err(LaneError::Setup)?;
     // Step 1 of the sandbox: every descriptor the lane will ever need is open.
-    let status_path = embedded.dir.run_dir().join(format!("lane-{}.status", args.module.name()));
+    let status_path = status_path(&embedded.dir, args.module);
     let mut status_file = std::fs::File::create(&status_path).map_err(LaneError::io("create lane status file"))?;
     let proc_status = std::fs::File::open("/proc/self/status").map_err(LaneError::io("open /proc/self/status"))?;
     let report = crate::sandbox::enter(args.sandbox, ring.is_some(), proc_status).map_err(LaneError::Setup)?;

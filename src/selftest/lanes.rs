@@ -15,6 +15,7 @@ use super::Check;
 use super::catalog::text;
 use crate::client::{ModuleClient, Reply, lane_address};
 use crate::cluster::Embedded;
+use crate::lane::process::read_status;
 use crate::matrix::Module;
 use crate::pg::Connection;
 use crate::schema::tables_of;
@@ -50,12 +51,7 @@ pub fn lane_sockets(embedded: &Embedded) -> Check {
         let stream = lane_address(&appliance.instance, module).and_then(|a| UnixStream::connect_addr(&a));
         match stream.and_then(|s| sys::peer_credentials(s.as_fd())) {
             Ok(peer) if peer.pid == appliance.pid && peer.uid == appliance.uid => {
-                let io = std::fs::read_to_string(embedded.dir.run_dir().join(format!("lane-{}.status", module.name())))
-                    .ok()
-                    .and_then(|t| {
-                        t.lines().find_map(|l| l.strip_prefix("io_path = ").map(|v| v.trim_matches('"').to_string()))
-                    })
-                    .unwrap_or_else(|| "unknown".into());
+                let io = read_status(&embedded.dir, module).remove("io_path").unwrap_or_else(|| "unknown".into());
                 shown.push(format!("{name} ({io})"));
             }
             Ok(peer) => failures.push(format!(
@@ -150,24 +146,22 @@ pub fn lane_sandbox(embedded: &Embedded) -> Check {
     let mut failures = Vec::new();
     let mut shown = Vec::new();
     for module in Module::ALL {
-        let path = embedded.dir.run_dir().join(format!("lane-{}.status", module.name()));
-        let status = std::fs::read_to_string(&path).unwrap_or_default();
-        let value =
-            |key: &str| status.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim_matches('"').to_string()));
-        let pid = value("pid = ").unwrap_or_default();
+        let status = read_status(&embedded.dir, module);
+        let value = |key: &str| status.get(key).cloned();
+        let pid = value("pid").unwrap_or_default();
         let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let seccomp = proc_status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Seccomp:", "2"]);
         let nnp = proc_status.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["NoNewPrivs:", "1"]);
-        let full = value("sandbox_fully_enforced = ").as_deref() == Some("true");
-        let configured = value("cpus = ").unwrap_or_default();
+        let full = value("sandbox_fully_enforced").as_deref() == Some("true");
+        let configured = value("cpus").unwrap_or_default();
         let actual =
             proc_status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(str::trim).unwrap_or("");
         if configured != actual {
             failures
                 .push(format!("{} lane (pid {pid}) runs on CPUs {actual:?}, configured {configured:?}", module.name()));
         }
-        let ring = value("io_uring_restricted = ").unwrap_or_else(|| "?".into());
-        let landlock_lane = value("landlock = ").unwrap_or_else(|| "?".into());
+        let ring = value("io_uring_restricted").unwrap_or_else(|| "?".into());
+        let landlock_lane = value("landlock").unwrap_or_else(|| "?".into());
         shown.push(format!(
             "{} pid {pid}: seccomp {seccomp}, no_new_privs {nnp}, landlock {landlock_lane}, ring restricted {ring}",
             module.name()
@@ -176,7 +170,7 @@ pub fn lane_sandbox(embedded: &Embedded) -> Check {
             failures.push(format!(
                 "{} lane (pid {pid}) is not fully sandboxed: {}",
                 module.name(),
-                status.replace('\n', "; ")
+                status.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
             ));
         }
     }

@@ -159,3 +159,11 @@ pub fn bin_for_other_users() -> &'static Path {
         copy
     })
 }
+
+impl TestCluster {
+    /// The pid a lane reports in its status file (0 while it has none).
+    pub fn lane_pid(&self, module: applianced::matrix::Module) -> i32 {
+        let dir = applianced::cluster::StateDir::new(&self.dir).unwrap();
+        applianced::lane::process::read_status(&dir, module).get("pid").and_then(|p| p.parse().ok()).unwrap_or(0)
+    }
+}
