@@ -181,6 +181,20 @@ pub fn demo(
             report.last_error.as_ref().map(|e| format!("  (last error: {e})")).unwrap_or_default(),
         );
     }
+    {
+        let embedded = Embedded::load(&dir)?;
+        let mut conn = embedded
+            .connect_admin(crate::limits::DATABASE_NAME)
+            .map_err(|source| AppError::Pg { step: "connect to wait for commits", source })?;
+        for (module, report) in &results {
+            let wait = std::time::Duration::from_secs(crate::limits::COMMIT_WAIT_S);
+            let committed = crate::demo::wait_committed(&mut conn, *module, 1, 1, report.acked, wait)
+                .map_err(|source| AppError::Pg { step: "wait for commits", source })?;
+            if !committed {
+                println!("demo: lane {} did not commit its spooled events within {wait:?}", module.name());
+            }
+        }
+    }
     let counts = crate::demo::row_counts(&dir)?;
     for (module, rows) in &counts {
         println!("demo: {} rows in PostgreSQL for producer 1: {rows}", module.name());

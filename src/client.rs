@@ -71,6 +71,8 @@ pub enum Reply {
     Ack { epoch: u64, durable_seq: u64 },
     Credit(u32),
     Reject { seq: u64, code: u16, reason: String },
+    /// The lane's explicit push-back (or its end): wait for credit.
+    Status { code: u16, reason: String },
 }
 
 /// An open, handshaken connection to a lane.
@@ -221,6 +223,10 @@ impl ModuleClient {
             Kind::Error => {
                 let (code, reason) = frame::decode_error(&frame.body).map_err(ClientError::Protocol)?;
                 Err(ClientError::Refused { code, reason })
+            }
+            Kind::Status => {
+                let (code, reason) = frame::decode_error(&frame.body).map_err(ClientError::Protocol)?;
+                Ok(Reply::Status { code, reason })
             }
             other => Err(ClientError::Protocol(FrameError::new(
                 frame::ErrorCode::UnknownKind,

@@ -28,7 +28,19 @@ impl Appliance {
 
     /// The same with an explicit binary and extra `run` arguments (tests).
     pub fn start_with(binary: &Path, state_dir: &Path, instance: &str, extra: &[&str]) -> Result<Appliance, AppError> {
+        Appliance::start_with_env(binary, state_dir, instance, extra, &[])
+    }
+
+    /// The same with extra environment variables (tests arm failpoints this way).
+    pub fn start_with_env(
+        binary: &Path,
+        state_dir: &Path,
+        instance: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Appliance, AppError> {
         let mut child = Command::new(binary)
+            .envs(env.iter().copied())
             .arg("run")
             .arg("--state-dir")
             .arg(state_dir)
@@ -109,6 +121,35 @@ pub fn drive_all(instance: &str, events_per_module: u64) -> Vec<(Module, LoadRep
             )
         })
         .collect()
+}
+
+/// Wait until PostgreSQL's watermark of `producer_id` on `module` covers
+/// `(epoch, last_seq)`: an ACK means durable in the lane's spool, and the
+/// commit follows. Returns whether it did within `timeout`.
+pub fn wait_committed(
+    conn: &mut crate::pg::Connection,
+    module: Module,
+    producer_id: u64,
+    epoch: u64,
+    last_seq: u64,
+    timeout: std::time::Duration,
+) -> Result<bool, crate::pg::PgError> {
+    let started = std::time::Instant::now();
+    let sql = format!(
+        "SELECT (producer_epoch > {epoch} OR (producer_epoch = {epoch} AND last_seq >= {last_seq}))::text \
+         FROM appliance.producer_watermarks WHERE module = '{}' AND producer_id = {producer_id}",
+        module.name()
+    );
+    loop {
+        let rows = conn.simple_query(&sql)?;
+        if rows.first().and_then(|r| r.first()).and_then(|v| v.as_deref()) == Some("true") {
+            return Ok(true);
+        }
+        if started.elapsed() > timeout {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Rows of producer 1 per module, summed over the module's tables.

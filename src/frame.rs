@@ -43,6 +43,7 @@ pub enum Kind {
     Credit = 5,
     Reject = 6,
     Error = 7,
+    Status = 8,
 }
 
 impl Kind {
@@ -55,6 +56,7 @@ impl Kind {
             5 => Some(Kind::Credit),
             6 => Some(Kind::Reject),
             7 => Some(Kind::Error),
+            8 => Some(Kind::Status),
             _ => None,
         }
     }
@@ -162,6 +164,30 @@ pub enum ErrorCode {
     Internal = 17,
 }
 
+/// Codes of STATUS frames: a lane's explicit push-back (the connection
+/// stays open; credit resumes when the condition clears).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum StatusCode {
+    /// The spool's disk quota is reached: no credit until commits free space.
+    SpoolFull = 1,
+    /// Writing the spool failed (disk full, file size limit): no credit; retried.
+    SpoolUnwritable = 2,
+    /// The condition reported before has cleared; credit follows.
+    Resumed = 3,
+}
+
+impl StatusCode {
+    pub fn from_u16(value: u16) -> Option<StatusCode> {
+        match value {
+            1 => Some(StatusCode::SpoolFull),
+            2 => Some(StatusCode::SpoolUnwritable),
+            3 => Some(StatusCode::Resumed),
+            _ => None,
+        }
+    }
+}
+
 /// Codes of REJECT frames (one invalid event; the connection stays open).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
@@ -175,6 +201,29 @@ pub enum RejectCode {
     TimestampRange = 7,
     BadInet = 8,
     NotFinite = 9,
+    /// Never sent on the wire: quarantine rows for seqs lost to a
+    /// corrupted spool record.
+    SpoolRecordCorrupted = 10,
+}
+
+impl RejectCode {
+    pub fn from_u16(value: u16) -> Option<RejectCode> {
+        use RejectCode::*;
+        [
+            UnknownTable,
+            NullInNotNull,
+            FieldLength,
+            TextNotUtf8,
+            TextHasNul,
+            ValueTooLong,
+            TimestampRange,
+            BadInet,
+            NotFinite,
+            SpoolRecordCorrupted,
+        ]
+            .into_iter()
+            .find(|code| *code as u16 == value)
+    }
 }
 
 /// A decoding failure: the connection gets an ERROR frame with this code and closes.
@@ -330,13 +379,21 @@ fn truncated_reason(reason: &str) -> &[u8] {
 }
 
 pub fn encode_error(out: &mut BytesMut, code: ErrorCode, reason: &str) {
+    encode_coded(out, Kind::Error, code as u16, reason);
+}
+
+/// STATUS has the ERROR body layout (code, reason length, reserved, reason).
+pub fn encode_status(out: &mut BytesMut, code: StatusCode, reason: &str) {
+    encode_coded(out, Kind::Status, code as u16, reason);
+}
+
+fn encode_coded(out: &mut BytesMut, kind: Kind, code: u16, reason: &str) {
     let reason = truncated_reason(reason);
     let mut body = Vec::with_capacity(size_of::<ErrorBody>() + reason.len());
-    let head =
-        ErrorBody { code: U16::new(code as u16), reason_len: U16::new(reason.len() as u16), reserved: U32::new(0) };
+    let head = ErrorBody { code: U16::new(code), reason_len: U16::new(reason.len() as u16), reserved: U32::new(0) };
     body.extend_from_slice(head.as_bytes());
     body.extend_from_slice(reason);
-    encode_frame(out, Kind::Error, &body);
+    encode_frame(out, kind, &body);
 }
 
 pub fn encode_reject(out: &mut BytesMut, epoch: u64, seq: u64, code: RejectCode, reason: &str) {

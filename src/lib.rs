@@ -16,6 +16,10 @@ pub mod validate;
 pub mod copy;
 /// The per-module lane: sans-I/O core, batches, io_uring and poll drivers.
 pub mod lane;
+/// The durable per-lane spool: checksummed segment files, recovery, quota.
+pub mod spool;
+/// Failpoints at each batch stage (the `failpoints` feature only).
+pub mod failpoint;
 /// Deterministic synthetic events for load generation and tests (sans-I/O).
 pub mod synth;
 /// PostgreSQL wire client on postgres-protocol: sans-I/O framing + blocking transport.

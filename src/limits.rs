@@ -141,3 +141,24 @@ pub const XID_AGE_FRACTION_MAX: f64 = 0.5;
 /// something keeps failing.
 pub const DEAD_TUPLE_FRACTION_MAX: f64 = 0.1;
 pub const BLOAT_CHECK_TUPLES_MIN: u64 = 10_000;
+
+/// Default disk quota of one lane's spool; beyond it producers are pushed
+/// back (STATUS spool-full, no credit) until commits free space.
+pub const SPOOL_QUOTA_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+/// Smallest spool quota accepted (`run --spool-quota-mb`): room for two
+/// largest batches.
+pub const SPOOL_QUOTA_BYTES_MIN: u64 = 2 * SPOOL_RECORD_BYTES_MAX as u64;
+/// A spool segment is closed when the next record would pass this size.
+pub const SPOOL_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest spool record (one batch: `BATCH_BYTES_MAX` of rows plus the
+/// frame that filled it and its quarantined events).
+pub const SPOOL_RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Spooled batches kept in memory for sending; beyond this they are read
+/// back from their segment when their turn comes.
+pub const SPOOL_CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// After a failed spool write (disk full, file size limit), the lane
+/// retries this often while producers are pushed back.
+pub const SPOOL_RETRY_INTERVAL_MS: u64 = 1000;
+/// How long `demo`, selftest's round trip and the tests wait for spooled
+/// (acknowledged) events to be committed before calling them missing.
+pub const COMMIT_WAIT_S: u64 = 60;

@@ -66,6 +66,8 @@ pub struct LoadReport {
     pub acked: u64,
     pub rejected: u64,
     pub reconnects: u32,
+    /// STATUS frames received saying the lane pushes back (spool full or unwritable).
+    pub pushed_back: u32,
     pub elapsed: Duration,
     /// Per frame, microseconds from its send to the ACK covering it.
     pub ack_latencies_us: Vec<u64>,
@@ -230,6 +232,12 @@ fn session_inner(options: &LoadOptions, progress: &mut Progress, report: &mut Lo
                 }
                 Reply::Ack { .. } | Reply::Credit(_) => {}
                 Reply::Reject { .. } => report.rejected += 1,
+                Reply::Status { code, reason } => {
+                    tracing::info!(code, reason, "lane status");
+                    if code != crate::frame::StatusCode::Resumed as u16 {
+                        report.pushed_back += 1;
+                    }
+                }
             }
         }
         if last_reply.elapsed() > Duration::from_millis(LOAD_STALL_MS) {

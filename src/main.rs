@@ -101,6 +101,9 @@ struct RunCmd {
     /// CPUs of the embedded PostgreSQL (default: the highest half of the CPUs)
     #[argh(option)]
     pg_cpus: Option<String>,
+    /// disk quota of each lane's spool in MiB (default 1024); beyond it producers are pushed back
+    #[argh(option, default = "applianced::limits::SPOOL_QUOTA_BYTES_DEFAULT / (1024 * 1024)")]
+    spool_quota_mb: u64,
 }
 
 /// Send synthetic events for one module and wait until every one is acknowledged.
@@ -155,6 +158,9 @@ struct LaneCmd {
     /// CPU list to pin this lane to
     #[argh(option, default = "String::from(\"0\")")]
     cpus: String,
+    /// spool quota in bytes
+    #[argh(option, default = "applianced::limits::SPOOL_QUOTA_BYTES_DEFAULT")]
+    spool_quota: u64,
 }
 
 /// Test probe: enter the lane sandbox, then try one thing it must forbid.
@@ -308,7 +314,14 @@ fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
         sandbox,
         placement,
         partition_days_ahead: cmd.partition_days_ahead,
+        spool_quota_bytes: cmd.spool_quota_mb.saturating_mul(1024 * 1024),
     };
+    if options.spool_quota_bytes < applianced::limits::SPOOL_QUOTA_BYTES_MIN {
+        return Err(app::AppError::Refused(format!(
+            "--spool-quota-mb must be at least {} (room for two largest batches)",
+            applianced::limits::SPOOL_QUOTA_BYTES_MIN / (1024 * 1024)
+        )));
+    }
     supervisor::run(&options)
 }
 
@@ -377,6 +390,7 @@ fn lane(cmd: &LaneCmd) -> ExitCode {
         io,
         sandbox,
         cpus,
+        spool_quota_bytes: cmd.spool_quota,
     };
     match run_lane(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -398,7 +412,7 @@ fn sandbox_probe(probe: &str) -> ExitCode {
         }
     };
     let Ok(status) = std::fs::File::open("/proc/self/status") else { return ExitCode::from(3) };
-    let report = match applianced::sandbox::enter(SandboxMode::Required, true, status) {
+    let report = match applianced::sandbox::enter(SandboxMode::Required, true, status, None) {
         Ok(report) => report,
         Err(e) => {
             println!("probe {probe}: sandbox not entered: {e}");

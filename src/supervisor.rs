@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub sandbox: crate::sandbox::SandboxMode,
     pub placement: crate::colocate::Placement,
     pub partition_days_ahead: u32,
+    /// Disk quota of each lane's spool.
+    pub spool_quota_bytes: u64,
 }
 
 struct Lane {
@@ -108,6 +110,7 @@ fn spawn_lane(lane: &Lane, options: &RunOptions) -> Result<Child, AppError> {
         .arg("lane")
         .args(["--module", lane.module.name(), "--io", options.io.name(), "--sandbox", options.sandbox.name()])
         .args(["--cpus", &crate::colocate::render_cpu_list(&options.placement.lane_cpus)])
+        .args(["--spool-quota", &options.spool_quota_bytes.to_string()])
         .arg("--state-dir")
         .arg(&options.state_dir)
         .env_clear()
@@ -120,6 +123,15 @@ fn spawn_lane(lane: &Lane, options: &RunOptions) -> Result<Child, AppError> {
     }
     if let Ok(filter) = std::env::var("APPLIANCED_LOG") {
         command.env("APPLIANCED_LOG", filter);
+    }
+    // Failpoints (test builds only) are passed to a lane's first life, not
+    // to its restarts: a failpoint stops a lane once.
+    if cfg!(feature = "failpoints") && lane.restarts == 0 {
+        for key in [crate::failpoint::ENV, crate::failpoint::ENV_LANE] {
+            if let Ok(value) = std::env::var(key) {
+                command.env(key, value);
+            }
+        }
     }
     sys::pass_fd_to_child(&mut command, lane.listener.as_raw_fd(), LISTEN_FD);
     command.spawn().map_err(|source| AppError::Io { step: "spawn lane", source })

@@ -38,7 +38,7 @@ fn four_lanes_at_once_rows_equal_acknowledgements_and_resend_is_deduplicated() {
         for (module, report) in &reports {
             assert_eq!(report.acked, 5_000, "round {round} {module:?}: {report:?}");
             assert_eq!(report.rejected, 0);
-            let (rows, distinct) = cluster.producer_rows(*module, 1);
+            let (rows, distinct) = cluster.committed_rows(*module, 1, 1, 5_000);
             assert_eq!((rows, distinct), (5_000, 5_000), "round {round} {module:?}");
         }
     }
@@ -62,7 +62,7 @@ fn the_same_load_command_twice_leaves_one_row_per_event() {
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         assert!(String::from_utf8_lossy(&output.stdout).contains("acked=3000"));
     }
-    assert_eq!(cluster.producer_rows(Module::WindowsAgent, 77), (3000, 3000));
+    assert_eq!(cluster.committed_rows(Module::WindowsAgent, 77, 1, 3000), (3000, 3000));
     let status = std::fs::read_to_string(cluster.dir.join("run/lane-windows_agent.status")).unwrap();
     assert!(status.contains("io_path = \"poll\""), "{status}");
     appliance.stop().unwrap();
@@ -90,7 +90,7 @@ fn peers_are_admitted_only_on_their_own_lane() {
         assert!(!refused.status.success(), "uid {stranger} was admitted on {module}");
     }
     assert_eq!(cluster.producer_rows(Module::Dpi, 2), (0, 0));
-    assert_eq!(cluster.producer_rows(Module::LinuxAgent, 1), (50, 50));
+    assert_eq!(cluster.committed_rows(Module::LinuxAgent, 1, 1, 50), (50, 50));
     appliance.stop().unwrap();
 }
 
@@ -262,7 +262,7 @@ fn malformed_input_gets_an_error_closes_only_that_connection_and_writes_nothing(
         .query_value("SELECT count(*) FROM appliance.producer_watermarks WHERE producer_id BETWEEN 501 AND 508")
         .unwrap();
     assert_eq!(watermarks, "0");
-    assert_eq!(cluster.producer_rows(Module::Dpi, 500), (80, 80));
+    assert_eq!(cluster.committed_rows(Module::Dpi, 500, 1, 80), (80, 80));
     appliance.stop().unwrap();
 }
 
@@ -289,7 +289,7 @@ fn an_invalid_event_is_rejected_and_quarantined_without_failing_its_batch() {
             match reply {
                 Reply::Reject { seq, code, .. } => rejected.push((seq, code)),
                 Reply::Ack { durable_seq, .. } => acked = durable_seq,
-                Reply::Credit(_) => {}
+                Reply::Credit(_) | Reply::Status { .. } => {}
             }
         }
         if acked == 3 {
@@ -298,7 +298,7 @@ fn an_invalid_event_is_rejected_and_quarantined_without_failing_its_batch() {
     }
     assert_eq!(acked, 3);
     assert_eq!(rejected, vec![(2, frame::RejectCode::TimestampRange as u16)]);
-    assert_eq!(cluster.producer_rows(Module::LinuxAgent, 600), (2, 2));
+    assert_eq!(cluster.committed_rows(Module::LinuxAgent, 600, 1, 3), (2, 2));
     let quarantined = cluster
         .admin()
         .query_value("SELECT producer_seq || ' ' || reason_code FROM linux_agent.quarantine WHERE producer_id = 600")
@@ -320,7 +320,7 @@ fn epochs_fence_older_producers_and_restart_sequences() {
     let fenced = run(1, 10);
     assert_eq!(fenced.acked, 0);
     assert!(fenced.last_error.as_deref().unwrap_or("").contains("fenced"), "{fenced:?}");
-    assert_eq!(cluster.producer_rows(Module::Core, 700), (140, 140));
+    assert_eq!(cluster.committed_rows(Module::Core, 700, 2, 40), (140, 140));
     let watermark = cluster.admin().query_value("SELECT producer_epoch || ':' || last_seq FROM appliance.producer_watermarks WHERE module = 'core' AND producer_id = 700").unwrap();
     assert_eq!(watermark, "2:40");
     appliance.stop().unwrap();

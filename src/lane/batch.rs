@@ -174,3 +174,144 @@ impl Batch {
         pipeline::encode_batch(out, &copies, &self.tail_sql())
     }
 }
+
+// ----- spool records -----
+//
+// A sealed batch as one spool record payload (big-endian):
+//   u32 format (1) | u32 ranges | ranges × (producer, epoch, first, last, rows: u64)
+//   | u64 rows | u16 copies | copies × (u16 table index, u32 length, COPY stream
+//   without its trailer) | u32 quarantined | quarantined × (producer, epoch,
+//   seq: u64, code u16, u16 + table name, u16 + reason, u32 + raw record).
+// The ranges come first so recovery reads only them.
+
+const SPOOL_FORMAT: u32 = 1;
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.bytes.len() < n {
+            return Err(format!("spool payload truncated: {n} bytes wanted, {} left", self.bytes.len()));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        let b = self.take(8)?;
+        Ok(u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    }
+    fn text(&mut self) -> Result<String, String> {
+        let n = self.u16()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "spool payload text is not UTF-8".to_string())
+    }
+}
+
+/// The producer ranges of a spool record payload (what recovery keeps).
+pub fn spool_ranges(payload: &[u8]) -> Result<Vec<ProducerRange>, String> {
+    let mut r = Reader { bytes: payload };
+    if r.u32()? != SPOOL_FORMAT {
+        return Err("unknown spool payload format".into());
+    }
+    let count = r.u32()? as usize;
+    if count.saturating_mul(40) > payload.len() {
+        return Err("spool payload range count exceeds its size".into());
+    }
+    let mut ranges = Vec::with_capacity(count);
+    for _ in 0..count {
+        let range = ProducerRange {
+            producer_id: r.u64()?,
+            epoch: r.u64()?,
+            first_seq: r.u64()?,
+            last_seq: r.u64()?,
+            rows: r.u64()?,
+        };
+        if range.first_seq == 0 || range.last_seq < range.first_seq {
+            return Err(format!("spool payload range {range:?} is invalid"));
+        }
+        ranges.push(range);
+    }
+    if ranges.is_empty() {
+        return Err("spool payload holds no events".into());
+    }
+    Ok(ranges)
+}
+
+impl Batch {
+    /// The batch as a spool record payload (COPY streams without trailers).
+    pub fn to_spool_payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes + 64 + 40 * self.ranges.len());
+        out.extend_from_slice(&SPOOL_FORMAT.to_be_bytes());
+        out.extend_from_slice(&(self.ranges.len() as u32).to_be_bytes());
+        for r in &self.ranges {
+            for v in [r.producer_id, r.epoch, r.first_seq, r.last_seq, r.rows] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&(self.rows as u64).to_be_bytes());
+        let copies: Vec<(usize, &BytesMut)> =
+            self.copies.iter().enumerate().filter_map(|(i, c)| c.as_ref().map(|c| (i, c))).collect();
+        out.extend_from_slice(&(copies.len() as u16).to_be_bytes());
+        for (index, stream) in copies {
+            out.extend_from_slice(&(index as u16).to_be_bytes());
+            out.extend_from_slice(&(stream.len() as u32).to_be_bytes());
+            out.extend_from_slice(stream);
+        }
+        out.extend_from_slice(&(self.quarantined.len() as u32).to_be_bytes());
+        for q in &self.quarantined {
+            for v in [q.producer_id, q.epoch, q.seq] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            out.extend_from_slice(&(q.code as u16).to_be_bytes());
+            for text in [q.table_name.as_bytes(), q.reason.as_bytes()] {
+                out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+                out.extend_from_slice(text);
+            }
+            out.extend_from_slice(&(q.raw.len() as u32).to_be_bytes());
+            out.extend_from_slice(&q.raw);
+        }
+        out
+    }
+
+    /// Rebuild a batch from its spool record payload.
+    pub fn from_spool_payload(module: Module, now_ms: u64, payload: &[u8]) -> Result<Batch, String> {
+        let mut batch = Batch::new(module, now_ms);
+        batch.ranges = spool_ranges(payload)?;
+        let mut r = Reader { bytes: payload };
+        r.take(8 + 40 * batch.ranges.len())?;
+        batch.rows = r.u64()? as usize;
+        for _ in 0..r.u16()? {
+            let index = r.u16()? as usize;
+            let length = r.u32()? as usize;
+            let stream = r.take(length)?;
+            let slot = batch.copies.get_mut(index).ok_or_else(|| format!("spool payload names table #{index}"))?;
+            if slot.is_some() {
+                return Err(format!("spool payload repeats table #{index}"));
+            }
+            batch.bytes += stream.len();
+            *slot = Some(BytesMut::from(stream));
+        }
+        for _ in 0..r.u32()? {
+            let (producer_id, epoch, seq) = (r.u64()?, r.u64()?, r.u64()?);
+            let raw_code = r.u16()?;
+            let code = RejectCode::from_u16(raw_code).ok_or_else(|| format!("spool reject code {raw_code}"))?;
+            let (table_name, reason) = (r.text()?, r.text()?);
+            let length = r.u32()? as usize;
+            let raw = r.take(length)?.to_vec();
+            batch.bytes += raw.len();
+            batch.quarantined.push(Quarantined { producer_id, epoch, seq, table_name, code, reason, raw });
+        }
+        if !r.bytes.is_empty() {
+            return Err(format!("{} bytes after the spool payload", r.bytes.len()));
+        }
+        Ok(batch)
+    }
+}

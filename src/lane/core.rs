@@ -4,7 +4,8 @@
 //! A driver (io_uring or poll) owns the file descriptors and moves bytes;
 //! it calls into this core with what arrived and takes what is to be sent.
 //! Runs single-threaded in the lane process. Invariants:
-//! - an ACK is sent only after the batch holding those events committed;
+//! - an ACK is sent only once the batch holding those events is durable:
+//!   fdatasync'd in the spool (spool mode, `spooling.rs`), or committed;
 //! - `credit_outstanding + buffered <= LANE_BUFFER_BYTES_MAX`, and every
 //!   received frame byte was covered by credit, so memory is bounded;
 //! - on any database failure the lane forgets all uncommitted work and
@@ -17,6 +18,7 @@ use bytes::BytesMut;
 use postgres_protocol::message::backend::Message;
 
 use super::batch::Batch;
+use super::spooling::SpoolLane;
 use super::session::{Conn, ConnState};
 use crate::frame::{self, ErrorCode};
 use crate::ingress::{PeerPolicy, RateLimitedLog};
@@ -48,12 +50,23 @@ pub(super) struct Producer {
     pub active: Option<(usize, u64)>,
 }
 
-enum Request {
+pub(super) enum Request {
     Lookup(u64),
     Batch(Box<Batch>),
+    /// A producer's watermark, wanted before spooled batches are sent.
+    Mark(u64),
+    /// The oldest unsent spooled batch (the front of the spool queue).
+    Spooled(Box<Batch>),
 }
 
-enum PgState {
+/// Who a write-completion failpoint waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SendTarget {
+    Client,
+    Pg,
+}
+
+pub(super) enum PgState {
     Down { retry_at_ms: u64, backoff_ms: u64 },
     Idle,
     Busy(Pipeline, Request),
@@ -77,18 +90,24 @@ pub struct LaneCore {
     pub(super) conns: Vec<Option<Conn>>,
     next_generation: u64,
     pub(super) producers: HashMap<u64, Producer>,
-    lookups_wanted: VecDeque<u64>,
+    pub(super) lookups_wanted: VecDeque<u64>,
     pub(super) pending: Batch,
-    sealed: VecDeque<Batch>,
+    pub(super) sealed: VecDeque<Batch>,
     pub(super) credit_outstanding: usize,
     pub(super) buffered: usize,
-    pg: PgState,
-    pg_out: BytesMut,
+    pub(super) pg: PgState,
+    pub(super) pg_out: BytesMut,
     pg_in: BytesMut,
-    draining: bool,
+    pub(super) draining: bool,
     pub stats: LaneStats,
     refusal_log: RateLimitedLog,
     pub(super) now: Now,
+    /// The durable spool (None: acknowledge at commit, no spool).
+    pub(super) spool: Option<SpoolLane>,
+    /// A failpoint that stops the lane once the next write to this peer completed.
+    pub(super) stop_after_send: Option<(SendTarget, &'static str)>,
+    /// An error after which the lane must exit (a failed spool fsync).
+    pub(super) fatal: Option<String>,
 }
 
 impl LaneCore {
@@ -111,6 +130,9 @@ impl LaneCore {
             stats: LaneStats::default(),
             refusal_log: RateLimitedLog::default(),
             now,
+            spool: None,
+            stop_after_send: None,
+            fatal: None,
         }
     }
 
@@ -216,6 +238,9 @@ impl LaneCore {
             }
             match frame::decode_frame(&mut conn.inbuf) {
                 Ok(Some(frame)) => {
+                    if frame.kind == frame::Kind::Events {
+                        crate::failpoint::check(crate::failpoint::FRAME_READ);
+                    }
                     if let Err(error) = self.on_frame(slot, frame) {
                         self.fail_connection(slot, error);
                     }
@@ -242,6 +267,28 @@ impl LaneCore {
         }
     }
 
+    /// The driver finished writing everything queued for a client.
+    pub fn client_sent(&mut self) {
+        self.sent(SendTarget::Client);
+    }
+
+    /// The driver finished writing everything queued for PostgreSQL.
+    pub fn pg_sent(&mut self) {
+        self.sent(SendTarget::Pg);
+    }
+
+    fn sent(&mut self, target: SendTarget) {
+        if let Some((_, name)) = self.stop_after_send.filter(|(t, _)| *t == target) {
+            self.stop_after_send = None;
+            crate::failpoint::stop(name);
+        }
+    }
+
+    /// Set once the lane must exit (the driver returns this as its error).
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.as_deref()
+    }
+
     /// Send an ERROR frame and close the connection after it.
     pub(super) fn fail_connection(&mut self, slot: usize, error: frame::FrameError) {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut).filter(|c| !c.closing) else { return };
@@ -263,7 +310,7 @@ impl LaneCore {
         if amount == 0 || (amount < CREDIT_GRANT_MIN_BYTES && amount < window_left) { 0 } else { amount }
     }
 
-    fn regrant_all(&mut self) {
+    pub(super) fn regrant_all(&mut self) {
         for slot in 0..self.conns.len() {
             let amount = match self.conns[slot].as_ref() {
                 Some(conn) if matches!(conn.state, ConnState::Streaming { .. }) && !conn.closing => {
@@ -293,6 +340,7 @@ impl LaneCore {
         let batch = std::mem::replace(&mut self.pending, Batch::new(self.module, self.now.mono_ms));
         if batch.has_events() {
             self.sealed.push_back(batch);
+            self.spool_sealed();
         } else {
             // Only duplicates: nothing to commit, return the credit now.
             self.release(&batch);
@@ -300,7 +348,7 @@ impl LaneCore {
         }
     }
 
-    fn release(&mut self, batch: &Batch) {
+    pub(super) fn release(&mut self, batch: &Batch) {
         for release in &batch.releases {
             self.buffered -= release.bytes;
             if let Some(conn) = self.conns.get_mut(release.slot).and_then(Option::as_mut) {
@@ -326,6 +374,7 @@ impl LaneCore {
     pub fn tick(&mut self, now: Now) {
         self.now = now;
         self.maybe_seal();
+        self.spool_sealed();
         self.start_request();
         if self.drained() {
             for conn in self.conns.iter_mut().flatten() {
@@ -343,6 +392,9 @@ impl LaneCore {
         if let PgState::Down { retry_at_ms, .. } = self.pg {
             deadline = deadline.min(retry_at_ms);
         }
+        if let Some(retry_at_ms) = self.spool_deadline() {
+            deadline = deadline.min(retry_at_ms);
+        }
         deadline.max(self.now.mono_ms)
     }
 
@@ -358,6 +410,7 @@ impl LaneCore {
         self.pg = PgState::Idle;
         self.pg_in = leftover;
         self.pg_out.clear();
+        self.spool_connected();
         self.start_request();
     }
 
@@ -442,10 +495,13 @@ impl LaneCore {
         match (request, outcome) {
             (Request::Lookup(producer_id), Outcome::Rows(rows)) => self.lookup_done(producer_id, &rows),
             (Request::Batch(batch), Outcome::Committed) => self.batch_committed(&batch),
+            (Request::Mark(producer_id), Outcome::Rows(rows)) => self.mark_done(producer_id, &rows),
+            (Request::Spooled(batch), Outcome::Committed) => self.spooled_committed(&batch),
             (_, Outcome::Failed(error)) => {
                 self.reset(&format!("database refused a request: {} {}", error.sqlstate, error.message));
             }
-            (Request::Lookup(_), Outcome::Committed) | (Request::Batch(_), Outcome::Rows(_)) => {
+            (Request::Lookup(_) | Request::Mark(_), Outcome::Committed)
+            | (Request::Batch(_) | Request::Spooled(_), Outcome::Rows(_)) => {
                 return Err("mismatched response".into());
             }
         }
@@ -464,6 +520,9 @@ impl LaneCore {
             }
             return;
         }
+        if self.spool.is_some() {
+            return self.spool_start_request();
+        }
         if let Some(mut batch) = self.sealed.pop_front() {
             match batch.encode(&mut self.pg_out) {
                 Ok(p) => self.pg = PgState::Busy(p, Request::Batch(Box::new(batch))),
@@ -473,17 +532,13 @@ impl LaneCore {
     }
 
     fn lookup_done(&mut self, producer_id: u64, rows: &[crate::pg::Row]) {
-        let (epoch, seq) = match rows {
-            [] => (0, 0),
-            [row] => match row.as_slice() {
-                [Some(epoch), Some(seq)] => match (epoch.parse(), seq.parse()) {
-                    (Ok(epoch), Ok(seq)) => (epoch, seq),
-                    _ => return self.reset("unparsable watermark"),
-                },
-                _ => return self.reset("unexpected watermark row"),
-            },
-            _ => return self.reset("more than one watermark row"),
+        let (epoch, seq) = match parse_watermark(rows) {
+            Ok(mark) => mark,
+            Err(why) => return self.reset(why),
         };
+        if let Some(lane) = self.spool.as_mut() {
+            lane.note_mark(producer_id, (epoch, seq));
+        }
         // A second lookup for a producer already known (two HELLOs raced)
         // must not roll back what the lane learnt since the first.
         self.producers.entry(producer_id).or_insert(Producer {
@@ -505,8 +560,15 @@ impl LaneCore {
     fn batch_committed(&mut self, batch: &Batch) {
         self.stats.batches_committed += 1;
         self.stats.events_committed += batch.rows as u64;
+        self.ack_ranges(&batch.ranges);
+        self.release(batch);
+        self.regrant_all();
+    }
+
+    /// Everything in `ranges` is durable: advance and acknowledge.
+    pub(super) fn ack_ranges(&mut self, ranges: &[super::batch::ProducerRange]) {
         let mut touched = Vec::new();
-        for range in &batch.ranges {
+        for range in ranges {
             if let Some(p) = self.producers.get_mut(&range.producer_id) {
                 if p.epoch == range.epoch && range.last_seq > p.committed_seq {
                     p.committed_seq = range.last_seq;
@@ -525,12 +587,13 @@ impl LaneCore {
                 }
             }
         }
-        self.release(batch);
-        self.regrant_all();
     }
 
     /// Forget all uncommitted work and every producer; close all connections.
-    fn reset(&mut self, why: &str) {
+    pub(super) fn reset(&mut self, why: &str) {
+        if self.spool.is_some() {
+            return self.spool_db_reset(why);
+        }
         self.stats.resets += 1;
         tracing::error!(
             lane = self.module.name(),
@@ -573,6 +636,24 @@ impl LaneCore {
 
     /// Whether everything buffered is committed and acknowledged.
     pub fn drained(&self) -> bool {
+        if self.spool.is_some() {
+            return self.draining && !matches!(self.pg, PgState::Busy(..)) && self.spool_drained();
+        }
         self.draining && self.pending.is_empty() && self.sealed.is_empty() && !matches!(self.pg, PgState::Busy(..))
+    }
+}
+
+/// A `watermark_get` result: (epoch, last seq), (0, 0) for an unknown producer.
+pub(super) fn parse_watermark(rows: &[crate::pg::Row]) -> Result<(u64, u64), &'static str> {
+    match rows {
+        [] => Ok((0, 0)),
+        [row] => match row.as_slice() {
+            [Some(epoch), Some(seq)] => match (epoch.parse(), seq.parse()) {
+                (Ok(epoch), Ok(seq)) => Ok((epoch, seq)),
+                _ => Err("unparsable watermark"),
+            },
+            _ => Err("unexpected watermark row"),
+        },
+        _ => Err("more than one watermark row"),
     }
 }

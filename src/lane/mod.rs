@@ -11,4 +11,5 @@ pub mod core;
 pub mod poll;
 pub mod process;
 pub mod session;
+pub mod spooling;
 pub mod uring;

@@ -48,6 +48,9 @@ pub fn run(
     let mut pg_stream: Option<(UnixStream, BytesMut)> = None;
     let mut buffer = vec![0u8; PG_READ_BUFFER_BYTES];
     loop {
+        if let Some(why) = core.fatal() {
+            return Err(LaneError::Setup(why.to_string()));
+        }
         let now = clock.now();
         if core.pg_wants_connect(now) {
             match pg.connect() {
@@ -67,9 +70,14 @@ pub fn run(
             if let Some(more) = core.take_pg_output() {
                 out.extend_from_slice(&more);
             }
-            if let Err(e) = flush(stream, out) {
-                pg_stream = None;
-                core.pg_lost(&e.to_string(), clock.now());
+            let had_output = !out.is_empty();
+            match flush(stream, out) {
+                Err(e) => {
+                    pg_stream = None;
+                    core.pg_lost(&e.to_string(), clock.now());
+                }
+                Ok(()) if had_output && out.is_empty() => core.pg_sent(),
+                Ok(()) => {}
             }
         }
         for (slot, entry) in clients.iter_mut().enumerate() {
@@ -77,7 +85,11 @@ pub fn run(
             if let Some(more) = core.take_client_output(slot) {
                 client.out.extend_from_slice(&more);
             }
+            let had_output = !client.out.is_empty();
             let dead = flush(&mut client.stream, &mut client.out).is_err();
+            if !dead && had_output && client.out.is_empty() {
+                core.client_sent();
+            }
             if dead || (client.out.is_empty() && core.client_should_close(slot)) {
                 *entry = None;
                 core.client_gone(slot);

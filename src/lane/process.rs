@@ -154,6 +154,13 @@ pub struct LaneArgs {
     pub sandbox: SandboxMode,
     /// CPUs this lane is pinned to.
     pub cpus: Vec<usize>,
+    /// Disk quota of the lane's spool.
+    pub spool_quota_bytes: u64,
+}
+
+/// `<state>/spool/<module>`: the lane's spool directory.
+pub fn spool_dir(dir: &StateDir, module: Module) -> PathBuf {
+    dir.root.join("spool").join(module.name())
 }
 
 /// Run one lane until it is drained.
@@ -165,8 +172,17 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
     let mut params = embedded.connect_params(Role::Writer(args.module).name(), DATABASE_NAME);
     params.application_name = format!("applianced-lane-{}", args.module.name());
     let pg = PgConnector { params };
+    crate::failpoint::arm(args.module.name());
+    // A spool write past a file size limit must fail with EFBIG, not kill the lane.
+    sys::ignore_sigxfsz().map_err(LaneError::io("ignore SIGXFSZ"))?;
     let clock = Clock::new();
     let mut core = LaneCore::new(args.module, args.policy.clone(), clock.now());
+    // The spool is opened and recovered before the sandbox (it lists and
+    // reads its directory); afterwards only that directory is reachable.
+    let spool_dir = spool_dir(&embedded.dir, args.module);
+    let (spool, recovery) = crate::spool::Spool::open(&spool_dir, args.spool_quota_bytes, super::batch::spool_ranges)
+        .map_err(|e| LaneError::Setup(e.to_string()))?;
+    core.attach_spool(spool, recovery);
     let ring = match args.io {
         IoMode::Poll => None,
         IoMode::Uring | IoMode::Auto => match super::uring::create_ring() {
@@ -184,7 +200,8 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
     let status_path = status_path(&embedded.dir, args.module);
     let mut status_file = std::fs::File::create(&status_path).map_err(LaneError::io("create lane status file"))?;
     let proc_status = std::fs::File::open("/proc/self/status").map_err(LaneError::io("open /proc/self/status"))?;
-    let report = crate::sandbox::enter(args.sandbox, ring.is_some(), proc_status).map_err(LaneError::Setup)?;
+    let report =
+        crate::sandbox::enter(args.sandbox, ring.is_some(), proc_status, Some(&spool_dir)).map_err(LaneError::Setup)?;
     let status = format!(
         "pid = {}\nio_path = \"{io_path}\"\ncpus = \"{}\"\n{}",
         std::process::id(),

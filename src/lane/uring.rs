@@ -53,6 +53,9 @@ pub fn run(
     let mut pg_socket: Option<Socket> = None;
     let mut completions = Vec::with_capacity(RING_ENTRIES as usize);
     loop {
+        if let Some(why) = core.fatal() {
+            return Err(LaneError::Setup(why.to_string()));
+        }
         let now = clock.now();
         if pg_socket.is_none() && core.pg_wants_connect(now) {
             match pg.connect() {
@@ -191,7 +194,7 @@ fn handle(
                 shut(socket);
             }
         }
-        Completion::Send { slot: PG_SLOT, result: Ok(()) } => {}
+        Completion::Send { slot: PG_SLOT, result: Ok(()) } => core.pg_sent(),
         Completion::Recv { slot, result } => match result {
             Ok(n) if n > 0 => core.on_client_bytes(slot, ring.received(slot, n), clock.now()),
             // End of stream: the core answers a truncated frame, then the
@@ -208,6 +211,8 @@ fn handle(
                 if let Some(socket) = clients.get_mut(slot).and_then(Option::as_mut) {
                     shut(socket);
                 }
+            } else {
+                core.client_sent();
             }
         }
     }

@@ -33,9 +33,20 @@ pub enum Outcome {
     Failed(ServerError),
 }
 
+/// Byte offsets in a batch request (from its first byte) where each stage
+/// ends: what the failpoints cut a request at.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stages {
+    pub begin: usize,
+    pub mid_copy: usize,
+    pub after_copy_done: usize,
+    pub after_tail: usize,
+}
+
 /// Response tracking for one request in flight.
 #[derive(Debug)]
 pub struct Pipeline {
+    pub stages: Stages,
     ready_expected: usize,
     ready_seen: usize,
     rows: Vec<Row>,
@@ -51,24 +62,42 @@ fn encode_error(e: std::io::Error) -> PgError {
 /// A query whose rows are wanted (one statement).
 pub fn encode_query(out: &mut BytesMut, sql: &str) -> Result<Pipeline, PgError> {
     frontend::query(sql, out).map_err(encode_error)?;
-    Ok(Pipeline { ready_expected: 1, ready_seen: 0, rows: Vec::new(), error: None, last_tag: None, is_batch: false })
+    Ok(Pipeline {
+        stages: Stages::default(),
+        ready_expected: 1,
+        ready_seen: 0,
+        rows: Vec::new(),
+        error: None,
+        last_tag: None,
+        is_batch: false,
+    })
 }
 
 /// One batch transaction: each `(statement, copy stream)` is a COPY FROM
 /// STDIN with its complete binary stream; `tail_sql` runs after the COPYs
 /// in the same transaction.
 pub fn encode_batch(out: &mut BytesMut, copies: &[(&str, &[u8])], tail_sql: &str) -> Result<Pipeline, PgError> {
+    let base = out.len();
+    let mut stages = Stages::default();
     frontend::query("BEGIN", out).map_err(encode_error)?;
+    stages.begin = out.len() - base;
     for (statement, data) in copies {
         frontend::query(statement, out).map_err(encode_error)?;
+        let copy_start = out.len() - base;
         for chunk in data.chunks(COPY_DATA_CHUNK_BYTES) {
             frontend::CopyData::new(chunk).map_err(encode_error)?.write(out);
         }
+        if stages.mid_copy == 0 {
+            stages.mid_copy = copy_start + (out.len() - base - copy_start) / 2;
+        }
         frontend::copy_done(out);
     }
+    stages.after_copy_done = out.len() - base;
     frontend::query(tail_sql, out).map_err(encode_error)?;
+    stages.after_tail = out.len() - base;
     frontend::query("COMMIT", out).map_err(encode_error)?;
     Ok(Pipeline {
+        stages,
         ready_expected: copies.len() + 3,
         ready_seen: 0,
         rows: Vec::new(),

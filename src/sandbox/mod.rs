@@ -10,7 +10,8 @@
 //! 3. no_new_privs — required for unprivileged Landlock and seccomp, and
 //!    no exec can regain privileges;
 //! 4. Landlock (tested with ABI 6 and 7 on Linux 6.18): no filesystem
-//!    access at all, no TCP bind or connect, abstract Unix sockets and
+//!    access except the spool rights beneath the lane's own spool
+//!    directory (`spool_access`), no TCP bind or connect, abstract Unix sockets and
 //!    signals scoped to the lane's own domain — it applies to io_uring
 //!    operations too, unlike seccomp;
 //! 5. seccomp allow-list (`seccomp.rs`), killing the process on anything
@@ -24,8 +25,12 @@
 pub mod seccomp;
 
 use std::io::Read;
+use std::path::Path;
 
-use landlock::{ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetStatus, Scope};
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope,
+};
 
 use crate::sys;
 
@@ -91,20 +96,36 @@ impl SandboxReport {
     }
 }
 
-fn landlock(mode: SandboxMode) -> Result<(String, bool), String> {
+/// What a lane may do beneath its spool directory, and nowhere else:
+/// create, write, read, truncate and unlink its segment files, list them.
+pub fn spool_access() -> BitFlags<AccessFs> {
+    AccessFs::ReadFile
+        | AccessFs::WriteFile
+        | AccessFs::MakeReg
+        | AccessFs::RemoveFile
+        | AccessFs::Truncate
+        | AccessFs::ReadDir
+}
+
+fn landlock(mode: SandboxMode, spool_dir: Option<&Path>) -> Result<(String, bool), String> {
     let level = match mode {
         SandboxMode::Required => CompatLevel::HardRequirement,
         SandboxMode::BestEffort | SandboxMode::Off => CompatLevel::BestEffort,
     };
-    // No rules are added: every handled right is denied everywhere.
-    let status = Ruleset::default()
+    // Every handled right is denied everywhere except the spool rights
+    // beneath the lane's own spool directory.
+    let mut created = Ruleset::default()
         .set_compatibility(level)
         .handle_access(AccessFs::from_all(LANDLOCK_ABI))
         .and_then(|r| r.handle_access(AccessNet::from_all(LANDLOCK_ABI)))
         .and_then(|r| r.scope(Scope::from_all(LANDLOCK_ABI)))
         .and_then(|r| r.create())
-        .and_then(|r| r.restrict_self())
         .map_err(|e| format!("landlock: {e}"))?;
+    if let Some(dir) = spool_dir {
+        let fd = PathFd::new(dir).map_err(|e| format!("landlock: spool directory {}: {e}", dir.display()))?;
+        created = created.add_rule(PathBeneath::new(fd, spool_access())).map_err(|e| format!("landlock: {e}"))?;
+    }
+    let status = created.restrict_self().map_err(|e| format!("landlock: {e}"))?;
     let full = status.ruleset == RulesetStatus::FullyEnforced;
     let text = match status.ruleset {
         RulesetStatus::FullyEnforced => "fully enforced",
@@ -138,6 +159,7 @@ pub fn enter(
     mode: SandboxMode,
     uring_restricted: bool,
     mut proc_status_file: std::fs::File,
+    spool_dir: Option<&Path>,
 ) -> Result<SandboxReport, String> {
     if mode == SandboxMode::Off {
         tracing::error!("SANDBOX OFF (--sandbox off): this lane runs without no_new_privs, Landlock or seccomp");
@@ -151,7 +173,7 @@ pub fn enter(
         });
     }
     sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
-    let (landlock, landlock_full) = landlock(mode)?;
+    let (landlock, landlock_full) = landlock(mode, spool_dir)?;
     let program = seccomp::compile(&seccomp::lane_allow_list())?;
     seccompiler::apply_filter_all_threads(&program).map_err(|e| format!("seccomp: {e}"))?;
     let status = proc_status(&mut proc_status_file);

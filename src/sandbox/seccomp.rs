@@ -83,7 +83,13 @@ pub fn lane_allow_list() -> Vec<Allowed> {
             ],
             clear_bits: None,
         },
-        allow(SYS_openat, "openat", "spool files (issue 4); every path is confined by Landlock"),
+        allow(SYS_openat, "openat", "spool segment files; every path is confined by Landlock"),
+        allow(SYS_pwrite64, "pwrite64", "append a record to a spool segment"),
+        allow(SYS_pread64, "pread64", "read a spooled batch back for PostgreSQL"),
+        allow(SYS_fdatasync, "fdatasync", "make spooled records durable before their ACK"),
+        allow(SYS_fsync, "fsync", "make a new spool segment's directory entry durable"),
+        allow(SYS_ftruncate, "ftruncate", "cut back a failed spool append"),
+        allow(SYS_unlink, "unlink", "remove a spool segment once all of it is committed (std::fs::remove_file)"),
         Allowed {
             syscall: SYS_mmap,
             name: "mmap",
@@ -111,6 +117,8 @@ pub fn lane_allow_list() -> Vec<Allowed> {
         allow(SYS_sched_yield, "sched_yield", "std's spin loops"),
         allow(SYS_exit, "exit", "thread exit"),
         allow(SYS_exit_group, "exit_group", "process exit"),
+        #[cfg(feature = "failpoints")]
+        allow(SYS_kill, "kill", "test build only: a failpoint stops the lane with SIGSTOP"),
     ]
 }
 

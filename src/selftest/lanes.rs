@@ -111,16 +111,32 @@ pub fn lane_round_trip(embedded: &Embedded, conn: &mut Connection) -> Check {
         let sql = format!(
             "SELECT count(*) FROM {table} WHERE producer_id = {SELFTEST_PRODUCER_ID} AND producer_epoch = {epoch} AND producer_seq = 1"
         );
-        match conn.simple_query(&sql) {
-            Ok(rows) if rows.first().map(|r| text(r, 0)) == Some("1") => {}
-            Ok(rows) => failures.push(format!("{}: acknowledged but {table} holds {:?} rows", module.name(), rows)),
-            Err(e) => failures.push(format!("{}: {e}", module.name())),
+        // The ACK means durable in the lane's spool; the commit into
+        // PostgreSQL follows within the round-trip timeout.
+        let started = std::time::Instant::now();
+        loop {
+            match conn.simple_query(&sql) {
+                Ok(rows) if rows.first().map(|r| text(r, 0)) == Some("1") => break,
+                Ok(rows) if started.elapsed() > Duration::from_millis(ROUND_TRIP_TIMEOUT_MS) => {
+                    failures.push(format!(
+                        "{}: acknowledged but {table} holds {:?} rows after {ROUND_TRIP_TIMEOUT_MS} ms",
+                        module.name(),
+                        rows
+                    ));
+                    break;
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => {
+                    failures.push(format!("{}: {e}", module.name()));
+                    break;
+                }
+            }
         }
     }
     Check::from_failures(
         NAME,
         format!(
-            "one event per lane acknowledged and found exactly once in PostgreSQL (producer {SELFTEST_PRODUCER_ID}, epoch {epoch})"
+            "one event per lane acknowledged (spooled) and then found exactly once in PostgreSQL (producer {SELFTEST_PRODUCER_ID}, epoch {epoch})"
         ),
         failures,
     )

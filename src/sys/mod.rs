@@ -113,6 +113,14 @@ fn supervisor_sigset() -> libc::sigset_t {
     }
 }
 
+/// Ignore SIGXFSZ: a write past RLIMIT_FSIZE then fails with EFBIG (which
+/// the spool handles as a full disk) instead of killing the process.
+pub fn ignore_sigxfsz() -> io::Result<()> {
+    // SAFETY: SIG_IGN is a valid disposition for SIGXFSZ; no handler code runs.
+    let previous = unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    if previous == libc::SIG_ERR { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// Block SIGTERM, SIGINT and SIGCHLD in the calling thread so that
 /// [`wait_signal`] can take them synchronously. Call before spawning threads.
 pub fn block_supervisor_signals() -> io::Result<()> {
@@ -333,6 +341,22 @@ pub fn drain_readable(fd: std::os::fd::BorrowedFd<'_>) {
 pub fn set_no_new_privs() -> io::Result<()> {
     // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes only integer arguments.
     let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Set the soft RLIMIT_FSIZE of process `pid` (prlimit(2)), keeping its
+/// hard limit; `None` restores the soft limit to the hard one. The fault
+/// suite makes a lane's spool "disk" full this way.
+pub fn set_file_size_limit(pid: i32, bytes: Option<u64>) -> io::Result<()> {
+    let mut current = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a null new-limit only reads; current is a valid rlimit to write.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut current) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let limit = libc::rlimit { rlim_cur: bytes.unwrap_or(current.rlim_max).min(current.rlim_max), rlim_max: current.rlim_max };
+    // SAFETY: limit is a valid rlimit for the call's duration; the old-limit pointer may be null.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
     if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 

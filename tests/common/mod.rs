@@ -118,6 +118,21 @@ impl TestCluster {
             .unwrap_or_else(|e| panic!("applianced run: {e}"))
     }
 
+    /// Wait until the producer's watermark covers (epoch, last_seq), then count its rows.
+    pub fn committed_rows(
+        &self,
+        module: applianced::matrix::Module,
+        producer_id: u64,
+        epoch: u64,
+        last_seq: u64,
+    ) -> (u64, u64) {
+        let wait = std::time::Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
+        let committed =
+            applianced::demo::wait_committed(&mut self.admin(), module, producer_id, epoch, last_seq, wait).unwrap();
+        assert!(committed, "{module:?} producer {producer_id}: ({epoch}, {last_seq}) not committed within {wait:?}");
+        self.producer_rows(module, producer_id)
+    }
+
     /// Rows of one producer across a module's tables, and how many distinct (producer, epoch, seq).
     pub fn producer_rows(&self, module: applianced::matrix::Module, producer_id: u64) -> (u64, u64) {
         let union: Vec<String> = applianced::schema::tables_of(module)

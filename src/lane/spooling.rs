@@ -1,0 +1,424 @@
+//! The lane's spool mode (part of the sans-I/O core, with the spool's
+//! synchronous file I/O): the acknowledgement point is the spool's
+//! fdatasync, and PostgreSQL is fed from the spool in record order.
+//!
+//! Sealed batch → appended to the spool → fdatasync → ACK and credit →
+//! queued (`unsent`) → sent as one transaction → on COMMIT the record is
+//! released (its segment unlinked once all of it is committed).
+//! Invariants:
+//! - records reach PostgreSQL in spool order, one transaction each, so per
+//!   producer the watermark advances through the spool contiguously;
+//! - whether a record whose transaction's fate is unknown (connection lost,
+//!   lane killed) committed is decided by the producers' watermarks, read
+//!   after every (re)connect: a record every range of which the watermark
+//!   covers is committed and skipped, never sent twice;
+//! - a database error never drops acknowledged events: the record stays
+//!   at the front and is retried with backoff;
+//! - memory: spooled batches are cached up to `SPOOL_CACHE_BYTES_MAX` and
+//!   read back from disk beyond it; producers get no credit while a sealed
+//!   batch cannot be spooled (quota reached or write failed), and a STATUS
+//!   frame says why.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::batch::{Batch, ProducerRange, Quarantined};
+use super::core::{LaneCore, PgState, Producer, Request, SendTarget};
+use super::session::ConnState;
+use crate::failpoint;
+use crate::frame::{self, RejectCode, StatusCode};
+use crate::limits::{PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS, SPOOL_CACHE_BYTES_MAX, SPOOL_RETRY_INTERVAL_MS};
+use crate::pg::pipeline;
+use crate::spool::{Location, Recovery, Spool, SpoolError};
+
+/// One spooled, acknowledged, not yet committed batch.
+struct Spooled {
+    location: Location,
+    ranges: Vec<ProducerRange>,
+    /// The batch itself while it fits the cache; else read back from disk.
+    cached: Option<Box<Batch>>,
+}
+
+pub struct SpoolLane {
+    pub spool: Spool,
+    unsent: VecDeque<Spooled>,
+    cached_bytes: usize,
+    /// PostgreSQL's watermark per producer (epoch, last seq) as last read
+    /// or advanced by this lane's commits.
+    marks: HashMap<u64, (u64, u64)>,
+    /// Producers whose watermark is still to be read before sending
+    /// (None: resolution done for this connection).
+    resolve: Option<Vec<u64>>,
+    blocked: Option<StatusCode>,
+    retry_at_ms: u64,
+    failure_backoff_ms: u64,
+    /// Records found corrupted (quarantined on disk): their seqs show up as
+    /// gaps, which are recorded in the quarantine table, not refused.
+    pub corrupted_records: u64,
+    pub records_committed: u64,
+}
+
+impl SpoolLane {
+    pub fn new(spool: Spool) -> SpoolLane {
+        SpoolLane {
+            spool,
+            unsent: VecDeque::new(),
+            cached_bytes: 0,
+            marks: HashMap::new(),
+            resolve: None,
+            blocked: None,
+            retry_at_ms: 0,
+            failure_backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS,
+            corrupted_records: 0,
+            records_committed: 0,
+        }
+    }
+
+    pub fn unsent_records(&self) -> usize {
+        self.unsent.len()
+    }
+
+    fn covered(&self, ranges: &[ProducerRange]) -> bool {
+        ranges.iter().all(|r| {
+            self.marks.get(&r.producer_id).is_some_and(|&(epoch, seq)| epoch > r.epoch || (epoch == r.epoch && seq >= r.last_seq))
+        })
+    }
+
+    pub(super) fn note_mark(&mut self, producer_id: u64, mark: (u64, u64)) {
+        self.marks.insert(producer_id, mark);
+    }
+
+    fn note_committed(&mut self, ranges: &[ProducerRange]) {
+        for r in ranges {
+            let mark = self.marks.entry(r.producer_id).or_insert((r.epoch, 0));
+            if r.epoch > mark.0 || (r.epoch == mark.0 && r.last_seq > mark.1) {
+                *mark = (r.epoch, r.last_seq);
+            }
+        }
+    }
+}
+
+impl LaneCore {
+    /// Use `spool` (opened and recovered before the sandbox): recovered
+    /// records are queued for PostgreSQL and tell the lane each producer's
+    /// acknowledged position.
+    pub fn attach_spool(&mut self, spool: Spool, recovery: Recovery<Vec<ProducerRange>>) {
+        let mut lane = SpoolLane::new(spool);
+        lane.corrupted_records = recovery.quarantined.len() as u64;
+        for (location, ranges) in recovery.records {
+            for r in &ranges {
+                let p = self.producers.entry(r.producer_id).or_insert(Producer {
+                    epoch: r.epoch,
+                    committed_seq: 0,
+                    received_seq: 0,
+                    active: None,
+                });
+                if r.epoch > p.epoch {
+                    *p = Producer { epoch: r.epoch, committed_seq: 0, received_seq: 0, active: None };
+                }
+                if r.epoch == p.epoch && r.last_seq > p.committed_seq {
+                    p.committed_seq = r.last_seq;
+                    p.received_seq = r.last_seq;
+                }
+            }
+            lane.unsent.push_back(Spooled { location, ranges, cached: None });
+        }
+        tracing::info!(
+            lane = self.module.name(),
+            records = lane.unsent.len(),
+            used_bytes = lane.spool.used_bytes(),
+            truncated_bytes = recovery.truncated_bytes,
+            quarantined = lane.corrupted_records,
+            "spool recovered: replaying into PostgreSQL"
+        );
+        self.spool = Some(lane);
+    }
+
+    /// Spool the sealed batches (in order), make them durable, then
+    /// acknowledge them and return their credit.
+    pub(super) fn spool_sealed(&mut self) {
+        let now_ms = self.now.mono_ms;
+        let Some(lane) = self.spool.as_mut() else { return };
+        if self.sealed.is_empty() || (lane.blocked == Some(StatusCode::SpoolUnwritable) && now_ms < lane.retry_at_ms) {
+            return;
+        }
+        let mut spooled = Vec::new();
+        let mut blocked = None;
+        while let Some(batch) = self.sealed.front() {
+            match lane.spool.append(&batch.to_spool_payload()) {
+                Ok(location) => {
+                    failpoint::check(failpoint::SPOOL_WRITE);
+                    if let Some(batch) = self.sealed.pop_front() {
+                        spooled.push((location, batch));
+                    }
+                }
+                Err(e @ SpoolError::Full { .. }) => {
+                    blocked = Some((StatusCode::SpoolFull, e.to_string()));
+                    break;
+                }
+                Err(e) => {
+                    lane.retry_at_ms = now_ms + SPOOL_RETRY_INTERVAL_MS;
+                    blocked = Some((StatusCode::SpoolUnwritable, e.to_string()));
+                    break;
+                }
+            }
+        }
+        if !spooled.is_empty() {
+            if let Err(e) = lane.spool.sync() {
+                // After a failed fsync the page cache cannot be trusted: exit
+                // without acknowledging; the restarted lane recovers from disk.
+                self.fatal = Some(e.to_string());
+                return;
+            }
+            failpoint::check(failpoint::SPOOL_FSYNC);
+        }
+        let resumed = blocked.is_none() && lane.blocked.is_some();
+        for (location, batch) in spooled {
+            let ranges = batch.ranges.clone();
+            self.ack_ranges(&ranges);
+            self.release(&batch);
+            let Some(lane) = self.spool.as_mut() else { return };
+            let cached = (lane.cached_bytes + batch.bytes <= SPOOL_CACHE_BYTES_MAX).then(|| {
+                lane.cached_bytes += batch.bytes;
+                Box::new(batch)
+            });
+            lane.unsent.push_back(Spooled { location, ranges, cached });
+            if failpoint::fires(failpoint::ACK_SENT) {
+                self.stop_after_send = Some((SendTarget::Client, failpoint::ACK_SENT));
+            }
+        }
+        match blocked {
+            Some((code, reason)) => self.push_back(code, &reason),
+            None if resumed => {
+                tracing::info!(lane = self.module.name(), "spool accepts batches again");
+                if let Some(lane) = self.spool.as_mut() {
+                    lane.blocked = None;
+                }
+                self.broadcast_status(StatusCode::Resumed, "spool accepts batches again");
+            }
+            None => {}
+        }
+        self.regrant_all();
+    }
+
+    /// Tell every streaming producer, once per change, why no credit comes.
+    fn push_back(&mut self, code: StatusCode, reason: &str) {
+        let Some(lane) = self.spool.as_mut() else { return };
+        if lane.blocked == Some(code) {
+            return;
+        }
+        lane.blocked = Some(code);
+        tracing::warn!(lane = self.module.name(), ?code, reason, "producers pushed back: no credit until the spool accepts batches");
+        self.broadcast_status(code, reason);
+    }
+
+    fn broadcast_status(&mut self, code: StatusCode, reason: &str) {
+        for conn in self.conns.iter_mut().flatten() {
+            if matches!(conn.state, ConnState::Streaming { .. }) && !conn.closing {
+                frame::encode_status(&mut conn.out, code, reason);
+            }
+        }
+    }
+
+    /// A (re)connect: every unsent record is in doubt until the watermarks
+    /// of its producers are read.
+    pub(super) fn spool_connected(&mut self) {
+        let Some(lane) = self.spool.as_mut() else { return };
+        lane.marks.clear();
+        let mut producers: Vec<u64> = lane.unsent.iter().flat_map(|s| s.ranges.iter().map(|r| r.producer_id)).collect();
+        producers.sort_unstable();
+        producers.dedup();
+        lane.resolve = Some(producers);
+    }
+
+    /// The next database request in spool mode (lookups for waiting HELLOs come first).
+    pub(super) fn spool_start_request(&mut self) {
+        let now_ms = self.now.mono_ms;
+        let Some(lane) = self.spool.as_mut() else { return };
+        if let Some(resolve) = lane.resolve.as_mut() {
+            if let Some(producer_id) = resolve.pop() {
+                let sql = format!("SELECT producer_epoch, last_seq FROM appliance.watermark_get({producer_id})");
+                match pipeline::encode_query(&mut self.pg_out, &sql) {
+                    Ok(p) => self.pg = PgState::Busy(p, Request::Mark(producer_id)),
+                    Err(e) => self.reset(&e.to_string()),
+                }
+                return;
+            }
+            lane.resolve = None;
+            while lane.unsent.front().is_some_and(|s| lane.covered(&s.ranges)) {
+                if let Some(done) = lane.unsent.pop_front() {
+                    tracing::info!(lane = self.module.name(), record = done.location.id, "spooled batch already committed: skipped");
+                    if let Some(batch) = done.cached {
+                        lane.cached_bytes -= batch.bytes;
+                    }
+                    if let Err(e) = lane.spool.release_through(done.location.id) {
+                        tracing::warn!(lane = self.module.name(), error = %e, "spool release failed");
+                    }
+                }
+            }
+        }
+        loop {
+            let Some(lane) = self.spool.as_mut() else { return };
+            let Some(front) = lane.unsent.front_mut() else { return };
+            let batch = match front.cached.take() {
+                Some(batch) => {
+                    lane.cached_bytes -= batch.bytes;
+                    Ok(batch)
+                }
+                None => lane
+                    .spool
+                    .read(&front.location)
+                    .map_err(|e| e.to_string())
+                    .and_then(|payload| Batch::from_spool_payload(self.module, now_ms, &payload).map(Box::new)),
+            };
+            match batch {
+                Ok(mut batch) => {
+                    if lane.corrupted_records > 0 {
+                        record_gaps(&lane.marks, &mut batch);
+                    }
+                    return self.send_spooled(batch);
+                }
+                Err(why) => {
+                    // Changed on disk since it was written: never committed,
+                    // reported; its seqs become a recorded gap.
+                    tracing::error!(lane = self.module.name(), record = front.location.id, why, "spooled batch unreadable: dropped");
+                    lane.corrupted_records += 1;
+                    lane.unsent.pop_front();
+                }
+            }
+        }
+    }
+
+    fn send_spooled(&mut self, mut batch: Box<Batch>) {
+        let start = self.pg_out.len();
+        let pipeline = match batch.encode(&mut self.pg_out) {
+            Ok(p) => p,
+            Err(e) => return self.reset(&e.to_string()),
+        };
+        let stages = [
+            (failpoint::BEGIN, pipeline.stages.begin),
+            (failpoint::MID_COPY, pipeline.stages.mid_copy),
+            (failpoint::AFTER_COPY_DONE, pipeline.stages.after_copy_done),
+            (failpoint::AFTER_WATERMARK, pipeline.stages.after_tail),
+        ];
+        if let Some((name, cut)) = stages.into_iter().find(|(name, _)| failpoint::fires(name)) {
+            self.pg_out.truncate(start + cut);
+            self.stop_after_send = Some((SendTarget::Pg, name));
+        } else if failpoint::fires(failpoint::COMMIT_SENT) {
+            self.stop_after_send = Some((SendTarget::Pg, failpoint::COMMIT_SENT));
+        }
+        self.pg = PgState::Busy(pipeline, Request::Spooled(batch));
+    }
+
+    pub(super) fn mark_done(&mut self, producer_id: u64, rows: &[crate::pg::Row]) {
+        match super::core::parse_watermark(rows) {
+            Ok(mark) => {
+                if let Some(lane) = self.spool.as_mut() {
+                    lane.note_mark(producer_id, mark);
+                }
+            }
+            Err(why) => self.reset(why),
+        }
+    }
+
+    /// The front record's transaction committed.
+    pub(super) fn spooled_committed(&mut self, batch: &Batch) {
+        failpoint::check(failpoint::AFTER_COMMIT);
+        self.stats.batches_committed += 1;
+        self.stats.events_committed += batch.rows as u64;
+        let Some(lane) = self.spool.as_mut() else { return };
+        lane.failure_backoff_ms = PG_RECONNECT_BACKOFF_MIN_MS;
+        lane.note_committed(&batch.ranges);
+        lane.records_committed += 1;
+        if let Some(done) = lane.unsent.pop_front() {
+            if let Err(e) = lane.spool.release_through(done.location.id) {
+                tracing::warn!(lane = self.module.name(), error = %e, "spool release failed");
+            }
+        }
+        // Space may have been freed for batches waiting for the quota.
+        if lane.blocked == Some(StatusCode::SpoolFull) {
+            self.spool_sealed();
+        }
+    }
+
+    /// A database failure in spool mode: nothing acknowledged is dropped;
+    /// the connection is closed and retried with backoff, and the front
+    /// record is decided again from the watermarks after reconnect.
+    pub(super) fn spool_db_reset(&mut self, why: &str) {
+        self.stats.resets += 1;
+        let now_ms = self.now.mono_ms;
+        let Some(lane) = self.spool.as_mut() else { return };
+        let backoff_ms = lane.failure_backoff_ms;
+        lane.failure_backoff_ms = (backoff_ms * 2).min(PG_RECONNECT_BACKOFF_MAX_MS);
+        tracing::error!(
+            lane = self.module.name(),
+            why,
+            retry_in_ms = backoff_ms,
+            unsent_records = lane.unsent.len(),
+            "database request failed: spooled batches kept, retrying"
+        );
+        self.pg = PgState::Down { retry_at_ms: now_ms + backoff_ms, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS };
+        self.pg_out.clear();
+        // HELLOs whose lookup was in flight ask again after the reconnect.
+        let waiting: Vec<u64> = self
+            .conns
+            .iter()
+            .flatten()
+            .filter_map(|c| match c.state {
+                ConnState::Waiting { producer_id, .. } => Some(producer_id),
+                _ => None,
+            })
+            .collect();
+        for producer_id in waiting {
+            self.want_lookup(producer_id);
+        }
+    }
+
+    pub(super) fn spool_drained(&self) -> bool {
+        let Some(lane) = self.spool.as_ref() else { return true };
+        let stuck = lane.blocked.is_some() || !self.pg_is_connected();
+        self.pending.is_empty()
+            && (self.sealed.is_empty() || lane.blocked.is_some())
+            && (lane.unsent.is_empty() || stuck)
+    }
+
+    pub(super) fn spool_deadline(&self) -> Option<u64> {
+        let lane = self.spool.as_ref()?;
+        (lane.blocked == Some(StatusCode::SpoolUnwritable)).then_some(lane.retry_at_ms)
+    }
+}
+
+/// After corrupted records: a producer range that starts above the
+/// watermark + 1 lost the seqs between to a corrupted record. They are
+/// recorded as one quarantine row and covered by the watermark advance, so
+/// the lane never refuses later batches over them.
+fn record_gaps(marks: &HashMap<u64, (u64, u64)>, batch: &mut Batch) {
+    let mut seen = Vec::new();
+    let mut gaps = Vec::new();
+    for r in &batch.ranges {
+        if seen.contains(&r.producer_id) {
+            continue;
+        }
+        seen.push(r.producer_id);
+        let next = match marks.get(&r.producer_id) {
+            Some(&(epoch, seq)) if epoch == r.epoch => seq + 1,
+            Some(&(epoch, _)) if epoch < r.epoch => 1,
+            _ => continue,
+        };
+        if r.first_seq > next {
+            gaps.push(ProducerRange { producer_id: r.producer_id, epoch: r.epoch, first_seq: next, last_seq: r.first_seq - 1, rows: 0 });
+        }
+    }
+    for gap in gaps.into_iter().rev() {
+        tracing::error!(?gap, "acknowledged events lost to a corrupted spool record: recorded in quarantine");
+        batch.ranges.insert(0, gap);
+        batch.quarantined.push(Quarantined {
+            producer_id: gap.producer_id,
+            epoch: gap.epoch,
+            seq: gap.first_seq,
+            table_name: "(corrupted spool record)".to_string(),
+            code: RejectCode::SpoolRecordCorrupted,
+            reason: format!("seqs {}..{} lost: their spool record was corrupted on disk", gap.first_seq, gap.last_seq),
+            raw: Vec::new(),
+        });
+    }
+}

@@ -1,0 +1,425 @@
+//! The durable spool of one lane: append-only segment files of checksummed
+//! records, each record one sealed batch (hardening/DATA-PLANE.md Step 5).
+//!
+//! Layout: `<state>/spool/<module>/<first record id, 20 digits>.seg`, plus
+//! `quarantine/` for records found corrupted. A record is a 28-byte
+//! big-endian header ([`RecordHeader`]) and its payload. Rules:
+//! - records are appended at the end of the newest segment only; a segment
+//!   is closed (fdatasync'd) when the next would pass [`SPOOL_SEGMENT_BYTES`]
+//!   (or a quarter of the quota, if smaller);
+//! - a new segment file is made durable in its directory (fsync of the
+//!   directory) before any record in it is acknowledged;
+//! - nothing is acknowledged from the spool before [`Spool::sync`] returned
+//!   (fdatasync of the segment);
+//! - a segment is unlinked only once every record in it is committed in
+//!   PostgreSQL; an unlink lost in a crash only means replaying records the
+//!   watermark already covers, which replay skips;
+//! - on open, a torn tail of the newest segment (a crash inside an append,
+//!   never acknowledged) is truncated to the last valid record; any other
+//!   invalid bytes are a corrupted record: copied to `quarantine/`, reported,
+//!   and never replayed;
+//! - the total size of all segments is bounded by the quota; an append that
+//!   would pass it fails with [`SpoolError::Full`] and writes nothing.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use zerocopy::big_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::limits::{SPOOL_RECORD_BYTES_MAX, SPOOL_SEGMENT_BYTES};
+
+/// "RESP": RansomEye spool record.
+pub const RECORD_MAGIC: u32 = 0x5245_5350;
+pub const RECORD_VERSION: u16 = 1;
+/// Record kind: one sealed batch.
+pub const KIND_BATCH: u16 = 1;
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RecordHeader {
+    pub magic: U32,
+    pub version: U16,
+    pub kind: U16,
+    /// Payload bytes after this header.
+    pub length: U32,
+    /// Record id: increases by one per record in the spool's life.
+    pub id: U64,
+    pub payload_crc32c: U32,
+    /// CRC32C of the 24 header bytes before this field.
+    pub header_crc32c: U32,
+}
+
+pub const HEADER_BYTES: usize = size_of::<RecordHeader>();
+
+/// Where a record is: enough to read it back and to release its segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub id: u64,
+    pub segment: u64,
+    pub offset: u64,
+    pub length: u32,
+}
+
+#[derive(Debug)]
+pub enum SpoolError {
+    /// The quota would be exceeded: producers are pushed back.
+    Full { used: u64, quota: u64, wanted: u64 },
+    TooLarge(usize),
+    Io { step: &'static str, path: PathBuf, source: std::io::Error },
+    /// A record read back does not match what was written.
+    Corrupted { location: Location, why: String },
+}
+
+impl std::fmt::Display for SpoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpoolError::Full { used, quota, wanted } => {
+                write!(f, "spool full: {used} of {quota} bytes used, {wanted} more wanted")
+            }
+            SpoolError::TooLarge(n) => write!(f, "spool record of {n} bytes exceeds {SPOOL_RECORD_BYTES_MAX}"),
+            SpoolError::Io { step, path, source } => write!(f, "spool {step} {}: {source}", path.display()),
+            SpoolError::Corrupted { location, why } => write!(f, "spool record {location:?} corrupted: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SpoolError {}
+
+fn io_error<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SpoolError + 'a {
+    move |source| SpoolError::Io { step, path: path.to_path_buf(), source }
+}
+
+struct Segment {
+    first_id: u64,
+    /// Highest record id in the segment; 0 while empty.
+    last_id: u64,
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+/// What opening the spool found.
+#[derive(Debug, Default)]
+pub struct Recovery<T> {
+    /// Valid records, oldest first, with what the summarizer made of each.
+    pub records: Vec<(Location, T)>,
+    /// Bytes cut off the newest segment's torn tail.
+    pub truncated_bytes: u64,
+    /// Invalid byte runs copied to `quarantine/` and skipped.
+    pub quarantined: Vec<PathBuf>,
+}
+
+pub struct Spool {
+    dir_path: PathBuf,
+    dir: File,
+    quarantine_dir: PathBuf,
+    segments: VecDeque<Segment>,
+    quota: u64,
+    /// Size at which the newest segment is closed: at most a quarter of the
+    /// quota, so committed records in the newest segment never hold more
+    /// than a quarter of it.
+    segment_bytes: u64,
+    used: u64,
+    next_id: u64,
+    unsynced: bool,
+}
+
+fn header_for(id: u64, payload: &[u8]) -> RecordHeader {
+    let mut header = RecordHeader {
+        magic: U32::new(RECORD_MAGIC),
+        version: U16::new(RECORD_VERSION),
+        kind: U16::new(KIND_BATCH),
+        length: U32::new(payload.len() as u32),
+        id: U64::new(id),
+        payload_crc32c: U32::new(crc32c::crc32c(payload)),
+        header_crc32c: U32::new(0),
+    };
+    header.header_crc32c = U32::new(crc32c::crc32c(&header.as_bytes()[..HEADER_BYTES - 4]));
+    header
+}
+
+/// A header that is internally consistent (magic, version, kind, its own CRC, a bounded length).
+fn valid_header(bytes: &[u8]) -> Option<RecordHeader> {
+    let (header, _) = RecordHeader::read_from_prefix(bytes).ok()?;
+    let ok = header.magic.get() == RECORD_MAGIC
+        && header.version.get() == RECORD_VERSION
+        && header.kind.get() == KIND_BATCH
+        && header.length.get() as usize <= SPOOL_RECORD_BYTES_MAX
+        && header.header_crc32c.get() == crc32c::crc32c(&bytes[..HEADER_BYTES - 4]);
+    ok.then_some(header)
+}
+
+fn segment_name(first_id: u64) -> String {
+    format!("{first_id:020}.seg")
+}
+
+fn fsync_dir(dir: &File, path: &Path) -> Result<(), SpoolError> {
+    dir.sync_all().map_err(io_error("fsync directory", path))
+}
+
+impl Spool {
+    /// Open (creating if needed) the spool in `dir` and recover it.
+    /// `summarize` turns a valid payload into what the caller keeps per
+    /// record; a payload it cannot read is quarantined like a bad checksum.
+    /// Runs before the lane's sandbox (it lists and reads the directory).
+    pub fn open<T>(
+        dir_path: &Path,
+        quota: u64,
+        mut summarize: impl FnMut(&[u8]) -> Result<T, String>,
+    ) -> Result<(Spool, Recovery<T>), SpoolError> {
+        let quarantine_dir = dir_path.join("quarantine");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&quarantine_dir)
+            .map_err(io_error("create", &quarantine_dir))?;
+        let dir = File::open(dir_path).map_err(io_error("open directory", dir_path))?;
+        let mut firsts = Vec::new();
+        for entry in std::fs::read_dir(dir_path).map_err(io_error("list", dir_path))? {
+            let entry = entry.map_err(io_error("list", dir_path))?;
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else { continue };
+            if let Ok(first) = stem.parse::<u64>() {
+                firsts.push(first);
+            }
+        }
+        firsts.sort_unstable();
+        let mut spool = Spool {
+            dir_path: dir_path.to_path_buf(),
+            dir,
+            quarantine_dir,
+            segments: VecDeque::new(),
+            quota,
+            segment_bytes: SPOOL_SEGMENT_BYTES.min(quota / 4).max(1),
+            used: 0,
+            next_id: 1,
+            unsynced: false,
+        };
+        let mut recovery = Recovery { records: Vec::new(), truncated_bytes: 0, quarantined: Vec::new() };
+        let count = firsts.len();
+        for (index, first) in firsts.into_iter().enumerate() {
+            spool.recover_segment(first, index + 1 == count, &mut summarize, &mut recovery)?;
+        }
+        Ok((spool, recovery))
+    }
+
+    fn recover_segment<T>(
+        &mut self,
+        first_id: u64,
+        newest: bool,
+        summarize: &mut impl FnMut(&[u8]) -> Result<T, String>,
+        recovery: &mut Recovery<T>,
+    ) -> Result<(), SpoolError> {
+        let path = self.dir_path.join(segment_name(first_id));
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_error("open", &path))?;
+        let bytes = std::fs::read(&path).map_err(io_error("read", &path))?;
+        let mut offset = 0usize;
+        let mut last_id = 0u64;
+        let mut end = bytes.len();
+        while offset < bytes.len() {
+            let rest = &bytes[offset..];
+            let header = valid_header(rest).filter(|h| {
+                h.id.get() >= self.next_id && HEADER_BYTES + h.length.get() as usize <= rest.len()
+            });
+            let Some(header) = header else {
+                // Not a record here. A later valid header means corruption in
+                // between; none means a torn tail (or, in an older segment,
+                // corruption up to its end).
+                let next = (1..rest.len()).find(|&i| {
+                    valid_header(&rest[i..]).is_some_and(|h| HEADER_BYTES + h.length.get() as usize <= rest.len() - i)
+                });
+                match next {
+                    Some(skip) => {
+                        recovery.quarantined.push(self.quarantine(first_id, offset, &rest[..skip])?);
+                        offset += skip;
+                        continue;
+                    }
+                    None if newest => {
+                        end = offset;
+                        break;
+                    }
+                    None => {
+                        recovery.quarantined.push(self.quarantine(first_id, offset, rest)?);
+                        break;
+                    }
+                }
+            };
+            let length = header.length.get() as usize;
+            let record_end = offset + HEADER_BYTES + length;
+            let payload = &bytes[offset + HEADER_BYTES..record_end];
+            let location =
+                Location { id: header.id.get(), segment: first_id, offset: offset as u64, length: length as u32 };
+            let summary = if crc32c::crc32c(payload) == header.payload_crc32c.get() {
+                summarize(payload)
+            } else {
+                Err("payload checksum mismatch".to_string())
+            };
+            match summary {
+                Ok(summary) => recovery.records.push((location, summary)),
+                // The newest record of the newest segment with a bad payload is
+                // an append torn inside its payload: never acknowledged.
+                Err(_) if newest && record_end == bytes.len() => {
+                    end = offset;
+                    break;
+                }
+                Err(why) => {
+                    tracing::error!(?location, why, "spool record corrupted: quarantined, not replayed");
+                    recovery.quarantined.push(self.quarantine(first_id, offset, &bytes[offset..record_end])?);
+                }
+            }
+            last_id = header.id.get();
+            self.next_id = last_id + 1;
+            offset = record_end;
+        }
+        if end < bytes.len() {
+            file.set_len(end as u64).map_err(io_error("truncate torn tail of", &path))?;
+            file.sync_all().map_err(io_error("fsync", &path))?;
+            recovery.truncated_bytes += (bytes.len() - end) as u64;
+            tracing::warn!(segment = %path.display(), bytes = bytes.len() - end, "spool: torn tail truncated");
+        }
+        let len = end.min(bytes.len()) as u64;
+        self.used += len;
+        self.next_id = self.next_id.max(first_id);
+        self.segments.push_back(Segment { first_id, last_id, path, file, len });
+        Ok(())
+    }
+
+    fn quarantine(&self, segment: u64, offset: usize, bytes: &[u8]) -> Result<PathBuf, SpoolError> {
+        let path = self.quarantine_dir.join(format!("{segment:020}-{offset:012}.bad"));
+        let mut file = File::create(&path).map_err(io_error("create", &path))?;
+        file.write_all(bytes).map_err(io_error("write", &path))?;
+        file.sync_all().map_err(io_error("fsync", &path))?;
+        fsync_dir(&File::open(&self.quarantine_dir).map_err(io_error("open", &self.quarantine_dir))?, &path)?;
+        tracing::error!(file = %path.display(), bytes = bytes.len(), "spool: corrupted bytes quarantined");
+        Ok(path)
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.used
+    }
+
+    pub fn quota_bytes(&self) -> u64 {
+        self.quota
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Whether a record of `payload_len` bytes fits under the quota now.
+    pub fn has_room(&self, payload_len: usize) -> bool {
+        self.used + (HEADER_BYTES + payload_len) as u64 <= self.quota
+    }
+
+    /// Append one record (not yet durable: call [`Spool::sync`] before
+    /// acknowledging anything in it). On a failed write the segment is cut
+    /// back to its previous length, so nothing partial stays behind.
+    pub fn append(&mut self, payload: &[u8]) -> Result<Location, SpoolError> {
+        if payload.len() > SPOOL_RECORD_BYTES_MAX {
+            return Err(SpoolError::TooLarge(payload.len()));
+        }
+        let wanted = (HEADER_BYTES + payload.len()) as u64;
+        if self.used + wanted > self.quota {
+            return Err(SpoolError::Full { used: self.used, quota: self.quota, wanted });
+        }
+        let rotate = self.segments.back().is_none_or(|s| s.len > 0 && s.len + wanted > self.segment_bytes);
+        if rotate {
+            self.new_segment()?;
+        }
+        let id = self.next_id;
+        let header = header_for(id, payload);
+        let Some(segment) = self.segments.back_mut() else {
+            return Err(SpoolError::Io {
+                step: "append",
+                path: self.dir_path.clone(),
+                source: std::io::Error::other("no segment"),
+            });
+        };
+        let offset = segment.len;
+        let mut record = Vec::with_capacity(HEADER_BYTES + payload.len());
+        record.extend_from_slice(header.as_bytes());
+        record.extend_from_slice(payload);
+        if let Err(source) = segment.file.write_all_at(&record, offset) {
+            // Leave no partial record behind (a failed cut-back is caught by
+            // recovery as a torn tail or a corrupted record).
+            let _ = segment.file.set_len(offset);
+            return Err(SpoolError::Io { step: "write", path: segment.path.clone(), source });
+        }
+        segment.len += wanted;
+        segment.last_id = id;
+        self.used += wanted;
+        self.next_id += 1;
+        self.unsynced = true;
+        Ok(Location { id, segment: segment.first_id, offset, length: payload.len() as u32 })
+    }
+
+    fn new_segment(&mut self) -> Result<(), SpoolError> {
+        self.sync()?;
+        let first_id = self.next_id;
+        let path = self.dir_path.join(segment_name(first_id));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error("create", &path))?;
+        // The new name must survive a crash before anything in it is acknowledged.
+        fsync_dir(&self.dir, &self.dir_path)?;
+        self.segments.push_back(Segment { first_id, last_id: 0, path, file, len: 0 });
+        Ok(())
+    }
+
+    /// Make every appended record durable (fdatasync of the newest segment;
+    /// older ones were synced when closed). An error here is fatal for the
+    /// lane: after a failed fsync the page cache cannot be trusted.
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        if let Some(segment) = self.segments.back() {
+            segment.file.sync_data().map_err(io_error("fdatasync", &segment.path))?;
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Read a record back, checking it again against its header.
+    pub fn read(&self, location: &Location) -> Result<Vec<u8>, SpoolError> {
+        let segment = self.segments.iter().find(|s| s.first_id == location.segment).ok_or_else(|| {
+            SpoolError::Corrupted { location: *location, why: "segment no longer in the spool".into() }
+        })?;
+        let mut record = vec![0u8; HEADER_BYTES + location.length as usize];
+        segment.file.read_exact_at(&mut record, location.offset).map_err(io_error("read", &segment.path))?;
+        let corrupted = |why: &str| SpoolError::Corrupted { location: *location, why: why.to_string() };
+        let header = valid_header(&record).ok_or_else(|| corrupted("bad header"))?;
+        if header.id.get() != location.id || header.length.get() != location.length {
+            return Err(corrupted("header names another record"));
+        }
+        let payload = record.split_off(HEADER_BYTES);
+        if crc32c::crc32c(&payload) != header.payload_crc32c.get() {
+            return Err(corrupted("payload checksum mismatch"));
+        }
+        Ok(payload)
+    }
+
+    /// Every record up to and including `id` is committed in PostgreSQL:
+    /// unlink the segments that hold nothing else. The newest segment is
+    /// kept (appends continue in it).
+    pub fn release_through(&mut self, id: u64) -> Result<(), SpoolError> {
+        while self.segments.len() > 1 {
+            let Some(oldest) = self.segments.front() else { break };
+            if oldest.last_id > id {
+                break;
+            }
+            std::fs::remove_file(&oldest.path).map_err(io_error("unlink", &oldest.path))?;
+            self.used -= oldest.len;
+            self.segments.pop_front();
+        }
+        Ok(())
+    }
+}
