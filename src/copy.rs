@@ -39,6 +39,9 @@ pub fn copy_statement(table: &EventTable) -> String {
 }
 
 /// Signature, flags (no OIDs) and an empty header extension.
+/// Bytes of [`encode_header`]: signature, flags, header extension length.
+pub const HEADER_BYTES: usize = SIGNATURE.len() + 8;
+
 pub fn encode_header(out: &mut BytesMut) {
     out.put_slice(SIGNATURE);
     out.put_i32(0);

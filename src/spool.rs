@@ -423,3 +423,173 @@ impl Spool {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    fn temp_dir() -> PathBuf {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("spool-unit-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn keep(payload: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(payload.to_vec())
+    }
+
+    fn payload(i: u8) -> Vec<u8> {
+        vec![i; 1000 + i as usize]
+    }
+
+    fn open(dir: &Path) -> (Spool, Recovery<Vec<u8>>) {
+        Spool::open(dir, 64 * 1024 * 1024, keep).unwrap()
+    }
+
+    fn segment_path(dir: &Path) -> PathBuf {
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        segments.sort();
+        segments.pop().unwrap()
+    }
+
+    #[test]
+    fn records_survive_reopen_in_order() {
+        let dir = temp_dir();
+        let (mut spool, recovery) = open(&dir);
+        assert!(recovery.records.is_empty());
+        let locations: Vec<Location> = (0..5).map(|i| spool.append(&payload(i)).unwrap()).collect();
+        spool.sync().unwrap();
+        assert_eq!(spool.read(&locations[3]).unwrap(), payload(3));
+        drop(spool);
+        let (mut spool, recovery) = open(&dir);
+        let found: Vec<Vec<u8>> = recovery.records.iter().map(|(_, p)| p.clone()).collect();
+        assert_eq!(found, (0..5).map(payload).collect::<Vec<_>>());
+        assert_eq!(recovery.truncated_bytes, 0);
+        assert!(recovery.quarantined.is_empty());
+        // Ids continue after the recovered ones.
+        assert_eq!(spool.append(&payload(9)).unwrap().id, 6);
+    }
+
+    #[test]
+    fn a_torn_tail_is_truncated_to_the_last_valid_record() {
+        let dir = temp_dir();
+        let (mut spool, _) = open(&dir);
+        for i in 0..3 {
+            spool.append(&payload(i)).unwrap();
+        }
+        spool.sync().unwrap();
+        drop(spool);
+        let path = segment_path(&dir);
+        let valid_len = std::fs::metadata(&path).unwrap().len();
+        // A crash inside the next append: its header and half its payload.
+        let torn = payload(7);
+        let header = header_for(4, &torn);
+        let mut bytes = header.as_bytes().to_vec();
+        bytes.extend_from_slice(&torn[..torn.len() / 2]);
+        let file = OpenOptions::new().append(true).open(&path).unwrap();
+        (&file).write_all(&bytes).unwrap();
+        drop(file);
+        let (_, recovery) = open(&dir);
+        assert_eq!(recovery.records.len(), 3);
+        assert_eq!(recovery.truncated_bytes, bytes.len() as u64);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), valid_len);
+        // A header cut short is a torn tail too.
+        let file = OpenOptions::new().append(true).open(&path).unwrap();
+        (&file).write_all(&header.as_bytes()[..10]).unwrap();
+        drop(file);
+        let (_, recovery) = open(&dir);
+        assert_eq!((recovery.records.len(), recovery.truncated_bytes), (3, 10));
+    }
+
+    #[test]
+    fn a_corrupted_record_is_quarantined_and_never_returned() {
+        let dir = temp_dir();
+        let (mut spool, _) = open(&dir);
+        let locations: Vec<Location> = (0..4).map(|i| spool.append(&payload(i)).unwrap()).collect();
+        spool.sync().unwrap();
+        drop(spool);
+        let path = segment_path(&dir);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // One bit flipped in the payload of record 2 (id 2).
+        bytes[locations[1].offset as usize + HEADER_BYTES + 17] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let (spool, recovery) = open(&dir);
+        let ids: Vec<u64> = recovery.records.iter().map(|(l, _)| l.id).collect();
+        assert_eq!(ids, vec![1, 3, 4]);
+        assert_eq!(recovery.quarantined.len(), 1);
+        let kept = std::fs::read(&recovery.quarantined[0]).unwrap();
+        assert_eq!(kept.len(), HEADER_BYTES + payload(1).len());
+        // Reading it back directly fails too: never handed to PostgreSQL.
+        assert!(matches!(spool.read(&locations[1]), Err(SpoolError::Corrupted { .. })));
+        // A destroyed header in the middle: the bytes up to the next valid
+        // header are quarantined, the records after it survive.
+        drop(spool);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let third = locations[2].offset as usize;
+        bytes[third..third + 4].copy_from_slice(b"XXXX");
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, recovery) = open(&dir);
+        let ids: Vec<u64> = recovery.records.iter().map(|(l, _)| l.id).collect();
+        assert_eq!(ids, vec![1, 4]);
+        assert_eq!(recovery.quarantined.len(), 2);
+    }
+
+    #[test]
+    fn a_summary_the_caller_cannot_read_is_quarantined() {
+        let dir = temp_dir();
+        let (mut spool, _) = open(&dir);
+        for i in 0..3 {
+            spool.append(&payload(i)).unwrap();
+        }
+        spool.sync().unwrap();
+        drop(spool);
+        let picky = |p: &[u8]| if p[0] == 1 { Err("unreadable".to_string()) } else { Ok(p.len()) };
+        let (_, recovery) = Spool::open(&dir, 64 * 1024 * 1024, picky).unwrap();
+        assert_eq!(recovery.records.iter().map(|(l, _)| l.id).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(recovery.quarantined.len(), 1);
+    }
+
+    #[test]
+    fn the_quota_refuses_appends_and_release_frees_space() {
+        let dir = temp_dir();
+        let quota = 40 * 1024;
+        let (mut spool, _) = Spool::open(&dir, quota, keep).unwrap();
+        let record = vec![7u8; 4000];
+        let mut last = 0;
+        loop {
+            match spool.append(&record) {
+                Ok(location) => last = location.id,
+                Err(SpoolError::Full { used, quota: q, .. }) => {
+                    assert!(used <= q);
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        spool.sync().unwrap();
+        assert!(spool.used_bytes() <= quota);
+        assert!(spool.segment_count() > 1, "segments are a quarter of the quota");
+        spool.release_through(last).unwrap();
+        assert_eq!(spool.segment_count(), 1, "only the newest segment is kept");
+        assert!(spool.has_room(record.len()));
+        spool.append(&record).unwrap();
+    }
+
+    #[test]
+    fn a_record_above_the_limit_is_refused() {
+        let dir = temp_dir();
+        let (mut spool, _) = open(&dir);
+        let huge = vec![0u8; SPOOL_RECORD_BYTES_MAX + 1];
+        assert!(matches!(spool.append(&huge), Err(SpoolError::TooLarge(_))));
+    }
+}

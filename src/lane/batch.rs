@@ -123,6 +123,30 @@ impl Batch {
         self.quarantined.push(event);
     }
 
+    /// Append the batch spooled after this one: one transaction then
+    /// commits both (COPY streams continue each other; ranges coalesce).
+    pub fn absorb(&mut self, next: Batch) {
+        for (mine, theirs) in self.copies.iter_mut().zip(next.copies) {
+            let Some(theirs) = theirs else { continue };
+            match mine {
+                Some(stream) => stream.extend_from_slice(&theirs[copy::HEADER_BYTES.min(theirs.len())..]),
+                None => *mine = Some(theirs),
+            }
+        }
+        self.rows += next.rows;
+        self.bytes += next.bytes;
+        for r in next.ranges {
+            match self.ranges.last_mut() {
+                Some(last) if last.producer_id == r.producer_id && last.epoch == r.epoch && last.last_seq + 1 == r.first_seq => {
+                    last.last_seq = r.last_seq;
+                    last.rows += r.rows;
+                }
+                _ => self.ranges.push(r),
+            }
+        }
+        self.quarantined.extend(next.quarantined);
+    }
+
     pub fn add_release(&mut self, release: Release) {
         self.releases.push(release);
     }

@@ -55,8 +55,8 @@ pub(super) enum Request {
     Batch(Box<Batch>),
     /// A producer's watermark, wanted before spooled batches are sent.
     Mark(u64),
-    /// The oldest unsent spooled batch (the front of the spool queue).
-    Spooled(Box<Batch>),
+    /// The oldest unsent spooled records (how many), as one transaction.
+    Spooled(Box<Batch>, usize),
 }
 
 /// Who a write-completion failpoint waits for.
@@ -332,7 +332,10 @@ impl LaneCore {
 
     fn maybe_seal(&mut self) {
         let age = self.now.mono_ms.saturating_sub(self.pending.started_ms);
-        let idle = matches!(self.pg, PgState::Idle);
+        // Without a spool a batch waits while one is in flight (it could
+        // not be sent anyway); with one, sealing is what acknowledges, so
+        // it never waits for PostgreSQL (records are merged when sent).
+        let idle = matches!(self.pg, PgState::Idle) || self.spool.is_some();
         let due = self.pending.is_full() || self.draining || (idle && age >= BATCH_FLUSH_INTERVAL_MS);
         if self.pending.is_empty() || !due {
             return;
@@ -496,12 +499,12 @@ impl LaneCore {
             (Request::Lookup(producer_id), Outcome::Rows(rows)) => self.lookup_done(producer_id, &rows),
             (Request::Batch(batch), Outcome::Committed) => self.batch_committed(&batch),
             (Request::Mark(producer_id), Outcome::Rows(rows)) => self.mark_done(producer_id, &rows),
-            (Request::Spooled(batch), Outcome::Committed) => self.spooled_committed(&batch),
+            (Request::Spooled(batch, records), Outcome::Committed) => self.spooled_committed(&batch, records),
             (_, Outcome::Failed(error)) => {
                 self.reset(&format!("database refused a request: {} {}", error.sqlstate, error.message));
             }
             (Request::Lookup(_) | Request::Mark(_), Outcome::Committed)
-            | (Request::Batch(_) | Request::Spooled(_), Outcome::Rows(_)) => {
+            | (Request::Batch(_) | Request::Spooled(..), Outcome::Rows(_)) => {
                 return Err("mismatched response".into());
             }
         }

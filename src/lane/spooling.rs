@@ -26,7 +26,10 @@ use super::core::{LaneCore, PgState, Producer, Request, SendTarget};
 use super::session::ConnState;
 use crate::failpoint;
 use crate::frame::{self, RejectCode, StatusCode};
-use crate::limits::{PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS, SPOOL_CACHE_BYTES_MAX, SPOOL_RETRY_INTERVAL_MS};
+use crate::limits::{
+    BATCH_BYTES_MAX, BATCH_ROWS_MAX, PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS, SPOOL_CACHE_BYTES_MAX,
+    SPOOL_RETRY_INTERVAL_MS,
+};
 use crate::pg::pipeline;
 use crate::spool::{Location, Recovery, Spool, SpoolError};
 
@@ -232,7 +235,6 @@ impl LaneCore {
 
     /// The next database request in spool mode (lookups for waiting HELLOs come first).
     pub(super) fn spool_start_request(&mut self) {
-        let now_ms = self.now.mono_ms;
         let Some(lane) = self.spool.as_mut() else { return };
         if let Some(resolve) = lane.resolve.as_mut() {
             if let Some(producer_id) = resolve.pop() {
@@ -257,38 +259,58 @@ impl LaneCore {
             }
         }
         loop {
-            let Some(lane) = self.spool.as_mut() else { return };
-            let Some(front) = lane.unsent.front_mut() else { return };
-            let batch = match front.cached.take() {
-                Some(batch) => {
-                    lane.cached_bytes -= batch.bytes;
-                    Ok(batch)
-                }
-                None => lane
-                    .spool
-                    .read(&front.location)
-                    .map_err(|e| e.to_string())
-                    .and_then(|payload| Batch::from_spool_payload(self.module, now_ms, &payload).map(Box::new)),
+            let Some(front_id) = self.spool.as_ref().and_then(|l| l.unsent.front()).map(|s| s.location.id) else {
+                return;
             };
-            match batch {
+            match self.load_unsent(0) {
                 Ok(mut batch) => {
-                    if lane.corrupted_records > 0 {
+                    // Consecutive records share one transaction up to the batch bounds.
+                    let mut records = 1;
+                    while let Some(next) = self.spool.as_ref().and_then(|l| l.unsent.get(records)) {
+                        let rows: u64 = next.ranges.iter().map(|r| r.rows).sum();
+                        if batch.rows + rows as usize > BATCH_ROWS_MAX
+                            || batch.bytes + next.location.length as usize > BATCH_BYTES_MAX
+                        {
+                            break;
+                        }
+                        match self.load_unsent(records) {
+                            Ok(next) => batch.absorb(*next),
+                            Err(_) => break,
+                        }
+                        records += 1;
+                    }
+                    if let Some(lane) = self.spool.as_ref().filter(|l| l.corrupted_records > 0) {
                         record_gaps(&lane.marks, &mut batch);
                     }
-                    return self.send_spooled(batch);
+                    return self.send_spooled(batch, records);
                 }
                 Err(why) => {
                     // Changed on disk since it was written: never committed,
                     // reported; its seqs become a recorded gap.
-                    tracing::error!(lane = self.module.name(), record = front.location.id, why, "spooled batch unreadable: dropped");
-                    lane.corrupted_records += 1;
-                    lane.unsent.pop_front();
+                    tracing::error!(lane = self.module.name(), record = front_id, why, "spooled batch unreadable: dropped");
+                    if let Some(lane) = self.spool.as_mut() {
+                        lane.corrupted_records += 1;
+                        lane.unsent.pop_front();
+                    }
                 }
             }
         }
     }
 
-    fn send_spooled(&mut self, mut batch: Box<Batch>) {
+    /// The `index`-th unsent record's batch: from the cache, or read back.
+    fn load_unsent(&mut self, index: usize) -> Result<Box<Batch>, String> {
+        let (module, now_ms) = (self.module, self.now.mono_ms);
+        let lane = self.spool.as_mut().ok_or("no spool")?;
+        let spooled = lane.unsent.get_mut(index).ok_or("no such record")?;
+        if let Some(batch) = spooled.cached.take() {
+            lane.cached_bytes -= batch.bytes;
+            return Ok(batch);
+        }
+        let payload = lane.spool.read(&spooled.location).map_err(|e| e.to_string())?;
+        Batch::from_spool_payload(module, now_ms, &payload).map(Box::new)
+    }
+
+    fn send_spooled(&mut self, mut batch: Box<Batch>, records: usize) {
         let start = self.pg_out.len();
         let pipeline = match batch.encode(&mut self.pg_out) {
             Ok(p) => p,
@@ -306,7 +328,7 @@ impl LaneCore {
         } else if failpoint::fires(failpoint::COMMIT_SENT) {
             self.stop_after_send = Some((SendTarget::Pg, failpoint::COMMIT_SENT));
         }
-        self.pg = PgState::Busy(pipeline, Request::Spooled(batch));
+        self.pg = PgState::Busy(pipeline, Request::Spooled(batch, records));
     }
 
     pub(super) fn mark_done(&mut self, producer_id: u64, rows: &[crate::pg::Row]) {
@@ -320,17 +342,26 @@ impl LaneCore {
         }
     }
 
-    /// The front record's transaction committed.
-    pub(super) fn spooled_committed(&mut self, batch: &Batch) {
+    /// The transaction of the first `records` unsent records committed.
+    pub(super) fn spooled_committed(&mut self, batch: &Batch, records: usize) {
         failpoint::check(failpoint::AFTER_COMMIT);
         self.stats.batches_committed += 1;
         self.stats.events_committed += batch.rows as u64;
         let Some(lane) = self.spool.as_mut() else { return };
         lane.failure_backoff_ms = PG_RECONNECT_BACKOFF_MIN_MS;
         lane.note_committed(&batch.ranges);
-        lane.records_committed += 1;
-        if let Some(done) = lane.unsent.pop_front() {
-            if let Err(e) = lane.spool.release_through(done.location.id) {
+        lane.records_committed += records as u64;
+        let mut last = None;
+        for _ in 0..records {
+            if let Some(done) = lane.unsent.pop_front() {
+                if let Some(cached) = done.cached {
+                    lane.cached_bytes -= cached.bytes;
+                }
+                last = Some(done.location.id);
+            }
+        }
+        if let Some(id) = last {
+            if let Err(e) = lane.spool.release_through(id) {
                 tracing::warn!(lane = self.module.name(), error = %e, "spool release failed");
             }
         }
@@ -388,37 +419,35 @@ impl LaneCore {
 }
 
 /// After corrupted records: a producer range that starts above the
-/// watermark + 1 lost the seqs between to a corrupted record. They are
-/// recorded as one quarantine row and covered by the watermark advance, so
-/// the lane never refuses later batches over them.
+/// watermark + 1 (or above the end of the producer's previous range in the
+/// batch) lost the seqs between to a corrupted record. They are recorded as
+/// one quarantine row each and covered by the watermark advance, so the
+/// lane never refuses later batches over them.
 fn record_gaps(marks: &HashMap<u64, (u64, u64)>, batch: &mut Batch) {
-    let mut seen = Vec::new();
-    let mut gaps = Vec::new();
-    for r in &batch.ranges {
-        if seen.contains(&r.producer_id) {
-            continue;
-        }
-        seen.push(r.producer_id);
-        let next = match marks.get(&r.producer_id) {
-            Some(&(epoch, seq)) if epoch == r.epoch => seq + 1,
-            Some(&(epoch, _)) if epoch < r.epoch => 1,
-            _ => continue,
+    let mut next: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut ranges = Vec::with_capacity(batch.ranges.len());
+    for r in std::mem::take(&mut batch.ranges) {
+        let expected = match next.get(&r.producer_id).or(marks.get(&r.producer_id)) {
+            Some(&(epoch, seq)) if epoch == r.epoch => Some(seq + 1),
+            Some(&(epoch, _)) if epoch < r.epoch => Some(1),
+            _ => None,
         };
-        if r.first_seq > next {
-            gaps.push(ProducerRange { producer_id: r.producer_id, epoch: r.epoch, first_seq: next, last_seq: r.first_seq - 1, rows: 0 });
+        if let Some(first) = expected.filter(|first| r.first_seq > *first) {
+            let gap = ProducerRange { producer_id: r.producer_id, epoch: r.epoch, first_seq: first, last_seq: r.first_seq - 1, rows: 0 };
+            tracing::error!(?gap, "acknowledged events lost to a corrupted spool record: recorded in quarantine");
+            batch.quarantined.push(Quarantined {
+                producer_id: gap.producer_id,
+                epoch: gap.epoch,
+                seq: gap.first_seq,
+                table_name: "(corrupted spool record)".to_string(),
+                code: RejectCode::SpoolRecordCorrupted,
+                reason: format!("seqs {}..{} lost: their spool record was corrupted on disk", gap.first_seq, gap.last_seq),
+                raw: Vec::new(),
+            });
+            ranges.push(gap);
         }
+        next.insert(r.producer_id, (r.epoch, r.last_seq));
+        ranges.push(r);
     }
-    for gap in gaps.into_iter().rev() {
-        tracing::error!(?gap, "acknowledged events lost to a corrupted spool record: recorded in quarantine");
-        batch.ranges.insert(0, gap);
-        batch.quarantined.push(Quarantined {
-            producer_id: gap.producer_id,
-            epoch: gap.epoch,
-            seq: gap.first_seq,
-            table_name: "(corrupted spool record)".to_string(),
-            code: RejectCode::SpoolRecordCorrupted,
-            reason: format!("seqs {}..{} lost: their spool record was corrupted on disk", gap.first_seq, gap.last_seq),
-            raw: Vec::new(),
-        });
-    }
+    batch.ranges = ranges;
 }
