@@ -68,11 +68,21 @@ impl std::error::Error for ClientError {}
 /// A reply from the lane.
 #[derive(Debug)]
 pub enum Reply {
-    Ack { epoch: u64, durable_seq: u64 },
+    Ack {
+        epoch: u64,
+        durable_seq: u64,
+    },
     Credit(u32),
-    Reject { seq: u64, code: u16, reason: String },
+    Reject {
+        seq: u64,
+        code: u16,
+        reason: String,
+    },
     /// The lane's explicit push-back (or its end): wait for credit.
-    Status { code: u16, reason: String },
+    Status {
+        code: u16,
+        reason: String,
+    },
 }
 
 /// An open, handshaken connection to a lane.

@@ -83,7 +83,7 @@ mod armed {
     }
 
     pub fn stop(name: &str) {
-        eprintln!("failpoint {name} reached");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("failpoint {name} reached\n").as_bytes());
         let _ = crate::sys::send_signal(std::process::id() as i32, libc::SIGSTOP);
     }
 }

@@ -221,8 +221,8 @@ impl RejectCode {
             NotFinite,
             SpoolRecordCorrupted,
         ]
-            .into_iter()
-            .find(|code| *code as u16 == value)
+        .into_iter()
+        .find(|code| *code as u16 == value)
     }
 }
 

@@ -395,7 +395,11 @@ fn lane(cmd: &LaneCmd) -> ExitCode {
     match run_lane(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("applianced lane {}: {e}", module.name());
+            // write! rather than eprintln!: stderr may be unwritable (full disk).
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("applianced lane {}: {e}\n", module.name()),
+            );
             ExitCode::from(3)
         }
     }
@@ -444,6 +448,9 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("APPLIANCED_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // A failed log write (stderr on a full disk) must not become an
+        // eprintln! that panics: the log line is lost, the process goes on.
+        .log_internal_errors(false)
         .init();
     let cli: Cli = argh::from_env();
     let result = match &cli.command {

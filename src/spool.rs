@@ -67,11 +67,22 @@ pub struct Location {
 #[derive(Debug)]
 pub enum SpoolError {
     /// The quota would be exceeded: producers are pushed back.
-    Full { used: u64, quota: u64, wanted: u64 },
+    Full {
+        used: u64,
+        quota: u64,
+        wanted: u64,
+    },
     TooLarge(usize),
-    Io { step: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A record read back does not match what was written.
-    Corrupted { location: Location, why: String },
+    Corrupted {
+        location: Location,
+        why: String,
+    },
 }
 
 impl std::fmt::Display for SpoolError {
@@ -222,9 +233,8 @@ impl Spool {
         let mut end = bytes.len();
         while offset < bytes.len() {
             let rest = &bytes[offset..];
-            let header = valid_header(rest).filter(|h| {
-                h.id.get() >= self.next_id && HEADER_BYTES + h.length.get() as usize <= rest.len()
-            });
+            let header = valid_header(rest)
+                .filter(|h| h.id.get() >= self.next_id && HEADER_BYTES + h.length.get() as usize <= rest.len());
             let Some(header) = header else {
                 // Not a record here. A later valid header means corruption in
                 // between; none means a torn tail (or, in an older segment,

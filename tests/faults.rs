@@ -153,6 +153,8 @@ fn postgres_immediate_stop_during_load() {
     let events = 50_000;
     for iteration in 0..u64::from(iterations()) {
         let producer = 300 + iteration;
+        // The previous iteration's stop may still be recovering: wait until it serves.
+        drop(cluster.admin());
         let reports = loads_with_fault(&name, producer, events, || {
             std::thread::sleep(Duration::from_millis(300));
             let pgdata = cluster.dir.join("pgdata");
@@ -239,8 +241,10 @@ fn restart(cluster: &TestCluster, name: &str, extra: &[&str], env: &[(&str, &str
 /// Stop the appliance and start its cluster again (as `init` does) for the next round.
 fn stop_and_reinit(cluster: &TestCluster, appliance: &mut applianced::demo::Appliance) {
     appliance.stop().unwrap();
-    let init =
-        Command::new(BIN).args(["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"]).output().unwrap();
+    let init = Command::new(BIN)
+        .args(["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"])
+        .output()
+        .unwrap();
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
 }
 
@@ -292,10 +296,16 @@ fn kill_minus_nine_at_each_failpoint() {
             record(&mut expected, producer, events, &reports);
             stop_and_reinit(&cluster, &mut appliance);
             runs += 1;
-            println!("failpoint {stage}: kill -9 of the {}: done", if whole_appliance { "appliance" } else { "dpi lane" });
+            println!(
+                "failpoint {stage}: kill -9 of the {}: done",
+                if whole_appliance { "appliance" } else { "dpi lane" }
+            );
         }
     }
-    println!("scenario kill -9 at each failpoint (lane and appliance): iterations {runs}\n{}", check(&cluster, &expected));
+    println!(
+        "scenario kill -9 at each failpoint (lane and appliance): iterations {runs}\n{}",
+        check(&cluster, &expected)
+    );
 }
 
 /// The spool's "disk" is full: the dpi lane's file size limit drops to one

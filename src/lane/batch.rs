@@ -137,7 +137,11 @@ impl Batch {
         self.bytes += next.bytes;
         for r in next.ranges {
             match self.ranges.last_mut() {
-                Some(last) if last.producer_id == r.producer_id && last.epoch == r.epoch && last.last_seq + 1 == r.first_seq => {
+                Some(last)
+                    if last.producer_id == r.producer_id
+                        && last.epoch == r.epoch
+                        && last.last_seq + 1 == r.first_seq =>
+                {
                     last.last_seq = r.last_seq;
                     last.rows += r.rows;
                 }

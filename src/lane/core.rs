@@ -18,8 +18,8 @@ use bytes::BytesMut;
 use postgres_protocol::message::backend::Message;
 
 use super::batch::Batch;
-use super::spooling::SpoolLane;
 use super::session::{Conn, ConnState};
+use super::spooling::SpoolLane;
 use crate::frame::{self, ErrorCode};
 use crate::ingress::{PeerPolicy, RateLimitedLog};
 use crate::limits::{

@@ -82,7 +82,9 @@ impl SpoolLane {
 
     fn covered(&self, ranges: &[ProducerRange]) -> bool {
         ranges.iter().all(|r| {
-            self.marks.get(&r.producer_id).is_some_and(|&(epoch, seq)| epoch > r.epoch || (epoch == r.epoch && seq >= r.last_seq))
+            self.marks
+                .get(&r.producer_id)
+                .is_some_and(|&(epoch, seq)| epoch > r.epoch || (epoch == r.epoch && seq >= r.last_seq))
         })
     }
 
@@ -210,7 +212,12 @@ impl LaneCore {
             return;
         }
         lane.blocked = Some(code);
-        tracing::warn!(lane = self.module.name(), ?code, reason, "producers pushed back: no credit until the spool accepts batches");
+        tracing::warn!(
+            lane = self.module.name(),
+            ?code,
+            reason,
+            "producers pushed back: no credit until the spool accepts batches"
+        );
         self.broadcast_status(code, reason);
     }
 
@@ -248,7 +255,11 @@ impl LaneCore {
             lane.resolve = None;
             while lane.unsent.front().is_some_and(|s| lane.covered(&s.ranges)) {
                 if let Some(done) = lane.unsent.pop_front() {
-                    tracing::info!(lane = self.module.name(), record = done.location.id, "spooled batch already committed: skipped");
+                    tracing::info!(
+                        lane = self.module.name(),
+                        record = done.location.id,
+                        "spooled batch already committed: skipped"
+                    );
                     if let Some(batch) = done.cached {
                         lane.cached_bytes -= batch.bytes;
                     }
@@ -287,7 +298,12 @@ impl LaneCore {
                 Err(why) => {
                     // Changed on disk since it was written: never committed,
                     // reported; its seqs become a recorded gap.
-                    tracing::error!(lane = self.module.name(), record = front_id, why, "spooled batch unreadable: dropped");
+                    tracing::error!(
+                        lane = self.module.name(),
+                        record = front_id,
+                        why,
+                        "spooled batch unreadable: dropped"
+                    );
                     if let Some(lane) = self.spool.as_mut() {
                         lane.corrupted_records += 1;
                         lane.unsent.pop_front();
@@ -433,7 +449,13 @@ fn record_gaps(marks: &HashMap<u64, (u64, u64)>, batch: &mut Batch) {
             _ => None,
         };
         if let Some(first) = expected.filter(|first| r.first_seq > *first) {
-            let gap = ProducerRange { producer_id: r.producer_id, epoch: r.epoch, first_seq: first, last_seq: r.first_seq - 1, rows: 0 };
+            let gap = ProducerRange {
+                producer_id: r.producer_id,
+                epoch: r.epoch,
+                first_seq: first,
+                last_seq: r.first_seq - 1,
+                rows: 0,
+            };
             tracing::error!(?gap, "acknowledged events lost to a corrupted spool record: recorded in quarantine");
             batch.quarantined.push(Quarantined {
                 producer_id: gap.producer_id,
@@ -441,7 +463,10 @@ fn record_gaps(marks: &HashMap<u64, (u64, u64)>, batch: &mut Batch) {
                 seq: gap.first_seq,
                 table_name: "(corrupted spool record)".to_string(),
                 code: RejectCode::SpoolRecordCorrupted,
-                reason: format!("seqs {}..{} lost: their spool record was corrupted on disk", gap.first_seq, gap.last_seq),
+                reason: format!(
+                    "seqs {}..{} lost: their spool record was corrupted on disk",
+                    gap.first_seq, gap.last_seq
+                ),
                 raw: Vec::new(),
             });
             ranges.push(gap);

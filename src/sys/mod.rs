@@ -354,7 +354,8 @@ pub fn set_file_size_limit(pid: i32, bytes: Option<u64>) -> io::Result<()> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let limit = libc::rlimit { rlim_cur: bytes.unwrap_or(current.rlim_max).min(current.rlim_max), rlim_max: current.rlim_max };
+    let limit =
+        libc::rlimit { rlim_cur: bytes.unwrap_or(current.rlim_max).min(current.rlim_max), rlim_max: current.rlim_max };
     // SAFETY: limit is a valid rlimit for the call's duration; the old-limit pointer may be null.
     let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
     if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }

@@ -82,8 +82,20 @@ impl TestCluster {
         Connection::connect(&self.params(role)).unwrap_or_else(|e| panic!("connect as {role}: {e}"))
     }
 
+    /// Connect as the admin role, waiting up to 60 s while the cluster is
+    /// down or in crash recovery (the fault tests kill it).
     pub fn admin(&self) -> Connection {
-        self.connect(applianced::limits::ADMIN_ROLE)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match Connection::connect(&self.params(applianced::limits::ADMIN_ROLE)) {
+                Ok(conn) => return conn,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("admin connect: {e}; retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => panic!("connect as admin: {e}"),
+            }
+        }
     }
 
     pub fn selftest(&self, extra: &[&str]) -> Output {
