@@ -69,7 +69,7 @@ pub(super) enum SendTarget {
 pub(super) enum PgState {
     Down { retry_at_ms: u64, backoff_ms: u64 },
     Idle,
-    Busy(Pipeline, Request),
+    Busy(Box<Pipeline>, Request),
 }
 
 /// Counters reported in logs and by the supervisor.
@@ -518,7 +518,7 @@ impl LaneCore {
         if let Some(producer_id) = self.lookups_wanted.pop_front() {
             let sql = format!("SELECT producer_epoch, last_seq FROM appliance.watermark_get({producer_id})");
             match pipeline::encode_query(&mut self.pg_out, &sql) {
-                Ok(p) => self.pg = PgState::Busy(p, Request::Lookup(producer_id)),
+                Ok(p) => self.pg = PgState::Busy(Box::new(p), Request::Lookup(producer_id)),
                 Err(e) => self.reset(&e.to_string()),
             }
             return;
@@ -528,7 +528,7 @@ impl LaneCore {
         }
         if let Some(mut batch) = self.sealed.pop_front() {
             match batch.encode(&mut self.pg_out) {
-                Ok(p) => self.pg = PgState::Busy(p, Request::Batch(Box::new(batch))),
+                Ok(p) => self.pg = PgState::Busy(Box::new(p), Request::Batch(Box::new(batch))),
                 Err(e) => self.reset(&e.to_string()),
             }
         }

@@ -247,7 +247,7 @@ impl LaneCore {
             if let Some(producer_id) = resolve.pop() {
                 let sql = format!("SELECT producer_epoch, last_seq FROM appliance.watermark_get({producer_id})");
                 match pipeline::encode_query(&mut self.pg_out, &sql) {
-                    Ok(p) => self.pg = PgState::Busy(p, Request::Mark(producer_id)),
+                    Ok(p) => self.pg = PgState::Busy(Box::new(p), Request::Mark(producer_id)),
                     Err(e) => self.reset(&e.to_string()),
                 }
                 return;
@@ -344,7 +344,7 @@ impl LaneCore {
         } else if failpoint::fires(failpoint::COMMIT_SENT) {
             self.stop_after_send = Some((SendTarget::Pg, failpoint::COMMIT_SENT));
         }
-        self.pg = PgState::Busy(pipeline, Request::Spooled(batch, records));
+        self.pg = PgState::Busy(Box::new(pipeline), Request::Spooled(batch, records));
     }
 
     pub(super) fn mark_done(&mut self, producer_id: u64, rows: &[crate::pg::Row]) {
