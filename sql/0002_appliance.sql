@@ -137,6 +137,37 @@ BEGIN
 END
 $fn$;
 
+-- The caller module's partition window [lo_us, hi_us) in Unix microseconds:
+-- from the latest first day to the day after the earliest last day over its
+-- event tables' attached day partitions (partitions are contiguous: created
+-- ahead without gaps, removed oldest first). The lane quarantines a row
+-- whose ingest_time falls outside it instead of failing its batch (23514).
+CREATE FUNCTION appliance.partition_window()
+RETURNS TABLE (lo_us bigint, hi_us bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_module text := appliance.caller_module();
+BEGIN
+    RETURN QUERY
+    WITH days AS (
+        SELECT e.table_name, to_date(right(c.relname, 8), 'YYYYMMDD') AS d
+        FROM appliance.event_tables e
+        JOIN pg_namespace n ON n.nspname = e.schema_name
+        JOIN pg_class p ON p.relnamespace = n.oid AND p.relname = e.table_name
+        JOIN pg_inherits i ON i.inhparent = p.oid AND NOT i.inhdetachpending
+        JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE e.schema_name = v_module
+    ), per_table AS (
+        SELECT table_name, min(d) AS first_day, max(d) AS last_day FROM days GROUP BY table_name
+    )
+    SELECT (extract(epoch FROM max(first_day)::timestamp) * 1000000)::bigint,
+           (extract(epoch FROM (min(last_day) + 1)::timestamp) * 1000000)::bigint
+    FROM per_table;
+END
+$fn$;
+
 -- Create daily partitions (each hash-subpartitioned by producer_id) for every event table,
 -- for p_days UTC days starting at p_first_day. Recipe: create the day table standalone,
 -- create its hash leaves under it, then ATTACH it to the parent. ATTACH PARTITION takes

@@ -59,6 +59,7 @@ GRANT INSERT ON TABLE core.response_actions TO ransomeye_core_writer;
 GRANT INSERT ON TABLE core.quarantine TO ransomeye_core_writer;
 GRANT EXECUTE ON FUNCTION appliance.watermark_get(bigint) TO ransomeye_core_writer;
 GRANT EXECUTE ON FUNCTION appliance.watermark_advance(bigint,bigint,bigint,bigint,bigint) TO ransomeye_core_writer;
+GRANT EXECUTE ON FUNCTION appliance.partition_window() TO ransomeye_core_writer;
 -- ransomeye_dpi_writer
 DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO ransomeye_dpi_writer', current_database()); END $$;
 GRANT USAGE ON SCHEMA dpi TO ransomeye_dpi_writer;
@@ -71,6 +72,7 @@ GRANT INSERT ON TABLE dpi.http TO ransomeye_dpi_writer;
 GRANT INSERT ON TABLE dpi.quarantine TO ransomeye_dpi_writer;
 GRANT EXECUTE ON FUNCTION appliance.watermark_get(bigint) TO ransomeye_dpi_writer;
 GRANT EXECUTE ON FUNCTION appliance.watermark_advance(bigint,bigint,bigint,bigint,bigint) TO ransomeye_dpi_writer;
+GRANT EXECUTE ON FUNCTION appliance.partition_window() TO ransomeye_dpi_writer;
 -- ransomeye_linux_agent_writer
 DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO ransomeye_linux_agent_writer', current_database()); END $$;
 GRANT USAGE ON SCHEMA linux_agent TO ransomeye_linux_agent_writer;
@@ -81,6 +83,7 @@ GRANT INSERT ON TABLE linux_agent.network_events TO ransomeye_linux_agent_writer
 GRANT INSERT ON TABLE linux_agent.quarantine TO ransomeye_linux_agent_writer;
 GRANT EXECUTE ON FUNCTION appliance.watermark_get(bigint) TO ransomeye_linux_agent_writer;
 GRANT EXECUTE ON FUNCTION appliance.watermark_advance(bigint,bigint,bigint,bigint,bigint) TO ransomeye_linux_agent_writer;
+GRANT EXECUTE ON FUNCTION appliance.partition_window() TO ransomeye_linux_agent_writer;
 -- ransomeye_windows_agent_writer
 DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO ransomeye_windows_agent_writer', current_database()); END $$;
 GRANT USAGE ON SCHEMA windows_agent TO ransomeye_windows_agent_writer;
@@ -92,6 +95,7 @@ GRANT INSERT ON TABLE windows_agent.network_events TO ransomeye_windows_agent_wr
 GRANT INSERT ON TABLE windows_agent.quarantine TO ransomeye_windows_agent_writer;
 GRANT EXECUTE ON FUNCTION appliance.watermark_get(bigint) TO ransomeye_windows_agent_writer;
 GRANT EXECUTE ON FUNCTION appliance.watermark_advance(bigint,bigint,bigint,bigint,bigint) TO ransomeye_windows_agent_writer;
+GRANT EXECUTE ON FUNCTION appliance.partition_window() TO ransomeye_windows_agent_writer;
 -- ransomeye_core_reader
 DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO ransomeye_core_reader', current_database()); END $$;
 GRANT USAGE ON SCHEMA core_api TO ransomeye_core_reader;

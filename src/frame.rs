@@ -204,6 +204,9 @@ pub enum RejectCode {
     /// Never sent on the wire: quarantine rows for seqs lost to a
     /// corrupted spool record.
     SpoolRecordCorrupted = 10,
+    /// Never sent on the wire: quarantine rows for events whose
+    /// ingest_time fell outside every partition window when committed.
+    PartitionWindow = 11,
 }
 
 impl RejectCode {
@@ -220,6 +223,7 @@ impl RejectCode {
             BadInet,
             NotFinite,
             SpoolRecordCorrupted,
+            PartitionWindow,
         ]
         .into_iter()
         .find(|code| *code as u16 == value)

@@ -18,6 +18,8 @@ pub mod copy;
 pub mod lane;
 /// The durable per-lane spool: checksummed segment files, recovery, quota.
 pub mod spool;
+/// Wall-clock time (simulated in test builds for the partition lifecycle).
+pub mod clock;
 /// Failpoints at each batch stage (the `failpoints` feature only).
 pub mod failpoint;
 /// Deterministic synthetic events for load generation and tests (sans-I/O).

@@ -162,3 +162,11 @@ pub const SPOOL_RETRY_INTERVAL_MS: u64 = 1000;
 /// How long `demo`, selftest's round trip and the tests wait for spooled
 /// (acknowledged) events to be committed before calling them missing.
 pub const COMMIT_WAIT_S: u64 = 60;
+/// How often a lane re-reads its module's partition window while it has
+/// batches to send (and after every reconnect).
+pub const WINDOW_REFRESH_INTERVAL_MS: u64 = 1000;
+/// Days of day partitions kept per module unless `run --retention` says otherwise.
+pub const RETENTION_DAYS_DEFAULT: u32 = 30;
+/// Smallest retention accepted: today's and yesterday's partitions are
+/// never dropped (a batch sealed just before midnight commits after it).
+pub const RETENTION_DAYS_MIN: u32 = 2;

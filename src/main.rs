@@ -101,6 +101,9 @@ struct RunCmd {
     /// CPUs of the embedded PostgreSQL (default: the highest half of the CPUs)
     #[argh(option)]
     pg_cpus: Option<String>,
+    /// MODULE=DAYS: keep this module's day partitions for DAYS days, then detach and drop them (repeatable; default 30 for every module)
+    #[argh(option)]
+    retention: Vec<String>,
     /// disk quota of each lane's spool in MiB (default 1024); beyond it producers are pushed back
     #[argh(option, default = "applianced::limits::SPOOL_QUOTA_BYTES_DEFAULT / (1024 * 1024)")]
     spool_quota_mb: u64,
@@ -290,6 +293,25 @@ fn parse_peers(uids: &[String], gids: &[String]) -> Result<BTreeMap<Module, Peer
     Ok(peers)
 }
 
+fn parse_retention(specs: &[String]) -> Result<BTreeMap<Module, u32>, app::AppError> {
+    let mut days: BTreeMap<Module, u32> =
+        Module::ALL.iter().map(|m| (*m, applianced::limits::RETENTION_DAYS_DEFAULT)).collect();
+    for spec in specs {
+        let parsed = spec
+            .split_once('=')
+            .and_then(|(m, d)| Some((Module::from_name(m)?, d.parse::<u32>().ok()?)))
+            .filter(|(_, d)| *d >= applianced::limits::RETENTION_DAYS_MIN);
+        let Some((module, d)) = parsed else {
+            return Err(app::AppError::Refused(format!(
+                "--retention {spec:?}: expected MODULE=DAYS with DAYS >= {}",
+                applianced::limits::RETENTION_DAYS_MIN
+            )));
+        };
+        days.insert(module, d);
+    }
+    Ok(days)
+}
+
 fn parse_sandbox(text: &str) -> Result<SandboxMode, app::AppError> {
     SandboxMode::parse(text)
         .ok_or_else(|| app::AppError::Refused(format!("unknown --sandbox {text:?}; use best-effort, required or off")))
@@ -315,6 +337,7 @@ fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
         placement,
         partition_days_ahead: cmd.partition_days_ahead,
         spool_quota_bytes: cmd.spool_quota_mb.saturating_mul(1024 * 1024),
+        retention_days: parse_retention(&cmd.retention)?,
     };
     if options.spool_quota_bytes < applianced::limits::SPOOL_QUOTA_BYTES_MIN {
         return Err(app::AppError::Refused(format!(

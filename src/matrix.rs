@@ -194,6 +194,7 @@ impl Privilege {
 pub const FN_WATERMARK_GET: &str = "appliance.watermark_get(bigint)";
 pub const FN_WATERMARK_ADVANCE: &str = "appliance.watermark_advance(bigint,bigint,bigint,bigint,bigint)";
 pub const FN_ENSURE_PARTITIONS: &str = "appliance.ensure_partitions(date,integer)";
+pub const FN_PARTITION_WINDOW: &str = "appliance.partition_window()";
 
 /// Schemas of the application, in creation order.
 pub fn application_schemas() -> Vec<&'static str> {
@@ -243,7 +244,7 @@ pub fn schema_usage(role: Role) -> Vec<&'static str> {
 /// Functions a role may EXECUTE.
 pub fn function_execute(role: Role) -> Vec<&'static str> {
     match role {
-        Role::Writer(_) => vec![FN_WATERMARK_GET, FN_WATERMARK_ADVANCE],
+        Role::Writer(_) => vec![FN_WATERMARK_GET, FN_WATERMARK_ADVANCE, FN_PARTITION_WINDOW],
         Role::Maintenance => vec![FN_ENSURE_PARTITIONS],
         Role::Owner | Role::CoreReader => Vec::new(),
     }

@@ -78,6 +78,12 @@ pub enum SpoolError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// fdatasync/fsync failed: the page cache can no longer be trusted for
+    /// this file (fatal for the lane; it must not retry and acknowledge).
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A record read back does not match what was written.
     Corrupted {
         location: Location,
@@ -93,6 +99,7 @@ impl std::fmt::Display for SpoolError {
             }
             SpoolError::TooLarge(n) => write!(f, "spool record of {n} bytes exceeds {SPOOL_RECORD_BYTES_MAX}"),
             SpoolError::Io { step, path, source } => write!(f, "spool {step} {}: {source}", path.display()),
+            SpoolError::Sync { path, source } => write!(f, "spool fsync {}: {source} (fatal)", path.display()),
             SpoolError::Corrupted { location, why } => write!(f, "spool record {location:?} corrupted: {why}"),
         }
     }
@@ -169,7 +176,7 @@ fn segment_name(first_id: u64) -> String {
 }
 
 fn fsync_dir(dir: &File, path: &Path) -> Result<(), SpoolError> {
-    dir.sync_all().map_err(io_error("fsync directory", path))
+    dir.sync_all().map_err(|source| SpoolError::Sync { path: path.to_path_buf(), source })
 }
 
 impl Spool {
@@ -392,7 +399,7 @@ impl Spool {
             return Ok(());
         }
         if let Some(segment) = self.segments.back() {
-            segment.file.sync_data().map_err(io_error("fdatasync", &segment.path))?;
+            segment.file.sync_data().map_err(|source| SpoolError::Sync { path: segment.path.clone(), source })?;
         }
         self.unsynced = false;
         Ok(())

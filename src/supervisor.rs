@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub partition_days_ahead: u32,
     /// Disk quota of each lane's spool.
     pub spool_quota_bytes: u64,
+    /// Days of day partitions kept per module (older ones are detached and dropped).
+    pub retention_days: BTreeMap<Module, u32>,
 }
 
 struct Lane {
@@ -133,6 +135,12 @@ fn spawn_lane(lane: &Lane, options: &RunOptions) -> Result<Child, AppError> {
             }
         }
     }
+    // The simulated clock (test builds only) in every life of a lane.
+    if cfg!(feature = "failpoints") {
+        if let Ok(value) = std::env::var(crate::clock::TEST_CLOCK_ENV) {
+            command.env(crate::clock::TEST_CLOCK_ENV, value);
+        }
+    }
     sys::pass_fd_to_child(&mut command, lane.listener.as_raw_fd(), LISTEN_FD);
     command.spawn().map_err(|source| AppError::Io { step: "spawn lane", source })
 }
@@ -147,15 +155,103 @@ fn pin_postgres(embedded: &Embedded, cpus: &[usize]) {
     }
 }
 
-/// Create partitions ahead as the maintenance role.
+/// Create partitions ahead as the maintenance role, from yesterday (the
+/// appliance clock's UTC date) through `days_ahead` days after today.
 pub fn maintain_partitions(embedded: &Embedded, days_ahead: u32) -> Result<String, AppError> {
     let mut conn = crate::pg::Connection::connect(&embedded.connect_params(Role::Maintenance.name(), DATABASE_NAME))
         .map_err(|source| AppError::Pg { step: "connect as ransomeye_maint", source })?;
-    conn.query_value(&format!(
-        "SELECT appliance.ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1, {})",
-        days_ahead + 2
+    let yesterday = crate::clock::date_text(crate::clock::today_days() - 1);
+    conn.query_value(&format!("SELECT appliance.ensure_partitions('{yesterday}'::date, {})", days_ahead + 2))
+        .map_err(|source| AppError::Pg { step: "create partitions ahead", source })
+}
+
+/// What one retention run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Detaches found pending (interrupted) and finished with FINALIZE.
+    pub finalized: Vec<String>,
+    /// Day partitions detached (CONCURRENTLY) and dropped.
+    pub dropped: Vec<String>,
+}
+
+/// Retention: every day partition of a module's event tables older than
+/// its retention (`day < today − days`) is detached with `DETACH PARTITION
+/// ... CONCURRENTLY` (SHARE UPDATE EXCLUSIVE on the parent: ingest's COPY
+/// keeps running) and then dropped; a detach left pending by an earlier
+/// interrupted run is finished first with `FINALIZE`. Runs as the owner
+/// role (`SET ROLE ransomeye_owner` from the admin session): DETACH needs
+/// ownership, and `CONCURRENTLY` cannot run inside a function or
+/// transaction, so it cannot be a SECURITY DEFINER function of the
+/// maintenance role. Each statement runs under `lock_timeout` =
+/// PARTITION_LOCK_TIMEOUT_MS; a timeout fails this run, the next retries.
+pub fn apply_retention(
+    embedded: &Embedded,
+    retention_days: &BTreeMap<Module, u32>,
+    today_days: i64,
+) -> Result<RetentionReport, AppError> {
+    let pg = |step: &'static str| move |source| AppError::Pg { step, source };
+    let mut conn = embedded.connect_admin(DATABASE_NAME).map_err(pg("connect for retention"))?;
+    conn.execute(&format!(
+        "SET ROLE ransomeye_owner; SET lock_timeout = '{}ms'",
+        crate::limits::PARTITION_LOCK_TIMEOUT_MS
     ))
-    .map_err(|source| AppError::Pg { step: "create partitions ahead", source })
+    .map_err(pg("retention session"))?;
+    let mut report = RetentionReport::default();
+    let pending = conn
+        .simple_query(
+            "SELECT format('%I.%I', pn.nspname, p.relname), format('%I.%I', cn.nspname, c.relname) \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace \
+             JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace \
+             WHERE i.inhdetachpending ORDER BY 2",
+        )
+        .map_err(pg("list pending detaches"))?;
+    for row in pending {
+        let (Some(Some(parent)), Some(Some(child))) = (row.first(), row.get(1)) else { continue };
+        conn.execute(&format!("ALTER TABLE {parent} DETACH PARTITION {child} FINALIZE"))
+            .map_err(pg("finish an interrupted detach"))?;
+        conn.execute(&format!("DROP TABLE {child}")).map_err(pg("drop a detached partition"))?;
+        tracing::warn!(parent, partition = child, "interrupted detach finished and partition dropped");
+        report.finalized.push(child.clone());
+    }
+    for module in Module::ALL {
+        let Some(days) = retention_days.get(&module) else { continue };
+        let cutoff = crate::clock::date_text(today_days - i64::from(*days));
+        let old = conn
+            .simple_query(&format!(
+                "SELECT format('%I.%I', e.schema_name, e.table_name), format('%I.%I', e.schema_name, c.relname) \
+                 FROM appliance.event_tables e JOIN pg_namespace n ON n.nspname = e.schema_name \
+                 JOIN pg_class p ON p.relnamespace = n.oid AND p.relname = e.table_name \
+                 JOIN pg_inherits i ON i.inhparent = p.oid AND NOT i.inhdetachpending \
+                 JOIN pg_class c ON c.oid = i.inhrelid \
+                 WHERE e.schema_name = '{}' AND to_date(right(c.relname, 8), 'YYYYMMDD') < '{cutoff}'::date ORDER BY 2",
+                module.schema()
+            ))
+            .map_err(pg("list partitions past retention"))?;
+        for row in old {
+            let (Some(Some(parent)), Some(Some(child))) = (row.first(), row.get(1)) else { continue };
+            conn.execute(&format!("ALTER TABLE {parent} DETACH PARTITION {child} CONCURRENTLY"))
+                .map_err(pg("detach a partition past retention"))?;
+            conn.execute(&format!("DROP TABLE {child}")).map_err(pg("drop a partition past retention"))?;
+            report.dropped.push(child.clone());
+        }
+    }
+    Ok(report)
+}
+
+/// One maintenance run: partitions ahead, then retention.
+fn maintain(embedded: &Embedded, options: &RunOptions) {
+    match maintain_partitions(embedded, options.partition_days_ahead) {
+        Ok(created) if created != "0" => tracing::info!(created, "partitions ahead created"),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "partition maintenance failed; will retry"),
+    }
+    match apply_retention(embedded, &options.retention_days, crate::clock::today_days()) {
+        Ok(report) if report != RetentionReport::default() => {
+            tracing::info!(dropped = report.dropped.len(), finalized = report.finalized.len(), "retention applied")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "retention failed; will retry"),
+    }
 }
 
 pub fn run(options: &RunOptions) -> Result<(), AppError> {
@@ -184,7 +280,8 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
     me.save(&embedded.dir)?;
     println!("applianced: ready: {} lanes listening on @ransomeye/{}/<module>", lanes.len(), options.instance);
     notify_systemd("READY=1\nSTATUS=every lane is serving");
-    let mut last_maintenance = Instant::now();
+    maintain(&embedded, options);
+    let mut last_maintenance_us = crate::clock::wall_us();
     let mut cluster_restarts = 0u32;
     loop {
         let signal = sys::wait_signal(Duration::from_millis(SUPERVISE_INTERVAL_MS))
@@ -211,11 +308,10 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
         } else {
             cluster_restarts = 0;
         }
-        if last_maintenance.elapsed() >= Duration::from_secs(MAINTENANCE_INTERVAL_S) {
-            last_maintenance = Instant::now();
-            if let Err(e) = maintain_partitions(&embedded, options.partition_days_ahead) {
-                tracing::error!(error = %e, "partition maintenance failed; will retry");
-            }
+        // Due by the appliance clock (simulated in the lifecycle test).
+        if crate::clock::wall_us() - last_maintenance_us >= MAINTENANCE_INTERVAL_S as i64 * 1_000_000 {
+            last_maintenance_us = crate::clock::wall_us();
+            maintain(&embedded, options);
         }
     }
 }

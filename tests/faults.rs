@@ -248,6 +248,7 @@ fn stop_and_reinit(cluster: &TestCluster, appliance: &mut applianced::demo::Appl
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
 }
 
+#[cfg(feature = "failpoints")]
 fn process_state(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next())
@@ -490,6 +491,61 @@ fn a_corrupted_spool_record_is_quarantined_never_committed() {
     println!(
         "scenario corrupted spool record: iterations 1, acked {events}, found {rows}, duplicates 0, \
          lost to the corrupted record (quarantined, reported) seqs {first}..{last}"
+    );
+    appliance.stop().unwrap();
+}
+
+/// Spooled events whose day partition is gone by the time they are
+/// replayed (PostgreSQL down across retention) go to quarantine with a
+/// reason; their batch commits and the watermark covers them. The
+/// appliance first runs on a simulated clock ten days in the past.
+#[cfg(feature = "failpoints")]
+#[test]
+fn events_outside_every_partition_window_are_quarantined_not_failed() {
+    let cluster = TestCluster::start();
+    let name = instance();
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let past = format!("{}:{now_s}:1", now_s - 10 * 86_400);
+    let appliance = restart(&cluster, &name, &[], &[(applianced::clock::TEST_CLOCK_ENV, past.as_str())]);
+    let producer = 1400;
+    let warm_up = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 1_000));
+    assert_eq!(warm_up.acked, 1_000);
+    let mut admin = cluster.admin();
+    let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
+    assert!(applianced::demo::wait_committed(&mut admin, Module::Dpi, producer, 1, 1_000, wait).unwrap());
+    let events = 10_000;
+    let frozen = Frozen(postgres_pids(&cluster));
+    for pid in &frozen.0 {
+        applianced::sys::send_signal(*pid, libc::SIGSTOP).unwrap();
+    }
+    let report = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, events));
+    assert_eq!(report.acked, events, "{report:?}");
+    kill_appliance(&cluster, &appliance);
+    drop(appliance);
+    drop(frozen);
+    // Retention removes the past days while the appliance is down.
+    let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
+    let retention: BTreeMap<Module, u32> = Module::ALL.iter().map(|m| (*m, 3)).collect();
+    let today = now_s.div_euclid(86_400);
+    let removed = applianced::supervisor::apply_retention(&embedded, &retention, today).unwrap();
+    assert!(!removed.dropped.is_empty());
+    let mut appliance = restart(&cluster, &name, &[], &[]);
+    assert!(applianced::demo::wait_committed(&mut admin, Module::Dpi, producer, 1, events, wait).unwrap());
+    let quarantined = admin
+        .query_value(&format!(
+            "SELECT count(*) || ' ' || count(DISTINCT producer_seq) || ' ' || min(producer_seq) || ' ' || max(producer_seq) \
+             FROM dpi.quarantine WHERE producer_id = {producer} AND reason_code = {}",
+            applianced::frame::RejectCode::PartitionWindow as u16
+        ))
+        .unwrap();
+    assert_eq!(quarantined, format!("{} {} 1001 {events}", events - 1_000, events - 1_000));
+    let (rows, _) = cluster.producer_rows(Module::Dpi, producer);
+    assert_eq!(rows, 0, "the warm-up rows went with their dropped partitions; nothing else was written to a table");
+    println!(
+        "scenario replay across retention: iterations 1, acked {events}, {} partitions dropped while down, \
+         quarantined (reason_code {}) seqs 1001..{events}, duplicates 0, lost 0",
+        removed.dropped.len(),
+        applianced::frame::RejectCode::PartitionWindow as u16
     );
     appliance.stop().unwrap();
 }

@@ -39,7 +39,7 @@
 //! `procfs`; `report` prints the result as text or JSON.
 
 mod variants;
-mod literal;
+pub mod literal;
 pub use literal::civil_from_days;
 mod reader;
 mod window;

@@ -61,6 +61,9 @@ pub struct Batch {
     pub ranges: Vec<ProducerRange>,
     pub quarantined: Vec<Quarantined>,
     pub releases: Vec<Release>,
+    /// Smallest and largest ingest_time of the rows (Unix µs); (MAX, MIN) while empty.
+    pub ingest_min_us: i64,
+    pub ingest_max_us: i64,
 }
 
 impl Batch {
@@ -74,6 +77,8 @@ impl Batch {
             ranges: Vec::new(),
             quarantined: Vec::new(),
             releases: Vec::new(),
+            ingest_min_us: i64::MAX,
+            ingest_max_us: i64::MIN,
         }
     }
 
@@ -114,6 +119,8 @@ impl Batch {
         copy::encode_row(stream, table, common, fields);
         self.bytes += stream.len() - before;
         self.rows += 1;
+        self.ingest_min_us = self.ingest_min_us.min(common.ingest_time_us);
+        self.ingest_max_us = self.ingest_max_us.max(common.ingest_time_us);
         self.note_seq(common.producer_id as u64, common.producer_epoch as u64, common.producer_seq as u64, true);
     }
 
@@ -135,6 +142,8 @@ impl Batch {
         }
         self.rows += next.rows;
         self.bytes += next.bytes;
+        self.ingest_min_us = self.ingest_min_us.min(next.ingest_min_us);
+        self.ingest_max_us = self.ingest_max_us.max(next.ingest_max_us);
         for r in next.ranges {
             match self.ranges.last_mut() {
                 Some(last)
@@ -207,12 +216,12 @@ impl Batch {
 //
 // A sealed batch as one spool record payload (big-endian):
 //   u32 format (1) | u32 ranges | ranges × (producer, epoch, first, last, rows: u64)
-//   | u64 rows | u16 copies | copies × (u16 table index, u32 length, COPY stream
+//   | u64 rows | i64 ingest_min_us | i64 ingest_max_us | u16 copies | copies × (u16 table index, u32 length, COPY stream
 //   without its trailer) | u32 quarantined | quarantined × (producer, epoch,
 //   seq: u64, code u16, u16 + table name, u16 + reason, u32 + raw record).
 // The ranges come first so recovery reads only them.
 
-const SPOOL_FORMAT: u32 = 1;
+const SPOOL_FORMAT: u32 = 2;
 
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -285,6 +294,8 @@ impl Batch {
             }
         }
         out.extend_from_slice(&(self.rows as u64).to_be_bytes());
+        out.extend_from_slice(&self.ingest_min_us.to_be_bytes());
+        out.extend_from_slice(&self.ingest_max_us.to_be_bytes());
         let copies: Vec<(usize, &BytesMut)> =
             self.copies.iter().enumerate().filter_map(|(i, c)| c.as_ref().map(|c| (i, c))).collect();
         out.extend_from_slice(&(copies.len() as u16).to_be_bytes());
@@ -316,6 +327,8 @@ impl Batch {
         let mut r = Reader { bytes: payload };
         r.take(8 + 40 * batch.ranges.len())?;
         batch.rows = r.u64()? as usize;
+        batch.ingest_min_us = r.u64()? as i64;
+        batch.ingest_max_us = r.u64()? as i64;
         for _ in 0..r.u16()? {
             let index = r.u16()? as usize;
             let length = r.u32()? as usize;
@@ -341,5 +354,102 @@ impl Batch {
             return Err(format!("{} bytes after the spool payload", r.bytes.len()));
         }
         Ok(batch)
+    }
+}
+
+/// One row of a COPY BINARY stream: its bytes and the common columns the
+/// lane needs (producer, epoch, seq, ingest_time in Unix µs).
+struct CopyRow<'a> {
+    bytes: &'a [u8],
+    producer_id: u64,
+    epoch: u64,
+    seq: u64,
+    ingest_time_us: i64,
+}
+
+/// Split a COPY stream (header, rows, no trailer) into rows. The stream is
+/// the lane's own encoding (`copy::encode_row`), read back from memory or
+/// from a checksummed spool record; a malformed one is an error, never a panic.
+fn copy_rows(stream: &[u8]) -> Result<Vec<CopyRow<'_>>, String> {
+    let mut rows = Vec::new();
+    let mut at = copy::HEADER_BYTES;
+    let short = || "COPY stream ends inside a row".to_string();
+    while at < stream.len() {
+        let start = at;
+        let count = i16::from_be_bytes(stream.get(at..at + 2).ok_or_else(short)?.try_into().map_err(|_| short())?);
+        at += 2;
+        let mut common = [0i64; 6];
+        for field in 0..count.max(0) as usize {
+            let length = i32::from_be_bytes(stream.get(at..at + 4).ok_or_else(short)?.try_into().map_err(|_| short())?);
+            at += 4;
+            let length = if length < 0 { 0 } else { length as usize };
+            let value = stream.get(at..at + length).ok_or_else(short)?;
+            if let Some(slot) = common.get_mut(field).filter(|_| field != 3 && length == 8) {
+                *slot = i64::from_be_bytes(value.try_into().map_err(|_| short())?);
+            }
+            at += length;
+        }
+        rows.push(CopyRow {
+            bytes: &stream[start..at],
+            producer_id: common[0] as u64,
+            epoch: common[1] as u64,
+            seq: common[2] as u64,
+            ingest_time_us: common[5] + copy::PG_EPOCH_OFFSET_US,
+        });
+    }
+    Ok(rows)
+}
+
+impl Batch {
+    /// Move every row whose ingest_time is outside `[lo_us, hi_us)` (the
+    /// module's partition window) to the quarantine, so the batch commits
+    /// instead of failing with 23514. Returns how many rows moved.
+    pub fn quarantine_outside_window(&mut self, lo_us: i64, hi_us: i64) -> Result<usize, String> {
+        if self.rows == 0 || (self.ingest_min_us >= lo_us && self.ingest_max_us < hi_us) {
+            return Ok(0);
+        }
+        let names: Vec<String> = tables_of(self.module).map(|t| t.qualified_name()).collect();
+        let mut moved = Vec::new();
+        for (index, slot) in self.copies.iter_mut().enumerate() {
+            let Some(stream) = slot.as_ref() else { continue };
+            let rows = copy_rows(stream)?;
+            if rows.iter().all(|r| r.ingest_time_us >= lo_us && r.ingest_time_us < hi_us) {
+                continue;
+            }
+            let mut kept = BytesMut::with_capacity(stream.len());
+            copy::encode_header(&mut kept);
+            let mut kept_rows = 0;
+            for row in rows {
+                if row.ingest_time_us >= lo_us && row.ingest_time_us < hi_us {
+                    kept.extend_from_slice(row.bytes);
+                    kept_rows += 1;
+                    continue;
+                }
+                moved.push(Quarantined {
+                    producer_id: row.producer_id,
+                    epoch: row.epoch,
+                    seq: row.seq,
+                    table_name: names.get(index).cloned().unwrap_or_default(),
+                    code: RejectCode::PartitionWindow,
+                    reason: format!(
+                        "ingest_time {} us is outside every partition window [{lo_us}, {hi_us}) us",
+                        row.ingest_time_us
+                    ),
+                    raw: row.bytes.to_vec(),
+                });
+            }
+            *slot = (kept_rows > 0).then_some(kept);
+        }
+        for q in &moved {
+            if let Some(range) = self.ranges.iter_mut().find(|r| {
+                r.producer_id == q.producer_id && r.epoch == q.epoch && (r.first_seq..=r.last_seq).contains(&q.seq)
+            }) {
+                range.rows = range.rows.saturating_sub(1);
+            }
+        }
+        let count = moved.len();
+        self.rows -= count.min(self.rows);
+        self.quarantined.extend(moved);
+        Ok(count)
     }
 }

@@ -55,6 +55,8 @@ pub(super) enum Request {
     Batch(Box<Batch>),
     /// A producer's watermark, wanted before spooled batches are sent.
     Mark(u64),
+    /// The module's partition window (`appliance.partition_window()`).
+    Window,
     /// The oldest unsent spooled records (how many), as one transaction.
     Spooled(Box<Batch>, usize),
 }
@@ -499,11 +501,12 @@ impl LaneCore {
             (Request::Lookup(producer_id), Outcome::Rows(rows)) => self.lookup_done(producer_id, &rows),
             (Request::Batch(batch), Outcome::Committed) => self.batch_committed(&batch),
             (Request::Mark(producer_id), Outcome::Rows(rows)) => self.mark_done(producer_id, &rows),
+            (Request::Window, Outcome::Rows(rows)) => self.window_done(&rows),
             (Request::Spooled(batch, records), Outcome::Committed) => self.spooled_committed(&batch, records),
             (_, Outcome::Failed(error)) => {
                 self.reset(&format!("database refused a request: {} {}", error.sqlstate, error.message));
             }
-            (Request::Lookup(_) | Request::Mark(_), Outcome::Committed)
+            (Request::Lookup(_) | Request::Mark(_) | Request::Window, Outcome::Committed)
             | (Request::Batch(_) | Request::Spooled(..), Outcome::Rows(_)) => {
                 return Err("mismatched response".into());
             }

@@ -13,7 +13,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::BytesMut;
 
@@ -91,8 +91,7 @@ impl Clock {
         Clock { start: Instant::now() }
     }
     pub fn now(&self) -> Now {
-        let wall_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
-        Now { mono_ms: self.start.elapsed().as_millis() as u64, wall_us }
+        Now { mono_ms: self.start.elapsed().as_millis() as u64, wall_us: crate::clock::wall_us() }
     }
 }
 
@@ -173,6 +172,7 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
     params.application_name = format!("applianced-lane-{}", args.module.name());
     let pg = PgConnector { params };
     crate::failpoint::arm(args.module.name());
+    crate::clock::init();
     // A spool write past a file size limit must fail with EFBIG, not kill the lane.
     sys::ignore_sigxfsz().map_err(LaneError::io("ignore SIGXFSZ"))?;
     let clock = Clock::new();

@@ -28,7 +28,7 @@ use crate::failpoint;
 use crate::frame::{self, RejectCode, StatusCode};
 use crate::limits::{
     BATCH_BYTES_MAX, BATCH_ROWS_MAX, PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS, SPOOL_CACHE_BYTES_MAX,
-    SPOOL_RETRY_INTERVAL_MS,
+    SPOOL_RETRY_INTERVAL_MS, WINDOW_REFRESH_INTERVAL_MS,
 };
 use crate::pg::pipeline;
 use crate::spool::{Location, Recovery, Spool, SpoolError};
@@ -53,6 +53,10 @@ pub struct SpoolLane {
     resolve: Option<Vec<u64>>,
     blocked: Option<StatusCode>,
     retry_at_ms: u64,
+    /// The module's partition window [lo, hi) in Unix µs, as last read;
+    /// re-read after every (re)connect and every `WINDOW_REFRESH_INTERVAL_MS`.
+    window: Option<(i64, i64)>,
+    window_read_at_ms: Option<u64>,
     failure_backoff_ms: u64,
     /// Records found corrupted (quarantined on disk): their seqs show up as
     /// gaps, which are recorded in the quarantine table, not refused.
@@ -70,6 +74,8 @@ impl SpoolLane {
             resolve: None,
             blocked: None,
             retry_at_ms: 0,
+            window: None,
+            window_read_at_ms: None,
             failure_backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS,
             corrupted_records: 0,
             records_committed: 0,
@@ -160,6 +166,11 @@ impl LaneCore {
                     blocked = Some((StatusCode::SpoolFull, e.to_string()));
                     break;
                 }
+                Err(e @ SpoolError::Sync { .. }) => {
+                    // Closing a segment failed its fdatasync: never retry and acknowledge.
+                    self.fatal = Some(e.to_string());
+                    return;
+                }
                 Err(e) => {
                     lane.retry_at_ms = now_ms + SPOOL_RETRY_INTERVAL_MS;
                     blocked = Some((StatusCode::SpoolUnwritable, e.to_string()));
@@ -234,6 +245,7 @@ impl LaneCore {
     pub(super) fn spool_connected(&mut self) {
         let Some(lane) = self.spool.as_mut() else { return };
         lane.marks.clear();
+        lane.window_read_at_ms = None;
         let mut producers: Vec<u64> = lane.unsent.iter().flat_map(|s| s.ranges.iter().map(|r| r.producer_id)).collect();
         producers.sort_unstable();
         producers.dedup();
@@ -269,6 +281,18 @@ impl LaneCore {
                 }
             }
         }
+        let now_ms = self.now.mono_ms;
+        if let Some(lane) = self.spool.as_ref() {
+            let stale = lane.window_read_at_ms.is_none_or(|at| now_ms >= at + WINDOW_REFRESH_INTERVAL_MS);
+            if stale && !lane.unsent.is_empty() {
+                match pipeline::encode_query(&mut self.pg_out, "SELECT lo_us, hi_us FROM appliance.partition_window()")
+                {
+                    Ok(p) => self.pg = PgState::Busy(Box::new(p), Request::Window),
+                    Err(e) => self.reset(&e.to_string()),
+                }
+                return;
+            }
+        }
         loop {
             let Some(front_id) = self.spool.as_ref().and_then(|l| l.unsent.front()).map(|s| s.location.id) else {
                 return;
@@ -292,6 +316,21 @@ impl LaneCore {
                     }
                     if let Some(lane) = self.spool.as_ref().filter(|l| l.corrupted_records > 0) {
                         record_gaps(&lane.marks, &mut batch);
+                    }
+                    if let Some((lo, hi)) = self.spool.as_ref().and_then(|l| l.window) {
+                        match batch.quarantine_outside_window(lo, hi) {
+                            Ok(0) => {}
+                            Ok(moved) => tracing::warn!(
+                                lane = self.module.name(),
+                                moved,
+                                lo,
+                                hi,
+                                "rows outside every partition window: quarantined, the batch commits"
+                            ),
+                            Err(why) => {
+                                tracing::error!(lane = self.module.name(), why, "partition window check failed")
+                            }
+                        }
                     }
                     return self.send_spooled(batch, records);
                 }
@@ -345,6 +384,24 @@ impl LaneCore {
             self.stop_after_send = Some((SendTarget::Pg, failpoint::COMMIT_SENT));
         }
         self.pg = PgState::Busy(Box::new(pipeline), Request::Spooled(batch, records));
+    }
+
+    pub(super) fn window_done(&mut self, rows: &[crate::pg::Row]) {
+        let now_ms = self.now.mono_ms;
+        let window = match rows {
+            [row] => match row.as_slice() {
+                [Some(lo), Some(hi)] => lo.parse().ok().zip(hi.parse().ok()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(lane) = self.spool.as_mut() {
+            if window != lane.window {
+                tracing::info!(lane = self.module.name(), ?window, "partition window");
+            }
+            lane.window = window;
+            lane.window_read_at_ms = Some(now_ms);
+        }
     }
 
     pub(super) fn mark_done(&mut self, producer_id: u64, rows: &[crate::pg::Row]) {

@@ -148,8 +148,10 @@ pub fn persistence(conn: &mut Connection) -> Check {
 pub fn partitions_ahead(conn: &mut Connection) -> Check {
     const NAME: &str = "partitions ahead";
     let days = PARTITION_DAYS_AHEAD_REQUIRED;
+    // Today by the appliance's clock (the one its lanes stamp ingest_time with).
+    let today = crate::clock::date_text(crate::clock::today_days());
     let sql = format!(
-        "WITH days AS (SELECT ((now() AT TIME ZONE 'UTC')::date + g) AS d FROM generate_series(0, {days}) g)
+        "WITH days AS (SELECT ('{today}'::date + g) AS d FROM generate_series(0, {days}) g)
          SELECT e.schema_name || '.' || e.table_name, to_char(days.d, 'YYYY-MM-DD'),
                 (SELECT count(*) FROM pg_inherits l WHERE l.inhparent = c.oid)
          FROM appliance.event_tables e CROSS JOIN days

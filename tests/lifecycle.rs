@@ -1,0 +1,294 @@
+//! Partition lifecycle against a real cluster and the real appliance:
+//! ten simulated days of ingest (the test build's simulated clock), an
+//! interrupted DETACH ... CONCURRENTLY finished by the next retention run,
+//! and a transaction-id wraparound rehearsal.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use applianced::load::{LoadOptions, run_load};
+use applianced::matrix::Module;
+use common::{TestCluster, instance};
+
+fn unix_s() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Needs the simulated clock of the test build (`--features failpoints`).
+#[cfg(feature = "failpoints")]
+mod simulated_days {
+    use super::*;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use common::BIN;
+
+    /// Days (since 1970) of the attached day partitions of one module, lowest and highest.
+    fn partition_days(cluster: &TestCluster, module: Module) -> (i64, i64) {
+        let value = cluster
+            .admin()
+            .query_value(&format!(
+                "SELECT min(d) || ' ' || max(d) FROM (SELECT (to_date(right(c.relname, 8), 'YYYYMMDD') - date '1970-01-01') AS d \
+                 FROM appliance.event_tables e JOIN pg_namespace n ON n.nspname = e.schema_name \
+                 JOIN pg_class p ON p.relnamespace = n.oid AND p.relname = e.table_name \
+                 JOIN pg_inherits i ON i.inhparent = p.oid JOIN pg_class c ON c.oid = i.inhrelid \
+                 WHERE e.schema_name = '{}') x",
+                module.schema()
+            ))
+            .unwrap();
+        let (lo, hi) = value.split_once(' ').unwrap();
+        (lo.parse().unwrap(), hi.parse().unwrap())
+    }
+
+    /// The longest time any lane backend is seen waiting for a lock, sampled
+    /// every 10 ms until `stop` is set.
+    fn sample_lock_waits(cluster: &TestCluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(f64, u64)> {
+        let params = cluster.params(applianced::limits::ADMIN_ROLE);
+        std::thread::spawn(move || {
+            let mut conn = applianced::pg::Connection::connect(&params).unwrap();
+            let (mut longest, mut samples) = (0.0f64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let value = conn
+                    .query_value(
+                        "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0)::text \
+                         FROM pg_stat_activity WHERE application_name LIKE 'applianced-lane-%' AND wait_event_type = 'Lock'",
+                    )
+                    .unwrap();
+                longest = longest.max(value.parse().unwrap());
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (longest, samples)
+        })
+    }
+
+    /// The documented bound on a lane's lock wait during partition maintenance
+    /// (hardening/DATA-PLANE.md §3.2): creating, attaching, detaching and
+    /// dropping partitions never makes ingest queue for this long.
+    const LANE_LOCK_WAIT_BOUND_S: f64 = 1.0;
+
+    #[test]
+    fn ten_simulated_days_of_ingest_roll_partitions_without_errors_or_lock_waits() {
+        let cluster = TestCluster::start();
+        let name = instance();
+        let start_s = unix_s();
+        let speed = 28_800; // 8 simulated hours per second: 10 days in 30 s
+        let clock = format!("{start_s}:{start_s}:{speed}");
+        let retention = ["core=3", "dpi=3", "linux_agent=3", "windows_agent=3"];
+        // Horizon 4: selftest requires today + 2 while the simulated clock moves
+        // 8 hours per second, so the horizon keeps slack over one maintenance run.
+        let mut args = vec!["--partition-days-ahead", "4"];
+        for r in &retention {
+            args.extend(["--retention", r]);
+        }
+        let mut appliance = applianced::demo::Appliance::start_with_env(
+            Path::new(BIN),
+            &cluster.dir,
+            &name,
+            &args,
+            &[(applianced::clock::TEST_CLOCK_ENV, clock.as_str())],
+        )
+        .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = sample_lock_waits(&cluster, stop.clone());
+        let modules = [Module::Dpi, Module::LinuxAgent, Module::WindowsAgent];
+        let per_round = 5_000u64;
+        let mut rounds = 0u64;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(31) {
+            let handles: Vec<_> = modules
+                .iter()
+                .map(|module| {
+                    let mut options = LoadOptions::new(&name, *module, 3000, 1, per_round);
+                    options.start_seq = rounds * per_round + 1;
+                    let module = *module;
+                    (module, std::thread::spawn(move || run_load(&options)))
+                })
+                .collect();
+            for (module, handle) in handles {
+                let report = handle.join().unwrap();
+                assert_eq!(report.acked, per_round, "round {rounds} {module:?}: {report:?}");
+                assert_eq!(report.rejected, 0, "round {rounds} {module:?}");
+            }
+            rounds += 1;
+        }
+        let mut admin = cluster.admin();
+        let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
+        for module in modules {
+            assert!(applianced::demo::wait_committed(&mut admin, module, 3000, 1, rounds * per_round, wait).unwrap());
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (longest_wait, samples) = sampler.join().unwrap();
+        let simulated_days = (unix_s() - start_s) * speed / 86_400;
+        let today = (start_s + (unix_s() - start_s) * speed).div_euclid(86_400);
+        assert!(simulated_days >= 10, "only {simulated_days} simulated days passed");
+        // Old partitions gone (allowing one maintenance run of lag), new ones present.
+        for module in modules {
+            let (lo, hi) = partition_days(&cluster, module);
+            assert!(lo >= today - 4, "{module:?}: oldest partition day {lo}, today {today}, retention 3");
+            assert!(
+                hi >= today + 3,
+                "{module:?}: newest partition day {hi}, today {today}, horizon 4 (one run of lag)"
+            );
+        }
+        let window_quarantined = admin
+            .query_value(&format!(
+                "SELECT (SELECT count(*) FROM dpi.quarantine WHERE reason_code = {code}) \
+                 + (SELECT count(*) FROM linux_agent.quarantine WHERE reason_code = {code}) \
+                 + (SELECT count(*) FROM windows_agent.quarantine WHERE reason_code = {code})",
+                code = applianced::frame::RejectCode::PartitionWindow as u16
+            ))
+            .unwrap();
+        assert_eq!(window_quarantined, "0", "events fell outside every partition window");
+        // Every partition, old and new, has exactly the matrix's privileges
+        // (selftest reads the simulated clock for "today" from the same variable).
+        let selftest = std::process::Command::new(BIN)
+            .args(["selftest", "--state-dir", cluster.path()])
+            .env(applianced::clock::TEST_CLOCK_ENV, &clock)
+            .output()
+            .unwrap();
+        let text = common::stdout(&selftest);
+        assert!(selftest.status.success(), "{text}");
+        assert!(text.contains("ok   table privileges"), "{text}");
+        assert!(text.contains("ok   no pending detach"), "{text}");
+        assert!(
+            longest_wait < LANE_LOCK_WAIT_BOUND_S,
+            "a lane backend waited {longest_wait:.3} s for a lock (bound {LANE_LOCK_WAIT_BOUND_S} s)"
+        );
+        // Statistics are flushed when backends exit: stop the appliance, then read them.
+        appliance.stop().unwrap();
+        let init = common::applianced(&["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"]);
+        assert!(init.status.success());
+        let mut admin = cluster.admin();
+        let dead = admin
+            .query_value(
+                "SELECT coalesce(sum(s.n_dead_tup), 0)::text FROM pg_stat_user_tables s \
+                 JOIN pg_inherits i ON i.inhrelid = s.relid JOIN pg_inherits d ON d.inhrelid = i.inhparent \
+                 JOIN pg_class p ON p.oid = d.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace \
+                 JOIN appliance.event_tables e ON e.schema_name = n.nspname AND e.table_name = p.relname",
+            )
+            .unwrap();
+        let hot = admin
+            .query_value(
+                "SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables \
+                 WHERE schemaname = 'appliance' AND relname = 'producer_watermarks'",
+            )
+            .unwrap();
+        let (updates, hot_updates) = hot.split_once(' ').unwrap();
+        let (updates, hot_updates): (f64, f64) = (updates.parse().unwrap(), hot_updates.parse().unwrap());
+        let ratio = hot_updates / updates.max(1.0);
+        assert_eq!(dead, "0", "dead tuples in event tables after the load");
+        assert!(updates > 0.0 && ratio > 0.9, "watermark HOT ratio {ratio:.3} ({hot_updates} of {updates})");
+        println!(
+            "lifecycle: {simulated_days} simulated days in {:.0} s, {rounds} rounds x 3 lanes x {per_round} events, \
+             partitions rolled (retention 3 days, horizon 4), longest lane lock wait {longest_wait:.3} s over {samples} samples, \
+             dead tuples in event tables {dead}, watermark HOT ratio {ratio:.3} ({hot_updates} of {updates} updates)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// A DETACH ... CONCURRENTLY cancelled half-way leaves the partition
+/// "detach pending" (selftest fails on it); the next retention run
+/// finishes it with FINALIZE and drops it.
+#[test]
+fn an_interrupted_detach_is_finished_by_the_next_retention_run() {
+    let cluster = TestCluster::start();
+    let mut admin = cluster.admin();
+    let today = unix_s().div_euclid(86_400);
+    let day = applianced::clock::date_text(today + 2).replace('-', "");
+    let child = format!("dpi.flows_p{day}");
+    // A reader's open transaction holds a snapshot that can see the
+    // partition: the detach's second phase waits for it, and is cancelled.
+    let mut reader = cluster.admin();
+    reader.execute(&format!("BEGIN; SELECT count(*) FROM {child}")).unwrap();
+    admin.execute("SET statement_timeout = '1s'").unwrap();
+    let detach = admin.execute(&format!("ALTER TABLE dpi.flows DETACH PARTITION {child} CONCURRENTLY"));
+    assert!(detach.is_err(), "the detach was expected to be cancelled while the reader holds its snapshot");
+    admin.execute("RESET statement_timeout").unwrap();
+    reader.execute("COMMIT").unwrap();
+    let pending = admin.query_value("SELECT count(*) FROM pg_inherits WHERE inhdetachpending").unwrap();
+    assert_eq!(pending, "1");
+    let output = cluster.selftest(&[]);
+    let text = common::stdout(&output);
+    assert!(!output.status.success() && text.contains("FAIL no pending detach"), "{text}");
+    let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
+    let retention: BTreeMap<Module, u32> = Module::ALL.iter().map(|m| (*m, 30)).collect();
+    let report = applianced::supervisor::apply_retention(&embedded, &retention, today).unwrap();
+    assert_eq!(report.finalized, vec![child.clone()]);
+    let gone = admin.query_value(&format!("SELECT to_regclass('{child}') IS NULL")).unwrap();
+    assert_eq!(gone, "t");
+    // The horizon is restored by the next maintenance run, with the matrix's privileges.
+    applianced::supervisor::maintain_partitions(&embedded, 2).unwrap();
+    let output = cluster.selftest(&[]);
+    assert!(output.status.success(), "{}", common::stdout(&output));
+    println!("interrupted detach: pending 1 -> finalized {:?}; selftest passes after maintenance", report.finalized);
+}
+
+/// Wraparound rehearsal: autovacuum_freeze_max_age at its minimum
+/// (100,000), 300,000 transaction ids consumed, ingest before and after:
+/// autovacuum's anti-wraparound and insert-triggered vacuums keep
+/// age(relfrozenxid) of every event partition below the limit.
+#[test]
+fn wraparound_rehearsal_keeps_relfrozenxid_age_bounded() {
+    let cluster = TestCluster::start();
+    let freeze_max_age = 100_000u64;
+    let mut setup = cluster.admin();
+    setup.execute(&format!("ALTER SYSTEM SET autovacuum_freeze_max_age = {freeze_max_age}")).unwrap();
+    setup.execute("ALTER SYSTEM SET autovacuum_naptime = '1s'").unwrap();
+    drop(setup);
+    let stop = common::applianced(&["stop", "--state-dir", cluster.path()]);
+    assert!(stop.status.success());
+    let init = common::applianced(&["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"]);
+    assert!(init.status.success());
+    let name = instance();
+    let mut appliance = cluster.appliance(&name, &[]);
+    let mut admin = cluster.admin();
+    assert_eq!(admin.query_value("SHOW autovacuum_freeze_max_age").unwrap(), freeze_max_age.to_string());
+    let load = |producer: u64| {
+        let report = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 20_000));
+        assert_eq!(report.acked, 20_000);
+    };
+    load(4000);
+    // Each EXCEPTION block is a subtransaction; its write takes one xid.
+    admin.execute("CREATE TEMP TABLE burn (i int)").unwrap();
+    for _ in 0..6 {
+        admin
+            .execute(
+                "DO $$ BEGIN FOR i IN 1..50000 LOOP BEGIN INSERT INTO burn VALUES (i); \
+                 EXCEPTION WHEN OTHERS THEN NULL; END; END LOOP; END $$",
+            )
+            .unwrap();
+    }
+    let oldest = "SELECT max(age(c.relfrozenxid))::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                  WHERE c.relkind = 'r' AND n.nspname IN ('core', 'dpi', 'linux_agent', 'windows_agent')";
+    let peak: u64 = admin.query_value(oldest).unwrap().parse().unwrap();
+    assert!(peak > freeze_max_age, "only {peak} xids of age reached: the rehearsal did not cross the limit");
+    load(4001);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let settled = loop {
+        let age: u64 = admin.query_value(oldest).unwrap().parse().unwrap();
+        if age < freeze_max_age {
+            break age;
+        }
+        assert!(Instant::now() < deadline, "age(relfrozenxid) still {age} after 120 s (limit {freeze_max_age})");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let database: u64 = admin
+        .query_value("SELECT age(datfrozenxid)::text FROM pg_database WHERE datname = current_database()")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        applianced::demo::wait_committed(&mut admin, Module::Dpi, 4001, 1, 20_000, Duration::from_secs(60)).unwrap()
+    );
+    println!(
+        "wraparound rehearsal: autovacuum_freeze_max_age {freeze_max_age}; oldest event-table age(relfrozenxid) peaked at {peak}, \
+         settled at {settled}; database age(datfrozenxid) {database}; ingest acknowledged and committed before and after"
+    );
+    appliance.stop().unwrap();
+}
