@@ -172,6 +172,8 @@ pub struct RetentionReport {
     pub finalized: Vec<String>,
     /// Day partitions detached (CONCURRENTLY) and dropped.
     pub dropped: Vec<String>,
+    /// `appliance.batch_ledger` rows older than their module's retention, deleted.
+    pub ledger_rows_deleted: u64,
 }
 
 /// Retention: every day partition of a module's event tables older than
@@ -234,6 +236,15 @@ pub fn apply_retention(
             conn.execute(&format!("DROP TABLE {child}")).map_err(pg("drop a partition past retention"))?;
             report.dropped.push(child.clone());
         }
+        // The ledger follows the same retention, so it stays bounded too.
+        let deleted = conn
+            .query_value(&format!(
+                "WITH d AS (DELETE FROM appliance.batch_ledger WHERE module = '{}' \
+                 AND committed_at < ('{cutoff}'::date)::timestamp AT TIME ZONE 'UTC' RETURNING 1) SELECT count(*) FROM d",
+                module.name()
+            ))
+            .map_err(pg("prune the batch ledger"))?;
+        report.ledger_rows_deleted += deleted.parse::<u64>().unwrap_or(0);
     }
     Ok(report)
 }
@@ -247,7 +258,12 @@ fn maintain(embedded: &Embedded, options: &RunOptions) {
     }
     match apply_retention(embedded, &options.retention_days, crate::clock::today_days()) {
         Ok(report) if report != RetentionReport::default() => {
-            tracing::info!(dropped = report.dropped.len(), finalized = report.finalized.len(), "retention applied")
+            tracing::info!(
+                dropped = report.dropped.len(),
+                finalized = report.finalized.len(),
+                ledger_rows_deleted = report.ledger_rows_deleted,
+                "retention applied"
+            )
         }
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "retention failed; will retry"),

@@ -113,7 +113,7 @@ fn schemas_functions_database_and_roles_are_enforced() {
         .into_iter()
         .map(|r| r[0].clone().unwrap())
         .collect();
-    assert!(functions.len() >= 4);
+    assert!(functions.len() >= 5);
     let mut wrong = Vec::new();
     for role in Role::grantees() {
         let mut conn = cluster.connect(role.name());
@@ -144,6 +144,7 @@ fn schemas_functions_database_and_roles_are_enforced() {
                 "appliance.ensure_partitions(date,integer)" => {
                     "SELECT appliance.ensure_partitions(current_date, 1)".to_string()
                 }
+                "appliance.partition_window()" => "SELECT * FROM appliance.partition_window()".to_string(),
                 other => panic!("no probe for function {other}; add one"),
             };
             let outcome = probe(&mut conn, &call);
