@@ -340,7 +340,7 @@ pub fn server_settings(dir: &StateDir, port: u16) -> Vec<Setting> {
         s(
             "synchronous_commit",
             "on",
-            "COMMIT returns only after its WAL is flushed; the appliance acknowledges events only after COMMIT",
+            "COMMIT returns only after its WAL is flushed; a spooled batch is released only after its COMMIT",
         ),
         s("full_page_writes", "on", "protects against torn 8 kB page writes after a crash"),
         s(

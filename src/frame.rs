@@ -75,7 +75,8 @@ pub struct HelloBody {
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct WelcomeBody {
-    /// The producer's durable watermark: epoch and highest committed seq (0: none).
+    /// The producer's acknowledged position: epoch and highest seq durable in
+    /// the lane's spool or committed in PostgreSQL (0: none).
     pub watermark_epoch: U64,
     pub watermark_seq: U64,
     /// Initial credit, in EVENTS body bytes.
@@ -112,7 +113,8 @@ pub const RECORD_HEADER_BYTES: usize = size_of::<RecordHeader>();
 #[repr(C)]
 pub struct AckBody {
     pub epoch: U64,
-    /// Every seq at or below this is durable (committed or quarantined).
+    /// Every seq at or below this is durable: fdatasync'd in the lane's spool
+    /// (committed into PostgreSQL, as a row or a quarantine row, in spool order).
     pub durable_seq: U64,
 }
 

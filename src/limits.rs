@@ -159,8 +159,9 @@ pub const SPOOL_CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// After a failed spool write (disk full, file size limit), the lane
 /// retries this often while producers are pushed back.
 pub const SPOOL_RETRY_INTERVAL_MS: u64 = 1000;
-/// How long `demo`, selftest's round trip and the tests wait for spooled
-/// (acknowledged) events to be committed before calling them missing.
+/// How long `demo` and the tests wait for spooled (acknowledged) events to
+/// be committed before calling them missing (selftest's round trip has its
+/// own 15 s bound).
 pub const COMMIT_WAIT_S: u64 = 60;
 /// How often a lane re-reads its module's partition window while it has
 /// batches to send (and after every reconnect).

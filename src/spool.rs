@@ -132,6 +132,8 @@ pub struct Recovery<T> {
 }
 
 pub struct Spool {
+    /// Held (flock, exclusive) for the spool's life.
+    _lock: File,
     dir_path: PathBuf,
     dir: File,
     quarantine_dir: PathBuf,
@@ -196,6 +198,28 @@ impl Spool {
             .create(&quarantine_dir)
             .map_err(io_error("create", &quarantine_dir))?;
         let dir = File::open(dir_path).map_err(io_error("open directory", dir_path))?;
+        // One lane per spool: a second appliance on the same state directory
+        // (another --instance) must not interleave records with this one.
+        let lock_path = dir_path.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_error("open", &lock_path))?;
+        lock.try_lock().map_err(|e| SpoolError::Io {
+            step: "lock (another lane holds this spool)",
+            path: lock_path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        // The directories themselves must survive a crash: fsync them and
+        // their parent once they exist.
+        for path in [Some(dir_path), dir_path.parent()].into_iter().flatten() {
+            File::open(path)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| SpoolError::Sync { path: path.to_path_buf(), source })?;
+        }
         let mut firsts = Vec::new();
         for entry in std::fs::read_dir(dir_path).map_err(io_error("list", dir_path))? {
             let entry = entry.map_err(io_error("list", dir_path))?;
@@ -207,6 +231,7 @@ impl Spool {
         }
         firsts.sort_unstable();
         let mut spool = Spool {
+            _lock: lock,
             dir_path: dir_path.to_path_buf(),
             dir,
             quarantine_dir,
@@ -600,6 +625,15 @@ mod tests {
         assert_eq!(spool.segment_count(), 1, "only the newest segment is kept");
         assert!(spool.has_room(record.len()));
         spool.append(&record).unwrap();
+    }
+
+    #[test]
+    fn a_spool_is_opened_by_one_lane_at_a_time() {
+        let dir = temp_dir();
+        let (first, _) = open(&dir);
+        assert!(Spool::open(&dir, 64 * 1024 * 1024, keep).is_err(), "a second opener got the spool");
+        drop(first);
+        open(&dir);
     }
 
     #[test]

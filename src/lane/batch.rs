@@ -41,6 +41,14 @@ pub struct Quarantined {
     pub raw: Vec<u8>,
 }
 
+impl Quarantined {
+    /// What the event adds to a batch: its spool payload bytes, so
+    /// `BATCH_BYTES_MAX` bounds spool records of quarantined events too.
+    pub fn spooled_bytes(&self) -> usize {
+        8 * 3 + 2 + 2 + self.table_name.len() + 2 + self.reason.len() + 4 + self.raw.len()
+    }
+}
+
 /// Frame bytes of one connection that this batch holds; returned to the
 /// connection's credit when the batch commits.
 #[derive(Clone, Copy, Debug)]
@@ -125,7 +133,7 @@ impl Batch {
     }
 
     pub fn add_quarantined(&mut self, event: Quarantined) {
-        self.bytes += event.raw.len();
+        self.bytes += event.spooled_bytes();
         self.note_seq(event.producer_id, event.epoch, event.seq, false);
         self.quarantined.push(event);
     }
@@ -347,8 +355,9 @@ impl Batch {
             let (table_name, reason) = (r.text()?, r.text()?);
             let length = r.u32()? as usize;
             let raw = r.take(length)?.to_vec();
-            batch.bytes += raw.len();
-            batch.quarantined.push(Quarantined { producer_id, epoch, seq, table_name, code, reason, raw });
+            let event = Quarantined { producer_id, epoch, seq, table_name, code, reason, raw };
+            batch.bytes += event.spooled_bytes();
+            batch.quarantined.push(event);
         }
         if !r.bytes.is_empty() {
             return Err(format!("{} bytes after the spool payload", r.bytes.len()));

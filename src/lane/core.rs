@@ -8,9 +8,12 @@
 //!   fdatasync'd in the spool (spool mode, `spooling.rs`), or committed;
 //! - `credit_outstanding + buffered <= LANE_BUFFER_BYTES_MAX`, and every
 //!   received frame byte was covered by credit, so memory is bounded;
-//! - on any database failure the lane forgets all uncommitted work and
-//!   every producer state, and closes its connections: producers reconnect,
-//!   learn their durable watermark in WELCOME and resend what is not in it.
+//! - with a spool (`applianced run` always attaches one), a database
+//!   failure drops nothing acknowledged: the lane reconnects and resolves
+//!   its unsent records by the watermarks (`spooling.rs`); without one (the
+//!   core alone), it forgets all uncommitted work and every producer
+//!   state and closes its connections: producers reconnect, learn their
+//!   durable watermark in WELCOME and resend what is not in it.
 
 use std::collections::{HashMap, VecDeque};
 

@@ -3,11 +3,13 @@
 //! fdatasync, and PostgreSQL is fed from the spool in record order.
 //!
 //! Sealed batch → appended to the spool → fdatasync → ACK and credit →
-//! queued (`unsent`) → sent as one transaction → on COMMIT the record is
-//! released (its segment unlinked once all of it is committed).
+//! queued (`unsent`) → sent in one transaction with the consecutive
+//! records that fit the batch bounds → on COMMIT the records are released
+//! (a segment is unlinked once all of it is committed).
 //! Invariants:
-//! - records reach PostgreSQL in spool order, one transaction each, so per
-//!   producer the watermark advances through the spool contiguously;
+//! - records reach PostgreSQL in spool order, each inside exactly one
+//!   transaction (never split), so per producer the watermark advances
+//!   through the spool contiguously;
 //! - whether a record whose transaction's fate is unknown (connection lost,
 //!   lane killed) committed is decided by the producers' watermarks, read
 //!   after every (re)connect: a record every range of which the watermark
@@ -334,7 +336,8 @@ impl LaneCore {
                     }
                     return self.send_spooled(batch, records);
                 }
-                Err(why) => {
+                Err(None) => return,
+                Err(Some(why)) => {
                     // Changed on disk since it was written: never committed,
                     // reported; its seqs become a recorded gap.
                     tracing::error!(
@@ -353,16 +356,26 @@ impl LaneCore {
     }
 
     /// The `index`-th unsent record's batch: from the cache, or read back.
-    fn load_unsent(&mut self, index: usize) -> Result<Box<Batch>, String> {
+    /// `Err(Some(why))`: the record is corrupted (never to be committed);
+    /// `Err(None)`: reading failed otherwise, and the lane is set to exit
+    /// (the restarted lane recovers the spool from disk; nothing is dropped).
+    fn load_unsent(&mut self, index: usize) -> Result<Box<Batch>, Option<String>> {
         let (module, now_ms) = (self.module, self.now.mono_ms);
-        let lane = self.spool.as_mut().ok_or("no spool")?;
-        let spooled = lane.unsent.get_mut(index).ok_or("no such record")?;
+        let lane = self.spool.as_mut().ok_or(None)?;
+        let spooled = lane.unsent.get_mut(index).ok_or(None)?;
         if let Some(batch) = spooled.cached.take() {
             lane.cached_bytes -= batch.bytes;
             return Ok(batch);
         }
-        let payload = lane.spool.read(&spooled.location).map_err(|e| e.to_string())?;
-        Batch::from_spool_payload(module, now_ms, &payload).map(Box::new)
+        let payload = match lane.spool.read(&spooled.location) {
+            Ok(payload) => payload,
+            Err(e @ SpoolError::Corrupted { .. }) => return Err(Some(e.to_string())),
+            Err(e) => {
+                self.fatal = Some(e.to_string());
+                return Err(None);
+            }
+        };
+        Batch::from_spool_payload(module, now_ms, &payload).map(Box::new).map_err(Some)
     }
 
     fn send_spooled(&mut self, mut batch: Box<Batch>, records: usize) {
