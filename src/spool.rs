@@ -208,10 +208,10 @@ impl Spool {
             .mode(0o600)
             .open(&lock_path)
             .map_err(io_error("open", &lock_path))?;
-        lock.try_lock().map_err(|e| SpoolError::Io {
+        crate::sys::try_lock_exclusive(&lock).map_err(|source| SpoolError::Io {
             step: "lock (another lane holds this spool)",
             path: lock_path.clone(),
-            source: std::io::Error::other(e.to_string()),
+            source,
         })?;
         // The directories themselves must survive a crash: fsync them and
         // their parent once they exist.

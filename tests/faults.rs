@@ -30,6 +30,47 @@ fn iterations() -> u32 {
     std::env::var("FAULT_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
 }
 
+/// The SQL expression of a stored row's payload: source_id and event_time
+/// in their binary send format, then every module column as COPY BINARY
+/// encodes it (i32 length, -1 for NULL, the send format): byte for byte
+/// what the producer sent (`synth::synthesize`).
+fn payload_sql(table: &applianced::schema::EventTable) -> String {
+    use applianced::schema::ColumnType::*;
+    let mut parts = vec!["uuid_send(source_id)".to_string(), "timestamptz_send(event_time)".to_string()];
+    for column in table.columns {
+        let send = match column.column_type {
+            Int2 => "int2send",
+            Int4 => "int4send",
+            Int8 => "int8send",
+            Float4 => "float4send",
+            Text => "textsend",
+            Bytea => "byteasend",
+            Uuid => "uuid_send",
+            Inet => "inet_send",
+            Timestamptz => "timestamptz_send",
+        };
+        let name = column.name;
+        parts.push(format!(
+            "CASE WHEN {name} IS NULL THEN '\\xffffffff'::bytea ELSE int4send(octet_length({send}({name}))) || {send}({name}) END"
+        ));
+    }
+    parts.join(" || ")
+}
+
+/// What `payload_sql` must give for (module, producer, seq).
+fn expected_payload(module: Module, producer: u64, seq: u64) -> Vec<u8> {
+    let mut fields = BytesMut::new();
+    let event = synth::synthesize(module, producer, seq, &mut fields);
+    let mut bytes = event.source_id.to_vec();
+    bytes.extend_from_slice(&(event.event_time_us - applianced::copy::PG_EPOCH_OFFSET_US).to_be_bytes());
+    bytes.extend_from_slice(&fields);
+    bytes
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The oracle. `sent` is the highest seq sent per (module, producer, epoch);
 /// `acked` the highest acknowledged.
 fn check(cluster: &TestCluster, expected: &BTreeMap<(Module, u64, u64), (u64, u64)>) -> String {
@@ -42,7 +83,19 @@ fn check(cluster: &TestCluster, expected: &BTreeMap<(Module, u64, u64), (u64, u6
     }
     for ((module, producer, epoch), (sent, acked)) in expected {
         let mut found = 0u64;
+        let mut checked = 0u64;
         for (index, table) in tables_of(*module).enumerate() {
+            // Payload checksum: SHA-256 over the per-row SHA-256s in seq order,
+            // computed by PostgreSQL from the stored rows and here from what was sent.
+            let stored = admin
+                .query_value(&format!(
+                    "SELECT coalesce(encode(sha256(string_agg(sha256({}), ''::bytea ORDER BY producer_seq)), 'hex'), '') \
+                     FROM {} WHERE producer_id = {producer} AND producer_epoch = {epoch}",
+                    payload_sql(table),
+                    table.qualified_name()
+                ))
+                .unwrap();
+            let mut seqs_in_table = Vec::new();
             let rows = admin
                 .simple_query(&format!(
                     "SELECT producer_seq, count(*) FROM {} WHERE producer_id = {producer} AND producer_epoch = {epoch} GROUP BY 1 ORDER BY 1",
@@ -65,15 +118,33 @@ fn check(cluster: &TestCluster, expected: &BTreeMap<(Module, u64, u64), (u64, u6
                     "seq {seq} landed in {} but its content belongs elsewhere",
                     table.qualified_name()
                 );
+                seqs_in_table.push(seq);
                 found += 1;
             }
+            let expected = if seqs_in_table.is_empty() {
+                String::new()
+            } else {
+                use sha2::{Digest, Sha256};
+                let mut outer = Sha256::new();
+                for seq in &seqs_in_table {
+                    outer.update(Sha256::digest(expected_payload(*module, *producer, *seq)));
+                }
+                hex(&outer.finalize())
+            };
+            assert_eq!(
+                stored,
+                expected,
+                "{module:?} producer {producer} epoch {epoch}: payloads in {} differ from what was sent",
+                table.qualified_name()
+            );
+            checked += seqs_in_table.len() as u64;
         }
         assert!(
             found >= *acked,
             "{module:?} producer {producer} epoch {epoch}: {found} rows, {acked} acknowledged: lost"
         );
         lines.push(format!(
-            "{module:?}/{producer}/{epoch}: sent {sent} acked {acked} found {found} duplicates 0 lost 0"
+            "{module:?}/{producer}/{epoch}: sent {sent} acked {acked} found {found} duplicates 0 lost 0 payloads checked {checked}"
         ));
     }
     lines.join("\n")

@@ -113,6 +113,15 @@ fn supervisor_sigset() -> libc::sigset_t {
     }
 }
 
+/// flock(LOCK_EX | LOCK_NB) on an open file: Err(EWOULDBLOCK) if another
+/// open file description holds the lock. Released when the file closes.
+pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock takes a descriptor we own (borrowed for the call) and two flags.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// Ignore SIGXFSZ: a write past RLIMIT_FSIZE then fails with EFBIG (which
 /// the spool handles as a full disk) instead of killing the process.
 pub fn ignore_sigxfsz() -> io::Result<()> {
