@@ -93,6 +93,9 @@ mod simulated_days {
             &[(applianced::clock::TEST_CLOCK_ENV, clock.as_str())],
         )
         .unwrap();
+        // Any failed batch transaction (or failed maintenance call) is a rollback.
+        let rollbacks = "SELECT xact_rollback::text FROM pg_stat_database WHERE datname = current_database()";
+        let rollbacks_before: u64 = cluster.admin().query_value(rollbacks).unwrap().parse().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = sample_lock_waits(&cluster, stop.clone());
         let modules = [Module::Dpi, Module::LinuxAgent, Module::WindowsAgent];
@@ -123,6 +126,10 @@ mod simulated_days {
         }
         stop.store(true, Ordering::Relaxed);
         let (longest_wait, samples) = sampler.join().unwrap();
+        // Statistics reach pg_stat_database within about a second of a backend's transaction.
+        std::thread::sleep(Duration::from_secs(2));
+        let rollbacks_after: u64 = admin.query_value(rollbacks).unwrap().parse().unwrap();
+        assert_eq!(rollbacks_after, rollbacks_before, "transactions rolled back during the roll (failed batches?)");
         let simulated_days = (unix_s() - start_s) * speed / 86_400;
         let today = (start_s + (unix_s() - start_s) * speed).div_euclid(86_400);
         assert!(simulated_days >= 10, "only {simulated_days} simulated days passed");
@@ -185,7 +192,7 @@ mod simulated_days {
         assert!(updates > 0.0 && ratio > 0.9, "watermark HOT ratio {ratio:.3} ({hot_updates} of {updates})");
         println!(
             "lifecycle: {simulated_days} simulated days in {:.0} s, {rounds} rounds x 3 lanes x {per_round} events, \
-             partitions rolled (retention 3 days, horizon 4), longest lane lock wait {longest_wait:.3} s over {samples} samples, \
+             partitions rolled (retention 3 days, horizon 4), rolled-back transactions 0, longest lane lock wait {longest_wait:.3} s over {samples} samples, \
              dead tuples in event tables {dead}, watermark HOT ratio {ratio:.3} ({hot_updates} of {updates} updates)",
             started.elapsed().as_secs_f64()
         );

@@ -142,7 +142,8 @@ fn typed(frame: &Frame) {
                 assert_eq!(body.len(), 24 + usize::from(head.reason_len.get()));
             }
         }
-        Kind::Error => {
+        // STATUS has the ERROR body layout and decoder.
+        Kind::Error | Kind::Status => {
             if let Ok((_code, _reason)) = decode_error(body) {
                 assert_eq!(body.len(), 8 + usize::from(u16::from_be_bytes([body[2], body[3]])));
             }
