@@ -559,6 +559,11 @@ fn a_corrupted_spool_record_is_quarantined_never_committed() {
     assert_eq!(rows, events - (last - first + 1), "rows outside the lost range: {gap}");
     let quarantined = std::fs::read_dir(cluster.dir.join("spool/dpi/quarantine")).unwrap().count();
     assert_eq!(quarantined, 1);
+    // Reported: selftest fails and names the lane and the file.
+    let selftest = cluster.selftest(&[]);
+    let report = common::stdout(&selftest);
+    assert!(!selftest.status.success() && report.contains("FAIL spool integrity"), "{report}");
+    assert!(report.contains("dpi: 1 corrupted spool record(s) quarantined"), "{report}");
     println!(
         "scenario corrupted spool record: iterations 1, acked {events}, found {rows}, duplicates 0, \
          lost to the corrupted record (quarantined, reported) seqs {first}..{last}"

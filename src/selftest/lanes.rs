@@ -196,3 +196,49 @@ pub fn lane_sandbox(embedded: &Embedded) -> Check {
         failures,
     )
 }
+
+/// Every lane's spool: segment files and bytes, and no quarantined
+/// (corrupted) record. A quarantined record held acknowledged events that
+/// were never committed: an operator must know (hardening/DATA-PLANE.md §4.7).
+pub fn spool_integrity(embedded: &Embedded) -> Check {
+    const NAME: &str = "spool integrity";
+    let mut failures = Vec::new();
+    let mut parts = Vec::new();
+    for module in Module::ALL {
+        let dir = crate::lane::process::spool_dir(&embedded.dir, module);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                parts.push(format!("{}: no spool yet", module.name()));
+                continue;
+            }
+            Err(e) => {
+                failures.push(format!("{}: cannot read {}: {e}", module.name(), dir.display()));
+                continue;
+            }
+        };
+        let (mut segments, mut bytes) = (0u64, 0u64);
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "seg") {
+                segments += 1;
+                bytes += entry.metadata().map_or(0, |m| m.len());
+            }
+        }
+        parts.push(format!("{}: {segments} segment(s), {bytes} bytes", module.name()));
+        let quarantined: Vec<String> = std::fs::read_dir(dir.join("quarantine"))
+            .map(|q| q.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        if !quarantined.is_empty() {
+            failures.push(format!(
+                "{}: {} corrupted spool record(s) quarantined in {}: {} (acknowledged events lost; recorded in {}.quarantine with reason code 10 where a later record revealed them)",
+                module.name(),
+                quarantined.len(),
+                dir.join("quarantine").display(),
+                quarantined.join(", "),
+                module.schema()
+            ));
+        }
+    }
+    Check::from_failures(NAME, format!("{}; no corrupted record quarantined", parts.join(", ")), failures)
+}
