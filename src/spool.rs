@@ -177,6 +177,21 @@ fn segment_name(first_id: u64) -> String {
     format!("{first_id:020}.seg")
 }
 
+/// The segment files of a spool directory, oldest first: (first record id, path).
+pub fn segment_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else { continue };
+        if let Ok(first) = stem.parse::<u64>() {
+            segments.push((first, entry.path()));
+        }
+    }
+    segments.sort_unstable();
+    Ok(segments)
+}
+
 fn fsync_dir(dir: &File, path: &Path) -> Result<(), SpoolError> {
     dir.sync_all().map_err(|source| SpoolError::Sync { path: path.to_path_buf(), source })
 }
@@ -220,16 +235,8 @@ impl Spool {
                 .and_then(|d| d.sync_all())
                 .map_err(|source| SpoolError::Sync { path: path.to_path_buf(), source })?;
         }
-        let mut firsts = Vec::new();
-        for entry in std::fs::read_dir(dir_path).map_err(io_error("list", dir_path))? {
-            let entry = entry.map_err(io_error("list", dir_path))?;
-            let name = entry.file_name();
-            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else { continue };
-            if let Ok(first) = stem.parse::<u64>() {
-                firsts.push(first);
-            }
-        }
-        firsts.sort_unstable();
+        let firsts: Vec<u64> =
+            segment_files(dir_path).map_err(io_error("list", dir_path))?.into_iter().map(|(first, _)| first).collect();
         let mut spool = Spool {
             _lock: lock,
             dir_path: dir_path.to_path_buf(),
@@ -494,14 +501,7 @@ mod tests {
     }
 
     fn segment_path(dir: &Path) -> PathBuf {
-        let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-            .collect();
-        segments.sort();
-        segments.pop().unwrap()
+        segment_files(dir).unwrap().pop().unwrap().1
     }
 
     #[test]

@@ -485,6 +485,32 @@ fn postgres_down_longer_than_the_spool_quota() {
     appliance.stop().unwrap();
 }
 
+/// Warm `producer` up on the DPI lane (1,000 events, committed: the lane
+/// then knows it), freeze PostgreSQL, send `events` (acknowledged from the
+/// spool alone), kill -9 the whole appliance, let PostgreSQL run again.
+/// Afterwards the DPI spool holds acknowledged events PostgreSQL lacks.
+fn spool_while_frozen_then_kill(
+    cluster: &TestCluster,
+    name: &str,
+    appliance: applianced::demo::Appliance,
+    producer: u64,
+    events: u64,
+) {
+    let warm_up = run_load(&LoadOptions::new(name, Module::Dpi, producer, 1, 1_000));
+    assert_eq!(warm_up.acked, 1_000);
+    let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
+    assert!(applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, 1_000, wait).unwrap());
+    let frozen = Frozen(postgres_pids(cluster));
+    for pid in &frozen.0 {
+        applianced::sys::send_signal(*pid, libc::SIGSTOP).unwrap();
+    }
+    let report = run_load(&LoadOptions::new(name, Module::Dpi, producer, 1, events));
+    assert_eq!(report.acked, events, "acknowledged from the spool while PostgreSQL is frozen: {report:?}");
+    kill_appliance(cluster, &appliance);
+    drop(appliance);
+    drop(frozen);
+}
+
 /// Offsets of the records in a spool segment (header: magic, version,
 /// kind, then the payload length at bytes 8..12, big-endian).
 fn record_offsets(bytes: &[u8]) -> Vec<usize> {
@@ -508,36 +534,25 @@ fn a_corrupted_spool_record_is_quarantined_never_committed() {
     let name = instance();
     let appliance = cluster.appliance(&name, &[]);
     let producer = 1300;
-    let warm_up = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 1_000));
-    assert_eq!(warm_up.acked, 1_000);
+    let events = 40_000;
+    spool_while_frozen_then_kill(&cluster, &name, appliance, producer, events);
     let mut admin = cluster.admin();
     let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
-    assert!(applianced::demo::wait_committed(&mut admin, Module::Dpi, producer, 1, 1_000, wait).unwrap());
-    let events = 40_000;
-    let segments_before: Vec<_> =
-        std::fs::read_dir(cluster.dir.join("spool/dpi")).unwrap().flatten().map(|e| e.path()).collect();
-    let frozen = Frozen(postgres_pids(&cluster));
-    for pid in &frozen.0 {
-        applianced::sys::send_signal(*pid, libc::SIGSTOP).unwrap();
-    }
-    let report = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, events));
-    assert_eq!(report.acked, events, "acknowledged from the spool while PostgreSQL is frozen: {report:?}");
-    kill_appliance(&cluster, &appliance);
-    drop(appliance);
-    drop(frozen);
-    // Corrupt one bit in the payload of the third record written while frozen.
-    let mut segments: Vec<_> = std::fs::read_dir(cluster.dir.join("spool/dpi"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segments.sort();
-    let path = segments.last().unwrap().clone();
+    // Corrupt one bit in the payload of the second record written while
+    // frozen (seqs above the warm-up's 1,000); later records reveal the gap.
+    let segments = applianced::spool::segment_files(&cluster.dir.join("spool/dpi")).unwrap();
+    let (_, path) = segments.last().unwrap().clone();
     let mut bytes = std::fs::read(&path).unwrap();
-    let offsets = record_offsets(&bytes);
-    let skip = if segments_before.contains(&path) { offsets.len().saturating_sub(1).min(2) } else { 0 };
-    let victim = offsets[skip + 2];
+    let frozen: Vec<usize> = record_offsets(&bytes)
+        .into_iter()
+        .filter(|&offset| {
+            let length = u32::from_be_bytes(bytes[offset + 8..offset + 12].try_into().unwrap()) as usize;
+            let payload = &bytes[offset + applianced::spool::HEADER_BYTES..][..length];
+            applianced::lane::batch::spool_ranges(payload).unwrap()[0].first_seq > 1_000
+        })
+        .collect();
+    assert!(frozen.len() >= 3, "only {} records written while frozen", frozen.len());
+    let victim = frozen[1];
     bytes[victim + applianced::spool::HEADER_BYTES + 100] ^= 0x10;
     std::fs::write(&path, &bytes).unwrap();
     let mut appliance = restart(&cluster, &name, &[], &[]);
@@ -584,21 +599,10 @@ fn events_outside_every_partition_window_are_quarantined_not_failed() {
     let past = format!("{}:{now_s}:1", now_s - 10 * 86_400);
     let appliance = restart(&cluster, &name, &[], &[(applianced::clock::TEST_CLOCK_ENV, past.as_str())]);
     let producer = 1400;
-    let warm_up = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 1_000));
-    assert_eq!(warm_up.acked, 1_000);
+    let events = 10_000;
+    spool_while_frozen_then_kill(&cluster, &name, appliance, producer, events);
     let mut admin = cluster.admin();
     let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
-    assert!(applianced::demo::wait_committed(&mut admin, Module::Dpi, producer, 1, 1_000, wait).unwrap());
-    let events = 10_000;
-    let frozen = Frozen(postgres_pids(&cluster));
-    for pid in &frozen.0 {
-        applianced::sys::send_signal(*pid, libc::SIGSTOP).unwrap();
-    }
-    let report = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, events));
-    assert_eq!(report.acked, events, "{report:?}");
-    kill_appliance(&cluster, &appliance);
-    drop(appliance);
-    drop(frozen);
     // Retention removes the past days while the appliance is down.
     let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
     let retention: BTreeMap<Module, u32> = Module::ALL.iter().map(|m| (*m, 3)).collect();

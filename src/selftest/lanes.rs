@@ -206,8 +206,8 @@ pub fn spool_integrity(embedded: &Embedded) -> Check {
     let mut parts = Vec::new();
     for module in Module::ALL {
         let dir = crate::lane::process::spool_dir(&embedded.dir, module);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
+        let segments = match crate::spool::segment_files(&dir) {
+            Ok(segments) => segments,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 parts.push(format!("{}: no spool yet", module.name()));
                 continue;
@@ -217,15 +217,8 @@ pub fn spool_integrity(embedded: &Embedded) -> Check {
                 continue;
             }
         };
-        let (mut segments, mut bytes) = (0u64, 0u64);
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|x| x == "seg") {
-                segments += 1;
-                bytes += entry.metadata().map_or(0, |m| m.len());
-            }
-        }
-        parts.push(format!("{}: {segments} segment(s), {bytes} bytes", module.name()));
+        let bytes: u64 = segments.iter().map(|(_, path)| std::fs::metadata(path).map_or(0, |m| m.len())).sum();
+        parts.push(format!("{}: {} segment(s), {bytes} bytes", module.name(), segments.len()));
         let quarantined: Vec<String> = std::fs::read_dir(dir.join("quarantine"))
             .map(|q| q.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
