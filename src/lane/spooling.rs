@@ -157,6 +157,13 @@ impl LaneCore {
         let mut spooled = Vec::new();
         let mut blocked = None;
         while let Some(batch) = self.sealed.front() {
+            // Checked before serializing: while pushed back this runs on
+            // every tick, and must not copy a whole batch each time.
+            if !lane.spool.has_room(batch.bytes) {
+                let (used, quota) = (lane.spool.used_bytes(), lane.spool.quota_bytes());
+                blocked = Some((StatusCode::SpoolFull, format!("spool full: {used} of {quota} bytes used")));
+                break;
+            }
             match lane.spool.append(&batch.to_spool_payload()) {
                 Ok(location) => {
                     failpoint::check(failpoint::SPOOL_WRITE);
