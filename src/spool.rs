@@ -500,6 +500,14 @@ mod tests {
         Spool::open(dir, 64 * 1024 * 1024, keep).unwrap()
     }
 
+    /// A spool in `dir` holding `count` durable records (ids 1..=count), closed.
+    fn write_records(dir: &Path, count: u8) -> Vec<Location> {
+        let (mut spool, _) = open(dir);
+        let locations = (0..count).map(|i| spool.append(&payload(i)).unwrap()).collect();
+        spool.sync().unwrap();
+        locations
+    }
+
     fn segment_path(dir: &Path) -> PathBuf {
         segment_files(dir).unwrap().pop().unwrap().1
     }
@@ -525,12 +533,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_truncated_to_the_last_valid_record() {
         let dir = temp_dir();
-        let (mut spool, _) = open(&dir);
-        for i in 0..3 {
-            spool.append(&payload(i)).unwrap();
-        }
-        spool.sync().unwrap();
-        drop(spool);
+        write_records(&dir, 3);
         let path = segment_path(&dir);
         let valid_len = std::fs::metadata(&path).unwrap().len();
         // A crash inside the next append: its header and half its payload.
@@ -556,10 +559,7 @@ mod tests {
     #[test]
     fn a_corrupted_record_is_quarantined_and_never_returned() {
         let dir = temp_dir();
-        let (mut spool, _) = open(&dir);
-        let locations: Vec<Location> = (0..4).map(|i| spool.append(&payload(i)).unwrap()).collect();
-        spool.sync().unwrap();
-        drop(spool);
+        let locations = write_records(&dir, 4);
         let path = segment_path(&dir);
         let mut bytes = std::fs::read(&path).unwrap();
         // One bit flipped in the payload of record 2 (id 2).
@@ -589,12 +589,7 @@ mod tests {
     #[test]
     fn a_summary_the_caller_cannot_read_is_quarantined() {
         let dir = temp_dir();
-        let (mut spool, _) = open(&dir);
-        for i in 0..3 {
-            spool.append(&payload(i)).unwrap();
-        }
-        spool.sync().unwrap();
-        drop(spool);
+        write_records(&dir, 3);
         let picky = |p: &[u8]| if p[0] == 1 { Err("unreadable".to_string()) } else { Ok(p.len()) };
         let (_, recovery) = Spool::open(&dir, 64 * 1024 * 1024, picky).unwrap();
         assert_eq!(recovery.records.iter().map(|(l, _)| l.id).collect::<Vec<_>>(), vec![1, 3]);

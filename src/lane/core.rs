@@ -5,15 +5,11 @@
 //! it calls into this core with what arrived and takes what is to be sent.
 //! Runs single-threaded in the lane process. Invariants:
 //! - an ACK is sent only once the batch holding those events is durable:
-//!   fdatasync'd in the spool (spool mode, `spooling.rs`), or committed;
+//!   fdatasync'd in the lane's spool (`spooling.rs`);
 //! - `credit_outstanding + buffered <= LANE_BUFFER_BYTES_MAX`, and every
 //!   received frame byte was covered by credit, so memory is bounded;
-//! - with a spool (`applianced run` always attaches one), a database
-//!   failure drops nothing acknowledged: the lane reconnects and resolves
-//!   its unsent records by the watermarks (`spooling.rs`); without one (the
-//!   core alone), it forgets all uncommitted work and every producer
-//!   state and closes its connections: producers reconnect, learn their
-//!   durable watermark in WELCOME and resend what is not in it.
+//! - a database failure drops nothing acknowledged: the lane reconnects
+//!   and resolves its unsent records by the watermarks (`spooling.rs`).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -32,6 +28,7 @@ use crate::limits::{
 use crate::matrix::Module;
 use crate::pg::pipeline::{self, Outcome, Pipeline};
 use crate::pg::wire::decode_message;
+use crate::spool::{Recovery, Spool};
 use crate::sys::PeerCred;
 
 /// Smallest CREDIT grant worth a frame (unless it fills the window).
@@ -55,7 +52,6 @@ pub(super) struct Producer {
 
 pub(super) enum Request {
     Lookup(u64),
-    Batch(Box<Batch>),
     /// A producer's watermark, wanted before spooled batches are sent.
     Mark(u64),
     /// The module's partition window (`appliance.partition_window()`).
@@ -107,8 +103,8 @@ pub struct LaneCore {
     pub stats: LaneStats,
     refusal_log: RateLimitedLog,
     pub(super) now: Now,
-    /// The durable spool (None: acknowledge at commit, no spool).
-    pub(super) spool: Option<SpoolLane>,
+    /// The durable spool: every ACK waits for it (`spooling.rs`).
+    pub(super) spool: SpoolLane,
     /// A failpoint that stops the lane once the next write to this peer completed.
     pub(super) stop_after_send: Option<(SendTarget, &'static str)>,
     /// An error after which the lane must exit (a failed spool fsync).
@@ -116,8 +112,17 @@ pub struct LaneCore {
 }
 
 impl LaneCore {
-    pub fn new(module: Module, policy: PeerPolicy, now: Now) -> LaneCore {
-        LaneCore {
+    /// A lane over `spool` (opened and recovered before the sandbox):
+    /// recovered records are queued for PostgreSQL and tell the lane each
+    /// producer's acknowledged position.
+    pub fn new(
+        module: Module,
+        policy: PeerPolicy,
+        now: Now,
+        spool: Spool,
+        recovery: Recovery<Vec<super::batch::ProducerRange>>,
+    ) -> LaneCore {
+        let mut core = LaneCore {
             module,
             policy,
             conns: (0..LANE_CONNECTIONS_MAX).map(|_| None).collect(),
@@ -135,10 +140,12 @@ impl LaneCore {
             stats: LaneStats::default(),
             refusal_log: RateLimitedLog::default(),
             now,
-            spool: None,
+            spool: SpoolLane::new(spool),
             stop_after_send: None,
             fatal: None,
-        }
+        };
+        core.recover_spool(recovery);
+        core
     }
 
     pub fn module(&self) -> Module {
@@ -337,11 +344,9 @@ impl LaneCore {
 
     fn maybe_seal(&mut self) {
         let age = self.now.mono_ms.saturating_sub(self.pending.started_ms);
-        // Without a spool a batch waits while one is in flight (it could
-        // not be sent anyway); with one, sealing is what acknowledges, so
-        // it never waits for PostgreSQL (records are merged when sent).
-        let idle = matches!(self.pg, PgState::Idle) || self.spool.is_some();
-        let due = self.pending.is_full() || self.draining || (idle && age >= BATCH_FLUSH_INTERVAL_MS);
+        // Sealing is what acknowledges (through the spool), so it never
+        // waits for PostgreSQL; spooled records are merged when sent.
+        let due = self.pending.is_full() || self.draining || age >= BATCH_FLUSH_INTERVAL_MS;
         if self.pending.is_empty() || !due {
             return;
         }
@@ -502,7 +507,6 @@ impl LaneCore {
         };
         match (request, outcome) {
             (Request::Lookup(producer_id), Outcome::Rows(rows)) => self.lookup_done(producer_id, &rows),
-            (Request::Batch(batch), Outcome::Committed) => self.batch_committed(&batch),
             (Request::Mark(producer_id), Outcome::Rows(rows)) => self.mark_done(producer_id, &rows),
             (Request::Window, Outcome::Rows(rows)) => self.window_done(&rows),
             (Request::Spooled(batch, records), Outcome::Committed) => self.spooled_committed(&batch, records),
@@ -510,7 +514,7 @@ impl LaneCore {
                 self.reset(&format!("database refused a request: {} {}", error.sqlstate, error.message));
             }
             (Request::Lookup(_) | Request::Mark(_) | Request::Window, Outcome::Committed)
-            | (Request::Batch(_) | Request::Spooled(..), Outcome::Rows(_)) => {
+            | (Request::Spooled(..), Outcome::Rows(_)) => {
                 return Err("mismatched response".into());
             }
         }
@@ -522,21 +526,17 @@ impl LaneCore {
             return;
         }
         if let Some(producer_id) = self.lookups_wanted.pop_front() {
-            let sql = format!("SELECT producer_epoch, last_seq FROM appliance.watermark_get({producer_id})");
-            match pipeline::encode_query(&mut self.pg_out, &sql) {
-                Ok(p) => self.pg = PgState::Busy(Box::new(p), Request::Lookup(producer_id)),
-                Err(e) => self.reset(&e.to_string()),
-            }
-            return;
+            return self.query_watermark(producer_id, Request::Lookup(producer_id));
         }
-        if self.spool.is_some() {
-            return self.spool_start_request();
-        }
-        if let Some(mut batch) = self.sealed.pop_front() {
-            match batch.encode(&mut self.pg_out) {
-                Ok(p) => self.pg = PgState::Busy(Box::new(p), Request::Batch(Box::new(batch))),
-                Err(e) => self.reset(&e.to_string()),
-            }
+        self.spool_start_request();
+    }
+
+    /// Send `appliance.watermark_get(producer_id)`, answered as `request`.
+    pub(super) fn query_watermark(&mut self, producer_id: u64, request: Request) {
+        let sql = format!("SELECT producer_epoch, last_seq FROM appliance.watermark_get({producer_id})");
+        match pipeline::encode_query(&mut self.pg_out, &sql) {
+            Ok(p) => self.pg = PgState::Busy(Box::new(p), request),
+            Err(e) => self.reset(&e.to_string()),
         }
     }
 
@@ -545,9 +545,7 @@ impl LaneCore {
             Ok(mark) => mark,
             Err(why) => return self.reset(why),
         };
-        if let Some(lane) = self.spool.as_mut() {
-            lane.note_mark(producer_id, (epoch, seq));
-        }
+        self.spool.note_mark(producer_id, (epoch, seq));
         // A second lookup for a producer already known (two HELLOs raced)
         // must not roll back what the lane learnt since the first.
         self.producers.entry(producer_id).or_insert(Producer {
@@ -564,14 +562,6 @@ impl LaneCore {
         for slot in waiting {
             self.welcome(slot);
         }
-    }
-
-    fn batch_committed(&mut self, batch: &Batch) {
-        self.stats.batches_committed += 1;
-        self.stats.events_committed += batch.rows as u64;
-        self.ack_ranges(&batch.ranges);
-        self.release(batch);
-        self.regrant_all();
     }
 
     /// Everything in `ranges` is durable: advance and acknowledge.
@@ -598,39 +588,10 @@ impl LaneCore {
         }
     }
 
-    /// Forget all uncommitted work and every producer; close all connections.
+    /// A database request failed or the connection broke (`spooling.rs`:
+    /// nothing acknowledged is dropped; reconnect with backoff).
     pub(super) fn reset(&mut self, why: &str) {
-        if self.spool.is_some() {
-            return self.spool_db_reset(why);
-        }
-        self.stats.resets += 1;
-        tracing::error!(
-            lane = self.module.name(),
-            why,
-            "lane reset: uncommitted events dropped unacknowledged; producers will resend"
-        );
-        self.pending = Batch::new(self.module, self.now.mono_ms);
-        self.sealed.clear();
-        if matches!(self.pg, PgState::Busy(..)) {
-            // The request's fate is unknown here; the watermark decides after reconnect.
-            self.pg = PgState::Down { retry_at_ms: self.now.mono_ms, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS };
-        }
-        self.producers.clear();
-        self.lookups_wanted.clear();
-        self.buffered = 0;
-        for slot in 0..self.conns.len() {
-            if let Some(conn) = self.conns[slot].as_mut() {
-                conn.unreleased = 0;
-                if !conn.closing {
-                    frame::encode_error(
-                        &mut conn.out,
-                        ErrorCode::Internal,
-                        "lane reset after a database error; reconnect and resend unacknowledged events",
-                    );
-                    conn.closing = true;
-                }
-            }
-        }
+        self.spool_db_reset(why);
     }
 
     // ----- shutdown -----
@@ -645,10 +606,7 @@ impl LaneCore {
 
     /// Whether everything buffered is committed and acknowledged.
     pub fn drained(&self) -> bool {
-        if self.spool.is_some() {
-            return self.draining && !matches!(self.pg, PgState::Busy(..)) && self.spool_drained();
-        }
-        self.draining && self.pending.is_empty() && self.sealed.is_empty() && !matches!(self.pg, PgState::Busy(..))
+        self.draining && !matches!(self.pg, PgState::Busy(..)) && self.spool_drained()
     }
 }
 

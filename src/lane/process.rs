@@ -176,13 +176,12 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
     // A spool write past a file size limit must fail with EFBIG, not kill the lane.
     sys::ignore_sigxfsz().map_err(LaneError::io("ignore SIGXFSZ"))?;
     let clock = Clock::new();
-    let mut core = LaneCore::new(args.module, args.policy.clone(), clock.now());
     // The spool is opened and recovered before the sandbox (it lists and
     // reads its directory); afterwards only that directory is reachable.
     let spool_dir = spool_dir(&embedded.dir, args.module);
     let (spool, recovery) = crate::spool::Spool::open(&spool_dir, args.spool_quota_bytes, super::batch::spool_ranges)
         .map_err(|e| LaneError::Setup(e.to_string()))?;
-    core.attach_spool(spool, recovery);
+    let mut core = LaneCore::new(args.module, args.policy.clone(), clock.now(), spool, recovery);
     let ring = match args.io {
         IoMode::Poll => None,
         IoMode::Uring | IoMode::Auto => match super::uring::create_ring() {

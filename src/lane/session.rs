@@ -54,7 +54,7 @@ pub(super) struct Conn {
     pub out: BytesMut,
     /// EVENTS body bytes the client may still send.
     pub credit_left: usize,
-    /// Received bytes not yet released (at the spool's fdatasync, or at commit without a spool).
+    /// Received bytes not yet released (at the spool's fdatasync).
     pub unreleased: usize,
     pub closing: bool,
 }

@@ -1,4 +1,4 @@
-//! The lane's spool mode (part of the sans-I/O core, with the spool's
+//! The lane's spool (part of the sans-I/O core, with the spool's
 //! synchronous file I/O): the acknowledgement point is the spool's
 //! fdatasync, and PostgreSQL is fed from the spool in record order.
 //!
@@ -111,11 +111,10 @@ impl SpoolLane {
 }
 
 impl LaneCore {
-    /// Use `spool` (opened and recovered before the sandbox): recovered
-    /// records are queued for PostgreSQL and tell the lane each producer's
-    /// acknowledged position.
-    pub fn attach_spool(&mut self, spool: Spool, recovery: Recovery<Vec<ProducerRange>>) {
-        let mut lane = SpoolLane::new(spool);
+    /// Queue the recovered records and learn each producer's acknowledged
+    /// position from them (called once, by `LaneCore::new`).
+    pub(super) fn recover_spool(&mut self, recovery: Recovery<Vec<ProducerRange>>) {
+        let lane = &mut self.spool;
         lane.corrupted_records = recovery.quarantined.len() as u64;
         for (location, ranges) in recovery.records {
             for r in &ranges {
@@ -143,14 +142,13 @@ impl LaneCore {
             quarantined = lane.corrupted_records,
             "spool recovered: replaying into PostgreSQL"
         );
-        self.spool = Some(lane);
     }
 
     /// Spool the sealed batches (in order), make them durable, then
     /// acknowledge them and return their credit.
     pub(super) fn spool_sealed(&mut self) {
         let now_ms = self.now.mono_ms;
-        let Some(lane) = self.spool.as_mut() else { return };
+        let lane = &mut self.spool;
         if self.sealed.is_empty() || (lane.blocked == Some(StatusCode::SpoolUnwritable) && now_ms < lane.retry_at_ms) {
             return;
         }
@@ -201,7 +199,7 @@ impl LaneCore {
             let ranges = batch.ranges.clone();
             self.ack_ranges(&ranges);
             self.release(&batch);
-            let Some(lane) = self.spool.as_mut() else { return };
+            let lane = &mut self.spool;
             let cached = (lane.cached_bytes + batch.bytes <= SPOOL_CACHE_BYTES_MAX).then(|| {
                 lane.cached_bytes += batch.bytes;
                 Box::new(batch)
@@ -215,9 +213,7 @@ impl LaneCore {
             Some((code, reason)) => self.push_back(code, &reason),
             None if resumed => {
                 tracing::info!(lane = self.module.name(), "spool accepts batches again");
-                if let Some(lane) = self.spool.as_mut() {
-                    lane.blocked = None;
-                }
+                self.spool.blocked = None;
                 self.broadcast_status(StatusCode::Resumed, "spool accepts batches again");
             }
             None => {}
@@ -227,7 +223,7 @@ impl LaneCore {
 
     /// Tell every streaming producer, once per change, why no credit comes.
     fn push_back(&mut self, code: StatusCode, reason: &str) {
-        let Some(lane) = self.spool.as_mut() else { return };
+        let lane = &mut self.spool;
         if lane.blocked == Some(code) {
             return;
         }
@@ -252,7 +248,7 @@ impl LaneCore {
     /// A (re)connect: every unsent record is in doubt until the watermarks
     /// of its producers are read.
     pub(super) fn spool_connected(&mut self) {
-        let Some(lane) = self.spool.as_mut() else { return };
+        let lane = &mut self.spool;
         lane.marks.clear();
         lane.window_read_at_ms = None;
         let mut producers: Vec<u64> = lane.unsent.iter().flat_map(|s| s.ranges.iter().map(|r| r.producer_id)).collect();
@@ -261,17 +257,12 @@ impl LaneCore {
         lane.resolve = Some(producers);
     }
 
-    /// The next database request in spool mode (lookups for waiting HELLOs come first).
+    /// The next database request after the lookups for waiting HELLOs.
     pub(super) fn spool_start_request(&mut self) {
-        let Some(lane) = self.spool.as_mut() else { return };
+        let lane = &mut self.spool;
         if let Some(resolve) = lane.resolve.as_mut() {
             if let Some(producer_id) = resolve.pop() {
-                let sql = format!("SELECT producer_epoch, last_seq FROM appliance.watermark_get({producer_id})");
-                match pipeline::encode_query(&mut self.pg_out, &sql) {
-                    Ok(p) => self.pg = PgState::Busy(Box::new(p), Request::Mark(producer_id)),
-                    Err(e) => self.reset(&e.to_string()),
-                }
-                return;
+                return self.query_watermark(producer_id, Request::Mark(producer_id));
             }
             lane.resolve = None;
             while lane.unsent.front().is_some_and(|s| lane.covered(&s.ranges)) {
@@ -291,7 +282,8 @@ impl LaneCore {
             }
         }
         let now_ms = self.now.mono_ms;
-        if let Some(lane) = self.spool.as_ref() {
+        {
+            let lane = &self.spool;
             let stale = lane.window_read_at_ms.is_none_or(|at| now_ms >= at + WINDOW_REFRESH_INTERVAL_MS);
             if stale && !lane.unsent.is_empty() {
                 match pipeline::encode_query(&mut self.pg_out, "SELECT lo_us, hi_us FROM appliance.partition_window()")
@@ -303,14 +295,14 @@ impl LaneCore {
             }
         }
         loop {
-            let Some(front_id) = self.spool.as_ref().and_then(|l| l.unsent.front()).map(|s| s.location.id) else {
+            let Some(front_id) = self.spool.unsent.front().map(|s| s.location.id) else {
                 return;
             };
             match self.load_unsent(0) {
                 Ok(mut batch) => {
                     // Consecutive records share one transaction up to the batch bounds.
                     let mut records = 1;
-                    while let Some(next) = self.spool.as_ref().and_then(|l| l.unsent.get(records)) {
+                    while let Some(next) = self.spool.unsent.get(records) {
                         let rows: u64 = next.ranges.iter().map(|r| r.rows).sum();
                         if batch.rows + rows as usize > BATCH_ROWS_MAX
                             || batch.bytes + next.location.length as usize > BATCH_BYTES_MAX
@@ -323,10 +315,10 @@ impl LaneCore {
                         }
                         records += 1;
                     }
-                    if let Some(lane) = self.spool.as_ref().filter(|l| l.corrupted_records > 0) {
-                        record_gaps(&lane.marks, &mut batch);
+                    if self.spool.corrupted_records > 0 {
+                        record_gaps(&self.spool.marks, &mut batch);
                     }
-                    if let Some((lo, hi)) = self.spool.as_ref().and_then(|l| l.window) {
+                    if let Some((lo, hi)) = self.spool.window {
                         match batch.quarantine_outside_window(lo, hi) {
                             Ok(0) => {}
                             Ok(moved) => tracing::warn!(
@@ -353,10 +345,8 @@ impl LaneCore {
                         why,
                         "spooled batch unreadable: dropped"
                     );
-                    if let Some(lane) = self.spool.as_mut() {
-                        lane.corrupted_records += 1;
-                        lane.unsent.pop_front();
-                    }
+                    self.spool.corrupted_records += 1;
+                    self.spool.unsent.pop_front();
                 }
             }
         }
@@ -368,7 +358,7 @@ impl LaneCore {
     /// (the restarted lane recovers the spool from disk; nothing is dropped).
     fn load_unsent(&mut self, index: usize) -> Result<Box<Batch>, Option<String>> {
         let (module, now_ms) = (self.module, self.now.mono_ms);
-        let lane = self.spool.as_mut().ok_or(None)?;
+        let lane = &mut self.spool;
         let spooled = lane.unsent.get_mut(index).ok_or(None)?;
         if let Some(batch) = spooled.cached.take() {
             lane.cached_bytes -= batch.bytes;
@@ -415,21 +405,17 @@ impl LaneCore {
             },
             _ => None,
         };
-        if let Some(lane) = self.spool.as_mut() {
-            if window != lane.window {
-                tracing::info!(lane = self.module.name(), ?window, "partition window");
-            }
-            lane.window = window;
-            lane.window_read_at_ms = Some(now_ms);
+        if window != self.spool.window {
+            tracing::info!(lane = self.module.name(), ?window, "partition window");
         }
+        self.spool.window = window;
+        self.spool.window_read_at_ms = Some(now_ms);
     }
 
     pub(super) fn mark_done(&mut self, producer_id: u64, rows: &[crate::pg::Row]) {
         match super::core::parse_watermark(rows) {
             Ok(mark) => {
-                if let Some(lane) = self.spool.as_mut() {
-                    lane.note_mark(producer_id, mark);
-                }
+                self.spool.note_mark(producer_id, mark);
             }
             Err(why) => self.reset(why),
         }
@@ -440,7 +426,7 @@ impl LaneCore {
         failpoint::check(failpoint::AFTER_COMMIT);
         self.stats.batches_committed += 1;
         self.stats.events_committed += batch.rows as u64;
-        let Some(lane) = self.spool.as_mut() else { return };
+        let lane = &mut self.spool;
         lane.failure_backoff_ms = PG_RECONNECT_BACKOFF_MIN_MS;
         lane.note_committed(&batch.ranges);
         lane.records_committed += records as u64;
@@ -464,13 +450,13 @@ impl LaneCore {
         }
     }
 
-    /// A database failure in spool mode: nothing acknowledged is dropped;
+    /// A database failure: nothing acknowledged is dropped;
     /// the connection is closed and retried with backoff, and the front
     /// record is decided again from the watermarks after reconnect.
     pub(super) fn spool_db_reset(&mut self, why: &str) {
         self.stats.resets += 1;
         let now_ms = self.now.mono_ms;
-        let Some(lane) = self.spool.as_mut() else { return };
+        let lane = &mut self.spool;
         let backoff_ms = lane.failure_backoff_ms;
         lane.failure_backoff_ms = (backoff_ms * 2).min(PG_RECONNECT_BACKOFF_MAX_MS);
         tracing::error!(
@@ -498,7 +484,7 @@ impl LaneCore {
     }
 
     pub(super) fn spool_drained(&self) -> bool {
-        let Some(lane) = self.spool.as_ref() else { return true };
+        let lane = &self.spool;
         let stuck = lane.blocked.is_some() || !self.pg_is_connected();
         self.pending.is_empty()
             && (self.sealed.is_empty() || lane.blocked.is_some())
@@ -506,7 +492,7 @@ impl LaneCore {
     }
 
     pub(super) fn spool_deadline(&self) -> Option<u64> {
-        let lane = self.spool.as_ref()?;
+        let lane = &self.spool;
         (lane.blocked == Some(StatusCode::SpoolUnwritable)).then_some(lane.retry_at_ms)
     }
 }
