@@ -100,6 +100,19 @@ pub enum Signal {
     Child,
 }
 
+/// SIGTERM and SIGINT: the signals that make a lane drain and exit.
+fn termination_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it fully and
+    // sigaddset only sets bits of valid signal numbers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
 fn supervisor_sigset() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it fully and
     // sigaddset only sets bits of valid signal numbers.
@@ -227,11 +240,13 @@ pub fn peer_pidfd(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<std::os:
 /// Arrange for `fd` to appear as descriptor `target` (without CLOEXEC) in
 /// the child `command` will spawn; every descriptor above `target` is made
 /// close-on-exec, so the child inherits only stdio (0-2) and this one; the
-/// child also gets SIGTERM if its parent dies.
+/// child also gets SIGTERM if its parent dies, and starts with SIGTERM and
+/// SIGINT blocked (it reads them from a signalfd).
 pub fn pass_fd_to_child(command: &mut std::process::Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
     use std::os::unix::process::CommandExt;
+    let termination = termination_sigset();
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only dup2, fcntl, close_range and prctl, which are async-signal-safe;
+    // only dup2, fcntl, close_range, prctl and sigprocmask, which are async-signal-safe;
     // it touches no memory shared with the parent.
     unsafe {
         command.pre_exec(move || {
@@ -258,6 +273,14 @@ pub fn pass_fd_to_child(command: &mut std::process::Command, fd: std::os::fd::Ra
             }
             // A lane must not outlive its supervisor: SIGTERM makes it drain and exit.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The lane starts with SIGTERM and SIGINT blocked (std resets the
+            // mask before this closure runs): one sent while it is still
+            // starting (a stop right after a lane restart) stays pending and
+            // is read from the lane's signalfd once it serves, so the lane
+            // drains instead of dying by the default action.
+            if libc::sigprocmask(libc::SIG_BLOCK, &termination, std::ptr::null_mut()) < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -296,14 +319,7 @@ pub fn inherited_unix_listener(fd: std::os::fd::RawFd) -> io::Result<std::os::un
 /// ([`block_supervisor_signals`]). Readable when one is pending.
 pub fn termination_signalfd() -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
-    // SAFETY: sigset_t is plain data initialised by sigemptyset/sigaddset.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        set
-    };
+    let set = termination_sigset();
     // SAFETY: -1 asks for a new descriptor; set is initialised.
     let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
     if fd < 0 {
@@ -436,4 +452,28 @@ pub fn limit_address_space(bytes: u64) -> io::Result<()> {
 /// Number of CPUs this process may run on.
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    /// A lane starts with SIGTERM and SIGINT blocked, so a stop that arrives
+    /// while it is still starting is not fatal (the supervisor saw a lane
+    /// killed by SIGTERM right after a restart as "did not stop cleanly").
+    #[test]
+    fn child_starts_with_termination_signals_blocked() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let mut command = std::process::Command::new("/bin/cat");
+        command.arg("/proc/self/status");
+        super::pass_fd_to_child(&mut command, file.as_raw_fd(), 3);
+        let output = command.output().unwrap();
+        assert!(output.status.success());
+        let status = String::from_utf8(output.stdout).unwrap();
+        let line = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).expect("SigBlk line");
+        let mask = u64::from_str_radix(line.trim(), 16).unwrap();
+        for signal in [libc::SIGTERM, libc::SIGINT] {
+            assert_ne!(mask & (1 << (signal - 1)), 0, "signal {signal} not blocked: SigBlk {line}");
+        }
+    }
 }
