@@ -49,6 +49,9 @@ pub fn encode_header(out: &mut BytesMut) {
 }
 
 /// The file trailer: a field count of -1.
+/// The COPY BINARY trailer: a field count of -1.
+pub const TRAILER: [u8; 2] = (-1i16).to_be_bytes();
+
 pub fn encode_trailer(out: &mut BytesMut) {
     out.put_i16(-1);
 }

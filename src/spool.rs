@@ -148,14 +148,17 @@ pub struct Spool {
     unsynced: bool,
 }
 
-fn header_for(id: u64, payload: &[u8]) -> RecordHeader {
+/// The header of record `id` whose payload is the concatenation of `parts`.
+fn header_for(id: u64, parts: &[&[u8]]) -> RecordHeader {
+    let length: usize = parts.iter().map(|p| p.len()).sum();
+    let crc = parts.iter().fold(0, |crc, part| crc32c::crc32c_append(crc, part));
     let mut header = RecordHeader {
         magic: U32::new(RECORD_MAGIC),
         version: U16::new(RECORD_VERSION),
         kind: U16::new(KIND_BATCH),
-        length: U32::new(payload.len() as u32),
+        length: U32::new(length as u32),
         id: U64::new(id),
-        payload_crc32c: U32::new(crc32c::crc32c(payload)),
+        payload_crc32c: U32::new(crc),
         header_crc32c: U32::new(0),
     };
     header.header_crc32c = U32::new(crc32c::crc32c(&header.as_bytes()[..HEADER_BYTES - 4]));
@@ -368,10 +371,17 @@ impl Spool {
     /// acknowledging anything in it). On a failed write the segment is cut
     /// back to its previous length, so nothing partial stays behind.
     pub fn append(&mut self, payload: &[u8]) -> Result<Location, SpoolError> {
-        if payload.len() > SPOOL_RECORD_BYTES_MAX {
-            return Err(SpoolError::TooLarge(payload.len()));
+        self.append_parts(&[payload])
+    }
+
+    /// Append one record whose payload is the concatenation of `parts`,
+    /// written in place (one pwrite per part, no assembled copy).
+    pub fn append_parts(&mut self, parts: &[&[u8]]) -> Result<Location, SpoolError> {
+        let length: usize = parts.iter().map(|p| p.len()).sum();
+        if length > SPOOL_RECORD_BYTES_MAX {
+            return Err(SpoolError::TooLarge(length));
         }
-        let wanted = (HEADER_BYTES + payload.len()) as u64;
+        let wanted = (HEADER_BYTES + length) as u64;
         if self.used + wanted > self.quota {
             return Err(SpoolError::Full { used: self.used, quota: self.quota, wanted });
         }
@@ -380,7 +390,7 @@ impl Spool {
             self.new_segment()?;
         }
         let id = self.next_id;
-        let header = header_for(id, payload);
+        let header = header_for(id, parts);
         let Some(segment) = self.segments.back_mut() else {
             return Err(SpoolError::Io {
                 step: "append",
@@ -389,10 +399,16 @@ impl Spool {
             });
         };
         let offset = segment.len;
-        let mut record = Vec::with_capacity(HEADER_BYTES + payload.len());
-        record.extend_from_slice(header.as_bytes());
-        record.extend_from_slice(payload);
-        if let Err(source) = segment.file.write_all_at(&record, offset) {
+        let mut at = offset;
+        let mut written = Ok(());
+        for part in std::iter::once(header.as_bytes()).chain(parts.iter().copied()) {
+            written = segment.file.write_all_at(part, at);
+            if written.is_err() {
+                break;
+            }
+            at += part.len() as u64;
+        }
+        if let Err(source) = written {
             // Leave no partial record behind (a failed cut-back is caught by
             // recovery as a torn tail or a corrupted record).
             let _ = segment.file.set_len(offset);
@@ -403,7 +419,7 @@ impl Spool {
         self.used += wanted;
         self.next_id += 1;
         self.unsynced = true;
-        Ok(Location { id, segment: segment.first_id, offset, length: payload.len() as u32 })
+        Ok(Location { id, segment: segment.first_id, offset, length: length as u32 })
     }
 
     fn new_segment(&mut self) -> Result<(), SpoolError> {
@@ -538,7 +554,7 @@ mod tests {
         let valid_len = std::fs::metadata(&path).unwrap().len();
         // A crash inside the next append: its header and half its payload.
         let torn = payload(7);
-        let header = header_for(4, &torn);
+        let header = header_for(4, &[&torn]);
         let mut bytes = header.as_bytes().to_vec();
         bytes.extend_from_slice(&torn[..torn.len() / 2]);
         let file = OpenOptions::new().append(true).open(&path).unwrap();

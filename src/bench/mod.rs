@@ -149,13 +149,17 @@ struct ApplianceFigures {
     peak_rss_reset: bool,
     /// CPU of this process (the load clients, and the reader in d).
     client_cpu_s: f64,
+    /// From the start until the last ACK (spool-durable); `Measured::elapsed`
+    /// runs on until the last commit.
+    acked: Duration,
     load_errors: Vec<String>,
 }
 
 /// One variant's measurement.
 struct Measured {
     variant: Variant,
-    /// Committed rows (a, b) or acknowledged events (c, d).
+    /// Committed rows (a, b) or acknowledged events (c, d; timed until
+    /// PostgreSQL committed the last of them).
     events: u64,
     stored_rows: u64,
     bytes: u64,

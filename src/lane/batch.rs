@@ -13,7 +13,7 @@ use bytes::BytesMut;
 
 use crate::copy::{self, CommonValues};
 use crate::frame::RejectCode;
-use crate::limits::{BATCH_BYTES_MAX, BATCH_ROWS_MAX};
+use crate::limits::{BATCH_BYTES_MAX, BATCH_ROWS_MAX, COPY_STREAM_INITIAL_BYTES};
 use crate::matrix::Module;
 use crate::pg::PgError;
 use crate::pg::pipeline::{self, Pipeline};
@@ -62,8 +62,11 @@ pub struct Release {
 pub struct Batch {
     module: Module,
     pub started_ms: u64,
-    /// COPY stream per table of the module (index as in `tables_of`).
-    copies: Vec<Option<BytesMut>>,
+    /// COPY stream per table of the module (index as in `tables_of`), in
+    /// chunks: the first begins with the COPY header, later ones (absorbed
+    /// from the batches spooled after this one) hold rows only. Empty: no
+    /// rows for that table. Chunks are moved, never copied, when batches merge.
+    copies: Vec<Vec<BytesMut>>,
     pub rows: usize,
     pub bytes: usize,
     pub ranges: Vec<ProducerRange>,
@@ -79,7 +82,7 @@ impl Batch {
         Batch {
             module,
             started_ms: now_ms,
-            copies: tables_of(module).map(|_| None).collect(),
+            copies: tables_of(module).map(|_| Vec::new()).collect(),
             rows: 0,
             bytes: 0,
             ranges: Vec::new(),
@@ -117,12 +120,13 @@ impl Batch {
 
     /// Add one validated row for `table` (index `table_index` in the module).
     pub fn add_row(&mut self, table_index: usize, table: &EventTable, common: &CommonValues, fields: &[u8]) {
-        let Some(slot) = self.copies.get_mut(table_index) else { return };
-        let stream = slot.get_or_insert_with(|| {
-            let mut stream = BytesMut::with_capacity(64 * 1024);
+        let Some(chunks) = self.copies.get_mut(table_index) else { return };
+        if chunks.is_empty() {
+            let mut stream = BytesMut::with_capacity(COPY_STREAM_INITIAL_BYTES);
             copy::encode_header(&mut stream);
-            stream
-        });
+            chunks.push(stream);
+        }
+        let Some(stream) = chunks.last_mut() else { return };
         let before = stream.len();
         copy::encode_row(stream, table, common, fields);
         self.bytes += stream.len() - before;
@@ -142,10 +146,12 @@ impl Batch {
     /// commits both (COPY streams continue each other; ranges coalesce).
     pub fn absorb(&mut self, next: Batch) {
         for (mine, theirs) in self.copies.iter_mut().zip(next.copies) {
-            let Some(theirs) = theirs else { continue };
-            match mine {
-                Some(stream) => stream.extend_from_slice(&theirs[copy::HEADER_BYTES.min(theirs.len())..]),
-                None => *mine = Some(theirs),
+            for (n, mut chunk) in theirs.into_iter().enumerate() {
+                if n == 0 && !mine.is_empty() {
+                    // O(1): the header stays in place, the chunk starts after it.
+                    let _ = chunk.split_to(copy::HEADER_BYTES.min(chunk.len()));
+                }
+                mine.push(chunk);
             }
         }
         self.rows += next.rows;
@@ -204,17 +210,19 @@ impl Batch {
         sql
     }
 
-    /// Close the COPY streams and encode the whole transaction into `out`.
-    pub fn encode(&mut self, out: &mut BytesMut) -> Result<Pipeline, PgError> {
+    /// Encode the whole transaction into `out`: each table's chunks, then
+    /// the COPY trailer, as one COPY.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<Pipeline, PgError> {
         let statements: Vec<String> = tables_of(self.module).map(copy::copy_statement).collect();
-        for stream in self.copies.iter_mut().flatten() {
-            copy::encode_trailer(stream);
-        }
-        let copies: Vec<(&str, &[u8])> = self
+        let copies: Vec<(&str, Vec<&[u8]>)> = self
             .copies
             .iter()
             .zip(statements.iter())
-            .filter_map(|(stream, statement)| stream.as_ref().map(|s| (statement.as_str(), &s[..])))
+            .filter(|(chunks, _)| !chunks.is_empty())
+            .map(|(chunks, statement)| {
+                let pieces = chunks.iter().map(|c| &c[..]).chain(std::iter::once(&copy::TRAILER[..])).collect();
+                (statement.as_str(), pieces)
+            })
             .collect();
         pipeline::encode_batch(out, &copies, &self.tail_sql())
     }
@@ -290,10 +298,37 @@ pub fn spool_ranges(payload: &[u8]) -> Result<Vec<ProducerRange>, String> {
     Ok(ranges)
 }
 
+/// A batch's spool record payload as parts to write in order: small
+/// framing buffers owned here, the COPY chunks borrowed from the batch.
+pub struct SpoolParts<'a> {
+    head: Vec<u8>,
+    /// Per table with rows: (u16 index, u32 length) and its chunks.
+    streams: Vec<([u8; 6], &'a [BytesMut])>,
+    tail: Vec<u8>,
+}
+
+impl SpoolParts<'_> {
+    pub fn slices(&self) -> Vec<&[u8]> {
+        let mut parts = vec![&self.head[..]];
+        for (prefix, chunks) in &self.streams {
+            parts.push(&prefix[..]);
+            parts.extend(chunks.iter().map(|c| &c[..]));
+        }
+        parts.push(&self.tail[..]);
+        parts
+    }
+}
+
 impl Batch {
     /// The batch as a spool record payload (COPY streams without trailers).
     pub fn to_spool_payload(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.bytes + 64 + 40 * self.ranges.len());
+        self.spool_parts().slices().concat()
+    }
+
+    /// The spool record payload as parts (what the lane writes: no copy
+    /// of the COPY streams).
+    pub fn spool_parts(&self) -> SpoolParts<'_> {
+        let mut out = Vec::with_capacity(64 + 40 * self.ranges.len());
         out.extend_from_slice(&SPOOL_FORMAT.to_be_bytes());
         out.extend_from_slice(&(self.ranges.len() as u32).to_be_bytes());
         for r in &self.ranges {
@@ -304,14 +339,22 @@ impl Batch {
         out.extend_from_slice(&(self.rows as u64).to_be_bytes());
         out.extend_from_slice(&self.ingest_min_us.to_be_bytes());
         out.extend_from_slice(&self.ingest_max_us.to_be_bytes());
-        let copies: Vec<(usize, &BytesMut)> =
-            self.copies.iter().enumerate().filter_map(|(i, c)| c.as_ref().map(|c| (i, c))).collect();
-        out.extend_from_slice(&(copies.len() as u16).to_be_bytes());
-        for (index, stream) in copies {
-            out.extend_from_slice(&(index as u16).to_be_bytes());
-            out.extend_from_slice(&(stream.len() as u32).to_be_bytes());
-            out.extend_from_slice(stream);
-        }
+        let streams: Vec<([u8; 6], &[BytesMut])> = self
+            .copies
+            .iter()
+            .enumerate()
+            .filter(|(_, chunks)| !chunks.is_empty())
+            .map(|(index, chunks)| {
+                let length: usize = chunks.iter().map(BytesMut::len).sum();
+                let mut prefix = [0u8; 6];
+                prefix[..2].copy_from_slice(&(index as u16).to_be_bytes());
+                prefix[2..].copy_from_slice(&(length as u32).to_be_bytes());
+                (prefix, &chunks[..])
+            })
+            .collect();
+        out.extend_from_slice(&(streams.len() as u16).to_be_bytes());
+        let head = out;
+        let mut out = Vec::new();
         out.extend_from_slice(&(self.quarantined.len() as u32).to_be_bytes());
         for q in &self.quarantined {
             for v in [q.producer_id, q.epoch, q.seq] {
@@ -325,7 +368,7 @@ impl Batch {
             out.extend_from_slice(&(q.raw.len() as u32).to_be_bytes());
             out.extend_from_slice(&q.raw);
         }
-        out
+        SpoolParts { head, streams, tail: out }
     }
 
     /// Rebuild a batch from its spool record payload.
@@ -342,11 +385,14 @@ impl Batch {
             let length = r.u32()? as usize;
             let stream = r.take(length)?;
             let slot = batch.copies.get_mut(index).ok_or_else(|| format!("spool payload names table #{index}"))?;
-            if slot.is_some() {
+            if !slot.is_empty() {
                 return Err(format!("spool payload repeats table #{index}"));
             }
+            if !stream.starts_with(copy::SIGNATURE) {
+                return Err(format!("spool payload: table #{index} stream lacks the COPY header"));
+            }
             batch.bytes += stream.len();
-            *slot = Some(BytesMut::from(stream));
+            slot.push(BytesMut::from(stream));
         }
         for _ in 0..r.u32()? {
             let (producer_id, epoch, seq) = (r.u64()?, r.u64()?, r.u64()?);
@@ -379,9 +425,9 @@ struct CopyRow<'a> {
 /// Split a COPY stream (header, rows, no trailer) into rows. The stream is
 /// the lane's own encoding (`copy::encode_row`), read back from memory or
 /// from a checksummed spool record; a malformed one is an error, never a panic.
-fn copy_rows(stream: &[u8]) -> Result<Vec<CopyRow<'_>>, String> {
+fn copy_rows(stream: &[u8], header: bool) -> Result<Vec<CopyRow<'_>>, String> {
     let mut rows = Vec::new();
-    let mut at = copy::HEADER_BYTES;
+    let mut at = if header { copy::HEADER_BYTES } else { 0 };
     let short = || "COPY stream ends inside a row".to_string();
     while at < stream.len() {
         let start = at;
@@ -419,13 +465,15 @@ impl Batch {
         }
         let names: Vec<String> = tables_of(self.module).map(|t| t.qualified_name()).collect();
         let mut moved = Vec::new();
-        for (index, slot) in self.copies.iter_mut().enumerate() {
-            let Some(stream) = slot.as_ref() else { continue };
-            let rows = copy_rows(stream)?;
+        for (index, chunks) in self.copies.iter_mut().enumerate() {
+            let mut rows = Vec::new();
+            for (n, chunk) in chunks.iter().enumerate() {
+                rows.extend(copy_rows(chunk, n == 0)?);
+            }
             if rows.iter().all(|r| r.ingest_time_us >= lo_us && r.ingest_time_us < hi_us) {
                 continue;
             }
-            let mut kept = BytesMut::with_capacity(stream.len());
+            let mut kept = BytesMut::with_capacity(chunks.iter().map(BytesMut::len).sum());
             copy::encode_header(&mut kept);
             let mut kept_rows = 0;
             for row in rows {
@@ -447,7 +495,7 @@ impl Batch {
                     raw: row.bytes.to_vec(),
                 });
             }
-            *slot = (kept_rows > 0).then_some(kept);
+            *chunks = if kept_rows > 0 { vec![kept] } else { Vec::new() };
         }
         for q in &moved {
             if let Some(range) = self.ranges.iter_mut().find(|r| {

@@ -175,6 +175,7 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
     crate::clock::init();
     // A spool write past a file size limit must fail with EFBIG, not kill the lane.
     sys::ignore_sigxfsz().map_err(LaneError::io("ignore SIGXFSZ"))?;
+    sys::keep_freed_heap(crate::limits::LANE_HEAP_REUSE_BYTES).map_err(LaneError::io("heap tunables"))?;
     let clock = Clock::new();
     // The spool is opened and recovered before the sandbox (it lists and
     // reads its directory); afterwards only that directory is reachable.

@@ -29,8 +29,8 @@ use super::session::ConnState;
 use crate::failpoint;
 use crate::frame::{self, RejectCode, StatusCode};
 use crate::limits::{
-    BATCH_BYTES_MAX, BATCH_ROWS_MAX, PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS, SPOOL_CACHE_BYTES_MAX,
-    SPOOL_RETRY_INTERVAL_MS, WINDOW_REFRESH_INTERVAL_MS,
+    PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS, SPOOL_CACHE_BYTES_MAX, SPOOL_RETRY_INTERVAL_MS,
+    TRANSACTION_BYTES_MAX, TRANSACTION_ROWS_MAX, WINDOW_REFRESH_INTERVAL_MS,
 };
 use crate::pg::pipeline;
 use crate::spool::{Location, Recovery, Spool, SpoolError};
@@ -162,7 +162,7 @@ impl LaneCore {
                 blocked = Some((StatusCode::SpoolFull, format!("spool full: {used} of {quota} bytes used")));
                 break;
             }
-            match lane.spool.append(&batch.to_spool_payload()) {
+            match lane.spool.append_parts(&batch.spool_parts().slices()) {
                 Ok(location) => {
                     failpoint::check(failpoint::SPOOL_WRITE);
                     if let Some(batch) = self.sealed.pop_front() {
@@ -300,12 +300,12 @@ impl LaneCore {
             };
             match self.load_unsent(0) {
                 Ok(mut batch) => {
-                    // Consecutive records share one transaction up to the batch bounds.
+                    // Consecutive records share one transaction up to the transaction bounds.
                     let mut records = 1;
                     while let Some(next) = self.spool.unsent.get(records) {
                         let rows: u64 = next.ranges.iter().map(|r| r.rows).sum();
-                        if batch.rows + rows as usize > BATCH_ROWS_MAX
-                            || batch.bytes + next.location.length as usize > BATCH_BYTES_MAX
+                        if batch.rows + rows as usize > TRANSACTION_ROWS_MAX
+                            || batch.bytes + next.location.length as usize > TRANSACTION_BYTES_MAX
                         {
                             break;
                         }
@@ -375,7 +375,7 @@ impl LaneCore {
         Batch::from_spool_payload(module, now_ms, &payload).map(Box::new).map_err(Some)
     }
 
-    fn send_spooled(&mut self, mut batch: Box<Batch>, records: usize) {
+    fn send_spooled(&mut self, batch: Box<Batch>, records: usize) {
         let start = self.pg_out.len();
         let pipeline = match batch.encode(&mut self.pg_out) {
             Ok(p) => p,

@@ -109,7 +109,11 @@ fn pump_pg(core: &mut LaneCore, ring: &mut Ring, pg_socket: &mut Option<Socket>)
         return Ok(());
     }
     if let Some(more) = core.take_pg_output() {
-        socket.backlog.extend_from_slice(&more);
+        if socket.backlog.is_empty() {
+            socket.backlog = more; // moved, not copied
+        } else {
+            socket.backlog.extend_from_slice(&more);
+        }
     }
     if !socket.backlog.is_empty() && !ring.send_busy(PG_SLOT) {
         let data = std::mem::take(&mut socket.backlog);

@@ -76,15 +76,20 @@ pub fn encode_query(out: &mut BytesMut, sql: &str) -> Result<Pipeline, PgError> 
 /// One batch transaction: each `(statement, copy stream)` is a COPY FROM
 /// STDIN with its complete binary stream; `tail_sql` runs after the COPYs
 /// in the same transaction.
-pub fn encode_batch(out: &mut BytesMut, copies: &[(&str, &[u8])], tail_sql: &str) -> Result<Pipeline, PgError> {
+pub fn encode_batch(out: &mut BytesMut, copies: &[(&str, Vec<&[u8]>)], tail_sql: &str) -> Result<Pipeline, PgError> {
     let base = out.len();
+    // One allocation for the whole transaction: the COPY data, 5 bytes of
+    // CopyData framing per chunk, the statements and the tail.
+    let data: usize = copies.iter().flat_map(|(_, pieces)| pieces.iter().map(|p| p.len())).sum();
+    let statements: usize = copies.iter().map(|(statement, _)| statement.len() + 16).sum();
+    out.reserve(data + data / COPY_DATA_CHUNK_BYTES * 5 + statements + tail_sql.len() + 256);
     let mut stages = Stages::default();
     frontend::query("BEGIN", out).map_err(encode_error)?;
     stages.begin = out.len() - base;
-    for (statement, data) in copies {
+    for (statement, pieces) in copies {
         frontend::query(statement, out).map_err(encode_error)?;
         let copy_start = out.len() - base;
-        for chunk in data.chunks(COPY_DATA_CHUNK_BYTES) {
+        for chunk in pieces.iter().flat_map(|piece| piece.chunks(COPY_DATA_CHUNK_BYTES)) {
             frontend::CopyData::new(chunk).map_err(encode_error)?.write(out);
         }
         if stages.mid_copy == 0 {
