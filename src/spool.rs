@@ -370,6 +370,7 @@ impl Spool {
     /// Append one record (not yet durable: call [`Spool::sync`] before
     /// acknowledging anything in it). On a failed write the segment is cut
     /// back to its previous length, so nothing partial stays behind.
+    #[cfg(test)]
     pub fn append(&mut self, payload: &[u8]) -> Result<Location, SpoolError> {
         self.append_parts(&[payload])
     }

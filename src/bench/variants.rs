@@ -310,8 +310,7 @@ pub(super) fn measure_appliance(
     let window = close_window(admin, &window)?;
     let processes = appliance_processes(appliance.pid())?;
     let cpu_s = tree_ticks(appliance.pid())?.saturating_sub(cpu_before) as f64 / CLOCK_TICKS_PER_S;
-    let mut figures = appliance_figures(&reports, &processes, cpu_s, window.own_cpu_s, peak_rss_reset)?;
-    figures.acked = acked;
+    let figures = appliance_figures(&reports, &processes, cpu_s, window.own_cpu_s, peak_rss_reset, acked)?;
     let events = reports.iter().map(|r| r.acked).sum();
     let mut measured = Measured::new(variant, events, bytes, elapsed, window);
     measured.appliance = Some(figures);
@@ -361,6 +360,7 @@ fn appliance_figures(
     cpu_s: f64,
     client_cpu_s: f64,
     peak_rss_reset: bool,
+    acked: Duration,
 ) -> Result<ApplianceFigures, AppError> {
     let all = LoadReport {
         ack_latencies_us: reports.iter().flat_map(|r| r.ack_latencies_us.clone()).collect(),
@@ -380,7 +380,7 @@ fn appliance_figures(
         peak_rss_sum_kib: peaks.iter().sum(),
         peak_rss_reset,
         client_cpu_s,
-        acked: Duration::ZERO,
+        acked,
         load_errors: reports.iter().filter_map(|r| r.last_error.clone()).collect(),
     })
 }

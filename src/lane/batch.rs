@@ -320,13 +320,8 @@ impl SpoolParts<'_> {
 }
 
 impl Batch {
-    /// The batch as a spool record payload (COPY streams without trailers).
-    pub fn to_spool_payload(&self) -> Vec<u8> {
-        self.spool_parts().slices().concat()
-    }
-
-    /// The spool record payload as parts (what the lane writes: no copy
-    /// of the COPY streams).
+    /// The batch as a spool record payload (COPY streams without
+    /// trailers), in parts: the lane writes them without assembling a copy.
     pub fn spool_parts(&self) -> SpoolParts<'_> {
         let mut out = Vec::with_capacity(64 + 40 * self.ranges.len());
         out.extend_from_slice(&SPOOL_FORMAT.to_be_bytes());
