@@ -113,17 +113,12 @@ fn termination_sigset() -> libc::sigset_t {
     }
 }
 
+/// The termination signals and SIGCHLD.
 fn supervisor_sigset() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it fully and
-    // sigaddset only sets bits of valid signal numbers.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        set
-    }
+    let mut set = termination_sigset();
+    // SAFETY: set is initialised; sigaddset only sets the bit of a valid signal number.
+    unsafe { libc::sigaddset(&mut set, libc::SIGCHLD) };
+    set
 }
 
 /// flock(LOCK_EX | LOCK_NB) on an open file: Err(EWOULDBLOCK) if another
