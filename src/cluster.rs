@@ -297,12 +297,13 @@ fn server_account() -> Result<Account, ClusterError> {
         .args(["--shell", "/usr/sbin/nologin", "--comment", "RansomEye appliance", SERVER_USER])
         .status()
         .map_err(io_err("execute", Path::new("useradd")))?;
-    if !status.success() {
+    // A concurrent `init` (two clusters set up at once) may have created it
+    // between the lookup and useradd, which then fails "already exists".
+    let created = sys::account_by_name(SERVER_USER).map_err(|e| ClusterError::Account(e.to_string()))?;
+    if let (false, None) = (status.success(), &created) {
         return Err(ClusterError::Command { what: format!("useradd {SERVER_USER}"), detail: status.to_string() });
     }
-    sys::account_by_name(SERVER_USER)
-        .map_err(|e| ClusterError::Account(e.to_string()))?
-        .ok_or_else(|| ClusterError::Account(format!("{SERVER_USER} missing after useradd")))
+    created.ok_or_else(|| ClusterError::Account(format!("{SERVER_USER} missing after useradd")))
 }
 
 /// One generated server setting.

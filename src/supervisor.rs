@@ -403,10 +403,18 @@ fn notify_systemd(state: &str) {
 fn shutdown(lanes: &mut [Lane], embedded: &Embedded) -> Result<(), AppError> {
     tracing::info!("stopping: draining lanes");
     notify_systemd("STOPPING=1");
-    for lane in lanes.iter() {
-        if let Some(child) = lane.child.as_ref() {
-            let _ = sys::send_signal(child.id() as i32, libc::SIGTERM);
+    for lane in lanes.iter_mut() {
+        let Some(child) = lane.child.as_mut() else { continue };
+        // A lane that died before the stop (not yet reaped) is a crash the
+        // supervise loop would have logged and restarted, the same as a lane
+        // waiting out its restart backoff: nothing to drain, its spool
+        // replays at the next start. Only lanes alive now must drain.
+        if let Ok(Some(status)) = child.try_wait() {
+            tracing::warn!(lane = lane.module.name(), %status, "lane had exited before the stop; its spool replays at the next start");
+            lane.child = None;
+            continue;
         }
+        let _ = sys::send_signal(child.id() as i32, libc::SIGTERM);
     }
     let deadline = Instant::now() + Duration::from_secs(LANE_DRAIN_TIMEOUT_S);
     let mut clean = true;

@@ -188,8 +188,7 @@ fn kill_a_lane_and_the_database_backends_during_load() {
         let reports = loads_with_fault(&name, producer, events, || {
             for (delay, module) in [(150, Module::Dpi), (300, Module::LinuxAgent), (450, Module::WindowsAgent)] {
                 std::thread::sleep(Duration::from_millis(delay));
-                let pid = cluster.lane_pid(module);
-                let _ = applianced::sys::send_signal(pid, libc::SIGKILL);
+                kill_lane_and_await_restart(&cluster, module, cluster.lane_pid(module));
             }
         });
         record(&mut expected, producer, events, &reports);
@@ -319,10 +318,52 @@ fn stop_and_reinit(cluster: &TestCluster, appliance: &mut applianced::demo::Appl
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
 }
 
-#[cfg(feature = "failpoints")]
 fn process_state(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next())
+}
+
+/// kill -9 of one lane, then wait until the supervisor has restarted it
+/// (a new pid in the lane's status file, written once it serves), so the
+/// scenario's next step (often: stop the appliance) meets a serving lane,
+/// not one the supervisor has yet to reap.
+fn kill_lane_and_await_restart(cluster: &TestCluster, module: Module, pid: i32) {
+    assert!(pid > 0, "no {module:?} lane pid in its status file");
+    applianced::sys::send_signal(pid, libc::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = cluster.lane_pid(module);
+        if now > 0 && now != pid {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the supervisor did not restart the {module:?} lane within 30 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A lane that dies just before the stop request (killed, not yet reaped
+/// by the supervisor) has nothing to drain: like a lane waiting out its
+/// restart backoff it is not a drain failure, and `run` exits 0. The
+/// supervisor is held stopped so the SIGTERM is read before the SIGCHLD
+/// (the kernel hands out the lower-numbered pending signal first).
+#[test]
+fn a_lane_dead_before_the_stop_is_not_a_drain_failure() {
+    let cluster = TestCluster::start();
+    let name = instance();
+    let mut appliance = cluster.appliance(&name, &[]);
+    let supervisor = appliance.pid() as i32;
+    let lane = cluster.lane_pid(Module::Dpi);
+    applianced::sys::send_signal(supervisor, libc::SIGSTOP).unwrap();
+    applianced::sys::send_signal(lane, libc::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_state(lane) != Some('Z') {
+        assert!(Instant::now() < deadline, "the killed lane {lane} never became a zombie");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    applianced::sys::send_signal(supervisor, libc::SIGTERM).unwrap();
+    applianced::sys::send_signal(supervisor, libc::SIGCONT).unwrap();
+    appliance.stop().unwrap();
+    println!("scenario lane dead before the stop: run exited 0");
 }
 
 fn kill_appliance(cluster: &TestCluster, appliance: &applianced::demo::Appliance) {
@@ -362,7 +403,7 @@ fn kill_minus_nine_at_each_failpoint() {
                     kill_appliance(&cluster, &appliance);
                     appliance = restart(&cluster, &name, &[], &[]);
                 } else {
-                    applianced::sys::send_signal(pid, libc::SIGKILL).unwrap();
+                    kill_lane_and_await_restart(&cluster, Module::Dpi, pid);
                 }
             });
             record(&mut expected, producer, events, &reports);
@@ -427,6 +468,25 @@ fn postgres_pids(cluster: &TestCluster) -> Vec<i32> {
 /// SIGCONT for every frozen PostgreSQL process, also when the test fails.
 struct Frozen(Vec<i32>);
 
+impl Frozen {
+    /// SIGSTOP every process of the cluster, postmaster first (so it forks
+    /// nothing after the list is read). A backend that exits between the
+    /// listing and its signal (a test connection just closed) is skipped;
+    /// a postmaster that cannot be stopped fails the test.
+    fn freeze(cluster: &TestCluster) -> Frozen {
+        let pids = postgres_pids(cluster);
+        let mut frozen = Vec::with_capacity(pids.len());
+        for (index, pid) in pids.into_iter().enumerate() {
+            match applianced::sys::send_signal(pid, libc::SIGSTOP) {
+                Ok(()) => frozen.push(pid),
+                Err(e) if index > 0 && e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => panic!("SIGSTOP of PostgreSQL process {pid}: {e}"),
+            }
+        }
+        Frozen(frozen)
+    }
+}
+
 impl Drop for Frozen {
     fn drop(&mut self) {
         for pid in self.0.iter().rev() {
@@ -457,10 +517,7 @@ fn postgres_down_longer_than_the_spool_quota() {
     // cannot be welcomed while PostgreSQL does not answer (its watermark is unknown).
     let warm_up = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 1_000));
     assert_eq!(warm_up.acked, 1_000);
-    let frozen = Frozen(postgres_pids(&cluster));
-    for pid in &frozen.0 {
-        applianced::sys::send_signal(*pid, libc::SIGSTOP).unwrap();
-    }
+    let frozen = Frozen::freeze(&cluster);
     let options = LoadOptions::new(&name, Module::Dpi, producer, 1, events);
     let load = std::thread::spawn(move || run_load(&options));
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -500,10 +557,7 @@ fn spool_while_frozen_then_kill(
     assert_eq!(warm_up.acked, 1_000);
     let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
     assert!(applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, 1_000, wait).unwrap());
-    let frozen = Frozen(postgres_pids(cluster));
-    for pid in &frozen.0 {
-        applianced::sys::send_signal(*pid, libc::SIGSTOP).unwrap();
-    }
+    let frozen = Frozen::freeze(cluster);
     let report = run_load(&LoadOptions::new(name, Module::Dpi, producer, 1, events));
     assert_eq!(report.acked, events, "acknowledged from the spool while PostgreSQL is frozen: {report:?}");
     kill_appliance(cluster, &appliance);

@@ -353,8 +353,13 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
     Ok(rc as usize)
 }
 
-/// Send a signal to a process.
+/// Send a signal to one process (pid > 0).
 pub fn send_signal(pid: i32, signal: libc::c_int) -> io::Result<()> {
+    // kill(2) reads 0 as "my process group" and -1 as "every process I may
+    // signal": a pid from a missing or stale file must never mean that.
+    if pid <= 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("refusing to signal pid {pid}")));
+    }
     // SAFETY: kill has no memory arguments.
     let rc = unsafe { libc::kill(pid, signal) };
     if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
