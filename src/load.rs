@@ -8,6 +8,7 @@
 //! reports in WELCOME.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -41,6 +42,62 @@ pub struct LoadOptions {
     pub epoch: u64,
     pub start_seq: u64,
     pub server_uid: u32,
+    /// The events encoded beforehand (the bench); `None`: synthesized as sent.
+    pub prepared: Option<Arc<Prepared>>,
+}
+
+/// One producer's events encoded once as EVENTS records, in seq order. A
+/// load client that sends them spends its CPU on framing, checksums and the
+/// socket, not on synthesis: the bench prepares them before its timed
+/// window, so the producers' share of the two cores is what a module that
+/// has its events ready costs. Memory: every record kept (about 270 bytes
+/// per event for the default mix) plus one offset per event.
+pub struct Prepared {
+    first_seq: u64,
+    records: Vec<u8>,
+    /// End offset in `records` of each event's record.
+    ends: Vec<usize>,
+}
+
+impl Prepared {
+    /// The same events `run_load` would synthesize for (module, producer) from `first_seq`.
+    pub fn new(module: Module, producer_id: u64, first_seq: u64, events: u64) -> Prepared {
+        let mut records = BytesMut::new();
+        let mut fields = BytesMut::with_capacity(RECORD_BYTES_MAX);
+        let mut ends = Vec::with_capacity(events as usize);
+        for seq in first_seq..first_seq + events {
+            fields.clear();
+            let event = synth::synthesize(module, producer_id, seq, &mut fields);
+            frame::encode_record(
+                &mut records,
+                event.table,
+                &event.source_id,
+                event.event_time_us,
+                event.field_count,
+                &fields,
+            );
+            ends.push(records.len());
+        }
+        Prepared { first_seq, records: records.to_vec(), ends }
+    }
+
+    /// The encoded record of `seq`, if prepared.
+    fn record(&self, seq: u64) -> Option<&[u8]> {
+        let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        let end = *self.ends.get(index)?;
+        let start = index.checked_sub(1).map_or(0, |i| self.ends[i]);
+        Some(&self.records[start..end])
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("first_seq", &self.first_seq)
+            .field("events", &self.ends.len())
+            .field("bytes", &self.records.len())
+            .finish()
+    }
 }
 
 impl LoadOptions {
@@ -55,6 +112,7 @@ impl LoadOptions {
             epoch,
             start_seq: 1,
             server_uid: crate::sys::effective_uid(),
+            prepared: None,
         }
     }
 }
@@ -175,6 +233,7 @@ fn session_inner(options: &LoadOptions, progress: &mut Progress, report: &mut Lo
     progress.in_flight.clear();
     let mut body = BytesMut::with_capacity(LOAD_FRAME_BYTES + RECORD_BYTES_MAX);
     let mut fields = BytesMut::with_capacity(RECORD_BYTES_MAX);
+    let mut synthesized = BytesMut::with_capacity(RECORD_HEADER_BYTES + RECORD_BYTES_MAX);
     let mut records = BytesMut::with_capacity(LOAD_FRAME_BYTES + RECORD_BYTES_MAX);
     let mut last_reply = Instant::now();
     while progress.acked_seq < progress.end_seq {
@@ -186,19 +245,27 @@ fn session_inner(options: &LoadOptions, progress: &mut Progress, report: &mut Lo
             records.clear();
             let mut count = 0u32;
             while next <= progress.end_seq && count < FRAME_EVENTS_MAX {
-                fields.clear();
-                let event = synth::synthesize(options.module, options.producer_id, next, &mut fields);
-                if 16 + records.len() + RECORD_HEADER_BYTES + fields.len() > limit && count > 0 {
+                let record = match options.prepared.as_deref().and_then(|p| p.record(next)) {
+                    Some(record) => record,
+                    None => {
+                        fields.clear();
+                        synthesized.clear();
+                        let event = synth::synthesize(options.module, options.producer_id, next, &mut fields);
+                        frame::encode_record(
+                            &mut synthesized,
+                            event.table,
+                            &event.source_id,
+                            event.event_time_us,
+                            event.field_count,
+                            &fields,
+                        );
+                        &synthesized[..]
+                    }
+                };
+                if 16 + records.len() + record.len() > limit && count > 0 {
                     break;
                 }
-                frame::encode_record(
-                    &mut records,
-                    event.table,
-                    &event.source_id,
-                    event.event_time_us,
-                    event.field_count,
-                    &fields,
-                );
+                records.extend_from_slice(record);
                 count += 1;
                 next += 1;
             }
@@ -245,4 +312,31 @@ fn session_inner(options: &LoadOptions, progress: &mut Progress, report: &mut Lo
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a load client sends for `seq` when it synthesizes as it goes.
+    fn synthesized(module: Module, producer_id: u64, seq: u64) -> Vec<u8> {
+        let mut fields = BytesMut::new();
+        let mut out = BytesMut::new();
+        let event = synth::synthesize(module, producer_id, seq, &mut fields);
+        frame::encode_record(&mut out, event.table, &event.source_id, event.event_time_us, event.field_count, &fields);
+        out.to_vec()
+    }
+
+    #[test]
+    fn prepared_records_are_the_records_synthesized_on_the_fly() {
+        for module in Module::ALL {
+            let prepared = Prepared::new(module, 7, 5, 300);
+            for seq in 5..305 {
+                assert_eq!(prepared.record(seq), Some(&synthesized(module, 7, seq)[..]), "{module:?} seq {seq}");
+            }
+            // Outside the prepared range the client synthesizes instead.
+            assert_eq!(prepared.record(4), None);
+            assert_eq!(prepared.record(305), None);
+        }
+    }
 }

@@ -364,6 +364,7 @@ fn load(cmd: &LoadCmd) -> ExitCode {
         epoch: cmd.epoch,
         start_seq: cmd.start_seq,
         server_uid: cmd.server_uid.unwrap_or_else(applianced::sys::effective_uid),
+        prepared: None,
     };
     let report = run_load(&options);
     let rate = report.acked as f64 / report.elapsed.as_secs_f64().max(1e-9);

@@ -13,14 +13,16 @@
 //!    statements per transaction, rendered from the same tuple bytes:
 //!    how generic log shippers write to PostgreSQL;
 //! c. the appliance end to end (`applianced run` as a child process, one
-//!    load client per module on its socket), counting acknowledged events;
+//!    load client per module on its socket, sending events it encoded
+//!    before the window: [`crate::load::Prepared`]), until every event is
+//!    acknowledged and committed;
 //! d. c again while a Core reader tails every Core view through
 //!    `ransomeye_core_reader`, keyset on ingest order.
 //!
 //! Runs in the `applianced bench` process: one thread per stream, each with
 //! its own connection or socket; the appliance is a child process whose CPU
-//! and peak RSS are read from `/proc`. Preparing files and statements is not
-//! timed; the clock starts once every stream is connected.
+//! and peak RSS are read from `/proc`. Preparing files, statements and the
+//! load clients' encoded events is not timed; the clock starts once every stream is connected.
 //!
 //! Invariants: every variant's producers have their own ids
 //! ([`producer_id`]), so no variant (and no earlier run in a reused state

@@ -26,7 +26,7 @@ use crate::app::AppError;
 use crate::copy::{self, CommonValues};
 use crate::demo::Appliance;
 use crate::limits::RECORD_BYTES_MAX;
-use crate::load::{LoadOptions, LoadReport, run_load};
+use crate::load::{LoadOptions, LoadReport, Prepared, run_load};
 use crate::matrix::Module;
 use crate::pg::{ConnectParams, Connection};
 use crate::schema::{EventTable, tables_of};
@@ -249,16 +249,23 @@ pub(super) fn measure_inserts(admin: &mut Connection, plan: &Plan) -> Result<Mea
 
 // --- c and d: the appliance ---
 
-/// One load client per module on its lane socket, all at once.
-fn drive_lanes(plan: &Plan, instance: &str, variant: Variant) -> Vec<LoadReport> {
-    let handles: Vec<_> = Module::ALL
+/// Each load client's events, encoded before the timed window (see [`Prepared`]).
+fn prepare_loads(plan: &Plan, instance: &str, variant: Variant) -> Vec<LoadOptions> {
+    Module::ALL
         .into_iter()
         .enumerate()
         .map(|(index, module)| {
-            let options = LoadOptions::new(instance, module, producer_id(plan, variant, index), 1, plan.per_module);
-            std::thread::spawn(move || run_load(&options))
+            let producer = producer_id(plan, variant, index);
+            let mut options = LoadOptions::new(instance, module, producer, 1, plan.per_module);
+            options.prepared = Some(Arc::new(Prepared::new(module, producer, 1, plan.per_module)));
+            options
         })
-        .collect();
+        .collect()
+}
+
+/// One load client per module on its lane socket, all at once.
+fn drive_lanes(loads: Vec<LoadOptions>) -> Vec<LoadReport> {
+    let handles: Vec<_> = loads.into_iter().map(|options| std::thread::spawn(move || run_load(&options))).collect();
     handles
         .into_iter()
         .map(|h| {
@@ -291,6 +298,7 @@ pub(super) fn measure_appliance(
     variant: Variant,
 ) -> Result<Measured, AppError> {
     let bytes = appliance_bytes(plan, variant)?;
+    let loads = prepare_loads(plan, instance, variant);
     let reader = match variant {
         Variant::ApplianceWithReader => Some(CoreReader::start(plan.reader.clone())?),
         Variant::CopyFromFile | Variant::Insert | Variant::Appliance => None,
@@ -298,9 +306,13 @@ pub(super) fn measure_appliance(
     let peak_rss_reset = appliance_processes(appliance.pid())?.into_iter().all(reset_peak_rss);
     let cpu_before = tree_ticks(appliance.pid())?;
     let window = open_window(admin, plan)?;
-    eprintln!("bench: {}: {} load clients on the lane sockets", variant.key(), Module::ALL.len());
+    eprintln!(
+        "bench: {}: {} load clients on the lane sockets (events encoded beforehand)",
+        variant.key(),
+        Module::ALL.len()
+    );
     let started = Instant::now();
-    let reports = drive_lanes(plan, instance, variant);
+    let reports = drive_lanes(loads);
     let acked = started.elapsed();
     // An ACK means spool-durable; the variant ends when PostgreSQL has
     // committed every event (issue 7: "to acknowledged commits").
