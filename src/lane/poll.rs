@@ -69,6 +69,7 @@ pub fn run(
         if let Some((stream, out)) = pg_stream.as_mut() {
             if let Some(more) = core.take_pg_output() {
                 out.extend_from_slice(&more);
+                core.recycle_pg_buffer(more);
             }
             let had_output = !out.is_empty();
             match flush(stream, out) {

@@ -155,7 +155,7 @@ fn pump_client(
 
 fn handle(
     core: &mut LaneCore,
-    ring: &Ring,
+    ring: &mut Ring,
     clients: &mut [Option<Socket>],
     pg_socket: &mut Option<Socket>,
     completion: Completion,
@@ -198,7 +198,12 @@ fn handle(
                 shut(socket);
             }
         }
-        Completion::Send { slot: PG_SLOT, result: Ok(()) } => core.pg_sent(),
+        Completion::Send { slot: PG_SLOT, result: Ok(()) } => {
+            if let Some(buffer) = ring.take_sent(PG_SLOT) {
+                core.recycle_pg_buffer(buffer);
+            }
+            core.pg_sent();
+        }
         Completion::Recv { slot, result } => match result {
             Ok(n) if n > 0 => core.on_client_bytes(slot, ring.received(slot, n), clock.now()),
             // End of stream: the core answers a truncated frame, then the

@@ -73,16 +73,33 @@ pub fn encode_query(out: &mut BytesMut, sql: &str) -> Result<Pipeline, PgError> 
     })
 }
 
+/// A simple Query message: tag, length, the text, its NUL.
+fn query_len(sql: &str) -> usize {
+    1 + 4 + sql.len() + 1
+}
+
+/// The bytes [`encode_batch`] writes: BEGIN; per COPY its statement, one
+/// CopyData (tag, length, data) per chunk of each piece, and CopyDone;
+/// the tail; COMMIT.
+fn encoded_batch_len(copies: &[(&str, Vec<&[u8]>)], tail_sql: &str) -> usize {
+    let copy: usize = copies
+        .iter()
+        .map(|(statement, pieces)| {
+            let data: usize = pieces.iter().map(|p| p.len() + p.len().div_ceil(COPY_DATA_CHUNK_BYTES) * 5).sum();
+            query_len(statement) + data + 5
+        })
+        .sum();
+    query_len("BEGIN") + copy + query_len(tail_sql) + query_len("COMMIT")
+}
+
 /// One batch transaction: each `(statement, copy stream)` is a COPY FROM
 /// STDIN with its complete binary stream; `tail_sql` runs after the COPYs
 /// in the same transaction.
 pub fn encode_batch(out: &mut BytesMut, copies: &[(&str, Vec<&[u8]>)], tail_sql: &str) -> Result<Pipeline, PgError> {
     let base = out.len();
-    // One allocation for the whole transaction: the COPY data, 5 bytes of
-    // CopyData framing per chunk, the statements and the tail.
-    let data: usize = copies.iter().flat_map(|(_, pieces)| pieces.iter().map(|p| p.len())).sum();
-    let statements: usize = copies.iter().map(|(statement, _)| statement.len() + 16).sum();
-    out.reserve(data + data / COPY_DATA_CHUNK_BYTES * 5 + statements + tail_sql.len() + 256);
+    // One allocation for the whole transaction, sized exactly: growing a
+    // multi-megabyte request mid-way copies it into fresh memory.
+    out.reserve(encoded_batch_len(copies, tail_sql));
     let mut stages = Stages::default();
     frontend::query("BEGIN", out).map_err(encode_error)?;
     stages.begin = out.len() - base;
@@ -158,5 +175,27 @@ impl Pipeline {
                 detail: None,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reservation is the request's exact size, so a transaction is
+    /// encoded into one allocation: pieces of every size, including ones
+    /// longer than a CopyData chunk and empty ones, many per table.
+    #[test]
+    fn a_batch_is_encoded_into_exactly_the_bytes_reserved() {
+        let big = vec![7u8; COPY_DATA_CHUNK_BYTES * 2 + 3];
+        let small = vec![1u8; 100];
+        let exact = vec![2u8; COPY_DATA_CHUNK_BYTES];
+        let pieces: Vec<&[u8]> = vec![&big, &small, &[], &exact, &small, &big];
+        let copies = vec![("COPY a FROM STDIN (FORMAT binary)", pieces.clone()), ("COPY b FROM STDIN", pieces)];
+        let tail = "SELECT appliance.watermark_advance(1, 1, 1, 10, 10);";
+        let mut out = BytesMut::from(&b"already queued"[..]);
+        let before = out.len();
+        encode_batch(&mut out, &copies, tail).unwrap();
+        assert_eq!(out.len() - before, encoded_batch_len(&copies, tail));
     }
 }

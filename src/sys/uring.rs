@@ -181,6 +181,13 @@ impl Ring {
         self.slots.get(slot).is_some_and(|s| s.send_busy)
     }
 
+    /// The buffer of a finished send (empty, its allocation kept), for the
+    /// caller to fill again instead of allocating fresh memory.
+    pub fn take_sent(&mut self, slot: usize) -> Option<BytesMut> {
+        let buffers = self.slots.get_mut(slot).filter(|b| !b.send_busy && b.send.is_empty())?;
+        Some(std::mem::take(&mut buffers.send))
+    }
+
     /// Whether any operation of this slot is in flight.
     pub fn slot_busy(&self, slot: usize) -> bool {
         self.recv_busy(slot) || self.send_busy(slot)
