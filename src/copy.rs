@@ -63,9 +63,16 @@ fn put_i64_field(out: &mut BytesMut, value: i64) {
 
 /// One tuple: common columns, then the record's fields verbatim.
 /// `fields` must hold exactly `table.columns.len()` validated fields.
+/// The bytes [`encode_row`] writes for a row whose table fields take
+/// `fields_len` bytes: the field count, the six common columns (length
+/// words, five 8-byte values, the 16-byte source id), then the fields.
+pub fn row_len(fields_len: usize) -> usize {
+    2 + 6 * 4 + 5 * 8 + 16 + fields_len
+}
+
 pub fn encode_row(out: &mut BytesMut, table: &EventTable, common: &CommonValues, fields: &[u8]) {
     let field_count = COMMON_COLUMNS.len() + table.columns.len();
-    out.reserve(2 + 6 * 4 + 5 * 8 + 16 + fields.len());
+    out.reserve(row_len(fields.len()));
     out.put_i16(field_count as i16);
     put_i64_field(out, common.producer_id);
     put_i64_field(out, common.producer_epoch);

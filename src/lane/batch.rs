@@ -13,7 +13,7 @@ use bytes::BytesMut;
 
 use crate::copy::{self, CommonValues};
 use crate::frame::RejectCode;
-use crate::limits::{BATCH_BYTES_MAX, BATCH_ROWS_MAX, COPY_STREAM_INITIAL_BYTES};
+use crate::limits::{BATCH_BYTES_MAX, BATCH_ROWS_MAX, COPY_CHUNK_BYTES};
 use crate::matrix::Module;
 use crate::pg::PgError;
 use crate::pg::pipeline::{self, Pipeline};
@@ -63,9 +63,10 @@ pub struct Batch {
     module: Module,
     pub started_ms: u64,
     /// COPY stream per table of the module (index as in `tables_of`), in
-    /// chunks: the first begins with the COPY header, later ones (absorbed
-    /// from the batches spooled after this one) hold rows only. Empty: no
-    /// rows for that table. Chunks are moved, never copied, when batches merge.
+    /// chunks of `COPY_CHUNK_BYTES`: the first begins with the COPY header,
+    /// later ones (filled after it, or absorbed from the batches spooled
+    /// after this one) hold whole rows only. Empty: no rows for that table.
+    /// A chunk never grows; chunks are moved, never copied, when batches merge.
     copies: Vec<Vec<BytesMut>>,
     pub rows: usize,
     pub bytes: usize,
@@ -121,10 +122,13 @@ impl Batch {
     /// Add one validated row for `table` (index `table_index` in the module).
     pub fn add_row(&mut self, table_index: usize, table: &EventTable, common: &CommonValues, fields: &[u8]) {
         let Some(chunks) = self.copies.get_mut(table_index) else { return };
+        let row = copy::row_len(fields.len());
         if chunks.is_empty() {
-            let mut stream = BytesMut::with_capacity(COPY_STREAM_INITIAL_BYTES);
+            let mut stream = BytesMut::with_capacity(COPY_CHUNK_BYTES.max(copy::HEADER_BYTES + row));
             copy::encode_header(&mut stream);
             chunks.push(stream);
+        } else if chunks.last().is_some_and(|c| c.capacity() - c.len() < row) {
+            chunks.push(BytesMut::with_capacity(COPY_CHUNK_BYTES.max(row)));
         }
         let Some(stream) = chunks.last_mut() else { return };
         let before = stream.len();
@@ -503,5 +507,41 @@ impl Batch {
         self.rows -= count.min(self.rows);
         self.quarantined.extend(moved);
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::copy::CommonValues;
+
+    /// Rows past a chunk's capacity start the next chunk: no chunk is
+    /// reallocated, and the chunks in order are the stream one growing
+    /// buffer would hold.
+    #[test]
+    fn rows_fill_fixed_chunks_that_concatenate_to_the_stream() {
+        let module = Module::Dpi;
+        let (index, table) = tables_of(module).enumerate().next().unwrap();
+        let mut batch = Batch::new(module, 0);
+        let mut expected = BytesMut::new();
+        copy::encode_header(&mut expected);
+        let fields = vec![0u8; 1000];
+        for seq in 1..=1_000 {
+            let common = CommonValues {
+                producer_id: 1,
+                producer_epoch: 1,
+                producer_seq: seq,
+                source_id: [3; 16],
+                event_time_us: 1_800_000_000_000_000,
+                ingest_time_us: 1_800_000_000_000_000,
+            };
+            batch.add_row(index, table, &common, &fields);
+            copy::encode_row(&mut expected, table, &common, &fields);
+        }
+        let chunks = &batch.copies[index];
+        assert!(chunks.len() >= 4, "{} chunks for about 1 MB", chunks.len());
+        assert!(chunks.iter().all(|c| c.capacity() == COPY_CHUNK_BYTES), "a chunk was reallocated");
+        assert_eq!(chunks.concat(), expected.to_vec());
+        assert_eq!(batch.bytes + copy::HEADER_BYTES, expected.len());
     }
 }
