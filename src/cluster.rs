@@ -288,7 +288,24 @@ fn server_account() -> Result<Account, ClusterError> {
             .map_err(|e| ClusterError::Account(e.to_string()))?
             .ok_or_else(|| ClusterError::Account(format!("uid {euid} has no passwd entry")));
     }
-    if let Some(account) = sys::account_by_name(SERVER_USER).map_err(|e| ClusterError::Account(e.to_string()))? {
+    let lookup = || sys::account_by_name(SERVER_USER).map_err(|e| ClusterError::Account(e.to_string()));
+    if let Some(account) = lookup()? {
+        return Ok(account);
+    }
+    // Two `init`s at once (the tests set up clusters in parallel) would run
+    // two useradds: both can succeed, one uid overwriting the other in
+    // /etc/passwd, and the loser then runs initdb as a uid with no entry
+    // (seen on this machine). One creator at a time, and look again once
+    // the lock is held.
+    let lock_path = Path::new(ACCOUNT_LOCK_PATH);
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path)
+        .map_err(io_err("open", lock_path))?;
+    sys::lock_exclusive(&lock).map_err(io_err("lock", lock_path))?;
+    if let Some(account) = lookup()? {
         return Ok(account);
     }
     eprintln!("applianced: creating system user {SERVER_USER} to run PostgreSQL (it refuses to run as root)");
@@ -297,14 +314,14 @@ fn server_account() -> Result<Account, ClusterError> {
         .args(["--shell", "/usr/sbin/nologin", "--comment", "RansomEye appliance", SERVER_USER])
         .status()
         .map_err(io_err("execute", Path::new("useradd")))?;
-    // A concurrent `init` (two clusters set up at once) may have created it
-    // between the lookup and useradd, which then fails "already exists".
-    let created = sys::account_by_name(SERVER_USER).map_err(|e| ClusterError::Account(e.to_string()))?;
-    if let (false, None) = (status.success(), &created) {
+    if !status.success() {
         return Err(ClusterError::Command { what: format!("useradd {SERVER_USER}"), detail: status.to_string() });
     }
-    created.ok_or_else(|| ClusterError::Account(format!("{SERVER_USER} missing after useradd")))
+    lookup()?.ok_or_else(|| ClusterError::Account(format!("{SERVER_USER} missing after useradd")))
 }
+
+/// Serializes creating [`SERVER_USER`] between concurrent `init`s (root only).
+const ACCOUNT_LOCK_PATH: &str = "/run/applianced-account.lock";
 
 /// One generated server setting.
 pub struct Setting {

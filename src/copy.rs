@@ -61,8 +61,6 @@ fn put_i64_field(out: &mut BytesMut, value: i64) {
     out.put_i64(value);
 }
 
-/// One tuple: common columns, then the record's fields verbatim.
-/// `fields` must hold exactly `table.columns.len()` validated fields.
 /// The bytes [`encode_row`] writes for a row whose table fields take
 /// `fields_len` bytes: the field count, the six common columns (length
 /// words, five 8-byte values, the 16-byte source id), then the fields.
@@ -70,6 +68,8 @@ pub fn row_len(fields_len: usize) -> usize {
     2 + 6 * 4 + 5 * 8 + 16 + fields_len
 }
 
+/// One tuple: common columns, then the record's fields verbatim.
+/// `fields` must hold exactly `table.columns.len()` validated fields.
 pub fn encode_row(out: &mut BytesMut, table: &EventTable, common: &CommonValues, fields: &[u8]) {
     let field_count = COMMON_COLUMNS.len() + table.columns.len();
     out.reserve(row_len(fields.len()));

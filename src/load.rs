@@ -53,6 +53,8 @@ pub struct LoadOptions {
 /// has its events ready costs. Memory: every record kept (about 270 bytes
 /// per event for the default mix) plus one offset per event.
 pub struct Prepared {
+    module: Module,
+    producer_id: u64,
     first_seq: u64,
     records: Vec<u8>,
     /// End offset in `records` of each event's record.
@@ -78,11 +80,14 @@ impl Prepared {
             );
             ends.push(records.len());
         }
-        Prepared { first_seq, records: records.to_vec(), ends }
+        Prepared { module, producer_id, first_seq, records: Vec::from(records), ends }
     }
 
-    /// The encoded record of `seq`, if prepared.
-    fn record(&self, seq: u64) -> Option<&[u8]> {
+    /// The encoded record of `seq` for (module, producer), if prepared.
+    fn record(&self, module: Module, producer_id: u64, seq: u64) -> Option<&[u8]> {
+        if (module, producer_id) != (self.module, self.producer_id) {
+            return None;
+        }
         let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
         let end = *self.ends.get(index)?;
         let start = index.checked_sub(1).map_or(0, |i| self.ends[i]);
@@ -93,6 +98,8 @@ impl Prepared {
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prepared")
+            .field("module", &self.module)
+            .field("producer_id", &self.producer_id)
             .field("first_seq", &self.first_seq)
             .field("events", &self.ends.len())
             .field("bytes", &self.records.len())
@@ -245,7 +252,8 @@ fn session_inner(options: &LoadOptions, progress: &mut Progress, report: &mut Lo
             records.clear();
             let mut count = 0u32;
             while next <= progress.end_seq && count < FRAME_EVENTS_MAX {
-                let record = match options.prepared.as_deref().and_then(|p| p.record(next)) {
+                let prepared = options.prepared.as_deref();
+                let record = match prepared.and_then(|p| p.record(options.module, options.producer_id, next)) {
                     Some(record) => record,
                     None => {
                         fields.clear();
@@ -332,11 +340,16 @@ mod tests {
         for module in Module::ALL {
             let prepared = Prepared::new(module, 7, 5, 300);
             for seq in 5..305 {
-                assert_eq!(prepared.record(seq), Some(&synthesized(module, 7, seq)[..]), "{module:?} seq {seq}");
+                assert_eq!(
+                    prepared.record(module, 7, seq),
+                    Some(&synthesized(module, 7, seq)[..]),
+                    "{module:?} seq {seq}"
+                );
             }
-            // Outside the prepared range the client synthesizes instead.
-            assert_eq!(prepared.record(4), None);
-            assert_eq!(prepared.record(305), None);
+            // Outside the prepared range, or for another producer, the client synthesizes instead.
+            assert_eq!(prepared.record(module, 7, 4), None);
+            assert_eq!(prepared.record(module, 7, 305), None);
+            assert_eq!(prepared.record(module, 8, 5), None);
         }
     }
 }

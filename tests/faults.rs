@@ -449,11 +449,15 @@ fn spool_disk_full_pushes_back_then_recovers() {
     appliance.stop().unwrap();
 }
 
-/// Every process of the cluster, postmaster first.
-fn postgres_pids(cluster: &TestCluster) -> Vec<i32> {
+/// The postmaster of the cluster.
+fn postmaster_pid(cluster: &TestCluster) -> i32 {
     let text = std::fs::read_to_string(cluster.dir.join("pgdata/postmaster.pid")).unwrap();
-    let postmaster: i32 = text.lines().next().unwrap().trim().parse().unwrap();
-    let mut pids = vec![postmaster];
+    text.lines().next().unwrap().trim().parse().unwrap()
+}
+
+/// The postmaster's children (backends and auxiliary processes).
+fn postmaster_children(postmaster: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
@@ -469,21 +473,26 @@ fn postgres_pids(cluster: &TestCluster) -> Vec<i32> {
 struct Frozen(Vec<i32>);
 
 impl Frozen {
-    /// SIGSTOP every process of the cluster, postmaster first (so it forks
-    /// nothing after the list is read). A backend that exits between the
-    /// listing and its signal (a test connection just closed) is skipped;
-    /// a postmaster that cannot be stopped fails the test.
+    /// SIGSTOP every process of the cluster: the postmaster first, then
+    /// its children as listed after it stopped (so none is forked after
+    /// the list is read). A child that exits between the listing and its
+    /// signal (a test connection just closed) is skipped. Each stopped
+    /// process is recorded at once, so a failure part-way still resumes
+    /// those already stopped.
     fn freeze(cluster: &TestCluster) -> Frozen {
-        let pids = postgres_pids(cluster);
-        let mut frozen = Vec::with_capacity(pids.len());
-        for (index, pid) in pids.into_iter().enumerate() {
+        let postmaster = postmaster_pid(cluster);
+        let mut frozen = Frozen(Vec::new());
+        applianced::sys::send_signal(postmaster, libc::SIGSTOP)
+            .unwrap_or_else(|e| panic!("SIGSTOP of the postmaster {postmaster}: {e}"));
+        frozen.0.push(postmaster);
+        for pid in postmaster_children(postmaster) {
             match applianced::sys::send_signal(pid, libc::SIGSTOP) {
-                Ok(()) => frozen.push(pid),
-                Err(e) if index > 0 && e.raw_os_error() == Some(libc::ESRCH) => {}
+                Ok(()) => frozen.0.push(pid),
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
                 Err(e) => panic!("SIGSTOP of PostgreSQL process {pid}: {e}"),
             }
         }
-        Frozen(frozen)
+        frozen
     }
 }
 

@@ -63,10 +63,13 @@ pub struct Batch {
     module: Module,
     pub started_ms: u64,
     /// COPY stream per table of the module (index as in `tables_of`), in
-    /// chunks of `COPY_CHUNK_BYTES`: the first begins with the COPY header,
-    /// later ones (filled after it, or absorbed from the batches spooled
-    /// after this one) hold whole rows only. Empty: no rows for that table.
-    /// A chunk never grows; chunks are moved, never copied, when batches merge.
+    /// chunks: the first begins with the COPY header, later ones (filled
+    /// after it, or absorbed from the batches spooled after this one) hold
+    /// whole rows only. Empty: no rows for that table. While rows are added
+    /// the chunks are `COPY_CHUNK_BYTES` each and never grow; a batch read
+    /// back from the spool, or a table rebuilt by `quarantine_outside_window`,
+    /// holds one chunk per table of whatever size. Chunks are moved, never
+    /// copied, when batches merge.
     copies: Vec<Vec<BytesMut>>,
     pub rows: usize,
     pub bytes: usize,

@@ -457,6 +457,10 @@ impl LaneCore {
     pub fn recycle_pg_buffer(&mut self, mut buffer: BytesMut) {
         if self.pg_out.is_empty() {
             buffer.clear();
+            // A sent buffer was advanced to its end: move the view back to
+            // the allocation's start now (never allocates), or a larger next
+            // request would grow it with the dead prefix kept in front.
+            let _ = buffer.try_reclaim(buffer.capacity() + 1);
             self.pg_out = buffer;
         }
     }

@@ -68,8 +68,13 @@ pub fn run(
         // Move queued output to the sockets.
         if let Some((stream, out)) = pg_stream.as_mut() {
             if let Some(more) = core.take_pg_output() {
-                out.extend_from_slice(&more);
-                core.recycle_pg_buffer(more);
+                if out.is_empty() {
+                    // Moved, not copied; the emptied buffer is reused for the next request.
+                    core.recycle_pg_buffer(std::mem::replace(out, more));
+                } else {
+                    out.extend_from_slice(&more);
+                    core.recycle_pg_buffer(more);
+                }
             }
             let had_output = !out.is_empty();
             match flush(stream, out) {

@@ -19,8 +19,9 @@ use postgres_protocol::message::frontend;
 
 use super::wire::{PgError, Row, ServerError, decode_data_row, decode_error_fields};
 
-/// CopyData message size used for batches.
-const COPY_DATA_CHUNK_BYTES: usize = 256 * 1024;
+/// CopyData message size used for batches: a batch's COPY chunks are
+/// this size, so each chunk is one message.
+const COPY_DATA_CHUNK_BYTES: usize = crate::limits::COPY_CHUNK_BYTES;
 
 /// What a finished request produced.
 #[derive(Debug)]

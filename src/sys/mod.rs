@@ -124,9 +124,24 @@ fn supervisor_sigset() -> libc::sigset_t {
 /// flock(LOCK_EX | LOCK_NB) on an open file: Err(EWOULDBLOCK) if another
 /// open file description holds the lock. Released when the file closes.
 pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<()> {
+    flock(file, libc::LOCK_EX | libc::LOCK_NB)
+}
+
+/// flock(LOCK_EX) on an open file, waiting while another holds it.
+/// Released when the file closes.
+pub fn lock_exclusive(file: &std::fs::File) -> io::Result<()> {
+    loop {
+        match flock(file, libc::LOCK_EX) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn flock(file: &std::fs::File, operation: libc::c_int) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    // SAFETY: flock takes a descriptor we own (borrowed for the call) and two flags.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    // SAFETY: flock takes a descriptor we own (borrowed for the call) and flags.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
     if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
