@@ -77,8 +77,11 @@ pub fn apply_to_lane(cpus: &[usize]) -> Result<(), String> {
 /// Pin the postmaster and every process it has forked so far; later
 /// backends inherit the postmaster's affinity.
 pub fn apply_to_postgres(postmaster_pid: i32, cpus: &[usize]) -> Result<usize, String> {
-    let mut pinned = 0;
-    let mut pids = vec![postmaster_pid];
+    // The postmaster first: a child forked after the list below is read
+    // inherits the new affinity.
+    sys::set_affinity(postmaster_pid, cpus).map_err(|e| format!("sched_setaffinity({postmaster_pid}): {e}"))?;
+    let mut pinned = 1;
+    let mut pids = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
@@ -92,8 +95,12 @@ pub fn apply_to_postgres(postmaster_pid: i32, cpus: &[usize]) -> Result<usize, S
         }
     }
     for pid in pids {
-        sys::set_affinity(pid, cpus).map_err(|e| format!("sched_setaffinity({pid}): {e}"))?;
-        pinned += 1;
+        match sys::set_affinity(pid, cpus) {
+            Ok(()) => pinned += 1,
+            // A backend that exited since the listing (a closed session).
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(format!("sched_setaffinity({pid}): {e}")),
+        }
     }
     Ok(pinned)
 }
