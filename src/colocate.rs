@@ -81,19 +81,8 @@ pub fn apply_to_postgres(postmaster_pid: i32, cpus: &[usize]) -> Result<usize, S
     // inherits the new affinity.
     sys::set_affinity(postmaster_pid, cpus).map_err(|e| format!("sched_setaffinity({postmaster_pid}): {e}"))?;
     let mut pinned = 1;
-    let mut pids = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // Fields after the parenthesised command: state, ppid, ...
-            let ppid =
-                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse().ok());
-            if ppid == Some(postmaster_pid) {
-                pids.push(pid);
-            }
-        }
-    }
+    // /proc unreadable: the postmaster alone is pinned (as before this listing existed).
+    let pids = sys::children_of(postmaster_pid).unwrap_or_default();
     for pid in pids {
         match sys::set_affinity(pid, cpus) {
             Ok(()) => pinned += 1,

@@ -48,12 +48,12 @@ pub fn encode_header(out: &mut BytesMut) {
     out.put_i32(0);
 }
 
-/// The file trailer: a field count of -1.
 /// The COPY BINARY trailer: a field count of -1.
 pub const TRAILER: [u8; 2] = (-1i16).to_be_bytes();
 
+/// Append the file trailer ([`TRAILER`]).
 pub fn encode_trailer(out: &mut BytesMut) {
-    out.put_i16(-1);
+    out.put_slice(&TRAILER);
 }
 
 fn put_i64_field(out: &mut BytesMut, value: i64) {

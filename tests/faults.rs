@@ -455,20 +455,6 @@ fn postmaster_pid(cluster: &TestCluster) -> i32 {
     text.lines().next().unwrap().trim().parse().unwrap()
 }
 
-/// The postmaster's children (backends and auxiliary processes).
-fn postmaster_children(postmaster: i32) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<i32>().ok());
-        if ppid == Some(postmaster) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 /// SIGCONT for every frozen PostgreSQL process, also when the test fails.
 struct Frozen(Vec<i32>);
 
@@ -485,7 +471,7 @@ impl Frozen {
         applianced::sys::send_signal(postmaster, libc::SIGSTOP)
             .unwrap_or_else(|e| panic!("SIGSTOP of the postmaster {postmaster}: {e}"));
         frozen.0.push(postmaster);
-        for pid in postmaster_children(postmaster) {
+        for pid in applianced::sys::children_of(postmaster).unwrap() {
             match applianced::sys::send_signal(pid, libc::SIGSTOP) {
                 Ok(()) => frozen.0.push(pid),
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}

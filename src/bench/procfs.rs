@@ -43,17 +43,8 @@ pub(super) fn process_ticks(pid: &str) -> Result<u64, AppError> {
 
 /// Every process whose parent is `parent`.
 fn children_of(parent: u32) -> Result<Vec<u32>, AppError> {
-    let mut children = Vec::new();
-    for entry in fs::read_dir("/proc").map_err(io_error("list /proc"))? {
-        let name = entry.map_err(io_error("list /proc"))?.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        // A process may exit between listing and reading; it is not a child then.
-        let Ok(fields) = stat_fields(&pid.to_string()) else { continue };
-        if fields.get(1).and_then(|f| f.parse::<u32>().ok()) == Some(parent) {
-            children.push(pid);
-        }
-    }
-    Ok(children)
+    let children = crate::sys::children_of(parent as i32).map_err(io_error("list /proc"))?;
+    Ok(children.into_iter().map(|pid| pid as u32).collect())
 }
 
 /// CPU ticks of `root` and its children: its own utime and stime, the

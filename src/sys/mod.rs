@@ -368,6 +368,23 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
     Ok(rc as usize)
 }
 
+/// Every process whose parent is `parent` (the ppid field of
+/// `/proc/<pid>/stat`). A process that exits while the list is read is
+/// left out.
+pub fn children_of(parent: i32) -> io::Result<Vec<i32>> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(pid) = entry?.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the parenthesised command: state, ppid, ...
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+        if ppid == Some(parent) {
+            children.push(pid);
+        }
+    }
+    Ok(children)
+}
+
 /// Send a signal to one process (pid > 0).
 pub fn send_signal(pid: i32, signal: libc::c_int) -> io::Result<()> {
     // kill(2) reads 0 as "my process group" and -1 as "every process I may
