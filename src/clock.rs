@@ -15,7 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The environment variable of the simulated clock (test builds only).
 pub const TEST_CLOCK_ENV: &str = "APPLIANCED_TEST_CLOCK";
 
-fn real_us() -> i64 {
+/// Real (never simulated) microseconds since 1970-01-01 UTC: for ages
+/// compared across processes, such as how long ago maintenance last ran.
+pub fn real_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 

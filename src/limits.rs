@@ -127,6 +127,12 @@ const _: () = assert!((RING_ENTRIES as usize) >= 2 * LANE_CONNECTIONS_MAX + 8);
 
 /// How often the supervisor creates partitions ahead (as ransomeye_maint).
 pub const MAINTENANCE_INTERVAL_S: u64 = 3600;
+/// selftest fails when a running appliance's last successful maintenance
+/// run (partitions ahead and retention) finished longer ago than this, in
+/// real seconds: two intervals, so one failed run (a lock timeout, retried
+/// by the next) does not fail it, but two in a row, or a stalled
+/// supervisor, do.
+pub const MAINTENANCE_STALE_S: u64 = 2 * MAINTENANCE_INTERVAL_S;
 /// How long a lane may take to drain after SIGTERM before it is killed.
 pub const LANE_DRAIN_TIMEOUT_S: u64 = 30;
 /// How long a starting lane may take to connect its sandbox and serve.

@@ -64,7 +64,7 @@ pub struct RunningAppliance {
 }
 
 impl RunningAppliance {
-    fn path(dir: &StateDir) -> PathBuf {
+    pub(crate) fn path(dir: &StateDir) -> PathBuf {
         dir.run_dir().join("appliance.pid")
     }
 
@@ -249,14 +249,87 @@ pub fn apply_retention(
     Ok(report)
 }
 
-/// One maintenance run: partitions ahead, then retention.
-fn maintain(embedded: &Embedded, options: &RunOptions) {
+/// What the supervisor's partition maintenance last did, kept in
+/// `<state>/run/maintenance.status` (replaced by rename after every run, so a
+/// reader never sees half a file). selftest checks that a running appliance
+/// maintains its partitions; the lifecycle test checks the partition window
+/// against the day the last run used.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MaintenanceStatus {
+    /// The supervisor that wrote it (a file left by an earlier run is ignored).
+    pub pid: i32,
+    /// Runs finished since the supervisor started.
+    pub runs: u64,
+    /// The appliance-clock day (days since 1970-01-01) the last run created
+    /// partitions from (it creates yesterday through day + days ahead).
+    pub partitions_day: i64,
+    /// The appliance-clock day the last run's retention used: day partitions
+    /// older than day − retention were dropped.
+    pub retention_day: i64,
+    /// Real time (Unix µs) the last run finished.
+    pub finished_us: i64,
+    /// Real time (Unix µs) the last run that succeeded in both steps finished (0: none yet).
+    pub last_ok_us: i64,
+    /// The last run's error, empty when it succeeded.
+    pub last_error: String,
+}
+
+impl MaintenanceStatus {
+    pub fn path(dir: &StateDir) -> PathBuf {
+        dir.run_dir().join("maintenance.status")
+    }
+
+    pub fn load(dir: &StateDir) -> Option<MaintenanceStatus> {
+        let text = std::fs::read_to_string(MaintenanceStatus::path(dir)).ok()?;
+        let mut pairs = crate::config::parse_pairs(&text).ok()?;
+        let number = |key: &str| pairs.get(key)?.parse::<i64>().ok();
+        Some(MaintenanceStatus {
+            pid: i32::try_from(number("pid")?).ok()?,
+            runs: u64::try_from(number("runs")?).ok()?,
+            partitions_day: number("partitions_day")?,
+            retention_day: number("retention_day")?,
+            finished_us: number("finished_us")?,
+            last_ok_us: number("last_ok_us")?,
+            last_error: pairs.remove("last_error")?,
+        })
+    }
+
+    /// The file's text.
+    pub fn render(&self) -> String {
+        // The pair format has no escapes: quotes, comment marks and line breaks
+        // in an error message become spaces.
+        let error: String =
+            self.last_error.chars().map(|c| if matches!(c, '"' | '#' | '\n' | '\r') { ' ' } else { c }).collect();
+        format!(
+            "pid = {}\nruns = {}\npartitions_day = {}\nretention_day = {}\nfinished_us = {}\nlast_ok_us = {}\nlast_error = \"{error}\"\n",
+            self.pid, self.runs, self.partitions_day, self.retention_day, self.finished_us, self.last_ok_us
+        )
+    }
+
+    fn save(&self, dir: &StateDir) -> std::io::Result<()> {
+        let text = self.render();
+        let path = MaintenanceStatus::path(dir);
+        let partial = path.with_extension("status.partial");
+        std::fs::write(&partial, text)?;
+        std::fs::rename(&partial, &path)
+    }
+}
+
+/// One maintenance run: partitions ahead, then retention; records the
+/// outcome in `status` and its file.
+fn maintain(embedded: &Embedded, options: &RunOptions, status: &mut MaintenanceStatus) {
+    let mut errors = Vec::new();
+    status.partitions_day = crate::clock::today_days();
     match maintain_partitions(embedded, options.partition_days_ahead) {
         Ok(created) if created != "0" => tracing::info!(created, "partitions ahead created"),
         Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "partition maintenance failed; will retry"),
+        Err(e) => {
+            tracing::error!(error = %e, "partition maintenance failed; will retry");
+            errors.push(e.to_string());
+        }
     }
-    match apply_retention(embedded, &options.retention_days, crate::clock::today_days()) {
+    status.retention_day = crate::clock::today_days();
+    match apply_retention(embedded, &options.retention_days, status.retention_day) {
         Ok(report) if report != RetentionReport::default() => {
             tracing::info!(
                 dropped = report.dropped.len(),
@@ -266,7 +339,19 @@ fn maintain(embedded: &Embedded, options: &RunOptions) {
             )
         }
         Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "retention failed; will retry"),
+        Err(e) => {
+            tracing::error!(error = %e, "retention failed; will retry");
+            errors.push(e.to_string());
+        }
+    }
+    status.runs += 1;
+    status.finished_us = crate::clock::real_us();
+    if errors.is_empty() {
+        status.last_ok_us = status.finished_us;
+    }
+    status.last_error = errors.join("; ");
+    if let Err(e) = status.save(&embedded.dir) {
+        tracing::warn!(error = %e, "cannot write the maintenance status file");
     }
 }
 
@@ -296,7 +381,8 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
     me.save(&embedded.dir)?;
     println!("applianced: ready: {} lanes listening on @ransomeye/{}/<module>", lanes.len(), options.instance);
     notify_systemd("READY=1\nSTATUS=every lane is serving");
-    maintain(&embedded, options);
+    let mut maintenance = MaintenanceStatus { pid: me.pid, ..MaintenanceStatus::default() };
+    maintain(&embedded, options, &mut maintenance);
     let mut last_maintenance_us = crate::clock::wall_us();
     let mut cluster_restarts = 0u32;
     loop {
@@ -327,7 +413,7 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
         // Due by the appliance clock (simulated in the lifecycle test).
         if crate::clock::wall_us() - last_maintenance_us >= MAINTENANCE_INTERVAL_S as i64 * 1_000_000 {
             last_maintenance_us = crate::clock::wall_us();
-            maintain(&embedded, options);
+            maintain(&embedded, options, &mut maintenance);
         }
     }
 }
@@ -449,4 +535,31 @@ pub fn default_peers() -> BTreeMap<Module, PeerPolicy> {
 
 pub fn state_dir_arg(path: &Path) -> PathBuf {
     path.to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_status_survives_its_file_format() {
+        let root = std::env::temp_dir().join(format!("ad-maint-status-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        let dir = StateDir::new(&root).unwrap();
+        let status = MaintenanceStatus {
+            pid: 4242,
+            runs: 7,
+            partitions_day: 20_800,
+            retention_day: 20_801,
+            finished_us: 1_796_000_000_000_000,
+            last_ok_us: 0,
+            last_error: "create partitions ahead: \"x\" # y\nz".into(),
+        };
+        status.save(&dir).unwrap();
+        let loaded = MaintenanceStatus::load(&dir).unwrap();
+        assert_eq!(loaded.last_error, "create partitions ahead:  x    y z");
+        assert_eq!(loaded, MaintenanceStatus { last_error: loaded.last_error.clone(), ..status });
+        assert!(!root.join("run/maintenance.status.partial").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -49,6 +49,23 @@ fn four_lanes_at_once_rows_equal_acknowledgements_and_resend_is_deduplicated() {
     assert!(output.status.success(), "{text}");
     assert!(text.contains("ok   lane sockets: bound by the appliance"), "{text}");
     assert!(text.contains("ok   lane round trip: one event per lane acknowledged"), "{text}");
+    assert!(text.contains("ok   partition maintenance: runs 1; the last finished"), "{text}");
+    // A supervisor whose maintenance stopped succeeding fails selftest: its
+    // status file says the last success was longer ago than the bound.
+    let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
+    let path = applianced::supervisor::MaintenanceStatus::path(&embedded.dir);
+    let mut status = applianced::supervisor::MaintenanceStatus::load(&embedded.dir).unwrap();
+    let stale_us = (applianced::limits::MAINTENANCE_STALE_S as i64 + 60) * 1_000_000;
+    status.last_ok_us = applianced::clock::real_us() - stale_us;
+    status.last_error = "retention: lock timeout".into();
+    std::fs::write(&path, status.render()).unwrap();
+    let output = cluster.selftest(&[]);
+    let text = common::stdout(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("FAIL partition maintenance"), "{text}");
+    assert!(text.contains("the last successful run finished 726"), "{text}");
+    assert!(text.contains("s ago; the bound is 7200 s (runs 1;"), "{text}");
+    assert!(text.contains("it failed (retention: lock timeout), retried next run)"), "{text}");
     appliance.stop().unwrap();
 }
 

@@ -130,18 +130,19 @@ mod simulated_days {
         std::thread::sleep(Duration::from_secs(2));
         let rollbacks_after: u64 = admin.query_value(rollbacks).unwrap().parse().unwrap();
         assert_eq!(rollbacks_after, rollbacks_before, "transactions rolled back during the roll (failed batches?)");
-        let simulated_days = (unix_s() - start_s) * speed / 86_400;
-        let today = (start_s + (unix_s() - start_s) * speed).div_euclid(86_400);
-        assert!(simulated_days >= 10, "only {simulated_days} simulated days passed");
-        // Old partitions gone (allowing one maintenance run of lag), new ones present.
-        for module in modules {
-            let (lo, hi) = partition_days(&cluster, module);
-            assert!(lo >= today - 4, "{module:?}: oldest partition day {lo}, today {today}, retention 3");
-            assert!(
-                hi >= today + 3,
-                "{module:?}: newest partition day {hi}, today {today}, horizon 4 (one run of lag)"
-            );
+        // Wait for a maintenance run that started after the load ended: the
+        // run in progress then finishes first (+1), the next began after (+2).
+        let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
+        let state = &embedded.dir;
+        let runs = || applianced::supervisor::MaintenanceStatus::load(state).map_or(0, |s| s.runs);
+        let runs_after_load = runs();
+        let deadline = Instant::now() + wait;
+        while runs() < runs_after_load + 2 {
+            assert!(Instant::now() < deadline, "no maintenance run finished within {wait:?} after the load");
+            std::thread::sleep(Duration::from_millis(50));
         }
+        let simulated_days = (unix_s() - start_s) * speed / 86_400;
+        assert!(simulated_days >= 10, "only {simulated_days} simulated days passed");
         let window_quarantined = admin
             .query_value(&format!(
                 "SELECT (SELECT count(*) FROM dpi.quarantine WHERE reason_code = {code}) \
@@ -162,12 +163,31 @@ mod simulated_days {
         assert!(selftest.status.success(), "{text}");
         assert!(text.contains("ok   table privileges"), "{text}");
         assert!(text.contains("ok   no pending detach"), "{text}");
+        assert!(text.contains("ok   partition maintenance"), "{text}");
         assert!(
             longest_wait < LANE_LOCK_WAIT_BOUND_S,
             "a lane backend waited {longest_wait:.3} s for a lock (bound {LANE_LOCK_WAIT_BOUND_S} s)"
         );
         // Statistics are flushed when backends exit: stop the appliance, then read them.
         appliance.stop().unwrap();
+        // With the appliance stopped (and its cluster started alone again) the
+        // partitions stay as its last maintenance run left them: exactly the
+        // retention window of the day that run used, and the horizon ahead of
+        // it. That run began after the load ended, so after ten simulated days.
+        embedded.start().unwrap();
+        let last = applianced::supervisor::MaintenanceStatus::load(state).expect("maintenance status");
+        assert!(last.last_error.is_empty(), "the last maintenance run failed: {last:?}");
+        let start_day = start_s.div_euclid(86_400);
+        assert!(
+            last.retention_day >= start_day + 10,
+            "last maintenance run on day {} ({last:?})",
+            last.retention_day - start_day
+        );
+        for module in modules {
+            let (lo, hi) = partition_days(&cluster, module);
+            assert_eq!(lo, last.retention_day - 3, "{module:?}: oldest partition day (retention 3), {last:?}");
+            assert!(hi >= last.partitions_day + 4, "{module:?}: newest partition day {hi} (horizon 4), {last:?}");
+        }
         let init = common::applianced(&["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"]);
         assert!(init.status.success());
         let mut admin = cluster.admin();

@@ -19,7 +19,7 @@ use crate::lane::process::read_status;
 use crate::matrix::Module;
 use crate::pg::Connection;
 use crate::schema::tables_of;
-use crate::supervisor::RunningAppliance;
+use crate::supervisor::{MaintenanceStatus, RunningAppliance};
 use crate::synth;
 use crate::sys;
 
@@ -66,6 +66,52 @@ pub fn lane_sockets(embedded: &Embedded) -> Check {
         format!("bound by the appliance (pid {}): {}", appliance.pid, shown.join(", ")),
         failures,
     )
+}
+
+/// The running appliance's partition maintenance: its last run that both
+/// created partitions ahead and applied retention finished less than
+/// MAINTENANCE_STALE_S ago (real time). Before the first run has finished
+/// (it follows READY), the same bound counts from the supervisor's start.
+pub fn maintenance(embedded: &Embedded) -> Check {
+    const NAME: &str = "partition maintenance";
+    let Some(appliance) = running(embedded) else {
+        return Check::from_failures(NAME, "appliance not running: maintenance check skipped".into(), Vec::new());
+    };
+    let now_us = crate::clock::real_us();
+    let stale_s = crate::limits::MAINTENANCE_STALE_S;
+    let age_s = |us: i64| now_us.saturating_sub(us).max(0) / 1_000_000;
+    let Some(status) = MaintenanceStatus::load(&embedded.dir).filter(|s| s.pid == appliance.pid) else {
+        let started_us = std::fs::metadata(RunningAppliance::path(&embedded.dir))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_micros() as i64);
+        let age = age_s(started_us);
+        let detail = format!("no run finished yet (supervisor started {age} s ago)");
+        let failures =
+            if age > stale_s as i64 { vec![format!("{detail}; the bound is {stale_s} s")] } else { Vec::new() };
+        return Check::from_failures(NAME, detail, failures);
+    };
+    let mut detail = format!(
+        "runs {}; the last finished {} s ago: partitions ensured from {}, retention applied as of {}",
+        status.runs,
+        age_s(status.finished_us),
+        crate::clock::date_text(status.partitions_day - 1),
+        crate::clock::date_text(status.retention_day)
+    );
+    if !status.last_error.is_empty() {
+        detail.push_str(&format!("; it failed ({}), retried next run", status.last_error));
+    }
+    let mut failures = Vec::new();
+    if status.last_ok_us == 0 {
+        failures.push(format!("no run has succeeded yet: {}", status.last_error));
+    } else if age_s(status.last_ok_us) > stale_s as i64 {
+        failures.push(format!(
+            "the last successful run finished {} s ago; the bound is {stale_s} s ({detail})",
+            age_s(status.last_ok_us)
+        ));
+    }
+    Check::from_failures(NAME, detail, failures)
 }
 
 fn round_trip(appliance: &RunningAppliance, module: Module, epoch: u64) -> Result<u8, String> {
