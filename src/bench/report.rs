@@ -141,10 +141,11 @@ fn render_ratios_text(out: &mut String, measured: &[Measured]) {
     };
     let _ = writeln!(
         out,
-        "\nratios (events/s): c/a = {:.3}   c/b = {:.2}   d/c = {:.3}",
+        "\nratios (events/s): c/a = {:.3}   c/b = {:.2}   d/c = {:.3}   a/b = {:.2} (c/b at c = a, the ceiling)",
         ratio(c, a),
         ratio(c, b),
-        ratio(d, c)
+        ratio(d, c),
+        ratio(a, b)
     );
 }
 
@@ -205,6 +206,7 @@ pub(super) fn render_json(
             "c_over_a": ratio_of(Variant::Appliance, Variant::CopyFromFile),
             "c_over_b": ratio_of(Variant::Appliance, Variant::Insert),
             "d_over_c": ratio_of(Variant::ApplianceWithReader, Variant::Appliance),
+            "a_over_b": ratio_of(Variant::CopyFromFile, Variant::Insert),
         },
         "run_seconds": total.as_secs_f64(),
     })
