@@ -32,6 +32,9 @@ fn render_table(sql: &mut String, table: &EventTable) {
     let columns: Vec<String> = table.all_columns().map(column_sql).collect();
     let _ =
         writeln!(sql, "CREATE TABLE {name} (\n    {}\n) PARTITION BY RANGE (ingest_time);", columns.join(",\n    "));
+    // The parents' partitioned BRIN indexes keep `autosummarize = on` as
+    // applied (0003 is checksummed); migration 0006 creates the leaves'
+    // indexes with it off and summarizes by vacuum and maintenance instead.
     let _ = writeln!(
         sql,
         "CREATE INDEX {t}_ingest_time_brin ON {name} USING brin (ingest_time) WITH (pages_per_range = {BRIN_PAGES_PER_RANGE}, autosummarize = on);",

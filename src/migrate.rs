@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "0003_event_tables.sql", sql: include_str!("../sql/0003_event_tables.sql") },
     Migration { version: 4, name: "0004_core_views.sql", sql: include_str!("../sql/0004_core_views.sql") },
     Migration { version: 5, name: "0005_ownership_matrix.sql", sql: include_str!("../sql/0005_ownership_matrix.sql") },
+    Migration {
+        version: 6,
+        name: "0006_brin_summarize_by_vacuum.sql",
+        sql: include_str!("../sql/0006_brin_summarize_by_vacuum.sql"),
+    },
 ];
 
 /// The schema version a fully migrated database has.

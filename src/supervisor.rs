@@ -174,6 +174,12 @@ pub struct RetentionReport {
     pub dropped: Vec<String>,
     /// `appliance.batch_ledger` rows older than their module's retention, deleted.
     pub ledger_rows_deleted: u64,
+    /// BRIN page ranges of the closed days' leaves summarized now.
+    pub ranges_summarized: u64,
+    /// Leaf BRIN indexes that could not be summarized this run (a lock
+    /// timeout behind autovacuum, which summarizes them itself); retried
+    /// by the next run, and not a failure of this one.
+    pub summarize_skipped: Vec<String>,
 }
 
 /// Retention: every day partition of a module's event tables older than
@@ -246,7 +252,45 @@ pub fn apply_retention(
             .map_err(pg("prune the batch ledger"))?;
         report.ledger_rows_deleted += deleted.parse::<u64>().unwrap_or(0);
     }
+    summarize_closed_days(&mut conn, today_days, &mut report)?;
     Ok(report)
+}
+
+/// The leaves' BRIN indexes have `autosummarize = off` (migration 0006):
+/// autovacuum's insert-triggered vacuum (every 100,000 rows of a leaf)
+/// summarizes today's ranges, and this step summarizes what a leaf of the
+/// two days before today gathered after its last vacuum, so a closed day is
+/// fully summarized within one maintenance interval of its end.
+/// `brin_summarize_new_values` needs the table's owner (this session's
+/// role) and reads only the ranges not yet summarized.
+fn summarize_closed_days(
+    conn: &mut crate::pg::Connection,
+    today_days: i64,
+    report: &mut RetentionReport,
+) -> Result<(), AppError> {
+    let (first, last) = (crate::clock::date_text(today_days - 2), crate::clock::date_text(today_days - 1));
+    let indexes = conn
+        .simple_query(&format!(
+            "SELECT format('%I.%I', n.nspname, ic.relname) \
+             FROM appliance.event_tables e JOIN pg_namespace n ON n.nspname = e.schema_name \
+             JOIN pg_class p ON p.relnamespace = n.oid AND p.relname = e.table_name \
+             JOIN pg_inherits d ON d.inhparent = p.oid AND NOT d.inhdetachpending JOIN pg_class dc ON dc.oid = d.inhrelid \
+             JOIN pg_inherits l ON l.inhparent = dc.oid JOIN pg_index x ON x.indrelid = l.inhrelid \
+             JOIN pg_class ic ON ic.oid = x.indexrelid JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'brin' \
+             WHERE to_date(right(dc.relname, 8), 'YYYYMMDD') BETWEEN '{first}'::date AND '{last}'::date ORDER BY 1"
+        ))
+        .map_err(|source| AppError::Pg { step: "list the closed days' BRIN indexes", source })?;
+    for row in indexes {
+        let Some(Some(index)) = row.first() else { continue };
+        match conn.query_value(&format!("SELECT brin_summarize_new_values('{index}'::regclass)")) {
+            Ok(ranges) => report.ranges_summarized += ranges.parse::<u64>().unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(index, error = %e, "cannot summarize a BRIN index now; the next run retries");
+                report.summarize_skipped.push(index.clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the supervisor's partition maintenance last did, kept in
@@ -335,6 +379,8 @@ fn maintain(embedded: &Embedded, options: &RunOptions, status: &mut MaintenanceS
                 dropped = report.dropped.len(),
                 finalized = report.finalized.len(),
                 ledger_rows_deleted = report.ledger_rows_deleted,
+                ranges_summarized = report.ranges_summarized,
+                summarize_skipped = report.summarize_skipped.len(),
                 "retention applied"
             )
         }

@@ -23,7 +23,8 @@ fn init_and_selftest_against_an_external_database() {
     let config = config.to_str().unwrap();
     let init = applianced(&["init", "--config", config, "--partition-days-ahead", "2"]);
     assert!(init.status.success(), "{}\n{}", stdout(&init), String::from_utf8_lossy(&init.stderr));
-    assert!(stdout(&init).contains("(5 migration(s) applied now)"), "{}", stdout(&init));
+    let applied = format!("({} migration(s) applied now)", applianced::migrate::MIGRATIONS.len());
+    assert!(stdout(&init).contains(&applied), "{}", stdout(&init));
     let check = applianced(&["selftest", "--config", config]);
     let text = stdout(&check);
     assert!(check.status.success(), "{text}");

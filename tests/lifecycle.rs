@@ -188,6 +188,29 @@ mod simulated_days {
             assert_eq!(lo, last.retention_day - 3, "{module:?}: oldest partition day (retention 3), {last:?}");
             assert!(hi >= last.partitions_day + 4, "{module:?}: newest partition day {hi} (horizon 4), {last:?}");
         }
+        // The two closed days' leaves were summarized by that run (autosummarize
+        // is off on the leaves): summarizing them again finds no new range.
+        let mut admin = cluster.admin();
+        let closed = |d: i64| applianced::clock::date_text(d);
+        let unsummarized = admin
+            .query_value(&format!(
+                "SET ROLE ransomeye_owner; SELECT coalesce(sum(brin_summarize_new_values(x.indexrelid)), 0)::text \
+                 FROM appliance.event_tables e JOIN pg_namespace n ON n.nspname = e.schema_name \
+                 JOIN pg_class p ON p.relnamespace = n.oid AND p.relname = e.table_name \
+                 JOIN pg_inherits d ON d.inhparent = p.oid JOIN pg_class dc ON dc.oid = d.inhrelid \
+                 JOIN pg_inherits l ON l.inhparent = dc.oid JOIN pg_index x ON x.indrelid = l.inhrelid \
+                 JOIN pg_class ic ON ic.oid = x.indexrelid JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'brin' \
+                 WHERE to_date(right(dc.relname, 8), 'YYYYMMDD') BETWEEN '{}'::date AND '{}'::date",
+                closed(last.retention_day - 2),
+                closed(last.retention_day - 1)
+            ))
+            .unwrap();
+        assert_eq!(unsummarized, "0", "BRIN ranges of the closed days left unsummarized");
+        admin.execute("RESET ROLE").unwrap();
+        // No autosummarize work item was refused (PostgreSQL logs each one).
+        let log = std::fs::read_to_string(cluster.dir.join("log/postgresql.log")).unwrap();
+        let refused = log.matches("request for BRIN range summarization").count();
+        assert_eq!(refused, 0, "autosummarize requests were logged as not recorded");
         let init = common::applianced(&["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"]);
         assert!(init.status.success());
         let mut admin = cluster.admin();
