@@ -83,6 +83,9 @@ pub struct LaneStats {
     pub connections_refused: u64,
     pub protocol_errors: u64,
     pub resets: u64,
+    /// Spooled batches read back from their segment because they did not
+    /// fit `SPOOL_CACHE_BYTES_MAX` (re-parsed before sending).
+    pub batches_read_back: u64,
 }
 
 pub struct LaneCore {

@@ -372,6 +372,7 @@ impl LaneCore {
                 return Err(None);
             }
         };
+        self.stats.batches_read_back += 1;
         Batch::from_spool_payload(module, now_ms, &payload).map(Box::new).map_err(Some)
     }
 
