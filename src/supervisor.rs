@@ -155,12 +155,13 @@ fn pin_postgres(embedded: &Embedded, cpus: &[usize]) {
     }
 }
 
-/// Create partitions ahead as the maintenance role, from yesterday (the
-/// appliance clock's UTC date) through `days_ahead` days after today.
-pub fn maintain_partitions(embedded: &Embedded, days_ahead: u32) -> Result<String, AppError> {
+/// Create partitions ahead as the maintenance role, from the day before
+/// `today_days` (the appliance clock's UTC date, days since 1970-01-01)
+/// through `days_ahead` days after it.
+pub fn maintain_partitions(embedded: &Embedded, today_days: i64, days_ahead: u32) -> Result<String, AppError> {
     let mut conn = crate::pg::Connection::connect(&embedded.connect_params(Role::Maintenance.name(), DATABASE_NAME))
         .map_err(|source| AppError::Pg { step: "connect as ransomeye_maint", source })?;
-    let yesterday = crate::clock::date_text(crate::clock::today_days() - 1);
+    let yesterday = crate::clock::date_text(today_days - 1);
     conn.query_value(&format!("SELECT appliance.ensure_partitions('{yesterday}'::date, {})", days_ahead + 2))
         .map_err(|source| AppError::Pg { step: "create partitions ahead", source })
 }
@@ -364,7 +365,7 @@ impl MaintenanceStatus {
 fn maintain(embedded: &Embedded, options: &RunOptions, status: &mut MaintenanceStatus) {
     let mut errors = Vec::new();
     status.partitions_day = crate::clock::today_days();
-    match maintain_partitions(embedded, options.partition_days_ahead) {
+    match maintain_partitions(embedded, status.partitions_day, options.partition_days_ahead) {
         Ok(created) if created != "0" => tracing::info!(created, "partitions ahead created"),
         Ok(_) => {}
         Err(e) => {
@@ -406,7 +407,7 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
     let embedded = Embedded::load(&options.state_dir)?;
     embedded.start()?;
     pin_postgres(&embedded, &options.placement.pg_cpus);
-    let created = maintain_partitions(&embedded, options.partition_days_ahead)?;
+    let created = maintain_partitions(&embedded, crate::clock::today_days(), options.partition_days_ahead)?;
     tracing::info!(created, "partitions ahead ensured");
     let mut lanes = Vec::new();
     for module in Module::ALL {
