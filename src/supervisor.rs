@@ -166,6 +166,16 @@ pub fn maintain_partitions(embedded: &Embedded, today_days: i64, days_ahead: u32
         .map_err(|source| AppError::Pg { step: "create partitions ahead", source })
 }
 
+/// The attached (not detach-pending) day partitions of the event tables,
+/// as a FROM list: `e` the registry row, `n` its schema, `p` the parent,
+/// `c` one day partition, whose day is [`PARTITION_DAY`].
+const DAY_PARTITIONS: &str = "appliance.event_tables e JOIN pg_namespace n ON n.nspname = e.schema_name \
+     JOIN pg_class p ON p.relnamespace = n.oid AND p.relname = e.table_name \
+     JOIN pg_inherits i ON i.inhparent = p.oid AND NOT i.inhdetachpending \
+     JOIN pg_class c ON c.oid = i.inhrelid";
+/// The day of partition `c` of [`DAY_PARTITIONS`], from its name (`<table>_pYYYYMMDD`).
+const PARTITION_DAY: &str = "to_date(right(c.relname, 8), 'YYYYMMDD')";
+
 /// What one retention run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -228,11 +238,7 @@ pub fn apply_retention(
         let old = conn
             .simple_query(&format!(
                 "SELECT format('%I.%I', e.schema_name, e.table_name), format('%I.%I', e.schema_name, c.relname) \
-                 FROM appliance.event_tables e JOIN pg_namespace n ON n.nspname = e.schema_name \
-                 JOIN pg_class p ON p.relnamespace = n.oid AND p.relname = e.table_name \
-                 JOIN pg_inherits i ON i.inhparent = p.oid AND NOT i.inhdetachpending \
-                 JOIN pg_class c ON c.oid = i.inhrelid \
-                 WHERE e.schema_name = '{}' AND to_date(right(c.relname, 8), 'YYYYMMDD') < '{cutoff}'::date ORDER BY 2",
+                 FROM {DAY_PARTITIONS} WHERE e.schema_name = '{}' AND {PARTITION_DAY} < '{cutoff}'::date ORDER BY 2",
                 module.schema()
             ))
             .map_err(pg("list partitions past retention"))?;
@@ -272,13 +278,10 @@ fn summarize_closed_days(
     let (first, last) = (crate::clock::date_text(today_days - 2), crate::clock::date_text(today_days - 1));
     let indexes = conn
         .simple_query(&format!(
-            "SELECT format('%I.%I', n.nspname, ic.relname) \
-             FROM appliance.event_tables e JOIN pg_namespace n ON n.nspname = e.schema_name \
-             JOIN pg_class p ON p.relnamespace = n.oid AND p.relname = e.table_name \
-             JOIN pg_inherits d ON d.inhparent = p.oid AND NOT d.inhdetachpending JOIN pg_class dc ON dc.oid = d.inhrelid \
-             JOIN pg_inherits l ON l.inhparent = dc.oid JOIN pg_index x ON x.indrelid = l.inhrelid \
+            "SELECT format('%I.%I', n.nspname, ic.relname) FROM {DAY_PARTITIONS} \
+             JOIN pg_inherits l ON l.inhparent = c.oid JOIN pg_index x ON x.indrelid = l.inhrelid \
              JOIN pg_class ic ON ic.oid = x.indexrelid JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'brin' \
-             WHERE to_date(right(dc.relname, 8), 'YYYYMMDD') BETWEEN '{first}'::date AND '{last}'::date ORDER BY 1"
+             WHERE {PARTITION_DAY} BETWEEN '{first}'::date AND '{last}'::date ORDER BY 1"
         ))
         .map_err(|source| AppError::Pg { step: "list the closed days' BRIN indexes", source })?;
     for row in indexes {
