@@ -30,6 +30,14 @@ pub const PARTITION_DAYS_AHEAD_REQUIRED: u32 = 2;
 /// Lock wait bound for partition DDL: ATTACH must never make ingest queue
 /// behind a long lock request.
 pub const PARTITION_LOCK_TIMEOUT_MS: u32 = 2000;
+/// Lock wait bound for the maintenance pass's BRIN summarization of the
+/// closed days' leaves (`brin_summarize_new_values` takes SHARE UPDATE
+/// EXCLUSIVE on the leaf, which only a vacuum or analyze of that leaf
+/// holds). Below `deadlock_timeout` (1 s, `cluster.rs`): a waiter past it
+/// makes PostgreSQL cancel the autovacuum it waits for, and a vacuum
+/// summarizes the leaf itself. A leaf skipped on timeout is retried by the
+/// next pass; the pass's length stays bounded by this times the leaves.
+pub const SUMMARIZE_LOCK_TIMEOUT_MS: u32 = 100;
 
 /// Largest backend message the wire client accepts (S7). The biggest
 /// legitimate message we receive is a DataRow of a catalog query or an

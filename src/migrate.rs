@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_brin_summarize_by_vacuum.sql",
         sql: include_str!("../sql/0006_brin_summarize_by_vacuum.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_summarize_brin_nowait.sql",
+        sql: include_str!("../sql/0007_summarize_brin_nowait.sql"),
+    },
 ];
 
 /// The schema version a fully migrated database has.

@@ -269,7 +269,11 @@ pub fn apply_retention(
 /// two days before today gathered after its last vacuum, so a closed day is
 /// fully summarized within one maintenance interval of its end.
 /// `brin_summarize_new_values` needs the table's owner (this session's
-/// role) and reads only the ranges not yet summarized.
+/// role) and reads only the ranges not yet summarized. Each call
+/// (`appliance.summarize_brin_nowait`, migration 0007) waits at most
+/// `SUMMARIZE_LOCK_TIMEOUT_MS` for its leaf (held only by a vacuum or
+/// analyze of it) and then returns NULL without raising, so the step never
+/// cancels an autovacuum, never aborts a transaction, and a pass stays short.
 fn summarize_closed_days(
     conn: &mut crate::pg::Connection,
     today_days: i64,
@@ -286,8 +290,17 @@ fn summarize_closed_days(
         .map_err(|source| AppError::Pg { step: "list the closed days' BRIN indexes", source })?;
     for row in indexes {
         let Some(Some(index)) = row.first() else { continue };
-        match conn.query_value(&format!("SELECT brin_summarize_new_values('{index}'::regclass)")) {
-            Ok(ranges) => report.ranges_summarized += ranges.parse::<u64>().unwrap_or(0),
+        let sql = format!(
+            "SELECT appliance.summarize_brin_nowait('{index}'::regclass, {})",
+            crate::limits::SUMMARIZE_LOCK_TIMEOUT_MS
+        );
+        // One row: the ranges summarized, or NULL when the leaf stayed locked.
+        match conn.simple_query(&sql).map(|rows| rows.into_iter().next().and_then(|r| r.into_iter().next().flatten())) {
+            Ok(Some(ranges)) => report.ranges_summarized += ranges.parse::<u64>().unwrap_or(0),
+            Ok(None) => {
+                tracing::info!(index, "BRIN index's leaf is being vacuumed or analyzed: summarized by the next run");
+                report.summarize_skipped.push(index.clone());
+            }
             Err(e) => {
                 tracing::warn!(index, error = %e, "cannot summarize a BRIN index now; the next run retries");
                 report.summarize_skipped.push(index.clone());
@@ -318,6 +331,9 @@ pub struct MaintenanceStatus {
     pub finished_us: i64,
     /// Real time (Unix µs) the last run that succeeded in both steps finished (0: none yet).
     pub last_ok_us: i64,
+    /// Closed-day BRIN indexes the last run could not summarize (their leaf
+    /// was being vacuumed or analyzed); the next run retries them.
+    pub summarize_skipped: u64,
     /// The last run's error, empty when it succeeded.
     pub last_error: String,
 }
@@ -338,6 +354,7 @@ impl MaintenanceStatus {
             retention_day: number("retention_day")?,
             finished_us: number("finished_us")?,
             last_ok_us: number("last_ok_us")?,
+            summarize_skipped: u64::try_from(number("summarize_skipped")?).ok()?,
             last_error: pairs.remove("last_error")?,
         })
     }
@@ -349,8 +366,15 @@ impl MaintenanceStatus {
         let error: String =
             self.last_error.chars().map(|c| if matches!(c, '"' | '#' | '\n' | '\r') { ' ' } else { c }).collect();
         format!(
-            "pid = {}\nruns = {}\npartitions_day = {}\nretention_day = {}\nfinished_us = {}\nlast_ok_us = {}\nlast_error = \"{error}\"\n",
-            self.pid, self.runs, self.partitions_day, self.retention_day, self.finished_us, self.last_ok_us
+            "pid = {}\nruns = {}\npartitions_day = {}\nretention_day = {}\nfinished_us = {}\nlast_ok_us = {}\n\
+             summarize_skipped = {}\nlast_error = \"{error}\"\n",
+            self.pid,
+            self.runs,
+            self.partitions_day,
+            self.retention_day,
+            self.finished_us,
+            self.last_ok_us,
+            self.summarize_skipped
         )
     }
 
@@ -377,7 +401,9 @@ fn maintain(embedded: &Embedded, options: &RunOptions, status: &mut MaintenanceS
         }
     }
     status.retention_day = crate::clock::today_days();
-    match apply_retention(embedded, &options.retention_days, status.retention_day) {
+    let retention = apply_retention(embedded, &options.retention_days, status.retention_day);
+    status.summarize_skipped = retention.as_ref().map_or(0, |r| r.summarize_skipped.len() as u64);
+    match retention {
         Ok(report) if report != RetentionReport::default() => {
             tracing::info!(
                 dropped = report.dropped.len(),
@@ -603,6 +629,7 @@ mod tests {
             retention_day: 20_801,
             finished_us: 1_796_000_000_000_000,
             last_ok_us: 0,
+            summarize_skipped: 3,
             last_error: "create partitions ahead: \"x\" # y\nz".into(),
         };
         status.save(&dir).unwrap();
