@@ -145,6 +145,9 @@ fn schemas_functions_database_and_roles_are_enforced() {
                     "SELECT appliance.ensure_partitions(current_date, 1)".to_string()
                 }
                 "appliance.partition_window()" => "SELECT * FROM appliance.partition_window()".to_string(),
+                "appliance.summarize_brin_nowait(regclass,integer)" => {
+                    "SELECT appliance.summarize_brin_nowait(0::oid::regclass, 100)".to_string()
+                }
                 other => panic!("no probe for function {other}; add one"),
             };
             let outcome = probe(&mut conn, &call);
