@@ -617,6 +617,19 @@ pub fn state_dir_arg(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// The summarization's lock wait must end before PostgreSQL would cancel
+    /// the autovacuum it waits for (limits.rs, SUMMARIZE_LOCK_TIMEOUT_MS).
+    #[test]
+    fn summarization_lock_wait_stays_below_deadlock_timeout() {
+        let root = std::env::temp_dir().join(format!("ad-deadlock-timeout-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let settings = crate::cluster::server_settings(&StateDir::new(&root).unwrap(), 5432);
+        std::fs::remove_dir_all(&root).unwrap();
+        let value = &settings.iter().find(|s| s.name == "deadlock_timeout").unwrap().value;
+        let deadlock_timeout_ms: u32 = value.strip_suffix('s').unwrap().parse::<u32>().unwrap() * 1000;
+        assert!(crate::limits::SUMMARIZE_LOCK_TIMEOUT_MS < deadlock_timeout_ms, "{value}");
+    }
+
     #[test]
     fn maintenance_status_survives_its_file_format() {
         let root = std::env::temp_dir().join(format!("ad-maint-status-{}", std::process::id()));
