@@ -145,12 +145,12 @@ mod simulated_days {
         let status = || applianced::supervisor::MaintenanceStatus::load(state).unwrap_or_default();
         let runs_after_load = status().runs;
         let deadline = Instant::now() + wait;
-        while status().runs < runs_after_load + 2 || status().summarize_skipped > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "no complete maintenance run within {wait:?} after the load: {:?}",
-                status()
-            );
+        loop {
+            let last = status();
+            if last.runs >= runs_after_load + 2 && last.summarize_skipped == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no complete maintenance run within {wait:?} after the load: {last:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
         let simulated_days = (unix_s() - start_s) * speed / 86_400;
