@@ -294,8 +294,8 @@ fn summarize_closed_days(
             "SELECT appliance.summarize_brin_nowait('{index}'::regclass, {})",
             crate::limits::SUMMARIZE_LOCK_TIMEOUT_MS
         );
-        // One row: the ranges summarized, or NULL when the leaf stayed locked.
-        match conn.simple_query(&sql).map(|rows| rows.into_iter().next().and_then(|r| r.into_iter().next().flatten())) {
+        // The ranges summarized, or NULL when the leaf stayed locked.
+        match conn.query_nullable_value(&sql) {
             Ok(Some(ranges)) => report.ranges_summarized += ranges.parse::<u64>().unwrap_or(0),
             Ok(None) => {
                 tracing::info!(index, "BRIN index's leaf is being vacuumed or analyzed: summarized by the next run");

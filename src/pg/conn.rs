@@ -252,11 +252,17 @@ impl Connection {
 
     /// Run a query expected to return exactly one non-null value.
     pub fn query_value(&mut self, sql: &str) -> Result<String, PgError> {
+        self.query_nullable_value(sql)?
+            .ok_or_else(|| PgError::Protocol(format!("expected one non-null column from: {sql}")))
+    }
+
+    /// Run a query expected to return exactly one row of one column, which may be NULL (`None`).
+    pub fn query_nullable_value(&mut self, sql: &str) -> Result<Option<String>, PgError> {
         let rows = self.simple_query(sql)?;
         match rows.as_slice() {
             [row] => match row.as_slice() {
-                [Some(value)] => Ok(value.clone()),
-                _ => Err(PgError::Protocol(format!("expected one non-null column from: {sql}"))),
+                [value] => Ok(value.clone()),
+                _ => Err(PgError::Protocol(format!("expected one column, got {} from: {sql}", row.len()))),
             },
             _ => Err(PgError::Protocol(format!("expected one row, got {} from: {sql}", rows.len()))),
         }
