@@ -175,24 +175,47 @@ else
         run_unit_command "$line" || fail "ExecStartPre failed: $line"
     done < <(unit_commands ExecStartPre)
     start_line=$(unit_commands ExecStart)
-    echo "  \$ $start_line --instance $CI_INSTANCE &"
-    (cd / && exec runuser -u "$unit_user" -- /bin/sh -c \
-        "set -a; . '$ENV_FILE'; APPLIANCED_LOG=info; exec $start_line --instance $CI_INSTANCE") \
+    # As the unit starts it: its user, with CAP_SETUID and CAP_SETGID as
+    # ambient capabilities (AmbientCapabilities=, CapabilityBoundingSet=).
+    echo "  \$ setpriv (User=$unit_user, AmbientCapabilities=CAP_SETUID CAP_SETGID) $start_line --instance $CI_INSTANCE &"
+    (cd / && exec setpriv --reuid="$unit_user" --regid="$unit_user" --init-groups \
+        --inh-caps=-all,+setuid,+setgid --ambient-caps=-all,+setuid,+setgid --bounding-set=-all,+setuid,+setgid -- \
+        /bin/sh -c "set -a; . '$ENV_FILE'; APPLIANCED_LOG=info; exec $start_line --instance $CI_INSTANCE") \
         > "$work/run.log" 2>&1 &
     runuser_pid=$!
-    # runuser forks; the supervisor is its child.
+    # setpriv and sh exec: the background job is the supervisor itself.
+    supervisor_pid=$runuser_pid
     for _ in $(seq 1 50); do
-        supervisor_pid=$(pgrep -P "$runuser_pid" -x applianced || true)
-        [ -n "$supervisor_pid" ] && break
+        [ "$(ps -p "$supervisor_pid" -o comm= 2>/dev/null)" = applianced ] && break
         sleep 0.1
     done
-    [ -n "$supervisor_pid" ] || { cat "$work/run.log"; fail "supervisor did not start"; }
+    [ "$(ps -p "$supervisor_pid" -o comm= 2>/dev/null)" = applianced ] || { cat "$work/run.log"; fail "supervisor did not start"; }
     while IFS= read -r line; do
         run_unit_command "$line" || { cat "$work/run.log"; fail "ExecStartPost failed: $line"; }
     done < <(unit_commands ExecStartPost)
     grep -m1 'applianced: ready' "$work/run.log"
     instance=$CI_INSTANCE
 fi
+
+step "identities: each lane as its own user, no capability anywhere but the supervisor's permitted set"
+if [ "$pid1" = systemd ]; then
+    supervisor=$(systemctl show applianced.service -p MainPID --value)
+else
+    supervisor=$supervisor_pid
+fi
+caps() { sed -n "s/^$2:[[:space:]]*//p" "/proc/$1/status"; }
+[ "$(caps "$supervisor" CapEff)" = 0000000000000000 ] || fail "the supervisor keeps effective capabilities: $(caps "$supervisor" CapEff)"
+[ "$(caps "$supervisor" CapAmb)" = 0000000000000000 ] || fail "the supervisor keeps ambient capabilities"
+echo "  supervisor (pid $supervisor, $(ps -o user= -p "$supervisor")): CapEff 0, CapAmb 0, CapPrm $(caps "$supervisor" CapPrm)"
+for module in core dpi linux_agent windows_agent; do
+    lane=$(pgrep -P "$supervisor" -x "lane-${module:0:10}" || true)
+    [ -n "$lane" ] || fail "no $module lane under the supervisor"
+    user=$(ps -o user:40= -p "$lane" | tr -d ' ')
+    expected=ransomeye-lane-${module//_/-}
+    [ "$user" = "$expected" ] || fail "the $module lane runs as $user, not $expected"
+    [ "$(caps "$lane" CapPrm)" = 0000000000000000 ] || fail "the $module lane holds capabilities"
+    echo "  lane $module (pid $lane): user $user, CapPrm 0"
+done
 
 step "one batch through every lane, as each module's OS identity"
 server_uid=$(id -u "$unit_user")

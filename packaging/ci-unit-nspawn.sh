@@ -112,6 +112,19 @@ inside grep -E '^(Uid|NoNewPrivs|Seccomp|CapEff|CapBnd):' "/proc/$main_pid/statu
 inside systemctl show applianced.service -p ExecStartPre -p ExecStartPost --no-pager |
     grep -o 'path=[^ ]* ; argv\[\]=[^;]*; .*status=[0-9]*' | sed 's/ ; ignore_errors.*status=/ -> status=/; s/^/  /' || true
 
+step "each lane as its own identity, without capabilities"
+caps() { inside sed -n "s/^$2:[[:space:]]*//p" "/proc/$1/status"; }
+[ "$(caps "$main_pid" CapEff)" = 0000000000000000 ] || fail "the supervisor keeps effective capabilities"
+[ "$(caps "$main_pid" CapAmb)" = 0000000000000000 ] || fail "the supervisor keeps ambient capabilities"
+for module in core dpi linux_agent windows_agent; do
+    lane=$(inside pgrep -P "$main_pid" -x "lane-${module:0:10}" || true)
+    [ -n "$lane" ] || fail "no $module lane under the supervisor"
+    user=$(inside ps -o user:40= -p "$lane" | tr -d ' ')
+    [ "$user" = "ransomeye-lane-${module//_/-}" ] || fail "the $module lane runs as $user"
+    [ "$(caps "$lane" CapPrm)" = 0000000000000000 ] || fail "the $module lane holds capabilities"
+    echo "  lane $module: user $user, CapPrm 0"
+done
+
 step "one batch per lane, as each module's OS identity"
 server_uid=$(inside id -u ransomeye)
 for pair in core=ransomeye-core dpi=ransomeye-dpi linux_agent=ransomeye-linux-agent windows_agent=ransomeye-windows-relay; do

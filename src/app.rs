@@ -29,13 +29,16 @@ pub enum AppError {
     },
     /// The appliance refuses to proceed (socket already bound, lane failure).
     Refused(String),
+    /// A command-line argument is wrong (exit 2).
+    Usage(String),
 }
 
 impl AppError {
-    /// Exit codes: 1 selftest failed, 3 cluster or OS step, 4 database, 5 config, 6 refused.
+    /// Exit codes: 1 selftest failed, 2 usage, 3 cluster or OS step, 4 database, 5 config, 6 refused.
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::SelftestFailed => 1,
+            AppError::Usage(_) => 2,
             AppError::Cluster(_) | AppError::Io { .. } => 3,
             AppError::Refused(_) => 6,
             AppError::Migrate(_) | AppError::Pg { .. } => 4,
@@ -53,7 +56,7 @@ impl std::fmt::Display for AppError {
             AppError::Pg { step, source } => write!(f, "{step}: {source}"),
             AppError::SelftestFailed => write!(f, "selftest failed"),
             AppError::Io { step, source } => write!(f, "{step}: {source}"),
-            AppError::Refused(why) => write!(f, "{why}"),
+            AppError::Refused(why) | AppError::Usage(why) => write!(f, "{why}"),
         }
     }
 }
@@ -126,6 +129,9 @@ pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> 
         Ok(mut conn) => {
             let mut checks = selftest::run_checks(&mut conn);
             if let Target::Embedded(embedded) = &target {
+                checks.push(selftest::access::database_access(embedded, &mut conn));
+                checks.push(selftest::access::lane_identities(embedded, &mut conn));
+                checks.push(selftest::access::postgresql_log(embedded, &mut conn));
                 checks.push(selftest::lanes::lane_sockets(embedded));
                 checks.push(selftest::lanes::lane_round_trip(embedded, &mut conn));
                 checks.push(selftest::lanes::lane_sandbox(embedded));
@@ -216,4 +222,42 @@ fn embedded_stop_quietly(dir: &Path) {
     if let Ok(embedded) = Embedded::load(dir) {
         let _ = embedded.stop();
     }
+}
+
+/// `applianced sandbox-probe`: one lane process, started exactly as `run`
+/// starts lanes (identity, spool directory, connector, sandbox), that runs
+/// `probe` instead of serving. Its own spool directory
+/// (`<state>/spool/probe-<module>`) and socket name keep it apart from a
+/// running appliance. Returns how the lane process ended.
+pub fn sandbox_probe(
+    state_dir: &Path,
+    module: Module,
+    sandbox: crate::sandbox::SandboxMode,
+    probe: &str,
+) -> Result<std::process::ExitStatus, AppError> {
+    use std::os::fd::AsFd;
+    use std::os::linux::net::SocketAddrExt;
+    let embedded = Embedded::load(state_dir)?;
+    let accounts = crate::accounts::resolve(embedded.server.clone())
+        .map_err(|e| AppError::Refused(format!("OS accounts: {e}")))?;
+    let identities = crate::launch::lane_identities(&accounts).map_err(|e| AppError::Refused(e.to_string()))?;
+    let launcher = crate::launch::Launcher::new(&embedded, identities).map_err(|e| AppError::Refused(e.to_string()))?;
+    let name = format!("ransomeye/probe-{}/{}", std::process::id(), module.name());
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|source| AppError::Io { step: "probe socket address", source })?;
+    let listener = std::os::unix::net::UnixListener::bind_addr(&address)
+        .map_err(|source| AppError::Io { step: "bind the probe socket", source })?;
+    let options = crate::launch::LaneOptions {
+        io: crate::lane::process::IoMode::Auto,
+        sandbox,
+        cpus: crate::colocate::default_placement(crate::sys::cpu_count()).lane_cpus,
+        spool_quota_bytes: crate::limits::SPOOL_QUOTA_BYTES_DEFAULT,
+        grants: crate::supervisor::lane_grants(&crate::supervisor::default_peers(), module),
+    };
+    let spool = embedded.dir.root.join("spool").join(format!("probe-{}", module.name()));
+    let env = crate::supervisor::lane_env(1);
+    let (mut child, _control) = launcher
+        .launch(module, listener.as_fd(), &options, &spool, env, Some(probe))
+        .map_err(|e| AppError::Refused(e.to_string()))?;
+    child.wait().map_err(|source| AppError::Io { step: "wait for the probed lane", source })
 }

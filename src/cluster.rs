@@ -11,19 +11,16 @@
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::accounts::{self, Accounts};
 use crate::limits::{ADMIN_ROLE, DATABASE_NAME, PG_START_TIMEOUT_S, UNIX_PATH_BYTES_MAX};
 use crate::matrix::Role;
 use crate::pg::{ConnectParams, Connection, PgError};
 use crate::sys::{self, Account};
 
-/// The OS account the embedded cluster runs as when the appliance is
-/// started as root (PostgreSQL refuses to run as root). The packages create
-/// it with sysusers.d; `init` creates it with useradd if it is missing.
-pub const SERVER_USER: &str = "ransomeye";
+pub use crate::accounts::SERVER_USER;
 /// The Debian package that provides the server binaries.
 pub const SERVER_PACKAGE: &str = "postgresql-15";
 /// Where Debian's package puts them.
@@ -100,8 +97,15 @@ impl StateDir {
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("run")
     }
-    pub fn log_file(&self) -> PathBuf {
-        self.root.join("log").join("postgresql.log")
+    /// PostgreSQL's log directory: the logging collector's rotated files
+    /// ([`PG_LOG_PREFIX`]) and the postmaster's start-up output.
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("log")
+    }
+    /// What the postmaster writes before its logging collector runs
+    /// (`pg_ctl -l`); truncated at every start.
+    pub fn startup_log_file(&self) -> PathBuf {
+        self.log_dir().join("startup.log")
     }
     pub fn state_file(&self) -> PathBuf {
         self.root.join("applianced.state")
@@ -178,8 +182,12 @@ impl Embedded {
         let mut command = Command::new(self.pg_bin_dir.join(program));
         command.current_dir(&self.dir.root).env("LC_ALL", "C").env_remove("PGDATA");
         if sys::effective_uid() == 0 {
-            // std drops supplementary groups (setgroups) before setuid.
-            command.uid(self.server.uid).gid(self.server.gid);
+            // With the server account's supplementary groups (DB_GROUP among
+            // them): the postmaster gives the socket that group.
+            let groups = sys::spawn::account_groups(&self.server.name, self.server.gid)
+                .unwrap_or_else(|_| vec![self.server.gid]);
+            let identity = sys::spawn::Identity { uid: self.server.uid, gid: self.server.gid, groups };
+            sys::spawn::run_as(&mut command, identity);
         }
         command
     }
@@ -213,7 +221,12 @@ impl Embedded {
             return Ok(());
         }
         let pgdata = self.dir.pgdata();
-        let log = self.dir.log_file();
+        let log = self.dir.startup_log_file();
+        // pg_ctl appends: start each life with an empty file, so it stays bounded.
+        if log.exists() {
+            fs::write(&log, b"").map_err(io_err("truncate", &log))?;
+        }
+        prune_logs(&self.dir).map_err(io_err("prune the PostgreSQL log in", &self.dir.log_dir()))?;
         let timeout = PG_START_TIMEOUT_S.to_string();
         let args = ["start", "-D", path_str(&pgdata)?, "-l", path_str(&log)?, "-w", "-t", &timeout, "-s"];
         self.run("pg_ctl", &args).map(|_| ())
@@ -280,49 +293,6 @@ fn install_server_package() -> Result<(), ClusterError> {
     Ok(())
 }
 
-/// The account PostgreSQL runs as: the caller, or [`SERVER_USER`] for root.
-fn server_account() -> Result<Account, ClusterError> {
-    let euid = sys::effective_uid();
-    if euid != 0 {
-        return sys::account_by_uid(euid)
-            .map_err(|e| ClusterError::Account(e.to_string()))?
-            .ok_or_else(|| ClusterError::Account(format!("uid {euid} has no passwd entry")));
-    }
-    let lookup = || sys::account_by_name(SERVER_USER).map_err(|e| ClusterError::Account(e.to_string()));
-    if let Some(account) = lookup()? {
-        return Ok(account);
-    }
-    // Two `init`s at once (the tests set up clusters in parallel) would run
-    // two useradds: both can succeed, one uid overwriting the other in
-    // /etc/passwd, and the loser then runs initdb as a uid with no entry
-    // (seen on this machine). One creator at a time, and look again once
-    // the lock is held.
-    let lock_path = Path::new(ACCOUNT_LOCK_PATH);
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path)
-        .map_err(io_err("open", lock_path))?;
-    sys::lock_exclusive(&lock).map_err(io_err("lock", lock_path))?;
-    if let Some(account) = lookup()? {
-        return Ok(account);
-    }
-    eprintln!("applianced: creating system user {SERVER_USER} to run PostgreSQL (it refuses to run as root)");
-    let status = Command::new("useradd")
-        .args(["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"])
-        .args(["--shell", "/usr/sbin/nologin", "--comment", "RansomEye appliance", SERVER_USER])
-        .status()
-        .map_err(io_err("execute", Path::new("useradd")))?;
-    if !status.success() {
-        return Err(ClusterError::Command { what: format!("useradd {SERVER_USER}"), detail: status.to_string() });
-    }
-    lookup()?.ok_or_else(|| ClusterError::Account(format!("{SERVER_USER} missing after useradd")))
-}
-
-/// Serializes creating [`SERVER_USER`] between concurrent `init`s (root only).
-const ACCOUNT_LOCK_PATH: &str = "/run/applianced-account.lock";
-
 /// One generated server setting.
 pub struct Setting {
     pub name: &'static str,
@@ -331,9 +301,30 @@ pub struct Setting {
 }
 
 /// Server settings of the embedded cluster, each with its reason.
-pub fn server_settings(dir: &StateDir, port: u16) -> Vec<Setting> {
+/// `socket_group`: the group given the socket (mode 0770), or None for a
+/// socket only its owner may connect to (0700: a cluster of one OS user).
+pub fn server_settings(dir: &StateDir, port: u16, socket_group: Option<&str>) -> Vec<Setting> {
     let s = |name, value: &str, reason| Setting { name, value: value.to_string(), reason };
-    vec![
+    let socket_access = match socket_group {
+        Some(group) => vec![
+            Setting {
+                name: "unix_socket_group",
+                value: format!("'{group}'"),
+                reason: "the socket's group: the server account, the lane identities and Core's reader identity are its members",
+            },
+            s(
+                "unix_socket_permissions",
+                "0770",
+                "connect() needs write permission on the socket: only its owner and group may even start a session, so no other local user can take a connection slot",
+            ),
+        ],
+        None => vec![s(
+            "unix_socket_permissions",
+            "0700",
+            "one OS user runs the whole appliance (started without root): only that user may connect()",
+        )],
+    };
+    let mut settings = vec![
         s(
             "listen_addresses",
             "''",
@@ -344,11 +335,70 @@ pub fn server_settings(dir: &StateDir, port: u16) -> Vec<Setting> {
             value: format!("'{}'", dir.run_dir().display()),
             reason: "a private socket directory, so no other cluster's socket name can collide",
         },
+    ];
+    settings.extend(socket_access);
+    settings.extend(log_settings(dir));
+    settings.extend(connection_settings());
+    settings.extend(durability_and_tuning_settings(port));
+    settings
+}
+
+/// The connection slots (`max_connections`) and how long a connection
+/// that has not authenticated may hold one.
+fn connection_settings() -> Vec<Setting> {
+    let s = |name, value: String, reason| Setting { name, value, reason };
+    vec![
         s(
-            "unix_socket_permissions",
-            "0777",
-            "any local user may reach the socket; peer authentication and pg_ident.conf decide who gets in as which role",
+            "max_connections",
+            crate::limits::PG_CONNECTIONS_MAX.to_string(),
+            "four lanes with a few COPY connections each, Core readers, maintenance and selftest; bounded so memory is bounded",
         ),
+        s(
+            "superuser_reserved_connections",
+            crate::limits::PG_SUPERUSER_RESERVED_CONNECTIONS.to_string(),
+            "slots only the superuser may use (init, selftest): a full cluster still lets the operator in",
+        ),
+        s(
+            "authentication_timeout",
+            format!("{}s", crate::limits::PG_AUTHENTICATION_TIMEOUT_S),
+            "a connection holds a slot from accept() until it authenticates: peer authentication takes milliseconds, so a peer that sends nothing is dropped after this",
+        ),
+    ]
+}
+
+/// PostgreSQL's own log: the logging collector writes files of at most
+/// [`crate::limits::pg_log_file_bytes`] each, named by their start time, and
+/// the supervisor keeps the newest [`crate::limits::pg_log_files_max`]
+/// ([`prune_logs`]), so no input can grow the log past their product.
+fn log_settings(dir: &StateDir) -> Vec<Setting> {
+    let s = |name, value: String, reason| Setting { name, value, reason };
+    vec![
+        s(
+            "logging_collector",
+            "on".into(),
+            "the collector rotates the log by size and age (files pruned by the appliance)",
+        ),
+        s("log_directory", format!("'{}'", dir.log_dir().display()), "the state directory's log/ (mode 0700)"),
+        s(
+            "log_filename",
+            format!("'{PG_LOG_PREFIX}%Y%m%d-%H%M%S.log'"),
+            "a new name at every rotation, so no rotation appends to an old file; the oldest files are deleted beyond the count",
+        ),
+        s(
+            "log_rotation_size",
+            format!("{}kB", crate::limits::pg_log_file_bytes() / 1024),
+            "size bound of one file: the collector starts a new file once this much is written",
+        ),
+        s("log_rotation_age", "1d".into(), "at least one new file a day, so pruning by count also ages the log out"),
+        s("log_truncate_on_rotation", "off".into(), "names never repeat, so nothing to truncate"),
+        s("log_file_mode", "0600".into(), "the log may hold statement text: the server account only"),
+    ]
+}
+
+/// Durability, WAL, memory, vacuum and logging settings, each with its reason.
+fn durability_and_tuning_settings(port: u16) -> Vec<Setting> {
+    let s = |name, value: &str, reason| Setting { name, value: value.to_string(), reason };
+    vec![
         Setting {
             name: "port",
             value: port.to_string(),
@@ -399,11 +449,6 @@ pub fn server_settings(dir: &StateDir, port: u16) -> Vec<Setting> {
             "room for the current day's leaves and indexes while leaving memory to Core, DPI and the agents on a co-located host",
         ),
         s("huge_pages", "try", "use huge pages if the host provides them; never fail to start without them"),
-        s(
-            "max_connections",
-            "64",
-            "four lanes with a few COPY connections each, Core readers, maintenance and selftest; bounded so memory is bounded",
-        ),
         s("autovacuum", "on", "insert-only tables still need vacuum to set the visibility map and freeze tuples"),
         s("autovacuum_naptime", "15s", "insert-triggered vacuums of fresh leaves start soon after their threshold"),
         s("autovacuum_max_workers", "2", "at most two vacuum workers, one core's worth, on a 2-core co-located host"),
@@ -416,7 +461,6 @@ pub fn server_settings(dir: &StateDir, port: u16) -> Vec<Setting> {
         s("deadlock_timeout", "1s", "threshold for log_lock_waits"),
         s("password_encryption", "scram-sha-256", "if a password is ever set (external mode), it is stored as SCRAM"),
         s("track_io_timing", "on", "I/O time in pg_stat views for the performance reports"),
-        s("logging_collector", "off", "pg_ctl -l writes the log file; no extra process"),
         s(
             "jit",
             "off",
@@ -425,32 +469,46 @@ pub fn server_settings(dir: &StateDir, port: u16) -> Vec<Setting> {
     ]
 }
 
-fn render_settings(dir: &StateDir, port: u16) -> String {
+fn render_settings(dir: &StateDir, port: u16, socket_group: Option<&str>) -> String {
     let mut text = String::from(
         "# Generated by applianced from src/cluster.rs; every change is overwritten by `applianced init`.\n",
     );
-    for setting in server_settings(dir, port) {
+    for setting in server_settings(dir, port, socket_group) {
         text.push_str(&format!("# {}\n{} = {}\n", setting.reason, setting.name, setting.value));
     }
     text
 }
 
-/// pg_ident.conf: which OS user may log in as which role.
-fn render_ident(server: &Account, operator: &Account) -> String {
+/// The name of the peer-authentication map in `pg_ident.conf`.
+pub const IDENT_MAP: &str = "applianced";
+
+/// Who may log in as which role (pg_ident.conf), in order:
+/// - the operator (who ran `init`: root, the package's `ransomeye`, or the
+///   one user of a cluster started without root) as the superuser and every
+///   login role: it owns the cluster, and without root it also runs every
+///   lane, the load clients and the tests;
+/// - each lane identity as its module's writer role only;
+/// - Core's OS identity as the reader role only.
+pub fn ident_mappings(accounts: &Accounts) -> Vec<(String, &'static str)> {
+    let mut mappings = vec![(accounts.operator.name.clone(), ADMIN_ROLE)];
+    for role in Role::ALL.into_iter().filter(|r| r.can_login()) {
+        mappings.push((accounts.operator.name.clone(), role.name()));
+    }
+    for (module, account) in &accounts.lanes {
+        mappings.push((account.name.clone(), Role::Writer(*module).name()));
+    }
+    if let Some(core) = &accounts.core_reader {
+        mappings.push((core.name.clone(), Role::CoreReader.name()));
+    }
+    mappings
+}
+
+fn render_ident(accounts: &Accounts) -> String {
     let mut text = String::from(
         "# Generated by applianced. Map \"applianced\": OS user -> PostgreSQL role (peer authentication).\n",
     );
-    let mut users = vec![server.name.as_str()];
-    if operator.name != server.name {
-        users.push(operator.name.as_str());
-    }
-    for user in &users {
-        text.push_str(&format!("applianced {user} {ADMIN_ROLE}\n"));
-    }
-    // In embedded mode the user who runs the appliance runs every lane and
-    // the load clients, so it may act as each login role.
-    for role in Role::ALL.into_iter().filter(|r| r.can_login()) {
-        text.push_str(&format!("applianced {} {}\n", operator.name, role.name()));
+    for (user, role) in ident_mappings(accounts) {
+        text.push_str(&format!("{IDENT_MAP} {user} {role}\n"));
     }
     text
 }
@@ -492,17 +550,15 @@ pub fn create_and_start(options: &InitOptions<'_>) -> Result<Embedded, ClusterEr
         return Err(ClusterError::PathTooLong(dir.socket_path(options.port)));
     }
     let pg_bin_dir = locate_binaries(options.pg_bin_dir)?;
-    let server = server_account()?;
-    let operator = sys::account_by_uid(sys::real_uid())
-        .map_err(|e| ClusterError::Account(e.to_string()))?
-        .ok_or_else(|| ClusterError::Account("the calling uid has no passwd entry".into()))?;
+    let server = accounts::server_account().map_err(|e| ClusterError::Account(e.to_string()))?;
+    let accounts = accounts::resolve(server.clone()).map_err(|e| ClusterError::Account(e.to_string()))?;
     let embedded = Embedded { dir, pg_bin_dir, server, port: options.port };
     let dir = &embedded.dir;
     // 0711: other local users (module identities) may traverse to the socket
     // directory but not list or read anything; pgdata and log stay 0700.
     make_dir(&dir.root, 0o711, &embedded.server)?;
     make_dir(&dir.run_dir(), 0o755, &embedded.server)?;
-    make_dir(dir.log_file().parent().unwrap_or(&dir.root), 0o700, &embedded.server)?;
+    make_dir(&dir.log_dir(), 0o700, &embedded.server)?;
     if !dir.pgdata().join("PG_VERSION").exists() {
         make_dir(&dir.pgdata(), 0o700, &embedded.server)?;
         let pgdata = dir.pgdata();
@@ -525,21 +581,93 @@ pub fn create_and_start(options: &InitOptions<'_>) -> Result<Embedded, ClusterEr
         text.push_str("\n# Settings of the RansomEye appliance.\ninclude 'applianced.conf'\n");
         write_owned(&conf, &text, &embedded.server)?;
     }
-    let pgdata = dir.pgdata();
-    write_owned(&pgdata.join("applianced.conf"), &render_settings(dir, options.port), &embedded.server)?;
-    write_owned(&pgdata.join("pg_hba.conf"), HBA, &embedded.server)?;
-    write_owned(&pgdata.join("pg_ident.conf"), &render_ident(&embedded.server, &operator), &embedded.server)?;
+    configure(&embedded, &accounts)?;
     embedded.save()?;
-    if embedded.is_running() {
-        // Regenerated hba/ident/settings take effect without dropping sessions;
-        // settings that need a restart apply at the next start.
-        let pgdata = embedded.dir.pgdata();
-        embedded.run("pg_ctl", &["reload", "-D", path_str(&pgdata)?, "-s"])?;
-    } else {
-        embedded.start()?;
-    }
     create_database(&embedded)?;
     Ok(embedded)
+}
+
+/// Write the generated settings, pg_hba.conf and pg_ident.conf for
+/// `accounts`, then reload a running cluster or start a stopped one.
+/// Settings that need a restart (the socket's group and mode, the log
+/// collector) apply at the cluster's next start.
+pub fn configure(embedded: &Embedded, accounts: &Accounts) -> Result<(), ClusterError> {
+    let pgdata = embedded.dir.pgdata();
+    let group = accounts.db_group.map(|_| accounts::DB_GROUP);
+    let settings = render_settings(&embedded.dir, embedded.port, group);
+    write_owned(&pgdata.join("applianced.conf"), &settings, &embedded.server)?;
+    write_owned(&pgdata.join("pg_hba.conf"), HBA, &embedded.server)?;
+    write_owned(&pgdata.join("pg_ident.conf"), &render_ident(accounts), &embedded.server)?;
+    if embedded.is_running() {
+        // Regenerated hba/ident/settings take effect without dropping sessions.
+        embedded.run("pg_ctl", &["reload", "-D", path_str(&pgdata)?, "-s"]).map(|_| ())
+    } else {
+        embedded.start()
+    }
+}
+
+/// The prefix of the logging collector's file names in `log/`.
+pub const PG_LOG_PREFIX: &str = "postgresql-";
+
+/// The collector's log files, oldest first (their names sort by start time).
+pub fn pg_log_files(dir: &StateDir) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir.log_dir())?
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(PG_LOG_PREFIX) && n.ends_with(".log")))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Keep PostgreSQL's log within [`crate::limits::pg_log_bytes_max`]:
+/// delete the oldest collector files beyond [`crate::limits::pg_log_files_max`]
+/// (the newest, being written, is never deleted), and empty any kept file
+/// that grew past twice the rotation size. The collector names files to
+/// the second, so a flood faster than one file a second appends to the
+/// same name instead of rotating; the collector writes with O_APPEND, so
+/// emptying a file it writes is safe, and a line says what was dropped.
+/// Returns how many files were deleted or emptied.
+pub fn prune_logs(dir: &StateDir) -> std::io::Result<usize> {
+    let files = match pg_log_files(dir) {
+        Ok(files) => files,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let excess = files.len().saturating_sub(crate::limits::pg_log_files_max());
+    for file in &files[..excess] {
+        match fs::remove_file(file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut emptied = 0;
+    let cap = 2 * crate::limits::pg_log_file_bytes();
+    for file in &files[excess..] {
+        let Ok(metadata) = fs::metadata(file) else { continue };
+        if metadata.len() <= cap {
+            continue;
+        }
+        let mut handle = fs::OpenOptions::new().append(true).open(file)?;
+        handle.set_len(0)?;
+        let note = format!(
+            "applianced: {} bytes of this file dropped: it grew past {cap} bytes within a second (a flood)\n",
+            metadata.len()
+        );
+        std::io::Write::write_all(&mut handle, note.as_bytes())?;
+        emptied += 1;
+    }
+    Ok(excess + emptied)
+}
+
+/// Everything PostgreSQL logged that is still kept, oldest first.
+pub fn read_pg_log(dir: &StateDir) -> std::io::Result<String> {
+    let mut text = fs::read_to_string(dir.startup_log_file()).unwrap_or_default();
+    for file in pg_log_files(dir)? {
+        text.push_str(&String::from_utf8_lossy(&fs::read(file)?));
+    }
+    Ok(text)
 }
 
 fn create_database(embedded: &Embedded) -> Result<(), ClusterError> {

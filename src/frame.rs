@@ -164,6 +164,8 @@ pub enum ErrorCode {
     PeerNotAllowed = 15,
     LaneFull = 16,
     Internal = 17,
+    /// HELLO named a producer id that no grant of this peer's uid or gid covers.
+    ProducerNotAllowed = 18,
 }
 
 /// Codes of STATUS frames: a lane's explicit push-back (the connection

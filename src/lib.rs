@@ -40,10 +40,16 @@ pub mod colocate;
 pub mod app;
 /// `applianced run`: binds the sockets, supervises lanes and the cluster.
 pub mod supervisor;
+/// Starting a lane process: its OS identity, spool directory and descriptors.
+pub mod launch;
+/// Partition maintenance and retention, on the supervisor's own thread.
+pub mod maintenance;
 /// Helpers of `applianced demo`: the appliance as a child, loads on every lane.
 pub mod demo;
 /// `applianced bench`: the appliance beside PostgreSQL's COPY ceiling and multi-row INSERT.
 pub mod bench;
+/// The OS accounts: server account, lane identities, the database socket's group.
+pub mod accounts;
 /// The embedded PostgreSQL cluster.
 pub mod cluster;
 /// Config file parsing into a typed target.

@@ -51,6 +51,49 @@ pub const PG_READ_BUFFER_BYTES: usize = 64 * 1024;
 /// How long `init` waits for the embedded cluster to accept connections.
 pub const PG_START_TIMEOUT_S: u32 = 60;
 
+/// Connection slots of the embedded cluster (`max_connections`).
+pub const PG_CONNECTIONS_MAX: u32 = 64;
+/// Slots only a superuser may take (`superuser_reserved_connections`): init
+/// and selftest get in while every other slot is held. PostgreSQL 15 has no
+/// reservation for other roles (`reserved_connections` came in 16).
+pub const PG_SUPERUSER_RESERVED_CONNECTIONS: u32 = 3;
+/// How long a connection may hold a slot before it has authenticated
+/// (`authentication_timeout`, default 60 s). Peer authentication needs one
+/// round trip; a peer that connects and sends nothing is dropped after this.
+pub const PG_AUTHENTICATION_TIMEOUT_S: u32 = 10;
+/// Size of one file of PostgreSQL's log (`log_rotation_size`).
+pub const PG_LOG_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Files of PostgreSQL's log kept; the supervisor deletes older ones
+/// (`cluster::prune_logs`). With `PG_LOG_FILE_BYTES`: 128 MiB of log, the
+/// last 300,000 lines or so of a flood, days of an ordinary appliance.
+pub const PG_LOG_FILES_MAX: usize = 8;
+/// The bound on PostgreSQL's log directory while the appliance runs, as
+/// the supervisor's pruning leaves it (`cluster::prune_logs`, every loop):
+/// the kept files, each at most twice the rotation size, plus one file's
+/// worth for the start-up output and what arrives between two prunes.
+pub fn pg_log_bytes_max() -> u64 {
+    (2 * pg_log_files_max() as u64 + 1) * pg_log_file_bytes()
+}
+
+/// `PG_LOG_FILE_BYTES`; test builds (`failpoints`) may lower it with
+/// `APPLIANCED_TEST_PG_LOG_FILE_KB`, so a test can flood past it quickly.
+pub fn pg_log_file_bytes() -> u64 {
+    #[cfg(feature = "failpoints")]
+    if let Some(kb) = std::env::var("APPLIANCED_TEST_PG_LOG_FILE_KB").ok().and_then(|v| v.parse::<u64>().ok()) {
+        return kb * 1024;
+    }
+    PG_LOG_FILE_BYTES
+}
+
+/// `PG_LOG_FILES_MAX`; test builds may set it with `APPLIANCED_TEST_PG_LOG_FILES`.
+pub fn pg_log_files_max() -> usize {
+    #[cfg(feature = "failpoints")]
+    if let Some(n) = std::env::var("APPLIANCED_TEST_PG_LOG_FILES").ok().and_then(|v| v.parse::<usize>().ok()) {
+        return n.max(1);
+    }
+    PG_LOG_FILES_MAX
+}
+
 /// Unix socket paths are limited to 108 bytes including the NUL
 /// (unix(7), `sun_path`).
 pub const UNIX_PATH_BYTES_MAX: usize = 107;
@@ -78,6 +121,14 @@ pub const FRAME_EVENTS_MAX: u32 = 8192;
 pub const REASON_BYTES_MAX: usize = 256;
 /// Read buffer per client connection: one maximal frame plus its header.
 pub const CLIENT_READ_BUFFER_BYTES: usize = FRAME_BODY_BYTES_MAX + 64 * 1024;
+
+/// The largest producer id and epoch (PostgreSQL's bigint).
+pub const PRODUCER_ID_MAX: u64 = i64::MAX as u64;
+/// The first of the producer ids reserved for the appliance's own use
+/// (selftest's round trip): the top 65,536 ids. Only a peer with the
+/// appliance's uid may claim them; every grant the configuration makes
+/// ends below them.
+pub const RESERVED_PRODUCER_ID_FIRST: u64 = PRODUCER_ID_MAX - 0xFFFF;
 
 // --- lane ---
 
@@ -141,10 +192,28 @@ pub const MAINTENANCE_INTERVAL_S: u64 = 3600;
 /// by the next) does not fail it, but two in a row, or a stalled
 /// supervisor, do.
 pub const MAINTENANCE_STALE_S: u64 = 2 * MAINTENANCE_INTERVAL_S;
+/// The maintenance thread's reconnect backoff: first wait and cap, so a
+/// cluster that is down or recovering is retried at least twice a minute
+/// without a log line more often than once a second.
+pub const MAINTENANCE_RETRY_MIN_MS: u64 = 1_000;
+pub const MAINTENANCE_RETRY_MAX_MS: u64 = 30_000;
+/// Statement timeout of the maintenance session: `DETACH ... CONCURRENTLY`
+/// waits for every older snapshot, so a reader holding one could hold the
+/// pass; five minutes bounds it and the next pass retries.
+pub const MAINTENANCE_STATEMENT_TIMEOUT_S: u64 = 300;
+/// How long `run` waits, before it reports ready, for the first
+/// maintenance pass to create partitions ahead (a cluster in crash
+/// recovery takes seconds); past it, the lanes serve anyway and rows
+/// outside every partition window are quarantined, never lost.
+pub const MAINTENANCE_FIRST_PASS_WAIT_S: u64 = 60;
 /// How long a lane may take to drain after SIGTERM before it is killed.
 pub const LANE_DRAIN_TIMEOUT_S: u64 = 30;
 /// How long a starting lane may take to connect its sandbox and serve.
 pub const LANE_READY_TIMEOUT_S: u64 = 10;
+/// Restarts of a stopped cluster by the supervisor: first wait and cap
+/// (never given up: the lanes keep spooling while it is down).
+pub const CLUSTER_RESTART_BACKOFF_MIN_MS: u64 = 500;
+pub const CLUSTER_RESTART_BACKOFF_MAX_MS: u64 = 30_000;
 /// Lane restart backoff: first wait and cap.
 pub const LANE_RESTART_BACKOFF_MIN_MS: u64 = 100;
 pub const LANE_RESTART_BACKOFF_MAX_MS: u64 = 10_000;

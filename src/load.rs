@@ -202,8 +202,11 @@ pub fn run_load(options: &LoadOptions) -> LoadReport {
     report
 }
 
+/// ERROR codes after which retrying the same HELLO or frames cannot help.
 fn is_final(code: u16) -> bool {
-    [ErrorCode::EpochFenced, ErrorCode::WrongModule, ErrorCode::SequenceGap].iter().any(|c| *c as u16 == code)
+    [ErrorCode::EpochFenced, ErrorCode::WrongModule, ErrorCode::SequenceGap, ErrorCode::ProducerNotAllowed]
+        .iter()
+        .any(|c| *c as u16 == code)
 }
 
 fn session(options: &LoadOptions, progress: &mut Progress, report: &mut LoadReport) -> Result<(), ClientError> {

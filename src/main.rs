@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use std::collections::BTreeMap;
 
-use applianced::ingress::PeerPolicy;
-use applianced::lane::process::{IoMode, LaneArgs, run_lane};
+use applianced::ingress::{GRANT_DEFAULT_LAST, PeerGrant, PeerId, PeerPolicy};
+use applianced::lane::connector::ConnectorArgs;
+use applianced::lane::process::{IoMode, LaneArgs, run_connector, run_lane};
 use applianced::load::{LoadOptions, run_load};
 use applianced::matrix::Module;
 use applianced::sandbox::SandboxMode;
@@ -33,6 +34,7 @@ enum Command {
     Bench(BenchCmd),
     Load(LoadCmd),
     Lane(LaneCmd),
+    LaneConnector(LaneConnectorCmd),
     SandboxProbe(SandboxProbeCmd),
     GenerateSql(GenerateSqlCmd),
 }
@@ -77,10 +79,10 @@ struct RunCmd {
     /// instance name in socket names @ransomeye/<instance>/<module> (default "default")
     #[argh(option, default = "String::from(\"default\")")]
     instance: String,
-    /// MODULE=UID: admit this uid on MODULE's lane (repeatable; replaces the default, the uid that started the appliance)
+    /// MODULE=UID[:FIRST-LAST]: admit this uid on MODULE's lane, claiming producer ids FIRST..LAST (default: every id below the reserved ones); repeatable; replaces the default, the uid that started the appliance
     #[argh(option)]
     peer_uid: Vec<String>,
-    /// MODULE=GID: admit this primary gid on MODULE's lane (repeatable)
+    /// MODULE=GID[:FIRST-LAST]: admit this primary gid on MODULE's lane, as --peer-uid (repeatable)
     #[argh(option)]
     peer_gid: Vec<String>,
     /// lane I/O path: auto (io_uring, else poll), uring or poll
@@ -143,15 +145,19 @@ struct LaneCmd {
     /// module of this lane
     #[argh(option)]
     module: String,
-    /// state directory
+    /// state directory (shown by ps; the lane reads nothing else of it)
     #[argh(option)]
+    #[allow(dead_code)]
     state_dir: PathBuf,
-    /// admitted peer uid (repeatable)
+    /// the lane's spool directory
     #[argh(option)]
-    allow_uid: Vec<u32>,
-    /// admitted peer gid (repeatable)
+    spool_dir: PathBuf,
+    /// the socket file of PostgreSQL
     #[argh(option)]
-    allow_gid: Vec<u32>,
+    pg_socket: PathBuf,
+    /// an admitted peer and its producer ids: uid:UID:FIRST-LAST or gid:GID:FIRST-LAST (repeatable)
+    #[argh(option)]
+    allow: Vec<String>,
     /// auto, uring or poll
     #[argh(option, default = "String::from(\"auto\")")]
     io: String,
@@ -164,15 +170,48 @@ struct LaneCmd {
     /// spool quota in bytes
     #[argh(option, default = "applianced::limits::SPOOL_QUOTA_BYTES_DEFAULT")]
     spool_quota: u64,
+    /// run this sandbox probe instead of serving
+    #[argh(option)]
+    probe: Option<String>,
 }
 
-/// Test probe: enter the lane sandbox, then try one thing it must forbid.
+/// Internal: a lane's PostgreSQL connector (started by its lane, never by hand).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "lane-connector")]
+struct LaneConnectorCmd {
+    /// the socket file of PostgreSQL
+    #[argh(option)]
+    pg_socket: PathBuf,
+    /// the role every connection logs in as
+    #[argh(option)]
+    role: String,
+    /// the database
+    #[argh(option)]
+    database: String,
+    /// application_name of the connections
+    #[argh(option)]
+    application_name: String,
+    /// off, best-effort or required
+    #[argh(option)]
+    sandbox: String,
+}
+
+/// Start one lane process exactly as `run` does (its identity, spool, connector and sandbox), have it try one thing the sandbox must forbid, and print the outcome.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "sandbox-probe")]
 struct SandboxProbeCmd {
-    /// status, open-outside, uring-openat, new-ring, forbidden-syscall or tcp-socket
+    /// status, open-outside, uring-openat, new-ring, forbidden-syscall, tcp-socket, pg-socket, pg-connector or pg-identity
     #[argh(option)]
     probe: String,
+    /// state directory of the cluster
+    #[argh(option)]
+    state_dir: PathBuf,
+    /// the module whose lane to probe (default dpi)
+    #[argh(option, default = "String::from(\"dpi\")")]
+    module: String,
+    /// sandbox mode of the probed lane (default required)
+    #[argh(option, default = "String::from(\"required\")")]
+    sandbox: String,
 }
 
 /// Stop the embedded cluster.
@@ -271,24 +310,44 @@ fn generate_sql(cmd: &GenerateSqlCmd) -> Result<(), app::AppError> {
 
 fn parse_module(name: &str) -> Result<Module, app::AppError> {
     Module::from_name(name).ok_or_else(|| {
-        app::AppError::Refused(format!("unknown module {name:?}; use core, dpi, linux_agent or windows_agent"))
+        app::AppError::Usage(format!("unknown module {name:?}; use core, dpi, linux_agent or windows_agent"))
     })
 }
 
-fn parse_peers(uids: &[String], gids: &[String]) -> Result<BTreeMap<Module, PeerPolicy>, app::AppError> {
+fn parse_peers(uids: &[String], gids: &[String]) -> Result<BTreeMap<Module, Vec<PeerGrant>>, app::AppError> {
     let mut peers = supervisor::default_peers();
     let mut replaced = Vec::new();
     for (spec, is_uid) in uids.iter().map(|s| (s, true)).chain(gids.iter().map(|s| (s, false))) {
-        let (module, id) =
-            spec.split_once('=').ok_or_else(|| app::AppError::Refused(format!("{spec:?}: expected MODULE=ID")))?;
+        let usage = || {
+            app::AppError::Usage(format!(
+                "{spec:?}: expected MODULE=ID or MODULE=ID:FIRST-LAST with LAST below {}",
+                applianced::limits::RESERVED_PRODUCER_ID_FIRST
+            ))
+        };
+        let (module, rest) = spec.split_once('=').ok_or_else(usage)?;
         let module = parse_module(module)?;
-        let id: u32 = id.parse().map_err(|_| app::AppError::Refused(format!("{spec:?}: ID must be a number")))?;
-        let policy = peers.entry(module).or_insert_with(|| PeerPolicy { uids: Vec::new(), gids: Vec::new() });
+        let (id, range) = match rest.split_once(':') {
+            Some((id, range)) => (id, Some(range)),
+            None => (rest, None),
+        };
+        let id: u32 = id.parse().map_err(|_| usage())?;
+        let (first, last) = match range {
+            None => (0, GRANT_DEFAULT_LAST),
+            Some(range) => {
+                let (first, last) = range.split_once('-').ok_or_else(usage)?;
+                (first.parse::<u64>().map_err(|_| usage())?, last.parse::<u64>().map_err(|_| usage())?)
+            }
+        };
+        if first > last || last > GRANT_DEFAULT_LAST {
+            return Err(usage());
+        }
+        let who = if is_uid { PeerId::Uid(id) } else { PeerId::Gid(id) };
+        let grants = peers.entry(module).or_default();
         if !replaced.contains(&module) {
             replaced.push(module);
-            *policy = PeerPolicy { uids: Vec::new(), gids: Vec::new() };
+            grants.clear();
         }
-        if is_uid { policy.uids.push(id) } else { policy.gids.push(id) }
+        grants.push(PeerGrant { who, first_producer: first, last_producer: last });
     }
     Ok(peers)
 }
@@ -302,7 +361,7 @@ fn parse_retention(specs: &[String]) -> Result<BTreeMap<Module, u32>, app::AppEr
             .and_then(|(m, d)| Some((Module::from_name(m)?, d.parse::<u32>().ok()?)))
             .filter(|(_, d)| *d >= applianced::limits::RETENTION_DAYS_MIN);
         let Some((module, d)) = parsed else {
-            return Err(app::AppError::Refused(format!(
+            return Err(app::AppError::Usage(format!(
                 "--retention {spec:?}: expected MODULE=DAYS with DAYS >= {}",
                 applianced::limits::RETENTION_DAYS_MIN
             )));
@@ -314,19 +373,19 @@ fn parse_retention(specs: &[String]) -> Result<BTreeMap<Module, u32>, app::AppEr
 
 fn parse_sandbox(text: &str) -> Result<SandboxMode, app::AppError> {
     SandboxMode::parse(text)
-        .ok_or_else(|| app::AppError::Refused(format!("unknown --sandbox {text:?}; use best-effort, required or off")))
+        .ok_or_else(|| app::AppError::Usage(format!("unknown --sandbox {text:?}; use best-effort, required or off")))
 }
 
 fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
     let io = IoMode::parse(&cmd.io)
-        .ok_or_else(|| app::AppError::Refused(format!("unknown --io {:?}; use auto, uring or poll", cmd.io)))?;
+        .ok_or_else(|| app::AppError::Usage(format!("unknown --io {:?}; use auto, uring or poll", cmd.io)))?;
     let sandbox = if cmd.require_sandbox { SandboxMode::Required } else { parse_sandbox(&cmd.sandbox)? };
     let mut placement = applianced::colocate::default_placement(applianced::sys::cpu_count());
     if let Some(list) = &cmd.lane_cpus {
-        placement.lane_cpus = applianced::colocate::parse_cpu_list(list).map_err(app::AppError::Refused)?;
+        placement.lane_cpus = applianced::colocate::parse_cpu_list(list).map_err(app::AppError::Usage)?;
     }
     if let Some(list) = &cmd.pg_cpus {
-        placement.pg_cpus = applianced::colocate::parse_cpu_list(list).map_err(app::AppError::Refused)?;
+        placement.pg_cpus = applianced::colocate::parse_cpu_list(list).map_err(app::AppError::Usage)?;
     }
     let options = supervisor::RunOptions {
         state_dir: cmd.state_dir.clone(),
@@ -340,7 +399,7 @@ fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
         retention_days: parse_retention(&cmd.retention)?,
     };
     if options.spool_quota_bytes < applianced::limits::SPOOL_QUOTA_BYTES_MIN {
-        return Err(app::AppError::Refused(format!(
+        return Err(app::AppError::Usage(format!(
             "--spool-quota-mb must be at least {} (room for two largest batches)",
             applianced::limits::SPOOL_QUOTA_BYTES_MIN / (1024 * 1024)
         )));
@@ -398,23 +457,27 @@ fn load(cmd: &LoadCmd) -> ExitCode {
 }
 
 fn lane(cmd: &LaneCmd) -> ExitCode {
-    let (Some(module), Some(io), Some(sandbox), Ok(cpus)) = (
+    let grants: Result<Vec<PeerGrant>, String> = cmd.allow.iter().map(|g| PeerGrant::parse(g)).collect();
+    let (Some(module), Some(io), Some(sandbox), Ok(cpus), Ok(grants)) = (
         Module::from_name(&cmd.module),
         IoMode::parse(&cmd.io),
         SandboxMode::parse(&cmd.sandbox),
         applianced::colocate::parse_cpu_list(&cmd.cpus),
+        grants,
     ) else {
-        eprintln!("applianced lane: bad --module, --io, --sandbox or --cpus");
+        eprintln!("applianced lane: bad --module, --io, --sandbox, --cpus or --allow");
         return ExitCode::from(2);
     };
     let args = LaneArgs {
         module,
-        state_dir: cmd.state_dir.clone(),
-        policy: PeerPolicy { uids: cmd.allow_uid.clone(), gids: cmd.allow_gid.clone() },
+        spool_dir: cmd.spool_dir.clone(),
+        pg_socket: cmd.pg_socket.clone(),
+        policy: PeerPolicy { grants },
         io,
         sandbox,
         cpus,
         spool_quota_bytes: cmd.spool_quota,
+        probe: cmd.probe.clone(),
     };
     match run_lane(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -429,41 +492,43 @@ fn lane(cmd: &LaneCmd) -> ExitCode {
     }
 }
 
-/// Each probe runs in its own process (tests/sandbox.rs): the sandbox is
-/// process-wide and irreversible. Prints `probe <name>: <outcome>`.
-fn sandbox_probe(probe: &str) -> ExitCode {
-    let mut ring = match applianced::lane::uring::create_ring() {
-        Ok(ring) => ring,
+fn lane_connector(cmd: &LaneConnectorCmd) -> ExitCode {
+    let Some(sandbox) = SandboxMode::parse(&cmd.sandbox) else {
+        eprintln!("applianced lane-connector: bad --sandbox");
+        return ExitCode::from(2);
+    };
+    let args = ConnectorArgs {
+        sandbox,
+        socket_path: cmd.pg_socket.clone(),
+        role: cmd.role.clone(),
+        database: cmd.database.clone(),
+        application_name: cmd.application_name.clone(),
+    };
+    match run_connector(&args) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            println!("probe {probe}: no io_uring: {e}");
-            return ExitCode::from(3);
+            let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("applianced lane-connector: {e}\n"));
+            ExitCode::from(3)
         }
-    };
-    let Ok(status) = std::fs::File::open("/proc/self/status") else { return ExitCode::from(3) };
-    let report = match applianced::sandbox::enter(SandboxMode::Required, true, status, None) {
-        Ok(report) => report,
-        Err(e) => {
-            println!("probe {probe}: sandbox not entered: {e}");
-            return ExitCode::from(3);
-        }
-    };
-    let outcome = match probe {
-        "status" => format!("{report:?}"),
-        "open-outside" => match std::fs::File::open("/etc/hostname") {
-            Ok(_) => "opened".to_string(),
-            Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(0)),
-        },
-        "uring-openat" => match ring.probe_openat("/etc/hostname") {
-            Ok(code) => format!("cqe {code}"),
-            Err(e) => format!("submit failed: {e}"),
-        },
-        "new-ring" => format!("created: {:?}", applianced::lane::uring::create_ring().map(|_| ())),
-        "forbidden-syscall" => format!("getppid returned {}", applianced::sys::parent_pid()),
-        "tcp-socket" => format!("socket: {:?}", std::net::TcpStream::connect("127.0.0.1:9")),
-        other => format!("unknown probe {other}"),
-    };
-    println!("probe {probe}: {outcome}");
-    ExitCode::SUCCESS
+    }
+}
+
+/// Each probe runs in a lane process of its own (tests/sandbox.rs): the
+/// sandbox is process-wide and irreversible. The lane prints `probe <name>:
+/// <outcome>`; when the sandbox kills it, this prints how.
+fn sandbox_probe(cmd: &SandboxProbeCmd) -> Result<(), app::AppError> {
+    let module = parse_module(&cmd.module)?;
+    let sandbox = parse_sandbox(&cmd.sandbox)?;
+    let status = app::sandbox_probe(&cmd.state_dir, module, sandbox, &cmd.probe)?;
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        println!(
+            "probe {}: killed by signal {signal}{}",
+            cmd.probe,
+            if signal == libc::SIGSYS { " (SIGSYS)" } else { "" }
+        );
+        return Ok(());
+    }
+    if status.success() { Ok(()) } else { Err(app::AppError::Refused(format!("the probed lane failed: {status}"))) }
 }
 
 fn main() -> ExitCode {
@@ -482,12 +547,13 @@ fn main() -> ExitCode {
         Command::Init(cmd) => match (&cmd.state_dir, &cmd.config) {
             (Some(dir), None) => app::init(dir, cmd.pg_bin_dir.as_deref(), cmd.partition_days_ahead).map(|_| ()),
             (None, Some(config)) => app::init_external(config, cmd.partition_days_ahead),
-            _ => Err(app::AppError::Refused("init needs exactly one of --state-dir or --config".into())),
+            _ => Err(app::AppError::Usage("init needs exactly one of --state-dir or --config".into())),
         },
         Command::Run(cmd) => run(cmd),
         Command::Load(cmd) => return load(cmd),
         Command::Lane(cmd) => return lane(cmd),
-        Command::SandboxProbe(cmd) => return sandbox_probe(&cmd.probe),
+        Command::LaneConnector(cmd) => return lane_connector(cmd),
+        Command::SandboxProbe(cmd) => sandbox_probe(cmd),
         Command::Stop(cmd) => app::stop(&cmd.state_dir),
         Command::Selftest(cmd) => app::selftest(cmd.state_dir.as_deref(), cmd.config.as_deref(), cmd.json),
         Command::Demo(cmd) => {

@@ -74,6 +74,29 @@ impl Module {
         }
     }
 
+    /// The OS identity this module's lane process runs as when the
+    /// supervisor can switch uids (root, or CAP_SETUID and CAP_SETGID):
+    /// never root, the PostgreSQL server account or the supervisor's own
+    /// uid; `pg_ident.conf` maps it to [`Role::Writer`] of this module only.
+    pub fn lane_identity(self) -> &'static str {
+        match self {
+            Module::Core => "ransomeye-lane-core",
+            Module::Dpi => "ransomeye-lane-dpi",
+            Module::LinuxAgent => "ransomeye-lane-linux-agent",
+            Module::WindowsAgent => "ransomeye-lane-windows-agent",
+        }
+    }
+
+    /// The account comment of [`Module::lane_identity`].
+    pub fn lane_identity_comment(self) -> &'static str {
+        match self {
+            Module::Core => "RansomEye Core Engine ingest lane",
+            Module::Dpi => "RansomEye DPI probe ingest lane",
+            Module::LinuxAgent => "RansomEye Linux agent ingest lane",
+            Module::WindowsAgent => "RansomEye Windows agent relay ingest lane",
+        }
+    }
+
     /// The abstract Unix socket name of this module's lane, without the
     /// leading NUL byte (shown with `@` as in /proc/net/unix).
     pub fn socket_name(self, instance: &str) -> String {
@@ -134,12 +157,46 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.name() == name)
     }
 
-    /// Whether the role may log in. The owner never does: no session can
-    /// act with owner rights except through pinned SECURITY DEFINER code.
+    /// Whether the role may log in. The owner never does: its rights are
+    /// reached only through pinned SECURITY DEFINER code, and by the
+    /// maintenance role's explicit `SET ROLE` ([`Role::member_of`]).
     pub fn can_login(self) -> bool {
         match self {
             Role::Owner => false,
             Role::Maintenance | Role::Writer(_) | Role::CoreReader => true,
+        }
+    }
+
+    /// The one role this role is a member of. Partition maintenance is a
+    /// NOINHERIT member of the owner: retention (`DETACH ... CONCURRENTLY`,
+    /// `DROP`, BRIN summarization) needs the owner and cannot run inside a
+    /// SECURITY DEFINER function, so the supervisor's maintenance session
+    /// runs it after `SET ROLE` to the owner instead of as a superuser.
+    /// NOINHERIT keeps every privilege check of the role itself as the
+    /// matrix lists it until that `SET ROLE` (sql/0008).
+    pub const fn member_of(self) -> Option<Role> {
+        match self {
+            Role::Maintenance => Some(Role::Owner),
+            Role::Owner | Role::Writer(_) | Role::CoreReader => None,
+        }
+    }
+
+    /// Whether the role uses the privileges of the roles it is a member of
+    /// without `SET ROLE` (PostgreSQL's INHERIT attribute).
+    pub const fn inherits(self) -> bool {
+        self.member_of().is_none()
+    }
+
+    /// `CONNECTION LIMIT` of the role (sql/0001; selftest compares). Their
+    /// sum with the superuser's reserved slots stays within
+    /// `max_connections`, so no role can take another's slots once it has
+    /// authenticated: each lane holds 1 (8 leave room for reconnects while
+    /// a broken connection's backend is still exiting), maintenance 1.
+    pub const fn connection_limit(self) -> u32 {
+        match self {
+            Role::Owner => 0,
+            Role::Maintenance => 2,
+            Role::Writer(_) | Role::CoreReader => 8,
         }
     }
 
@@ -148,6 +205,19 @@ impl Role {
         Role::ALL.into_iter().filter(|r| *r != Role::Owner)
     }
 }
+
+const fn connection_limits_total() -> u32 {
+    let mut total = 0;
+    let mut index = 0;
+    while index < Role::ALL.len() {
+        total += Role::ALL[index].connection_limit();
+        index += 1;
+    }
+    total
+}
+const _: () = assert!(
+    connection_limits_total() + crate::limits::PG_SUPERUSER_RESERVED_CONNECTIONS <= crate::limits::PG_CONNECTIONS_MAX
+);
 
 /// Table privileges PostgreSQL knows, in `has_table_privilege` spelling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

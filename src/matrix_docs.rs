@@ -18,12 +18,13 @@ pub fn render_markdown(instance: &str) -> String {
         let reads: Vec<String> = module_roles(module).into_iter().flat_map(read_objects).collect();
         let reads = if reads.is_empty() { "none".to_string() } else { reads.join("<br>") };
         out.push_str(&format!(
-            "| `{}` ({}; role `{}`; socket `@{}`; OS user `{}`) | {} | {} | {} |\n",
+            "| `{}` ({}; role `{}`; socket `@{}`; OS user `{}`; lane OS user `{}`) | {} | {} | {} |\n",
             module.name(),
             module.description(),
             Role::Writer(module).name(),
             module.socket_name(instance),
             module.os_identity(),
+            module.lane_identity(),
             writes,
             reads,
             read_method(module),
@@ -34,9 +35,10 @@ pub fn render_markdown(instance: &str) -> String {
         Role::Owner.name()
     ));
     out.push_str(&format!(
-        "| appliance partition maintenance (role `{}`) | none by grant: creates partitions only through `{}` | none | none |\n",
+        "| appliance partition maintenance (role `{}`, OS user of the supervisor) | none by grant: creates partitions only through `{}`; retention runs after `SET ROLE {}` (NOINHERIT member) | none | none |\n",
         Role::Maintenance.name(),
-        crate::matrix::FN_ENSURE_PARTITIONS
+        crate::matrix::FN_ENSURE_PARTITIONS,
+        Role::Owner.name()
     ));
     out
 }
@@ -76,6 +78,7 @@ pub fn render_json(instance: &str) -> Value {
                 "pg_role": Role::Writer(module).name(),
                 "reader_role": module_roles(module).into_iter().find(|r| *r == Role::CoreReader).map(Role::name),
                 "os_identity": module.os_identity(),
+                "lane_os_identity": module.lane_identity(),
                 "socket": format!("@{}", module.socket_name(instance)),
                 "write_tables": write_tables,
                 "read_objects": read_objects,

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_summarize_brin_nowait.sql",
         sql: include_str!("../sql/0007_summarize_brin_nowait.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_maintenance_without_superuser.sql",
+        sql: include_str!("../sql/0008_maintenance_without_superuser.sql"),
+    },
 ];
 
 /// The schema version a fully migrated database has.

@@ -195,6 +195,26 @@ pub fn segment_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(segments)
 }
 
+/// Create `path` (and missing ancestors) if it is missing, mode 0750, each
+/// new directory made durable in its parent (fsync of the parent) before
+/// anything is written inside it. An existing directory is left as it is:
+/// its entry was made durable by whoever created it (the supervisor, the
+/// package, or an earlier open).
+fn create_dir_durable(path: &Path) -> Result<(), SpoolError> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    create_dir_durable(parent)?;
+    match std::fs::DirBuilder::new().mode(0o750).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(SpoolError::Io { step: "create", path: path.to_path_buf(), source: e }),
+    }
+    let parent_dir = File::open(parent).map_err(io_error("open directory", parent))?;
+    fsync_dir(&parent_dir, parent)
+}
+
 fn fsync_dir(dir: &File, path: &Path) -> Result<(), SpoolError> {
     dir.sync_all().map_err(|source| SpoolError::Sync { path: path.to_path_buf(), source })
 }
@@ -210,11 +230,8 @@ impl Spool {
         mut summarize: impl FnMut(&[u8]) -> Result<T, String>,
     ) -> Result<(Spool, Recovery<T>), SpoolError> {
         let quarantine_dir = dir_path.join("quarantine");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&quarantine_dir)
-            .map_err(io_error("create", &quarantine_dir))?;
+        create_dir_durable(dir_path)?;
+        create_dir_durable(&quarantine_dir)?;
         let dir = File::open(dir_path).map_err(io_error("open directory", dir_path))?;
         // One lane per spool: a second appliance on the same state directory
         // (another --instance) must not interleave records with this one.
@@ -231,13 +248,8 @@ impl Spool {
             path: lock_path.clone(),
             source,
         })?;
-        // The directories themselves must survive a crash: fsync them and
-        // their parent once they exist.
-        for path in [Some(dir_path), dir_path.parent()].into_iter().flatten() {
-            File::open(path)
-                .and_then(|d| d.sync_all())
-                .map_err(|source| SpoolError::Sync { path: path.to_path_buf(), source })?;
-        }
+        // The directory's own entries (the lock, a quarantine/ just made).
+        fsync_dir(&dir, dir_path)?;
         let firsts: Vec<u64> =
             segment_files(dir_path).map_err(io_error("list", dir_path))?.into_iter().map(|(first, _)| first).collect();
         let mut spool = Spool {

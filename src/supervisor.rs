@@ -2,40 +2,49 @@
 //!
 //! Starts the embedded cluster, binds every module's abstract socket
 //! (refusing to start if any name is already bound: a second appliance or
-//! a squatter), re-executes this binary once per module as a lane process
-//! that inherits only its listening socket (as fd 3) and stdio, restarts a
-//! lane that dies (with backoff) while the others keep serving, keeps
-//! partitions created ahead as `ransomeye_maint`, and on SIGTERM/SIGINT
-//! lets every lane drain, stops the cluster and exits 0.
+//! a squatter), starts one lane process per module through the launcher
+//! (as the lane's own OS identity where it can, with only its listening
+//! socket and its control socket), restarts a lane that dies (with backoff)
+//! while the others keep serving, restarts the cluster when it stops (with
+//! backoff, never giving up), keeps PostgreSQL's log within its bound,
+//! runs partition maintenance on a thread of its own, and on SIGTERM/SIGINT
+//! asks every lane to drain, stops the cluster and exits 0.
+//!
+//! Runs unsandboxed, as root or as the unit's user with CAP_SETUID and
+//! CAP_SETGID in its permitted set only (lowered at start; a forked child
+//! raises them for its identity switch, and exec leaves it none).
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::app::AppError;
-use crate::cluster::{ClusterError, Embedded, StateDir};
-use crate::ingress::PeerPolicy;
-use crate::lane::process::{IoMode, LISTEN_FD};
+use crate::cluster::{Embedded, StateDir};
+use crate::ingress::PeerGrant;
+use crate::lane::links::{CONTROL_DRAIN, CONTROL_MESSAGE_BYTES_MAX, CONTROL_STATUS};
+use crate::lane::process::{IoMode, spool_dir, status_path};
+use crate::launch::{LaneIdentities, LaneOptions, Launcher};
 use crate::limits::{
-    DATABASE_NAME, LANE_DRAIN_TIMEOUT_S, LANE_READY_TIMEOUT_S, LANE_RESTART_BACKOFF_MAX_MS,
-    LANE_RESTART_BACKOFF_MIN_MS, MAINTENANCE_INTERVAL_S,
+    CLUSTER_RESTART_BACKOFF_MAX_MS, CLUSTER_RESTART_BACKOFF_MIN_MS, LANE_DRAIN_TIMEOUT_S, LANE_READY_TIMEOUT_S,
+    LANE_RESTART_BACKOFF_MAX_MS, LANE_RESTART_BACKOFF_MIN_MS,
 };
-use crate::matrix::{Module, Role};
+use crate::maintenance::{MaintenanceOptions, MaintenanceThread};
+use crate::matrix::Module;
 use crate::sys;
+use crate::sys::fdpass::{receive_message, send_message};
 
-/// Supervisor loop period.
+/// Supervisor loop period (it wakes earlier for a signal or a lane's message).
 const SUPERVISE_INTERVAL_MS: u64 = 500;
-/// Consecutive failed restarts of the cluster before the supervisor gives up.
-const CLUSTER_RESTARTS_MAX: u32 = 5;
 
 pub struct RunOptions {
     pub state_dir: PathBuf,
     pub instance: String,
-    pub peers: BTreeMap<Module, PeerPolicy>,
+    /// Per module, who may connect and which producer ids each may claim.
+    pub peers: BTreeMap<Module, Vec<PeerGrant>>,
     pub io: IoMode,
     pub sandbox: crate::sandbox::SandboxMode,
     pub placement: crate::colocate::Placement,
@@ -50,6 +59,8 @@ struct Lane {
     module: Module,
     listener: UnixListener,
     child: Option<Child>,
+    /// The supervisor's end of the running lane's control socket.
+    control: Option<OwnedFd>,
     restarts: u32,
     restart_at: Option<Instant>,
 }
@@ -80,13 +91,20 @@ impl RunningAppliance {
 
     fn save(&self, dir: &StateDir) -> Result<(), AppError> {
         let text = format!("pid = {}\nuid = {}\ninstance = \"{}\"\n", self.pid, self.uid, self.instance);
-        std::fs::write(RunningAppliance::path(dir), text)
+        write_replacing(&RunningAppliance::path(dir), &text)
             .map_err(|source| AppError::Io { step: "write appliance.pid", source })
     }
 
     fn remove(dir: &StateDir) {
         let _ = std::fs::remove_file(RunningAppliance::path(dir));
     }
+}
+
+/// Write a file by rename, so that no reader ever sees half of it.
+fn write_replacing(path: &Path, text: &str) -> std::io::Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, path)
 }
 
 /// Bind a module's abstract socket, or explain who holds it.
@@ -105,406 +123,108 @@ pub fn bind_lane_socket(instance: &str, module: Module) -> Result<UnixListener, 
     })
 }
 
-fn spawn_lane(lane: &Lane, options: &RunOptions) -> Result<Child, AppError> {
-    let policy = &options.peers[&lane.module];
-    let mut command = Command::new("/proc/self/exe");
-    command
-        .arg("lane")
-        .args(["--module", lane.module.name(), "--io", options.io.name(), "--sandbox", options.sandbox.name()])
-        .args(["--cpus", &crate::colocate::render_cpu_list(&options.placement.lane_cpus)])
-        .args(["--spool-quota", &options.spool_quota_bytes.to_string()])
-        .arg("--state-dir")
-        .arg(&options.state_dir)
-        .env_clear()
-        .stdin(Stdio::null());
-    for uid in &policy.uids {
-        command.args(["--allow-uid", &uid.to_string()]);
-    }
-    for gid in &policy.gids {
-        command.args(["--allow-gid", &gid.to_string()]);
-    }
-    if let Ok(filter) = std::env::var("APPLIANCED_LOG") {
-        command.env("APPLIANCED_LOG", filter);
-    }
-    // Failpoints (test builds only) are passed to a lane's first life, not
-    // to its restarts: a failpoint stops a lane once.
-    if cfg!(feature = "failpoints") && lane.restarts == 0 {
-        for key in [crate::failpoint::ENV, crate::failpoint::ENV_LANE] {
-            if let Ok(value) = std::env::var(key) {
-                command.env(key, value);
-            }
+/// The environment of a lane: the log filter, and in test builds the
+/// failpoints (first life only: a failpoint stops a lane once) and the
+/// simulated clock (every life).
+pub fn lane_env(restarts: u32) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let mut pass = |key: &str| {
+        if let Ok(value) = std::env::var(key) {
+            env.push((key.to_string(), value));
         }
-    }
-    // The simulated clock (test builds only) in every life of a lane.
+    };
+    pass("APPLIANCED_LOG");
     if cfg!(feature = "failpoints") {
-        if let Ok(value) = std::env::var(crate::clock::TEST_CLOCK_ENV) {
-            command.env(crate::clock::TEST_CLOCK_ENV, value);
+        if restarts == 0 {
+            pass(crate::failpoint::ENV);
+            pass(crate::failpoint::ENV_LANE);
         }
+        pass(crate::clock::TEST_CLOCK_ENV);
     }
-    sys::pass_fd_to_child(&mut command, lane.listener.as_raw_fd(), LISTEN_FD);
-    command.spawn().map_err(|source| AppError::Io { step: "spawn lane", source })
+    env
 }
 
-fn pin_postgres(embedded: &Embedded, cpus: &[usize]) {
-    let Some(pid) = embedded.postmaster_pid() else { return };
-    match crate::colocate::apply_to_postgres(pid, cpus) {
-        Ok(count) => {
-            tracing::info!(cpus = %crate::colocate::render_cpu_list(cpus), processes = count, "PostgreSQL pinned")
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot pin PostgreSQL"),
+/// A lane's grants as its command line takes them: the configured ones,
+/// and the reserved producer ids for the appliance's own uid.
+pub fn lane_grants(peers: &BTreeMap<Module, Vec<PeerGrant>>, module: Module) -> Vec<String> {
+    let mut grants: Vec<PeerGrant> = peers.get(&module).cloned().unwrap_or_default();
+    grants.push(PeerGrant::appliance(sys::real_uid()));
+    grants.iter().map(ToString::to_string).collect()
+}
+
+fn lane_options(options: &RunOptions, module: Module) -> LaneOptions {
+    LaneOptions {
+        io: options.io,
+        sandbox: options.sandbox,
+        cpus: options.placement.lane_cpus.clone(),
+        spool_quota_bytes: options.spool_quota_bytes,
+        grants: lane_grants(&options.peers, module),
     }
 }
 
-/// Create partitions ahead as the maintenance role, from the day before
-/// `today_days` (the appliance clock's UTC date, days since 1970-01-01)
-/// through `days_ahead` days after it.
-pub fn maintain_partitions(embedded: &Embedded, today_days: i64, days_ahead: u32) -> Result<String, AppError> {
-    let mut conn = crate::pg::Connection::connect(&embedded.connect_params(Role::Maintenance.name(), DATABASE_NAME))
-        .map_err(|source| AppError::Pg { step: "connect as ransomeye_maint", source })?;
-    let yesterday = crate::clock::date_text(today_days - 1);
-    conn.query_value(&format!("SELECT appliance.ensure_partitions('{yesterday}'::date, {})", days_ahead + 2))
-        .map_err(|source| AppError::Pg { step: "create partitions ahead", source })
-}
-
-/// The attached (not detach-pending) day partitions of the event tables,
-/// as a FROM list: `e` the registry row, `n` its schema, `p` the parent,
-/// `c` one day partition, whose day is [`PARTITION_DAY`].
-const DAY_PARTITIONS: &str = "appliance.event_tables e JOIN pg_namespace n ON n.nspname = e.schema_name \
-     JOIN pg_class p ON p.relnamespace = n.oid AND p.relname = e.table_name \
-     JOIN pg_inherits i ON i.inhparent = p.oid AND NOT i.inhdetachpending \
-     JOIN pg_class c ON c.oid = i.inhrelid";
-/// The day of partition `c` of [`DAY_PARTITIONS`], from its name (`<table>_pYYYYMMDD`).
-const PARTITION_DAY: &str = "to_date(right(c.relname, 8), 'YYYYMMDD')";
-
-/// What one retention run did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RetentionReport {
-    /// Detaches found pending (interrupted) and finished with FINALIZE.
-    pub finalized: Vec<String>,
-    /// Day partitions detached (CONCURRENTLY) and dropped.
-    pub dropped: Vec<String>,
-    /// `appliance.batch_ledger` rows older than their module's retention, deleted.
-    pub ledger_rows_deleted: u64,
-    /// BRIN page ranges of the closed days' leaves summarized now.
-    pub ranges_summarized: u64,
-    /// Leaf BRIN indexes that could not be summarized this run (a lock
-    /// timeout behind autovacuum, which summarizes them itself); retried
-    /// by the next run, and not a failure of this one.
-    pub summarize_skipped: Vec<String>,
-}
-
-/// Retention: every day partition of a module's event tables older than
-/// its retention (`day < today − days`) is detached with `DETACH PARTITION
-/// ... CONCURRENTLY` (SHARE UPDATE EXCLUSIVE on the parent: ingest's COPY
-/// keeps running) and then dropped; a detach left pending by an earlier
-/// interrupted run is finished first with `FINALIZE`. Runs as the owner
-/// role (`SET ROLE ransomeye_owner` from the admin session): DETACH needs
-/// ownership, and `CONCURRENTLY` cannot run inside a function or
-/// transaction, so it cannot be a SECURITY DEFINER function of the
-/// maintenance role. Each statement runs under `lock_timeout` =
-/// PARTITION_LOCK_TIMEOUT_MS; a timeout fails this run, the next retries.
-pub fn apply_retention(
-    embedded: &Embedded,
-    retention_days: &BTreeMap<Module, u32>,
-    today_days: i64,
-) -> Result<RetentionReport, AppError> {
-    let pg = |step: &'static str| move |source| AppError::Pg { step, source };
-    let mut conn = embedded.connect_admin(DATABASE_NAME).map_err(pg("connect for retention"))?;
-    conn.execute(&format!(
-        "SET ROLE ransomeye_owner; SET lock_timeout = '{}ms'",
-        crate::limits::PARTITION_LOCK_TIMEOUT_MS
-    ))
-    .map_err(pg("retention session"))?;
-    let mut report = RetentionReport::default();
-    let pending = conn
-        .simple_query(
-            "SELECT format('%I.%I', pn.nspname, p.relname), format('%I.%I', cn.nspname, c.relname) \
-             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace \
-             JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace \
-             WHERE i.inhdetachpending ORDER BY 2",
+fn spawn_lane(lane: &mut Lane, launcher: &Launcher, options: &RunOptions, dir: &StateDir) -> Result<(), AppError> {
+    let spool = spool_dir(dir, lane.module);
+    let (child, control) = launcher
+        .launch(
+            lane.module,
+            lane.listener.as_fd(),
+            &lane_options(options, lane.module),
+            &spool,
+            lane_env(lane.restarts),
+            None,
         )
-        .map_err(pg("list pending detaches"))?;
-    for row in pending {
-        let (Some(Some(parent)), Some(Some(child))) = (row.first(), row.get(1)) else { continue };
-        conn.execute(&format!("ALTER TABLE {parent} DETACH PARTITION {child} FINALIZE"))
-            .map_err(pg("finish an interrupted detach"))?;
-        conn.execute(&format!("DROP TABLE {child}")).map_err(pg("drop a detached partition"))?;
-        tracing::warn!(parent, partition = child, "interrupted detach finished and partition dropped");
-        report.finalized.push(child.clone());
-    }
-    for module in Module::ALL {
-        let Some(days) = retention_days.get(&module) else { continue };
-        let cutoff = crate::clock::date_text(today_days - i64::from(*days));
-        let old = conn
-            .simple_query(&format!(
-                "SELECT format('%I.%I', e.schema_name, e.table_name), format('%I.%I', e.schema_name, c.relname) \
-                 FROM {DAY_PARTITIONS} WHERE e.schema_name = '{}' AND {PARTITION_DAY} < '{cutoff}'::date ORDER BY 2",
-                module.schema()
-            ))
-            .map_err(pg("list partitions past retention"))?;
-        for row in old {
-            let (Some(Some(parent)), Some(Some(child))) = (row.first(), row.get(1)) else { continue };
-            conn.execute(&format!("ALTER TABLE {parent} DETACH PARTITION {child} CONCURRENTLY"))
-                .map_err(pg("detach a partition past retention"))?;
-            conn.execute(&format!("DROP TABLE {child}")).map_err(pg("drop a partition past retention"))?;
-            report.dropped.push(child.clone());
-        }
-        // The ledger follows the same retention, so it stays bounded too.
-        let deleted = conn
-            .query_value(&format!(
-                "WITH d AS (DELETE FROM appliance.batch_ledger WHERE module = '{}' \
-                 AND committed_at < ('{cutoff}'::date)::timestamp AT TIME ZONE 'UTC' RETURNING 1) SELECT count(*) FROM d",
-                module.name()
-            ))
-            .map_err(pg("prune the batch ledger"))?;
-        report.ledger_rows_deleted += deleted.parse::<u64>().unwrap_or(0);
-    }
-    summarize_closed_days(&mut conn, today_days, &mut report)?;
-    Ok(report)
-}
-
-/// The leaves' BRIN indexes have `autosummarize = off` (migration 0006):
-/// autovacuum's insert-triggered vacuum (every 100,000 rows of a leaf)
-/// summarizes today's ranges, and this step summarizes what a leaf of the
-/// two days before today gathered after its last vacuum, so a closed day is
-/// fully summarized within one maintenance interval of its end.
-/// `brin_summarize_new_values` needs the table's owner (this session's
-/// role) and reads only the ranges not yet summarized. Each call
-/// (`appliance.summarize_brin_nowait`, migration 0007) waits at most
-/// `SUMMARIZE_LOCK_TIMEOUT_MS` for its leaf (held only by a vacuum or
-/// analyze of it) and then returns NULL without raising, so the step never
-/// cancels an autovacuum, never aborts a transaction, and a pass stays short.
-fn summarize_closed_days(
-    conn: &mut crate::pg::Connection,
-    today_days: i64,
-    report: &mut RetentionReport,
-) -> Result<(), AppError> {
-    let (first, last) = (crate::clock::date_text(today_days - 2), crate::clock::date_text(today_days - 1));
-    let indexes = conn
-        .simple_query(&format!(
-            "SELECT format('%I.%I', n.nspname, ic.relname) FROM {DAY_PARTITIONS} \
-             JOIN pg_inherits l ON l.inhparent = c.oid JOIN pg_index x ON x.indrelid = l.inhrelid \
-             JOIN pg_class ic ON ic.oid = x.indexrelid JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'brin' \
-             WHERE {PARTITION_DAY} BETWEEN '{first}'::date AND '{last}'::date ORDER BY 1"
-        ))
-        .map_err(|source| AppError::Pg { step: "list the closed days' BRIN indexes", source })?;
-    for row in indexes {
-        let Some(Some(index)) = row.first() else { continue };
-        let sql = format!(
-            "SELECT appliance.summarize_brin_nowait('{index}'::regclass, {})",
-            crate::limits::SUMMARIZE_LOCK_TIMEOUT_MS
-        );
-        // The ranges summarized, or NULL when the leaf stayed locked.
-        match conn.query_nullable_value(&sql) {
-            Ok(Some(ranges)) => report.ranges_summarized += ranges.parse::<u64>().unwrap_or(0),
-            Ok(None) => {
-                tracing::info!(index, "BRIN index's leaf is being vacuumed or analyzed: summarized by the next run");
-                report.summarize_skipped.push(index.clone());
-            }
-            Err(e) => {
-                tracing::warn!(index, error = %e, "cannot summarize a BRIN index now; the next run retries");
-                report.summarize_skipped.push(index.clone());
-            }
-        }
-    }
+        .map_err(|e| AppError::Refused(format!("lane {}: {e}", lane.module.name())))?;
+    lane.child = Some(child);
+    lane.control = Some(control);
     Ok(())
 }
 
-/// What the supervisor's partition maintenance last did, kept in
-/// `<state>/run/maintenance.status` (replaced by rename after every run, so a
-/// reader never sees half a file). selftest checks that a running appliance
-/// maintains its partitions; the lifecycle test checks the partition window
-/// against the day the last run used.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct MaintenanceStatus {
-    /// The supervisor that wrote it (a file left by an earlier run is ignored).
-    pub pid: i32,
-    /// Runs finished since the supervisor started.
-    pub runs: u64,
-    /// The appliance-clock day (days since 1970-01-01) the last run created
-    /// partitions from (it creates yesterday through day + days ahead).
-    pub partitions_day: i64,
-    /// The appliance-clock day the last run's retention used: day partitions
-    /// older than day − retention were dropped.
-    pub retention_day: i64,
-    /// Real time (Unix µs) the last run finished.
-    pub finished_us: i64,
-    /// Real time (Unix µs) the last run that succeeded in both steps finished (0: none yet).
-    pub last_ok_us: i64,
-    /// Closed-day BRIN indexes the last run could not summarize (their leaf
-    /// was being vacuumed or analyzed); the next run retries them.
-    pub summarize_skipped: u64,
-    /// The last run's error, empty when it succeeded.
-    pub last_error: String,
-}
-
-impl MaintenanceStatus {
-    pub fn path(dir: &StateDir) -> PathBuf {
-        dir.run_dir().join("maintenance.status")
-    }
-
-    pub fn load(dir: &StateDir) -> Option<MaintenanceStatus> {
-        let text = std::fs::read_to_string(MaintenanceStatus::path(dir)).ok()?;
-        let mut pairs = crate::config::parse_pairs(&text).ok()?;
-        let number = |key: &str| pairs.get(key)?.parse::<i64>().ok();
-        Some(MaintenanceStatus {
-            pid: i32::try_from(number("pid")?).ok()?,
-            runs: u64::try_from(number("runs")?).ok()?,
-            partitions_day: number("partitions_day")?,
-            retention_day: number("retention_day")?,
-            finished_us: number("finished_us")?,
-            last_ok_us: number("last_ok_us")?,
-            summarize_skipped: u64::try_from(number("summarize_skipped")?).ok()?,
-            last_error: pairs.remove("last_error")?,
-        })
-    }
-
-    /// The file's text.
-    pub fn render(&self) -> String {
-        // The pair format has no escapes: quotes, comment marks and line breaks
-        // in an error message become spaces.
-        let error: String =
-            self.last_error.chars().map(|c| if matches!(c, '"' | '#' | '\n' | '\r') { ' ' } else { c }).collect();
-        format!(
-            "pid = {}\nruns = {}\npartitions_day = {}\nretention_day = {}\nfinished_us = {}\nlast_ok_us = {}\n\
-             summarize_skipped = {}\nlast_error = \"{error}\"\n",
-            self.pid,
-            self.runs,
-            self.partitions_day,
-            self.retention_day,
-            self.finished_us,
-            self.last_ok_us,
-            self.summarize_skipped
-        )
-    }
-
-    fn save(&self, dir: &StateDir) -> std::io::Result<()> {
-        let text = self.render();
-        let path = MaintenanceStatus::path(dir);
-        let partial = path.with_extension("status.partial");
-        std::fs::write(&partial, text)?;
-        std::fs::rename(&partial, &path)
-    }
-}
-
-/// One maintenance run: partitions ahead, then retention; records the
-/// outcome in `status` and its file.
-fn maintain(embedded: &Embedded, options: &RunOptions, status: &mut MaintenanceStatus) {
-    let mut errors = Vec::new();
-    status.partitions_day = crate::clock::today_days();
-    match maintain_partitions(embedded, status.partitions_day, options.partition_days_ahead) {
-        Ok(created) if created != "0" => tracing::info!(created, "partitions ahead created"),
-        Ok(_) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "partition maintenance failed; will retry");
-            errors.push(e.to_string());
-        }
-    }
-    status.retention_day = crate::clock::today_days();
-    let retention = apply_retention(embedded, &options.retention_days, status.retention_day);
-    status.summarize_skipped = retention.as_ref().map_or(0, |r| r.summarize_skipped.len() as u64);
-    match retention {
-        Ok(report) if report != RetentionReport::default() => {
-            tracing::info!(
-                dropped = report.dropped.len(),
-                finalized = report.finalized.len(),
-                ledger_rows_deleted = report.ledger_rows_deleted,
-                ranges_summarized = report.ranges_summarized,
-                summarize_skipped = report.summarize_skipped.len(),
-                "retention applied"
-            )
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "retention failed; will retry");
-            errors.push(e.to_string());
-        }
-    }
-    status.runs += 1;
-    status.finished_us = crate::clock::real_us();
-    if errors.is_empty() {
-        status.last_ok_us = status.finished_us;
-    }
-    status.last_error = errors.join("; ");
-    if let Err(e) = status.save(&embedded.dir) {
-        tracing::warn!(error = %e, "cannot write the maintenance status file");
-    }
-}
-
-pub fn run(options: &RunOptions) -> Result<(), AppError> {
-    sys::block_supervisor_signals().map_err(|source| AppError::Io { step: "block signals", source })?;
-    let embedded = Embedded::load(&options.state_dir)?;
-    embedded.start()?;
-    pin_postgres(&embedded, &options.placement.pg_cpus);
-    let created = maintain_partitions(&embedded, crate::clock::today_days(), options.partition_days_ahead)?;
-    tracing::info!(created, "partitions ahead ensured");
-    let mut lanes = Vec::new();
-    for module in Module::ALL {
-        let listener = bind_lane_socket(&options.instance, module)?;
-        lanes.push(Lane { module, listener, child: None, restarts: 0, restart_at: None });
-    }
-    for lane in &mut lanes {
-        lane.child = Some(spawn_lane(lane, options)?);
-    }
-    for lane in &mut lanes {
-        wait_until_serving(lane, &embedded)?;
-    }
-    let me = RunningAppliance {
-        pid: std::process::id() as i32,
-        uid: sys::effective_uid(),
-        instance: options.instance.clone(),
-    };
-    me.save(&embedded.dir)?;
-    println!("applianced: ready: {} lanes listening on @ransomeye/{}/<module>", lanes.len(), options.instance);
-    notify_systemd("READY=1\nSTATUS=every lane is serving");
-    let mut maintenance = MaintenanceStatus { pid: me.pid, ..MaintenanceStatus::default() };
-    maintain(&embedded, options, &mut maintenance);
-    let mut last_maintenance_us = crate::clock::wall_us();
-    let mut cluster_restarts = 0u32;
+/// Read what a lane sent on its control socket. Its status (sent once it
+/// serves) is recorded in `run/lane-<module>.status` under the pid this
+/// supervisor knows, with the identity it gave the lane. Returns whether a
+/// status arrived.
+fn on_control(lane: &mut Lane, dir: &StateDir, identities: &LaneIdentities) -> bool {
+    let (Some(control), Some(child)) = (lane.control.as_ref(), lane.child.as_ref()) else { return false };
+    let mut buffer = vec![0u8; CONTROL_MESSAGE_BYTES_MAX];
+    let mut serving = false;
     loop {
-        let signal = sys::wait_signal(Duration::from_millis(SUPERVISE_INTERVAL_MS))
-            .map_err(|source| AppError::Io { step: "wait for signals", source })?;
-        if matches!(signal, Some(sys::Signal::Terminate | sys::Signal::Interrupt)) {
-            return shutdown(&mut lanes, &embedded);
-        }
-        for lane in &mut lanes {
-            reap_and_restart(lane, options);
-        }
-        if !embedded.is_running() {
-            cluster_restarts += 1;
-            tracing::warn!(cluster_restarts, "cluster is not running; restarting it");
-            if cluster_restarts > CLUSTER_RESTARTS_MAX {
-                return Err(AppError::Cluster(ClusterError::Command {
-                    what: "supervise cluster".into(),
-                    detail: "gave up after repeated restarts".into(),
-                }));
+        match receive_message(control.as_fd(), &mut buffer) {
+            Ok(Some(message)) if message.len > 1 && buffer[0] == CONTROL_STATUS => {
+                let lines = String::from_utf8_lossy(&buffer[1..message.len]);
+                let status = format!("pid = {}\nidentity = \"{}\"\n{lines}", child.id(), identities.label(lane.module));
+                if let Err(e) = write_replacing(&status_path(dir, lane.module), &status) {
+                    tracing::warn!(lane = lane.module.name(), error = %e, "cannot write the lane status file");
+                }
+                serving = true;
             }
-            match embedded.start() {
-                Ok(()) => pin_postgres(&embedded, &options.placement.pg_cpus),
-                Err(e) => tracing::error!(error = %e, "cluster restart failed"),
+            Ok(Some(message)) if message.len == 0 => {
+                // The lane closed its end (it is exiting); the reap restarts it.
+                lane.control = None;
+                return serving;
             }
-        } else {
-            cluster_restarts = 0;
-        }
-        // Due by the appliance clock (simulated in the lifecycle test).
-        if crate::clock::wall_us() - last_maintenance_us >= MAINTENANCE_INTERVAL_S as i64 * 1_000_000 {
-            last_maintenance_us = crate::clock::wall_us();
-            maintain(&embedded, options, &mut maintenance);
+            Ok(Some(message)) => {
+                tracing::warn!(lane = lane.module.name(), bytes = message.len, "unknown control message ignored")
+            }
+            Ok(None) => return serving,
+            Err(e) => {
+                tracing::warn!(lane = lane.module.name(), error = %e, "control socket failed");
+                lane.control = None;
+                return serving;
+            }
         }
     }
 }
 
-/// Wait until a lane has entered its sandbox and written its status file
-/// (it does so just before serving); fail if it exits first.
-fn wait_until_serving(lane: &mut Lane, embedded: &Embedded) -> Result<(), AppError> {
+/// Wait until a lane has entered its sandbox and reported its status (it
+/// does so just before serving); fail if it exits first or takes longer
+/// than `LANE_READY_TIMEOUT_S`.
+fn wait_until_serving(lane: &mut Lane, dir: &StateDir, identities: &LaneIdentities) -> Result<(), AppError> {
     let deadline = Instant::now() + Duration::from_secs(LANE_READY_TIMEOUT_S);
-    let Some(child) = lane.child.as_mut() else { return Ok(()) };
-    let expected = child.id().to_string();
     loop {
-        let status = crate::lane::process::read_status(&embedded.dir, lane.module);
-        if status.get("pid") == Some(&expected) && status.contains_key("sandbox_fully_enforced") {
+        if on_control(lane, dir, identities) {
             return Ok(());
         }
+        let Some(child) = lane.child.as_mut() else { return Ok(()) };
         if let Ok(Some(status)) = child.try_wait() {
             return Err(AppError::Refused(format!("lane {} exited during start-up: {status}", lane.module.name())));
         }
@@ -514,11 +234,13 @@ fn wait_until_serving(lane: &mut Lane, embedded: &Embedded) -> Result<(), AppErr
                 lane.module.name()
             )));
         }
-        std::thread::sleep(Duration::from_millis(10));
+        let fd = lane.control.as_ref().map_or(-1, |c| c.as_raw_fd());
+        let mut fds = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
+        let _ = sys::poll(&mut fds, 20);
     }
 }
 
-fn reap_and_restart(lane: &mut Lane, options: &RunOptions) {
+fn reap_and_restart(lane: &mut Lane, launcher: &Launcher, options: &RunOptions, dir: &StateDir) {
     if let Some(child) = lane.child.as_mut() {
         match child.try_wait() {
             Ok(None) => return,
@@ -526,6 +248,7 @@ fn reap_and_restart(lane: &mut Lane, options: &RunOptions) {
                 let backoff = (LANE_RESTART_BACKOFF_MIN_MS << lane.restarts.min(7)).min(LANE_RESTART_BACKOFF_MAX_MS);
                 tracing::error!(lane = lane.module.name(), %status, restart_in_ms = backoff, "lane exited; restarting");
                 lane.child = None;
+                lane.control = None;
                 lane.restarts += 1;
                 lane.restart_at = Some(Instant::now() + Duration::from_millis(backoff));
             }
@@ -536,13 +259,20 @@ fn reap_and_restart(lane: &mut Lane, options: &RunOptions) {
         }
     }
     if lane.restart_at.is_some_and(|at| Instant::now() >= at) {
-        match spawn_lane(lane, options) {
-            Ok(child) => {
-                lane.child = Some(child);
-                lane.restart_at = None;
-            }
+        match spawn_lane(lane, launcher, options, dir) {
+            Ok(()) => lane.restart_at = None,
             Err(e) => tracing::error!(lane = lane.module.name(), error = %e, "lane restart failed"),
         }
+    }
+}
+
+fn pin_postgres(embedded: &Embedded, cpus: &[usize]) {
+    let Some(pid) = embedded.postmaster_pid() else { return };
+    match crate::colocate::apply_to_postgres(pid, cpus) {
+        Ok(count) => {
+            tracing::info!(cpus = %crate::colocate::render_cpu_list(cpus), processes = count, "PostgreSQL pinned")
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot pin PostgreSQL"),
     }
 }
 
@@ -562,6 +292,138 @@ fn notify_systemd(state: &str) {
     }
 }
 
+/// Restarts of a stopped cluster: backoff doubling from
+/// `CLUSTER_RESTART_BACKOFF_MIN_MS` to `CLUSTER_RESTART_BACKOFF_MAX_MS`,
+/// never giving up (lanes keep spooling meanwhile).
+struct ClusterWatch {
+    retry_at: Instant,
+    backoff_ms: u64,
+    failures: u64,
+}
+
+impl ClusterWatch {
+    fn new() -> ClusterWatch {
+        ClusterWatch { retry_at: Instant::now(), backoff_ms: CLUSTER_RESTART_BACKOFF_MIN_MS, failures: 0 }
+    }
+
+    fn check(&mut self, embedded: &Embedded, pg_cpus: &[usize]) {
+        if embedded.is_running() {
+            self.backoff_ms = CLUSTER_RESTART_BACKOFF_MIN_MS;
+            self.failures = 0;
+            return;
+        }
+        if Instant::now() < self.retry_at {
+            return;
+        }
+        tracing::warn!(failures = self.failures, "cluster is not running; starting it");
+        match embedded.start() {
+            Ok(()) => {
+                tracing::info!("cluster started again");
+                pin_postgres(embedded, pg_cpus);
+                self.backoff_ms = CLUSTER_RESTART_BACKOFF_MIN_MS;
+                self.failures = 0;
+            }
+            Err(e) => {
+                self.failures += 1;
+                tracing::error!(error = %e, retry_in_ms = self.backoff_ms, failures = self.failures, "cluster restart failed");
+                self.retry_at = Instant::now() + Duration::from_millis(self.backoff_ms);
+                self.backoff_ms = (self.backoff_ms * 2).min(CLUSTER_RESTART_BACKOFF_MAX_MS);
+            }
+        }
+    }
+}
+
+pub fn run(options: &RunOptions) -> Result<(), AppError> {
+    sys::block_supervisor_signals().map_err(|source| AppError::Io { step: "block signals", source })?;
+    let signals = sys::supervisor_signalfd().map_err(|source| AppError::Io { step: "signalfd", source })?;
+    if sys::effective_uid() != 0 {
+        // Capabilities the unit grants (CAP_SETUID, CAP_SETGID) stay in the
+        // permitted set only: nothing this process runs (pg_ctl, lanes)
+        // inherits them, and only a forked child switching identity raises them.
+        sys::spawn::lower_capabilities().map_err(|source| AppError::Io { step: "lower capabilities", source })?;
+    }
+    let embedded = Embedded::load(&options.state_dir)?;
+    let accounts = crate::accounts::resolve(embedded.server.clone())
+        .map_err(|e| AppError::Refused(format!("OS accounts: {e}")))?;
+    let identities = crate::launch::lane_identities(&accounts).map_err(|e| AppError::Refused(e.to_string()))?;
+    if sys::effective_uid() == 0 {
+        // The lane identities may have just been created: map them.
+        crate::cluster::configure(&embedded, &accounts)?;
+    }
+    if let LaneIdentities::Shared { uid } = &identities {
+        tracing::warn!(
+            uid,
+            "lanes share this process's identity (no right to switch uids): only their sandbox keeps them from other database roles"
+        );
+    }
+    embedded.start()?;
+    pin_postgres(&embedded, &options.placement.pg_cpus);
+    let launcher = Launcher::new(&embedded, identities).map_err(|e| AppError::Refused(e.to_string()))?;
+    let me = RunningAppliance {
+        pid: std::process::id() as i32,
+        uid: sys::effective_uid(),
+        instance: options.instance.clone(),
+    };
+    let maintenance_options = MaintenanceOptions {
+        partition_days_ahead: options.partition_days_ahead,
+        retention_days: options.retention_days.clone(),
+        supervisor_pid: me.pid,
+    };
+    let mut maintenance = MaintenanceThread::start(embedded.clone(), maintenance_options.clone())
+        .map_err(|source| AppError::Io { step: "start the maintenance thread", source })?;
+    let mut lanes = Vec::new();
+    for module in Module::ALL {
+        let listener = bind_lane_socket(&options.instance, module)?;
+        lanes.push(Lane { module, listener, child: None, control: None, restarts: 0, restart_at: None });
+    }
+    for lane in &mut lanes {
+        spawn_lane(lane, &launcher, options, &embedded.dir)?;
+    }
+    for lane in &mut lanes {
+        wait_until_serving(lane, &embedded.dir, &launcher.identities)?;
+    }
+    let wait = Duration::from_secs(crate::limits::MAINTENANCE_FIRST_PASS_WAIT_S);
+    if !maintenance.wait_for_partitions(wait) {
+        tracing::warn!(
+            wait_s = wait.as_secs(),
+            "partitions ahead not yet created; serving anyway (maintenance retries)"
+        );
+    }
+    me.save(&embedded.dir)?;
+    println!("applianced: ready: {} lanes listening on @ransomeye/{}/<module>", lanes.len(), options.instance);
+    notify_systemd("READY=1\nSTATUS=every lane is serving");
+    let mut cluster = ClusterWatch::new();
+    loop {
+        let mut fds = vec![libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        for lane in &lanes {
+            let fd = lane.control.as_ref().map_or(-1, |c| c.as_raw_fd());
+            fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        }
+        sys::poll(&mut fds, SUPERVISE_INTERVAL_MS as i32)
+            .map_err(|source| AppError::Io { step: "wait for signals", source })?;
+        let received = sys::read_signals(signals.as_fd());
+        if received.iter().any(|s| matches!(s, sys::Signal::Terminate | sys::Signal::Interrupt)) {
+            maintenance.request_stop();
+            return shutdown(&mut lanes, &embedded);
+        }
+        for (lane, fd) in lanes.iter_mut().zip(&fds[1..]) {
+            if fd.revents != 0 {
+                on_control(lane, &embedded.dir, &launcher.identities);
+            }
+            reap_and_restart(lane, &launcher, options, &embedded.dir);
+        }
+        cluster.check(&embedded, &options.placement.pg_cpus);
+        if let Err(e) = crate::cluster::prune_logs(&embedded.dir) {
+            tracing::warn!(error = %e, "cannot prune the PostgreSQL log");
+        }
+        if !maintenance.is_alive() {
+            tracing::error!("the maintenance thread ended; starting it again");
+            maintenance = MaintenanceThread::start(embedded.clone(), maintenance_options.clone())
+                .map_err(|source| AppError::Io { step: "start the maintenance thread", source })?;
+        }
+    }
+}
+
 fn shutdown(lanes: &mut [Lane], embedded: &Embedded) -> Result<(), AppError> {
     tracing::info!("stopping: draining lanes");
     notify_systemd("STOPPING=1");
@@ -576,7 +438,12 @@ fn shutdown(lanes: &mut [Lane], embedded: &Embedded) -> Result<(), AppError> {
             lane.child = None;
             continue;
         }
-        let _ = sys::send_signal(child.id() as i32, libc::SIGTERM);
+        // A drain request on the control socket: no signal permission is
+        // needed towards a lane that runs as another uid.
+        let sent = lane.control.as_ref().map(|c| send_message(c.as_fd(), &[CONTROL_DRAIN], None));
+        if !matches!(sent, Some(Ok(()))) {
+            let _ = sys::send_signal(child.id() as i32, libc::SIGTERM);
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(LANE_DRAIN_TIMEOUT_S);
     let mut clean = true;
@@ -591,8 +458,11 @@ fn shutdown(lanes: &mut [Lane], embedded: &Embedded) -> Result<(), AppError> {
                 Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 _ => {
                     tracing::error!(lane = lane.module.name(), "lane did not drain in time; killing it");
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    if let Err(e) = child.kill() {
+                        tracing::error!(lane = lane.module.name(), error = %e, "cannot kill the lane");
+                    } else {
+                        let _ = child.wait();
+                    }
                     clean = false;
                     break;
                 }
@@ -604,52 +474,12 @@ fn shutdown(lanes: &mut [Lane], embedded: &Embedded) -> Result<(), AppError> {
     if clean { Ok(()) } else { Err(AppError::Refused("a lane did not stop cleanly".into())) }
 }
 
-/// The default peer policy: the uid that started the appliance, for every module.
-pub fn default_peers() -> BTreeMap<Module, PeerPolicy> {
-    Module::ALL.into_iter().map(|m| (m, PeerPolicy { uids: vec![sys::real_uid()], gids: Vec::new() })).collect()
-}
-
-pub fn state_dir_arg(path: &Path) -> PathBuf {
-    path.to_path_buf()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The summarization's lock wait must end before PostgreSQL would cancel
-    /// the autovacuum it waits for (limits.rs, SUMMARIZE_LOCK_TIMEOUT_MS).
-    #[test]
-    fn summarization_lock_wait_stays_below_deadlock_timeout() {
-        let root = std::env::temp_dir().join(format!("ad-deadlock-timeout-{}", std::process::id()));
-        std::fs::create_dir_all(&root).unwrap();
-        let settings = crate::cluster::server_settings(&StateDir::new(&root).unwrap(), 5432);
-        std::fs::remove_dir_all(&root).unwrap();
-        let value = &settings.iter().find(|s| s.name == "deadlock_timeout").unwrap().value;
-        let deadlock_timeout_ms: u32 = value.strip_suffix('s').unwrap().parse::<u32>().unwrap() * 1000;
-        assert!(crate::limits::SUMMARIZE_LOCK_TIMEOUT_MS < deadlock_timeout_ms, "{value}");
-    }
-
-    #[test]
-    fn maintenance_status_survives_its_file_format() {
-        let root = std::env::temp_dir().join(format!("ad-maint-status-{}", std::process::id()));
-        std::fs::create_dir_all(root.join("run")).unwrap();
-        let dir = StateDir::new(&root).unwrap();
-        let status = MaintenanceStatus {
-            pid: 4242,
-            runs: 7,
-            partitions_day: 20_800,
-            retention_day: 20_801,
-            finished_us: 1_796_000_000_000_000,
-            last_ok_us: 0,
-            summarize_skipped: 3,
-            last_error: "create partitions ahead: \"x\" # y\nz".into(),
-        };
-        status.save(&dir).unwrap();
-        let loaded = MaintenanceStatus::load(&dir).unwrap();
-        assert_eq!(loaded.last_error, "create partitions ahead:  x    y z");
-        assert_eq!(loaded, MaintenanceStatus { last_error: loaded.last_error.clone(), ..status });
-        assert!(!root.join("run/maintenance.status.partial").exists());
-        std::fs::remove_dir_all(&root).unwrap();
-    }
+/// The default grants: the uid that started the appliance, every producer id.
+pub fn default_peers() -> BTreeMap<Module, Vec<PeerGrant>> {
+    let everything = PeerGrant {
+        who: crate::ingress::PeerId::Uid(sys::real_uid()),
+        first_producer: 0,
+        last_producer: crate::limits::PRODUCER_ID_MAX,
+    };
+    Module::ALL.into_iter().map(|m| (m, vec![everything])).collect()
 }

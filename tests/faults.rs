@@ -421,6 +421,27 @@ fn kill_minus_nine_at_each_failpoint() {
     );
 }
 
+/// Set a lane's soft RLIMIT_FSIZE (None: back to its hard limit) with
+/// prlimit(1) run as the lane's own uid and gid: prlimit(2) on another
+/// uid's process needs CAP_SYS_RESOURCE, which root may lack in a container.
+fn set_lane_file_size_limit(pid: i32, soft: Option<u64>) {
+    use std::os::unix::process::CommandExt;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let id = |key: &str| -> u32 {
+        status.lines().find_map(|l| l.strip_prefix(key)).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let hard = limits.lines().find(|l| l.starts_with("Max file size")).unwrap().split_whitespace().nth(4).unwrap();
+    let value = soft.map_or_else(|| format!("{hard}:"), |bytes| format!("{bytes}:"));
+    let result = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--fsize={value}")])
+        .uid(id("Uid:"))
+        .gid(id("Gid:"))
+        .status()
+        .unwrap();
+    assert!(result.success(), "prlimit --fsize={value} of lane {pid}");
+}
+
 /// The spool's "disk" is full: the dpi lane's file size limit drops to one
 /// byte mid-load (every append fails with EFBIG), for two seconds.
 #[test]
@@ -434,9 +455,9 @@ fn spool_disk_full_pushes_back_then_recovers() {
     let reports = loads_with_fault(&name, producer, events, || {
         std::thread::sleep(Duration::from_millis(200));
         let pid = cluster.lane_pid(Module::Dpi);
-        applianced::sys::set_file_size_limit(pid, Some(1)).unwrap();
+        set_lane_file_size_limit(pid, Some(1));
         std::thread::sleep(Duration::from_secs(2));
-        applianced::sys::set_file_size_limit(pid, None).unwrap();
+        set_lane_file_size_limit(pid, None);
     });
     let dpi = reports.iter().find(|(m, _)| *m == Module::Dpi).map(|(_, r)| r.clone()).unwrap();
     assert!(dpi.pushed_back > 0, "the dpi producer was never told the spool is unwritable: {dpi:?}");
@@ -656,7 +677,7 @@ fn events_outside_every_partition_window_are_quarantined_not_failed() {
     let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
     let retention: BTreeMap<Module, u32> = Module::ALL.iter().map(|m| (*m, 3)).collect();
     let today = now_s.div_euclid(86_400);
-    let removed = applianced::supervisor::apply_retention(&embedded, &retention, today).unwrap();
+    let removed = applianced::maintenance::apply_retention(&embedded, &retention, today).unwrap();
     assert!(!removed.dropped.is_empty());
     let mut appliance = restart(&cluster, &name, &[], &[]);
     assert!(applianced::demo::wait_committed(&mut admin, Module::Dpi, producer, 1, events, wait).unwrap());

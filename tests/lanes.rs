@@ -53,8 +53,8 @@ fn four_lanes_at_once_rows_equal_acknowledgements_and_resend_is_deduplicated() {
     // A supervisor whose maintenance stopped succeeding fails selftest: its
     // status file says the last success was longer ago than the bound.
     let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
-    let path = applianced::supervisor::MaintenanceStatus::path(&embedded.dir);
-    let mut status = applianced::supervisor::MaintenanceStatus::load(&embedded.dir).unwrap();
+    let path = applianced::maintenance::MaintenanceStatus::path(&embedded.dir);
+    let mut status = applianced::maintenance::MaintenanceStatus::load(&embedded.dir).unwrap();
     let stale_us = (applianced::limits::MAINTENANCE_STALE_S as i64 + 60) * 1_000_000;
     status.last_ok_us = applianced::clock::real_us() - stale_us;
     status.last_error = "retention: lock timeout".into();

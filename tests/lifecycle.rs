@@ -142,7 +142,7 @@ mod simulated_days {
         let state = &embedded.dir;
         // That run must also have summarized every closed-day index (a leaf
         // being vacuumed or analyzed then is skipped, and the next run retries).
-        let status = || applianced::supervisor::MaintenanceStatus::load(state).unwrap_or_default();
+        let status = || applianced::maintenance::MaintenanceStatus::load(state).unwrap_or_default();
         let runs_after_load = status().runs;
         let deadline = Instant::now() + wait;
         loop {
@@ -201,7 +201,7 @@ mod simulated_days {
         // retention window of the day that run used, and the horizon ahead of
         // it. That run began after the load ended, so after ten simulated days.
         embedded.start().unwrap();
-        let last = applianced::supervisor::MaintenanceStatus::load(state).expect("maintenance status");
+        let last = applianced::maintenance::MaintenanceStatus::load(state).expect("maintenance status");
         assert!(last.last_error.is_empty(), "the last maintenance run failed: {last:?}");
         let start_day = start_s.div_euclid(86_400);
         assert!(
@@ -238,7 +238,7 @@ mod simulated_days {
         assert_eq!(unsummarized, "0", "BRIN ranges of the closed days left unsummarized");
         admin.execute("RESET ROLE").unwrap();
         // No autosummarize work item was refused (PostgreSQL logs each one).
-        let log = std::fs::read_to_string(cluster.dir.join("log/postgresql.log")).unwrap();
+        let log = applianced::cluster::read_pg_log(&applianced::cluster::StateDir::new(&cluster.dir).unwrap()).unwrap();
         let refused = log.matches("request for BRIN range summarization").count();
         assert_eq!(refused, 0, "autosummarize requests were logged as not recorded");
         let init = common::applianced(&["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"]);
@@ -298,12 +298,12 @@ fn an_interrupted_detach_is_finished_by_the_next_retention_run() {
     assert!(!output.status.success() && text.contains("FAIL no pending detach"), "{text}");
     let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
     let retention: BTreeMap<Module, u32> = Module::ALL.iter().map(|m| (*m, 30)).collect();
-    let report = applianced::supervisor::apply_retention(&embedded, &retention, today).unwrap();
+    let report = applianced::maintenance::apply_retention(&embedded, &retention, today).unwrap();
     assert_eq!(report.finalized, vec![child.clone()]);
     let gone = admin.query_value(&format!("SELECT to_regclass('{child}') IS NULL")).unwrap();
     assert_eq!(gone, "t");
     // The horizon is restored by the next maintenance run, with the matrix's privileges.
-    applianced::supervisor::maintain_partitions(&embedded, applianced::clock::today_days(), 2).unwrap();
+    applianced::maintenance::maintain_partitions(&embedded, applianced::clock::today_days(), 2).unwrap();
     let output = cluster.selftest(&[]);
     assert!(output.status.success(), "{}", common::stdout(&output));
     println!("interrupted detach: pending 1 -> finalized {:?}; selftest passes after maintenance", report.finalized);
@@ -343,10 +343,10 @@ fn summarization_skips_a_locked_leaf_without_an_error() {
     admin.execute("RESET ROLE").unwrap();
     let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
     let retention: BTreeMap<Module, u32> = Module::ALL.iter().map(|m| (*m, 30)).collect();
-    let report = applianced::supervisor::apply_retention(&embedded, &retention, today).unwrap();
+    let report = applianced::maintenance::apply_retention(&embedded, &retention, today).unwrap();
     assert_eq!(report.summarize_skipped, locked, "exactly the locked leaf's indexes are skipped");
     holder.execute("COMMIT").unwrap();
-    let report = applianced::supervisor::apply_retention(&embedded, &retention, today).unwrap();
+    let report = applianced::maintenance::apply_retention(&embedded, &retention, today).unwrap();
     assert!(report.summarize_skipped.is_empty(), "{report:?}");
     println!("summarization: skipped {locked:?} while {leaf} was locked; none skipped after");
 }

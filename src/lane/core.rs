@@ -68,7 +68,15 @@ pub(super) enum SendTarget {
 }
 
 pub(super) enum PgState {
-    Down { retry_at_ms: u64, backoff_ms: u64 },
+    Down {
+        retry_at_ms: u64,
+        backoff_ms: u64,
+    },
+    /// A connection was asked of the lane's connector; its reply is awaited
+    /// (the event loop keeps serving producers meanwhile).
+    Connecting {
+        backoff_ms: u64,
+    },
     Idle,
     Busy(Box<Pipeline>, Request),
 }
@@ -90,7 +98,7 @@ pub struct LaneStats {
 
 pub struct LaneCore {
     pub(super) module: Module,
-    policy: PeerPolicy,
+    pub(super) policy: PeerPolicy,
     pub(super) conns: Vec<Option<Conn>>,
     next_generation: u64,
     pub(super) producers: HashMap<u64, Producer>,
@@ -416,9 +424,21 @@ impl LaneCore {
 
     // ----- PostgreSQL link -----
 
-    /// Whether the driver should (re)connect to PostgreSQL now.
+    /// Whether the driver should ask the connector for a connection now.
     pub fn pg_wants_connect(&self, now: Now) -> bool {
         matches!(self.pg, PgState::Down { retry_at_ms, .. } if now.mono_ms >= retry_at_ms)
+    }
+
+    /// Whether a connection asked of the connector is awaited.
+    pub fn pg_awaits_connection(&self) -> bool {
+        matches!(self.pg, PgState::Connecting { .. })
+    }
+
+    /// The driver asked the connector for a connection.
+    pub fn pg_connect_requested(&mut self) {
+        if let PgState::Down { backoff_ms, .. } = self.pg {
+            self.pg = PgState::Connecting { backoff_ms };
+        }
     }
 
     pub fn pg_connected(&mut self, leftover: BytesMut) {
@@ -433,7 +453,7 @@ impl LaneCore {
     /// A connect attempt failed: back off exponentially, up to the cap.
     pub fn pg_connect_failed(&mut self, error: &str, now: Now) {
         let backoff_ms = match self.pg {
-            PgState::Down { backoff_ms, .. } => backoff_ms,
+            PgState::Down { backoff_ms, .. } | PgState::Connecting { backoff_ms } => backoff_ms,
             PgState::Idle | PgState::Busy(..) => PG_RECONNECT_BACKOFF_MIN_MS,
         };
         tracing::warn!(lane = self.module.name(), retry_in_ms = backoff_ms, error, "PostgreSQL connect failed");
@@ -444,7 +464,7 @@ impl LaneCore {
     }
 
     pub fn pg_is_connected(&self) -> bool {
-        !matches!(self.pg, PgState::Down { .. })
+        matches!(self.pg, PgState::Idle | PgState::Busy(..))
     }
 
     pub fn take_pg_output(&mut self) -> Option<BytesMut> {

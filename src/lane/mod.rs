@@ -4,11 +4,17 @@
 //! `core` and `session` hold the state machine (connections, producers,
 //! credit, batches, the PostgreSQL request in flight); `batch` builds one
 //! transaction; `uring` drives the core over io_uring, `poll` over poll(2)
-//! where io_uring is unavailable; `process` is the lane process's entry.
+//! where io_uring is unavailable; `links` are the lane's control socket
+//! and the socket to its `connector`, the process that opens its
+//! PostgreSQL connections; `process` is the lane process's entry and
+//! `probe` the sandbox probes a lane process can run instead of serving.
 
 pub mod batch;
+pub mod connector;
 pub mod core;
+pub mod links;
 pub mod poll;
+pub mod probe;
 pub mod process;
 pub mod session;
 pub mod spooling;

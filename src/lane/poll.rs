@@ -11,7 +11,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use bytes::{Buf, BytesMut};
 
 use super::core::LaneCore;
-use super::process::{Clock, LaneError, PgConnector};
+use super::links::Links;
+use super::process::{Clock, LaneError};
 use crate::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES};
 use crate::sys;
 
@@ -36,10 +37,13 @@ fn flush(stream: &mut UnixStream, out: &mut BytesMut) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Fixed entries of the poll set before the producers' sockets.
+const FIXED_FDS: usize = 5;
+
 pub fn run(
     core: &mut LaneCore,
     listener: &UnixListener,
-    pg: &PgConnector,
+    links: &Links,
     signals: &OwnedFd,
     clock: &Clock,
 ) -> Result<(), LaneError> {
@@ -49,18 +53,9 @@ pub fn run(
     let mut buffer = vec![0u8; PG_READ_BUFFER_BYTES];
     loop {
         if let Some(why) = core.fatal() {
-            return Err(LaneError::Setup(why.to_string()));
+            return Err(LaneError::Fatal(why.to_string()));
         }
-        let now = clock.now();
-        if core.pg_wants_connect(now) {
-            match pg.connect() {
-                Ok((stream, leftover)) => {
-                    pg_stream = Some((stream, BytesMut::new()));
-                    core.pg_connected(leftover);
-                }
-                Err(e) => core.pg_connect_failed(&e, now),
-            }
-        }
+        links.request_if_wanted(core, clock.now())?;
         if !core.pg_is_connected() {
             pg_stream = None;
         }
@@ -123,6 +118,8 @@ pub fn run(
             events: pg_events,
             revents: 0,
         });
+        fds.push(libc::pollfd { fd: links.control.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        fds.push(libc::pollfd { fd: links.connector.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         for (slot, client) in clients.iter().enumerate() {
             let (fd, mut events) = match client {
                 Some(c) => (c.stream.as_raw_fd(), 0),
@@ -158,8 +155,16 @@ pub fn run(
                 }
             }
         }
+        if fds[3].revents != 0 {
+            links.on_control_readable(core);
+        }
+        if fds[4].revents != 0 {
+            if let Some(stream) = links.on_connector_readable(core, clock.now())? {
+                pg_stream = Some((stream, BytesMut::new()));
+            }
+        }
         for slot in 0..clients.len() {
-            let revents = fds[3 + slot].revents;
+            let revents = fds[FIXED_FDS + slot].revents;
             if revents == 0 {
                 continue;
             }

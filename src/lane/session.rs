@@ -16,6 +16,7 @@ use super::batch::{Quarantined, Release};
 use super::core::{LaneCore, Producer};
 use crate::copy::CommonValues;
 use crate::frame::{self, ErrorCode, Frame, FrameError, Kind};
+use crate::limits::PRODUCER_ID_MAX;
 use crate::matrix::Module;
 use crate::sys::PeerCred;
 use crate::validate::{Invalid, validate_record};
@@ -105,8 +106,16 @@ impl LaneCore {
             ));
         }
         let (producer_id, epoch) = (hello.producer_id.get(), hello.producer_epoch.get());
-        if producer_id > i64::MAX as u64 || epoch > i64::MAX as u64 {
+        if producer_id > PRODUCER_ID_MAX || epoch > PRODUCER_ID_MAX {
             return Err(protocol(ErrorCode::Malformed, "producer id and epoch must be below 2^63"));
+        }
+        let peer =
+            self.conns[slot].as_ref().map(|c| c.peer).ok_or_else(|| protocol(ErrorCode::Internal, "no connection"))?;
+        if !self.policy.may_claim(&peer, producer_id) {
+            return Err(protocol(
+                ErrorCode::ProducerNotAllowed,
+                format!("producer id {producer_id} is not granted to uid {} gid {} on this lane", peer.uid, peer.gid),
+            ));
         }
         if let Some(conn) = self.conns[slot].as_mut() {
             conn.state = ConnState::Waiting { producer_id, epoch };

@@ -13,10 +13,16 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::core::LaneCore;
-use super::process::{Clock, LaneError, PgConnector};
+use super::links::Links;
+use super::process::{Clock, LaneError};
 use crate::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES, RING_ENTRIES};
 use crate::sys;
 use crate::sys::uring::{Completion, Ring};
+
+/// Ring poll keys of the lane's descriptors other than sockets of producers and PostgreSQL.
+const KEY_SIGNALS: usize = 0;
+const KEY_CONTROL: usize = 1;
+const KEY_CONNECTOR: usize = 2;
 
 /// Slot of the PostgreSQL connection in the ring (after the clients).
 const PG_SLOT: usize = LANE_CONNECTIONS_MAX;
@@ -45,7 +51,7 @@ pub fn run(
     core: &mut LaneCore,
     ring: &mut Ring,
     listener: &UnixListener,
-    pg: &PgConnector,
+    links: &Links,
     signals: &OwnedFd,
     clock: &Clock,
 ) -> Result<(), LaneError> {
@@ -54,17 +60,10 @@ pub fn run(
     let mut completions = Vec::with_capacity(RING_ENTRIES as usize);
     loop {
         if let Some(why) = core.fatal() {
-            return Err(LaneError::Setup(why.to_string()));
+            return Err(LaneError::Fatal(why.to_string()));
         }
-        let now = clock.now();
-        if pg_socket.is_none() && core.pg_wants_connect(now) {
-            match pg.connect() {
-                Ok((stream, leftover)) => {
-                    pg_socket = Some(Socket::new(stream));
-                    core.pg_connected(leftover);
-                }
-                Err(e) => core.pg_connect_failed(&e, now),
-            }
+        if pg_socket.is_none() {
+            links.request_if_wanted(core, clock.now())?;
         }
         core.tick(clock.now());
         if !core.pg_is_connected() {
@@ -79,7 +78,9 @@ pub fn run(
         if core.wants_accept() && !ring.accept_busy() {
             ring.accept(listener.as_fd()).map_err(LaneError::io("submit accept"))?;
         }
-        ring.read_signal(signals.as_fd()).map_err(LaneError::io("submit signal read"))?;
+        ring.poll_readable(KEY_SIGNALS, signals.as_fd()).map_err(LaneError::io("submit signal poll"))?;
+        ring.poll_readable(KEY_CONTROL, links.control.as_fd()).map_err(LaneError::io("submit control poll"))?;
+        ring.poll_readable(KEY_CONNECTOR, links.connector.as_fd()).map_err(LaneError::io("submit connector poll"))?;
         if core.drained() && clients.iter().all(Option::is_none) {
             return Ok(());
         }
@@ -88,7 +89,19 @@ pub fn run(
         completions.clear();
         ring.wait(Duration::from_millis(timeout_ms), &mut completions).map_err(LaneError::io("io_uring wait"))?;
         for completion in completions.drain(..) {
-            handle(core, ring, &mut clients, &mut pg_socket, completion, signals, clock);
+            match completion {
+                Completion::Readable(KEY_SIGNALS) => {
+                    super::process::drain_signals(signals);
+                    core.begin_drain();
+                }
+                Completion::Readable(KEY_CONTROL) => links.on_control_readable(core),
+                Completion::Readable(_) => {
+                    if let Some(stream) = links.on_connector_readable(core, clock.now())? {
+                        pg_socket = Some(Socket::new(stream));
+                    }
+                }
+                other => handle(core, ring, &mut clients, &mut pg_socket, other, clock),
+            }
         }
     }
 }
@@ -159,7 +172,6 @@ fn handle(
     clients: &mut [Option<Socket>],
     pg_socket: &mut Option<Socket>,
     completion: Completion,
-    signals: &OwnedFd,
     clock: &Clock,
 ) {
     match completion {
@@ -174,10 +186,7 @@ fn handle(
             }
         }
         Completion::Accept(Err(e)) => tracing::warn!(error = %e, "accept failed"),
-        Completion::Signal => {
-            super::process::drain_signals(signals);
-            core.begin_drain();
-        }
+        Completion::Readable(_) => {}
         Completion::Recv { slot: PG_SLOT, result } => match result {
             Ok(n) if n > 0 => core.on_pg_bytes(ring.received(PG_SLOT, n), clock.now()),
             other => {

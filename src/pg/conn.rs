@@ -278,6 +278,22 @@ impl Connection {
         let leftover = std::mem::take(&mut self.read_buf);
         Ok((stream, leftover))
     }
+
+    /// The reverse of [`Connection::into_stream`]: an idle, authenticated
+    /// socket handed over by another process, used blocking again (no
+    /// timeouts are set: a sandboxed lane may not call setsockopt).
+    pub fn from_stream(stream: UnixStream, leftover: BytesMut) -> Result<Connection, PgError> {
+        stream.set_nonblocking(false).map_err(io_error("make blocking"))?;
+        let mut read_buf = BytesMut::with_capacity(PG_READ_BUFFER_BYTES);
+        read_buf.extend_from_slice(&leftover);
+        Ok(Connection {
+            stream,
+            read_buf,
+            write_buf: BytesMut::with_capacity(PG_READ_BUFFER_BYTES),
+            backend_pid: 0,
+            terminate_on_drop: true,
+        })
+    }
 }
 
 impl Drop for Connection {

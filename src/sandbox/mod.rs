@@ -37,6 +37,24 @@ use crate::sys;
 /// The Landlock ABI whose rights the ruleset handles (scopes need ABI 6).
 pub const LANDLOCK_ABI: ABI = ABI::V6;
 
+/// Which process enters a sandbox: its seccomp allow-list differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// A lane: producers, the spool, handed PostgreSQL connections.
+    Lane,
+    /// A lane's connector: opens PostgreSQL connections, nothing else.
+    Connector,
+}
+
+impl Profile {
+    pub fn allow_list(self) -> Vec<seccomp::Allowed> {
+        match self {
+            Profile::Lane => seccomp::lane_allow_list(),
+            Profile::Connector => seccomp::connector_allow_list(),
+        }
+    }
+}
+
 /// How strictly to sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SandboxMode {
@@ -70,6 +88,7 @@ impl SandboxMode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SandboxReport {
     pub mode: SandboxMode,
+    pub profile: Profile,
     pub uring_restricted: bool,
     pub no_new_privs: bool,
     pub landlock: String,
@@ -78,19 +97,29 @@ pub struct SandboxReport {
 }
 
 impl SandboxReport {
+    /// Every layer enforced (a lane also needs its restricted ring: the
+    /// poll(2) fallback is not the sandbox the lane was designed for).
     pub fn fully_enforced(&self) -> bool {
-        self.uring_restricted && self.no_new_privs && self.landlock_full && self.seccomp
+        let ring = self.uring_restricted || self.profile == Profile::Connector;
+        ring && self.no_new_privs && self.landlock_full && self.seccomp
+    }
+
+    /// Whether the process can open no new connection at all: its seccomp
+    /// filter, which has neither `socket` nor `connect`, is in force.
+    pub fn connect_denied(&self) -> bool {
+        self.profile == Profile::Lane && self.seccomp
     }
 
     /// The status-file lines selftest reads.
     pub fn status_lines(&self) -> String {
         format!(
-            "sandbox = \"{}\"\nio_uring_restricted = {}\nno_new_privs = {}\nlandlock = \"{}\"\nseccomp = {}\nsandbox_fully_enforced = {}\n",
+            "sandbox = \"{}\"\nio_uring_restricted = {}\nno_new_privs = {}\nlandlock = \"{}\"\nseccomp = {}\nconnect_denied = {}\nsandbox_fully_enforced = {}\n",
             self.mode.name(),
             self.uring_restricted,
             self.no_new_privs,
             self.landlock,
             self.seccomp,
+            self.connect_denied(),
             self.fully_enforced()
         )
     }
@@ -157,14 +186,19 @@ fn status_value<'a>(status: &'a str, key: &str) -> Option<&'a str> {
 /// `/proc/self/status`, opened before (step 1).
 pub fn enter(
     mode: SandboxMode,
+    profile: Profile,
     uring_restricted: bool,
     mut proc_status_file: std::fs::File,
     spool_dir: Option<&Path>,
 ) -> Result<SandboxReport, String> {
     if mode == SandboxMode::Off {
-        tracing::error!("SANDBOX OFF (--sandbox off): this lane runs without no_new_privs, Landlock or seccomp");
+        tracing::error!(
+            ?profile,
+            "SANDBOX OFF (--sandbox off): this process runs without no_new_privs, Landlock or seccomp"
+        );
         return Ok(SandboxReport {
             mode,
+            profile,
             uring_restricted,
             no_new_privs: false,
             landlock: "off".into(),
@@ -174,11 +208,12 @@ pub fn enter(
     }
     sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
     let (landlock, landlock_full) = landlock(mode, spool_dir)?;
-    let program = seccomp::compile(&seccomp::lane_allow_list())?;
+    let program = seccomp::compile(&profile.allow_list())?;
     seccompiler::apply_filter_all_threads(&program).map_err(|e| format!("seccomp: {e}"))?;
     let status = proc_status(&mut proc_status_file);
     let report = SandboxReport {
         mode,
+        profile,
         uring_restricted,
         no_new_privs: status_value(&status, "NoNewPrivs:") == Some("1"),
         landlock,

@@ -27,7 +27,10 @@ const fn allow(syscall: i64, name: &'static str, reason: &'static str) -> Allowe
     Allowed { syscall, name, reason, only: &[], clear_bits: None }
 }
 
-/// The allow-list of a lane after its sandbox is entered.
+/// The allow-list of a lane after its sandbox is entered. Neither
+/// `socket` nor `connect` is on it: a lane cannot open any new connection,
+/// to PostgreSQL or anything else; its connector hands it each PostgreSQL
+/// connection (`recvmsg`, SCM_RIGHTS).
 pub fn lane_allow_list() -> Vec<Allowed> {
     use libc::*;
     vec![
@@ -37,29 +40,16 @@ pub fn lane_allow_list() -> Vec<Allowed> {
         allow(SYS_accept4, "accept4", "the poll(2) fallback path accepts producers (io_uring path: ring ACCEPT)"),
         allow(SYS_read, "read", "drain the signalfd; poll path reads producers"),
         allow(SYS_write, "write", "log lines to stderr; poll path writes replies"),
-        allow(SYS_recvfrom, "recvfrom", "PostgreSQL startup and authentication on (re)connect"),
-        allow(SYS_sendto, "sendto", "PostgreSQL startup and authentication on (re)connect"),
+        allow(SYS_recvfrom, "recvfrom", "the poll(2) path reads producers and PostgreSQL (std's recv)"),
+        allow(SYS_sendto, "sendto", "the poll(2) path writes to producers and PostgreSQL (std's send)"),
+        allow(SYS_recvmsg, "recvmsg", "a connection handed over by the connector (SCM_RIGHTS); control messages"),
+        allow(SYS_sendmsg, "sendmsg", "requests to the connector; the status message to the supervisor"),
         allow(SYS_close, "close", "closing producer and PostgreSQL sockets"),
         allow(SYS_shutdown, "shutdown", "waking a pending ring receive before closing a socket"),
-        Allowed {
-            syscall: SYS_socket,
-            name: "socket",
-            reason: "reconnect to PostgreSQL over its Unix socket; AF_UNIX only",
-            only: &[(0, AF_UNIX as u64)],
-            clear_bits: None,
-        },
-        allow(SYS_connect, "connect", "reconnect to PostgreSQL's Unix socket (TCP is denied by Landlock)"),
         Allowed {
             syscall: SYS_getsockopt,
             name: "getsockopt",
             reason: "SO_PEERCRED of each accepted producer",
-            only: &[(1, SOL_SOCKET as u64)],
-            clear_bits: None,
-        },
-        Allowed {
-            syscall: SYS_setsockopt,
-            name: "setsockopt",
-            reason: "read/write timeouts on the PostgreSQL socket during (re)connect",
             only: &[(1, SOL_SOCKET as u64)],
             clear_bits: None,
         },
@@ -119,6 +109,85 @@ pub fn lane_allow_list() -> Vec<Allowed> {
         allow(SYS_exit_group, "exit_group", "process exit"),
         #[cfg(feature = "failpoints")]
         allow(SYS_kill, "kill", "test build only: a failpoint stops the lane with SIGSTOP"),
+    ]
+}
+
+/// The allow-list of a lane's connector: open one Unix-socket connection
+/// to PostgreSQL at a time, authenticate it, hand it to the lane.
+pub fn connector_allow_list() -> Vec<Allowed> {
+    use libc::*;
+    vec![
+        Allowed {
+            syscall: SYS_socket,
+            name: "socket",
+            reason: "a connection to PostgreSQL's Unix socket; AF_UNIX only",
+            only: &[(0, AF_UNIX as u64)],
+            clear_bits: None,
+        },
+        allow(SYS_connect, "connect", "to PostgreSQL's socket (Landlock denies TCP)"),
+        Allowed {
+            syscall: SYS_setsockopt,
+            name: "setsockopt",
+            reason: "read and write timeouts of the connection (PG_IO_TIMEOUT_S)",
+            only: &[(1, SOL_SOCKET as u64)],
+            clear_bits: None,
+        },
+        allow(SYS_read, "read", "PostgreSQL's startup replies"),
+        allow(SYS_write, "write", "the startup message and session settings; log lines"),
+        allow(SYS_recvfrom, "recvfrom", "std's recv on the connection"),
+        allow(SYS_sendto, "sendto", "std's send on the connection"),
+        allow(SYS_recvmsg, "recvmsg", "the lane's requests"),
+        allow(SYS_sendmsg, "sendmsg", "a connection to the lane (SCM_RIGHTS), or why not"),
+        allow(SYS_poll, "poll", "waiting for the lane's next request"),
+        allow(SYS_ppoll, "ppoll", "the same, where libc implements poll(2) with ppoll"),
+        allow(SYS_close, "close", "closing the connection once handed over"),
+        Allowed {
+            syscall: SYS_ioctl,
+            name: "ioctl",
+            reason: "FIONBIO: the handed connection is non-blocking",
+            only: &[(1, FIONBIO)],
+            clear_bits: None,
+        },
+        Allowed {
+            syscall: SYS_fcntl,
+            name: "fcntl",
+            reason: "descriptor flags (F_GETFD, F_SETFD, F_GETFL, F_SETFL); F_DUPFD_CLOEXEC: the connection is duplicated when handed over",
+            only: &[
+                (1, F_GETFD as u64),
+                (1, F_SETFD as u64),
+                (1, F_GETFL as u64),
+                (1, F_SETFL as u64),
+                (1, F_DUPFD_CLOEXEC as u64),
+            ],
+            clear_bits: None,
+        },
+        Allowed {
+            syscall: SYS_mmap,
+            name: "mmap",
+            reason: "memory allocation; never executable (W^X)",
+            only: &[],
+            clear_bits: Some((2, PROT_EXEC as u64)),
+        },
+        Allowed {
+            syscall: SYS_mprotect,
+            name: "mprotect",
+            reason: "allocator guard pages; never executable (W^X)",
+            only: &[],
+            clear_bits: Some((2, PROT_EXEC as u64)),
+        },
+        allow(SYS_munmap, "munmap", "memory release"),
+        allow(SYS_mremap, "mremap", "growing buffers"),
+        allow(SYS_madvise, "madvise", "allocator returns memory"),
+        allow(SYS_brk, "brk", "heap growth"),
+        allow(SYS_futex, "futex", "std's locks (stderr) when contended"),
+        allow(SYS_getpid, "getpid", "std and tracing read the process id"),
+        allow(SYS_clock_gettime, "clock_gettime", "time, when the vDSO falls back to the syscall"),
+        allow(SYS_rt_sigreturn, "rt_sigreturn", "return from a signal handler"),
+        allow(SYS_rt_sigprocmask, "rt_sigprocmask", "std at thread exit"),
+        allow(SYS_sigaltstack, "sigaltstack", "std tears down its signal stack at exit"),
+        allow(SYS_sched_yield, "sched_yield", "std's spin loops"),
+        allow(SYS_exit, "exit", "thread exit"),
+        allow(SYS_exit_group, "exit_group", "process exit"),
     ]
 }
 

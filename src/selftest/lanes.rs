@@ -16,10 +16,11 @@ use super::catalog::text;
 use crate::client::{ModuleClient, Reply, lane_address};
 use crate::cluster::Embedded;
 use crate::lane::process::read_status;
+use crate::maintenance::MaintenanceStatus;
 use crate::matrix::Module;
 use crate::pg::Connection;
 use crate::schema::tables_of;
-use crate::supervisor::{MaintenanceStatus, RunningAppliance};
+use crate::supervisor::RunningAppliance;
 use crate::synth;
 use crate::sys;
 

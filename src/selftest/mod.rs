@@ -6,6 +6,7 @@
 //! process. Every expected value comes from the ownership matrix and the
 //! table layouts in code; nothing is hard-coded here.
 
+pub mod access;
 mod catalog;
 pub mod lanes;
 mod privileges;

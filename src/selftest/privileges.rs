@@ -41,7 +41,8 @@ fn collect(found: &[crate::pg::Row], columns: usize) -> BTreeSet<String> {
 pub fn role_attributes(conn: &mut Connection) -> Check {
     const NAME: &str = "role attributes";
     let sql = format!(
-        "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication, rolcanlogin
+        "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication, rolcanlogin,
+                rolinherit, rolconnlimit
          FROM pg_roles WHERE rolname IN ({})",
         all_role_list()
     );
@@ -62,27 +63,57 @@ pub fn role_attributes(conn: &mut Connection) -> Check {
                 failures.push(format!("{} has {attribute}", role.name()));
             }
         }
-        let login = text(row, 6) == "t";
-        if login != role.can_login() {
-            failures.push(format!("{} LOGIN is {login}, matrix says {}", role.name(), role.can_login()));
+        let flag = |index: usize| text(row, index) == "t";
+        if flag(6) != role.can_login() {
+            failures.push(format!("{} LOGIN is {}, matrix says {}", role.name(), flag(6), role.can_login()));
+        }
+        if flag(7) != role.inherits() {
+            failures.push(format!("{} INHERIT is {}, matrix says {}", role.name(), flag(7), role.inherits()));
+        }
+        if text(row, 8) != role.connection_limit().to_string() {
+            failures.push(format!(
+                "{} CONNECTION LIMIT is {}, matrix says {}",
+                role.name(),
+                text(row, 8),
+                role.connection_limit()
+            ));
         }
     }
-    // Membership in any role (including pg_read_all_data and friends) would
-    // add privileges the matrix does not list; no application role has any.
+    // Memberships exactly as the matrix lists them: any other (including
+    // pg_read_all_data and friends) would add privileges it does not list.
     let members = format!(
         "SELECT m.rolname, r.rolname FROM pg_auth_members a JOIN pg_roles m ON m.oid = a.member JOIN pg_roles r ON r.oid = a.roleid
          WHERE m.rolname IN ({0}) OR r.rolname IN ({0})",
         all_role_list()
     );
+    let expected: Vec<(String, String)> = Role::ALL
+        .into_iter()
+        .filter_map(|r| r.member_of().map(|of| (r.name().to_string(), of.name().to_string())))
+        .collect();
     match rows(conn, NAME, &members) {
-        Ok(found) => failures.extend(found.iter().map(|r| format!("{} is a member of {}", text(r, 0), text(r, 1)))),
+        Ok(found) => {
+            let found: Vec<(String, String)> =
+                found.iter().map(|r| (text(r, 0).to_string(), text(r, 1).to_string())).collect();
+            for (member, of) in &found {
+                if !expected.contains(&(member.clone(), of.clone())) {
+                    failures.push(format!("{member} is a member of {of}, which the matrix does not list"));
+                }
+            }
+            for (member, of) in &expected {
+                if !found.contains(&(member.clone(), of.clone())) {
+                    failures.push(format!("{member} is not a member of {of}, as the matrix says"));
+                }
+            }
+        }
         Err(check) => return check,
     }
+    let memberships: Vec<String> = expected.iter().map(|(m, of)| format!("{m} NOINHERIT in {of}")).collect();
     Check::from_failures(
         NAME,
         format!(
-            "{} roles: none superuser/createrole/createdb/bypassrls/replication, no memberships, owner NOLOGIN",
-            Role::ALL.len()
+            "{} roles: none superuser/createrole/createdb/bypassrls/replication, owner NOLOGIN, connection limits as the matrix; memberships: {}",
+            Role::ALL.len(),
+            memberships.join(", ")
         ),
         failures,
     )

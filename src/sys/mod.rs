@@ -4,6 +4,8 @@
 //! block states the invariants it relies on. Everything here is a plain
 //! syscall wrapper; policy lives in the callers.
 
+pub mod fdpass;
+pub mod spawn;
 pub mod uring;
 
 use std::ffi::{CStr, CString};
@@ -38,7 +40,7 @@ fn account_from_passwd(entry: &libc::passwd) -> Account {
 
 /// Buffer for getpw*_r; 16 KiB covers every entry glibc's own default
 /// (sysconf(_SC_GETPW_R_SIZE_MAX) = 1024) would, with room for NSS modules.
-const PASSWD_BUFFER_BYTES: usize = 16 * 1024;
+pub(crate) const PASSWD_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Look up an account by name; `Ok(None)` if there is none.
 pub fn account_by_name(name: &str) -> io::Result<Option<Account>> {
@@ -101,7 +103,7 @@ pub enum Signal {
 }
 
 /// SIGTERM and SIGINT: the signals that make a lane drain and exit.
-fn termination_sigset() -> libc::sigset_t {
+pub(crate) fn termination_sigset() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it fully and
     // sigaddset only sets bits of valid signal numbers.
     unsafe {
@@ -265,57 +267,6 @@ pub fn peer_pidfd(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<std::os:
     Ok(Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) }))
 }
 
-/// Arrange for `fd` to appear as descriptor `target` (without CLOEXEC) in
-/// the child `command` will spawn; every descriptor above `target` is made
-/// close-on-exec, so the child inherits only stdio (0-2) and this one; the
-/// child also gets SIGTERM if its parent dies, and starts with SIGTERM and
-/// SIGINT blocked (it reads them from a signalfd).
-pub fn pass_fd_to_child(command: &mut std::process::Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
-    use std::os::unix::process::CommandExt;
-    let termination = termination_sigset();
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only dup2, fcntl, close_range, prctl and sigprocmask, which are async-signal-safe;
-    // it touches no memory shared with the parent.
-    unsafe {
-        command.pre_exec(move || {
-            if fd == target {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, target) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Descriptors above `target` that the supervisor itself inherited
-            // without CLOEXEC (from a shell, say) must not reach the lane:
-            // mark them all close-on-exec (Linux 5.11+).
-            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-            if libc::syscall(
-                libc::SYS_close_range,
-                (target + 1) as libc::c_uint,
-                libc::c_uint::MAX,
-                CLOSE_RANGE_CLOEXEC,
-            ) < 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // A lane must not outlive its supervisor: SIGTERM makes it drain and exit.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The lane starts with SIGTERM and SIGINT blocked (std resets the
-            // mask before this closure runs): one sent while it is still
-            // starting (a stop right after a lane restart) stays pending and
-            // is read from the lane's signalfd once it serves, so the lane
-            // drains instead of dying by the default action.
-            if libc::sigprocmask(libc::SIG_BLOCK, &termination, std::ptr::null_mut()) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Take ownership of a listening Unix socket inherited as descriptor `fd`,
 /// after checking that it is one (SO_DOMAIN AF_UNIX, SO_ACCEPTCONN).
 pub fn inherited_unix_listener(fd: std::os::fd::RawFd) -> io::Result<std::os::unix::net::UnixListener> {
@@ -343,6 +294,44 @@ pub fn inherited_unix_listener(fd: std::os::fd::RawFd) -> io::Result<std::os::un
     Ok(listener)
 }
 
+/// SO_TYPE of a socket descriptor (SOCK_STREAM, SOCK_SEQPACKET, ...).
+pub fn socket_type(fd: std::os::fd::RawFd) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are locals of the size passed.
+    let rc = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut value as *mut libc::c_int).cast(), &mut len)
+    };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(value) }
+}
+
+/// Take ownership of a `SOCK_SEQPACKET` socket inherited as descriptor
+/// `fd` (a lane's control socket, a connector's socket), close-on-exec.
+pub fn inherited_seqpacket(fd: std::os::fd::RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if socket_type(fd)? != libc::SOCK_SEQPACKET {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("fd {fd} is not a SOCK_SEQPACKET socket")));
+    }
+    // SAFETY: fcntl on a descriptor checked above to be an open socket.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is an open socket this process inherited for exactly this
+    // purpose; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// prctl(PR_SET_NAME): the name `ps` and `/proc/<pid>/comm` show (at most
+/// 15 bytes kept), since a child executed through a descriptor is named
+/// after that descriptor's number.
+pub fn set_process_name(name: &str) -> io::Result<()> {
+    let mut bytes: Vec<u8> = name.bytes().filter(|b| *b != 0).take(15).collect();
+    bytes.push(0);
+    // SAFETY: bytes is NUL-terminated and at most 16 bytes, as PR_SET_NAME reads.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NAME, bytes.as_ptr(), 0, 0, 0) };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// A signalfd for SIGTERM and SIGINT, which must already be blocked
 /// ([`block_supervisor_signals`]). Readable when one is pending.
 pub fn termination_signalfd() -> io::Result<std::os::fd::OwnedFd> {
@@ -355,6 +344,42 @@ pub fn termination_signalfd() -> io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: the kernel returned a new descriptor we now own.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// A signalfd for SIGTERM, SIGINT and SIGCHLD, which must already be
+/// blocked ([`block_supervisor_signals`]): the supervisor's loop polls it
+/// beside its lanes' control sockets.
+pub fn supervisor_signalfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let set = supervisor_sigset();
+    // SAFETY: -1 asks for a new descriptor; set is initialised.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor we now own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Read every pending record of a signalfd and return the signals, in order.
+pub fn read_signals(fd: std::os::fd::BorrowedFd<'_>) -> Vec<Signal> {
+    use std::os::fd::AsRawFd;
+    let mut signals = Vec::new();
+    loop {
+        // SAFETY: signalfd_siginfo is plain data; all-zero bytes are valid.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = size_of::<libc::signalfd_siginfo>();
+        // SAFETY: info is a local of exactly the size passed.
+        let n = unsafe { libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+        if n != size as isize {
+            return signals;
+        }
+        signals.push(match info.ssi_signo as libc::c_int {
+            libc::SIGTERM => Signal::Terminate,
+            libc::SIGINT => Signal::Interrupt,
+            _ => Signal::Child,
+        });
+    }
 }
 
 /// poll(2) over `fds`; returns the number ready (0 on timeout or EINTR).
@@ -416,23 +441,6 @@ pub fn drain_readable(fd: std::os::fd::BorrowedFd<'_>) {
 pub fn set_no_new_privs() -> io::Result<()> {
     // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes only integer arguments.
     let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
-/// Set the soft RLIMIT_FSIZE of process `pid` (prlimit(2)), keeping its
-/// hard limit; `None` restores the soft limit to the hard one. The fault
-/// suite makes a lane's spool "disk" full this way.
-pub fn set_file_size_limit(pid: i32, bytes: Option<u64>) -> io::Result<()> {
-    let mut current = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: a null new-limit only reads; current is a valid rlimit to write.
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut current) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let limit =
-        libc::rlimit { rlim_cur: bytes.unwrap_or(current.rlim_max).min(current.rlim_max), rlim_max: current.rlim_max };
-    // SAFETY: limit is a valid rlimit for the call's duration; the old-limit pointer may be null.
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
     if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
@@ -502,28 +510,4 @@ pub fn limit_address_space(bytes: u64) -> io::Result<()> {
 /// Number of CPUs this process may run on.
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::fd::AsRawFd;
-
-    /// A lane starts with SIGTERM and SIGINT blocked, so a stop that arrives
-    /// while it is still starting is not fatal (the supervisor saw a lane
-    /// killed by SIGTERM right after a restart as "did not stop cleanly").
-    #[test]
-    fn child_starts_with_termination_signals_blocked() {
-        let file = std::fs::File::open("/dev/null").unwrap();
-        let mut command = std::process::Command::new("/bin/cat");
-        command.arg("/proc/self/status");
-        super::pass_fd_to_child(&mut command, file.as_raw_fd(), 3);
-        let output = command.output().unwrap();
-        assert!(output.status.success());
-        let status = String::from_utf8(output.stdout).unwrap();
-        let line = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).expect("SigBlk line");
-        let mask = u64::from_str_radix(line.trim(), 16).unwrap();
-        for signal in [libc::SIGTERM, libc::SIGINT] {
-            assert_ne!(mask & (1 << (signal - 1)), 0, "signal {signal} not blocked: SigBlk {line}");
-        }
-    }
 }

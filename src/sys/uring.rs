@@ -2,8 +2,8 @@
 //! in flight points to.
 //!
 //! The ring is created disabled, restricted to the opcodes a lane uses
-//! (IORING_REGISTER_RESTRICTIONS: Accept, Recv, Send, Read, no SQE flags,
-//! no register opcodes at all afterwards), then enabled (Q4 of
+//! (IORING_REGISTER_RESTRICTIONS: Accept, Recv, Send, PollAdd, no SQE
+//! flags, no register opcodes at all afterwards), then enabled (Q4 of
 //! shared/reference/io-uring-feasibility.md). It never uses SQPOLL or
 //! registered personalities, which would carry the creating credentials
 //! past the sandbox. Buffers: one receive buffer per slot, allocated once
@@ -24,16 +24,21 @@ use io_uring::{IoUring, opcode, register::Restriction, squeue};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     Accept,
-    Signal,
+    /// Readiness of one of the caller's descriptors ([`POLL_KEYS`] of them).
+    Poll(usize),
     Recv(usize),
     Send(usize),
     Probe,
 }
 
+/// Descriptors the ring can watch for readability at once (a lane's
+/// signalfd, control socket and connector socket).
+pub const POLL_KEYS: usize = 4;
+
 fn encode_op(op: Op) -> u64 {
     match op {
         Op::Accept => 1 << 32,
-        Op::Signal => 2 << 32,
+        Op::Poll(key) => (2 << 32) | key as u64,
         Op::Recv(slot) => (3 << 32) | slot as u64,
         Op::Send(slot) => (4 << 32) | slot as u64,
         Op::Probe => 5 << 32,
@@ -44,7 +49,7 @@ fn decode_op(user_data: u64) -> Option<Op> {
     let slot = (user_data & 0xffff_ffff) as usize;
     match user_data >> 32 {
         1 => Some(Op::Accept),
-        2 => Some(Op::Signal),
+        2 => Some(Op::Poll(slot)),
         3 => Some(Op::Recv(slot)),
         4 => Some(Op::Send(slot)),
         5 => Some(Op::Probe),
@@ -56,7 +61,9 @@ fn decode_op(user_data: u64) -> Option<Op> {
 #[derive(Debug)]
 pub enum Completion {
     Accept(io::Result<OwnedFd>),
-    Signal,
+    /// The descriptor watched under this key is readable (or failed); the
+    /// caller reads it with an ordinary system call.
+    Readable(usize),
     /// Bytes are in [`Ring::received`] for this slot.
     Recv {
         slot: usize,
@@ -80,8 +87,7 @@ struct SlotBuffers {
 pub struct Ring {
     ring: IoUring,
     slots: Vec<SlotBuffers>,
-    signal_buffer: Box<[u8; 128]>,
-    signal_busy: bool,
+    poll_busy: [bool; POLL_KEYS],
     accept_busy: bool,
     in_flight: usize,
     capacity: usize,
@@ -101,7 +107,7 @@ impl Ring {
             Restriction::sqe_op(opcode::Accept::CODE),
             Restriction::sqe_op(opcode::Recv::CODE),
             Restriction::sqe_op(opcode::Send::CODE),
-            Restriction::sqe_op(opcode::Read::CODE),
+            Restriction::sqe_op(opcode::PollAdd::CODE),
             Restriction::sqe_flags_allowed(0),
         ];
         ring.submitter().register_restrictions(&mut allowed)?;
@@ -119,8 +125,7 @@ impl Ring {
         Ok(Ring {
             ring,
             slots,
-            signal_buffer: Box::new([0; 128]),
-            signal_busy: false,
+            poll_busy: [false; POLL_KEYS],
             accept_busy: false,
             in_flight: 0,
             capacity,
@@ -139,7 +144,7 @@ impl Ring {
             return Err(io::Error::other("completion queue would overflow"));
         }
         // SAFETY: every pointer in `entry` refers to a buffer owned by this
-        // Ring (a slot's receive or send buffer, or the signal buffer) that
+        // Ring (a slot's receive or send buffer; a poll has none) that
         // was marked busy by the caller and is neither moved, reallocated
         // nor dropped until the completion is reaped in `wait`.
         unsafe { self.ring.submission().push(&entry) }.map_err(|_| io::Error::other("submission queue full"))?;
@@ -161,15 +166,15 @@ impl Ring {
         Ok(())
     }
 
-    pub fn read_signal(&mut self, signalfd: BorrowedFd<'_>) -> io::Result<()> {
-        if self.signal_busy {
+    /// Watch `fd` for readability under `key` (one-shot; nothing is read).
+    pub fn poll_readable(&mut self, key: usize, fd: BorrowedFd<'_>) -> io::Result<()> {
+        if self.poll_busy.get(key).copied().unwrap_or(true) {
             return Ok(());
         }
-        let entry = opcode::Read::new(Fd(signalfd.as_raw_fd()), self.signal_buffer.as_mut_ptr(), 128)
-            .build()
-            .user_data(encode_op(Op::Signal));
+        let entry =
+            opcode::PollAdd::new(Fd(fd.as_raw_fd()), libc::POLLIN as u32).build().user_data(encode_op(Op::Poll(key)));
         self.push(entry)?;
-        self.signal_busy = true;
+        self.poll_busy[key] = true;
         Ok(())
     }
 
@@ -258,9 +263,9 @@ impl Ring {
                     completions
                         .push(Completion::Accept(result_of(code).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })));
                 }
-                Some(Op::Signal) => {
-                    self.signal_busy = false;
-                    completions.push(Completion::Signal);
+                Some(Op::Poll(key)) if key < POLL_KEYS => {
+                    self.poll_busy[key] = false;
+                    completions.push(Completion::Readable(key));
                 }
                 Some(Op::Recv(slot)) => {
                     self.slots[slot].recv_busy = false;
@@ -268,7 +273,7 @@ impl Ring {
                 }
                 Some(Op::Send(slot)) => self.send_completed(slot, code, completions)?,
                 Some(Op::Probe) => self.probe_result = Some(code),
-                None => return Err(io::Error::other(format!("unknown completion {user_data:#x}"))),
+                Some(Op::Poll(_)) | None => return Err(io::Error::other(format!("unknown completion {user_data:#x}"))),
             }
         }
         Ok(())
@@ -321,7 +326,6 @@ impl Drop for Ring {
             for slot in std::mem::take(&mut self.slots) {
                 std::mem::forget(slot);
             }
-            std::mem::forget(std::mem::replace(&mut self.signal_buffer, Box::new([0; 128])));
         }
     }
 }

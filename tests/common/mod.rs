@@ -44,12 +44,21 @@ pub fn stdout(output: &Output) -> String {
 impl TestCluster {
     /// Create, configure, start and migrate a cluster with a short partition horizon.
     pub fn start() -> TestCluster {
+        TestCluster::start_with_env(&[])
+    }
+
+    /// The same, with extra environment variables for `init` (test-build knobs).
+    pub fn start_with_env(env: &[(&str, &str)]) -> TestCluster {
         ensure_server_binaries();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("ad-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cluster = TestCluster { dir };
-        let output = applianced(&["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"]);
+        let output = Command::new(BIN)
+            .args(["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"])
+            .envs(env.iter().copied())
+            .output()
+            .expect("run applianced init");
         assert!(
             output.status.success(),
             "init failed: {}\n{}",
@@ -126,7 +135,17 @@ pub fn instance() -> String {
 impl TestCluster {
     /// Run `applianced run` on this cluster (drops before the cluster: declare it after).
     pub fn appliance(&self, instance: &str, extra: &[&str]) -> applianced::demo::Appliance {
-        applianced::demo::Appliance::start_with(Path::new(BIN), &self.dir, instance, extra)
+        self.appliance_with_env(instance, extra, &[])
+    }
+
+    /// The same, with extra environment variables.
+    pub fn appliance_with_env(
+        &self,
+        instance: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> applianced::demo::Appliance {
+        applianced::demo::Appliance::start_with_env(Path::new(BIN), &self.dir, instance, extra, env)
             .unwrap_or_else(|e| panic!("applianced run: {e}"))
     }
 

@@ -1,0 +1,102 @@
+//! A lane's two message links besides its producers and PostgreSQL: the
+//! control socket to its supervisor (fd 4) and the socket to its connector.
+//!
+//! Both are `SOCK_SEQPACKET`, and both drivers (io_uring and poll) wait for
+//! them to be readable and then call in here, which reads with plain
+//! non-blocking `recvmsg` and tells the core what happened.
+//!
+//! Control messages: lane → supervisor `S` + the status lines, once the
+//! sandbox is entered (the supervisor writes them to
+//! `run/lane-<module>.status` under the pid it knows); supervisor → lane
+//! `D`: drain and exit. End of stream from the supervisor also drains (its
+//! death; the parent-death signal says the same).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use super::connector::{self, ConnectorReply};
+use super::core::{LaneCore, Now};
+use super::process::LaneError;
+use crate::sys::fdpass::{receive_message, send_message};
+
+/// The lane's status, once it serves.
+pub const CONTROL_STATUS: u8 = b'S';
+/// Drain and exit.
+pub const CONTROL_DRAIN: u8 = b'D';
+/// Largest control message: the status lines of a lane.
+pub const CONTROL_MESSAGE_BYTES_MAX: usize = 4096;
+
+pub struct Links {
+    /// To the supervisor.
+    pub control: OwnedFd,
+    /// To the connector (the lane's child process).
+    pub connector: OwnedFd,
+}
+
+impl Links {
+    /// Send the status lines to the supervisor.
+    pub fn send_status(&self, lines: &str) -> Result<(), LaneError> {
+        let mut message = vec![CONTROL_STATUS];
+        message.extend_from_slice(lines.as_bytes());
+        if message.len() > CONTROL_MESSAGE_BYTES_MAX {
+            return Err(LaneError::Io { step: "send status", source: std::io::Error::other("status too long") });
+        }
+        send_message(self.control.as_fd(), &message, None).map_err(LaneError::io("send status"))
+    }
+
+    /// The control socket is readable: a drain request, or the supervisor is gone.
+    pub fn on_control_readable(&self, core: &mut LaneCore) {
+        let mut buffer = [0u8; 16];
+        loop {
+            match receive_message(self.control.as_fd(), &mut buffer) {
+                Ok(None) => return,
+                Ok(Some(message)) if message.len == 0 => {
+                    tracing::warn!(lane = core.module().name(), "supervisor closed the control socket: draining");
+                    core.begin_drain();
+                    return;
+                }
+                Ok(Some(message)) if buffer[..message.len] == [CONTROL_DRAIN] => core.begin_drain(),
+                Ok(Some(message)) => {
+                    tracing::warn!(lane = core.module().name(), bytes = message.len, "unknown control message ignored")
+                }
+                Err(e) => {
+                    tracing::warn!(lane = core.module().name(), error = %e, "control socket failed: draining");
+                    core.begin_drain();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ask the connector for a connection when the core wants one.
+    pub fn request_if_wanted(&self, core: &mut LaneCore, now: Now) -> Result<(), LaneError> {
+        if core.pg_wants_connect(now) {
+            connector::request_connection(self.connector.as_fd()).map_err(LaneError::io("ask the connector"))?;
+            core.pg_connect_requested();
+        }
+        Ok(())
+    }
+
+    /// The connector socket is readable: a connection, a failure, or the
+    /// connector is gone (then the lane cannot reconnect and must exit: the
+    /// supervisor restarts it with a new connector).
+    pub fn on_connector_readable(&self, core: &mut LaneCore, now: Now) -> Result<Option<UnixStream>, LaneError> {
+        let reply = connector::receive_reply(self.connector.as_fd()).map_err(LaneError::io("connector reply"))?;
+        match reply {
+            None => Ok(None),
+            Some(ConnectorReply::Connected(stream, leftover)) => {
+                if !core.pg_awaits_connection() {
+                    tracing::warn!(lane = core.module().name(), "connection arrived unasked: closed");
+                    return Ok(None);
+                }
+                core.pg_connected(leftover);
+                Ok(Some(stream))
+            }
+            Some(ConnectorReply::Failed(why)) => {
+                core.pg_connect_failed(&why, now);
+                Ok(None)
+            }
+            Some(ConnectorReply::Gone) => Err(LaneError::ConnectorGone),
+        }
+    }
+}
