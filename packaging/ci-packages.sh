@@ -119,9 +119,15 @@ touch "$CI_MARKER"
 step "installed layout"
 unit_user=$(sed -n 's/^User=//p' "$SERVICE")
 [ "$unit_user" = ransomeye ] || fail "unit User= is '$unit_user'"
-for user in ransomeye ransomeye-core ransomeye-dpi ransomeye-linux-agent ransomeye-windows-relay; do
+for user in ransomeye ransomeye-core ransomeye-dpi ransomeye-linux-agent ransomeye-windows-relay \
+    ransomeye-lane-core ransomeye-lane-dpi ransomeye-lane-linux-agent ransomeye-lane-windows-agent; do
     getent passwd "$user" >/dev/null || fail "user $user missing"
 done
+for member in ransomeye ransomeye-core ransomeye-lane-core ransomeye-lane-dpi ransomeye-lane-linux-agent \
+    ransomeye-lane-windows-agent; do
+    id -nG "$member" | tr ' ' '\n' | grep -qx ransomeye-db || fail "$member is not in ransomeye-db"
+done
+echo "  users, lane identities and group ransomeye-db present"
 check_mode() { # path mode owner
     local actual
     actual=$(stat -c '%a %U' "$1")
@@ -132,6 +138,10 @@ check_mode "$STATE_DIR" 711 ransomeye
 check_mode "$STATE_DIR/run" 755 ransomeye
 check_mode "$STATE_DIR/log" 700 ransomeye
 check_mode "$STATE_DIR/pgdata" 700 ransomeye
+check_mode "$STATE_DIR/spool" 711 ransomeye
+for module in core dpi linux_agent windows_agent; do
+    check_mode "$STATE_DIR/spool/$module" 2750 "ransomeye-lane-${module//_/-}"
+done
 check_mode /usr/bin/applianced 755 root
 check_mode "$CONFIG" 644 root
 [ -f "$STATE_DIR/pgdata/PG_VERSION" ] || fail "postinst did not create the cluster"

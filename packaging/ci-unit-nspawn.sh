@@ -96,7 +96,8 @@ done
 case "$state" in running|degraded) ;; *) fail "boot did not finish in $BOOT_TIMEOUT_S s (state '$state')" ;; esac
 echo "  container PID 1 is systemd ($(inside systemctl --version | head -n 1)); boot finished: $state"
 if ! inside systemctl is-active --quiet applianced.service; then
-    inside systemctl status applianced.service --no-pager -l 2>&1 | tail -n 30
+    { inside systemctl status applianced.service --no-pager -l 2>&1 || true; } | tail -n 30
+    { inside journalctl -u applianced.service -o cat --no-pager 2>&1 || true; } | tail -n 40
     fail "applianced.service is not active after boot"
 fi
 
@@ -116,6 +117,9 @@ step "each lane as its own identity, without capabilities"
 caps() { inside sed -n "s/^$2:[[:space:]]*//p" "/proc/$1/status"; }
 [ "$(caps "$main_pid" CapEff)" = 0000000000000000 ] || fail "the supervisor keeps effective capabilities"
 [ "$(caps "$main_pid" CapAmb)" = 0000000000000000 ] || fail "the supervisor keeps ambient capabilities"
+postmaster=$(inside head -n 1 /var/lib/ransomeye/pgdata/postmaster.pid)
+[ "$(caps "$postmaster" CapPrm)" = 0000000000000000 ] || fail "PostgreSQL holds capabilities: $(caps "$postmaster" CapPrm)"
+echo "  supervisor CapEff 0, CapAmb 0; postmaster (pid $postmaster) CapPrm 0"
 for module in core dpi linux_agent windows_agent; do
     lane=$(inside pgrep -P "$main_pid" -x "lane-${module:0:10}" || true)
     [ -n "$lane" ] || fail "no $module lane under the supervisor"

@@ -542,6 +542,17 @@ fn main() -> ExitCode {
         .log_internal_errors(false)
         .init();
     let cli: Cli = argh::from_env();
+    // The packaged unit grants CAP_SETUID and CAP_SETGID as ambient
+    // capabilities to every command it runs; only `run` uses them, to start
+    // lanes as their identities. Every command lowers them at once to its
+    // permitted set (nothing it executes, pg_ctl and PostgreSQL included,
+    // inherits one). Root keeps its capabilities: init needs them.
+    if applianced::sys::effective_uid() != 0 {
+        if let Err(e) = applianced::sys::spawn::lower_capabilities() {
+            eprintln!("applianced: cannot lower capabilities: {e}");
+            return ExitCode::from(3);
+        }
+    }
     let result = match &cli.command {
         Command::Matrix(cmd) => return matrix(cmd),
         Command::Init(cmd) => match (&cmd.state_dir, &cmd.config) {

@@ -482,7 +482,15 @@ fn maintenance_loop(embedded: &Embedded, options: &MaintenanceOptions, stop: &At
                 }
             },
         };
-        let outcome = pass(conn, options, &mut status);
+        let mut attempt = status.clone();
+        let outcome = pass(conn, options, &mut attempt);
+        if outcome.session_lost && stop.load(Ordering::SeqCst) {
+            // The pass was cut short by the stop (the cluster shut down
+            // under it): not a maintenance failure, so the status file stays
+            // as the last whole pass left it.
+            break;
+        }
+        status = attempt;
         if outcome.session_lost {
             session = None;
         }

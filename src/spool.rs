@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use zerocopy::big_endian::{U16, U32, U64};
@@ -211,6 +211,9 @@ fn create_dir_durable(path: &Path) -> Result<(), SpoolError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(SpoolError::Io { step: "create", path: path.to_path_buf(), source: e }),
     }
+    // Explicitly, whatever the umask (the unit's is 0077): selftest, run
+    // by the server account (the directory's group), lists it.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o2750)).map_err(io_error("chmod", path))?;
     let parent_dir = File::open(parent).map_err(io_error("open directory", parent))?;
     fsync_dir(&parent_dir, parent)
 }

@@ -61,6 +61,8 @@ struct Lane {
     child: Option<Child>,
     /// The supervisor's end of the running lane's control socket.
     control: Option<OwnedFd>,
+    /// Whether the running lane process has reported its status.
+    reported: bool,
     restarts: u32,
     restart_at: Option<Instant>,
 }
@@ -176,25 +178,35 @@ fn spawn_lane(lane: &mut Lane, launcher: &Launcher, options: &RunOptions, dir: &
         .map_err(|e| AppError::Refused(format!("lane {}: {e}", lane.module.name())))?;
     lane.child = Some(child);
     lane.control = Some(control);
+    lane.reported = false;
     Ok(())
 }
 
-/// Read what a lane sent on its control socket. Its status (sent once it
-/// serves) is recorded in `run/lane-<module>.status` under the pid this
-/// supervisor knows, with the identity it gave the lane. Returns whether a
-/// status arrived.
+/// Read what a lane sent on its control socket. Its status (sent once, as
+/// it starts serving, before it has read any untrusted byte) is recorded
+/// in `run/lane-<module>.status` under the pid this supervisor started and
+/// the identity it gave; the lane's own lines may not name either. A later
+/// status message from the same lane process is ignored (logged): a lane
+/// compromised since its start cannot rewrite what selftest reads.
+/// Returns whether the status arrived now.
 fn on_control(lane: &mut Lane, dir: &StateDir, identities: &LaneIdentities) -> bool {
     let (Some(control), Some(child)) = (lane.control.as_ref(), lane.child.as_ref()) else { return false };
     let mut buffer = vec![0u8; CONTROL_MESSAGE_BYTES_MAX];
     let mut serving = false;
     loop {
         match receive_message(control.as_fd(), &mut buffer) {
-            Ok(Some(message)) if message.len > 1 && buffer[0] == CONTROL_STATUS => {
-                let lines = String::from_utf8_lossy(&buffer[1..message.len]);
-                let status = format!("pid = {}\nidentity = \"{}\"\n{lines}", child.id(), identities.label(lane.module));
+            Ok(Some(message)) if message.len > 1 && buffer[0] == CONTROL_STATUS && !lane.reported => {
+                let reported = String::from_utf8_lossy(&buffer[1..message.len]);
+                let lines: String = reported
+                    .lines()
+                    .filter(|l| !matches!(l.split('=').next().map(str::trim), Some("pid" | "identity")))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                let status = format!("{lines}pid = {}\nidentity = \"{}\"\n", child.id(), identities.label(lane.module));
                 if let Err(e) = write_replacing(&status_path(dir, lane.module), &status) {
                     tracing::warn!(lane = lane.module.name(), error = %e, "cannot write the lane status file");
                 }
+                lane.reported = true;
                 serving = true;
             }
             Ok(Some(message)) if message.len == 0 => {
@@ -203,7 +215,7 @@ fn on_control(lane: &mut Lane, dir: &StateDir, identities: &LaneIdentities) -> b
                 return serving;
             }
             Ok(Some(message)) => {
-                tracing::warn!(lane = lane.module.name(), bytes = message.len, "unknown control message ignored")
+                tracing::warn!(lane = lane.module.name(), bytes = message.len, "unexpected control message ignored")
             }
             Ok(None) => return serving,
             Err(e) => {
@@ -336,12 +348,10 @@ impl ClusterWatch {
 pub fn run(options: &RunOptions) -> Result<(), AppError> {
     sys::block_supervisor_signals().map_err(|source| AppError::Io { step: "block signals", source })?;
     let signals = sys::supervisor_signalfd().map_err(|source| AppError::Io { step: "signalfd", source })?;
-    if sys::effective_uid() != 0 {
-        // Capabilities the unit grants (CAP_SETUID, CAP_SETGID) stay in the
-        // permitted set only: nothing this process runs (pg_ctl, lanes)
-        // inherits them, and only a forked child switching identity raises them.
-        sys::spawn::lower_capabilities().map_err(|source| AppError::Io { step: "lower capabilities", source })?;
-    }
+    // Capabilities the unit grants (CAP_SETUID, CAP_SETGID) are in the
+    // permitted set only (lowered in main): nothing this process runs
+    // (pg_ctl, lanes) inherits them, and only a forked child switching
+    // identity raises them.
     let embedded = Embedded::load(&options.state_dir)?;
     let accounts = crate::accounts::resolve(embedded.server.clone())
         .map_err(|e| AppError::Refused(format!("OS accounts: {e}")))?;
@@ -374,7 +384,15 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
     let mut lanes = Vec::new();
     for module in Module::ALL {
         let listener = bind_lane_socket(&options.instance, module)?;
-        lanes.push(Lane { module, listener, child: None, control: None, restarts: 0, restart_at: None });
+        lanes.push(Lane {
+            module,
+            listener,
+            child: None,
+            control: None,
+            reported: false,
+            restarts: 0,
+            restart_at: None,
+        });
     }
     for lane in &mut lanes {
         spawn_lane(lane, &launcher, options, &embedded.dir)?;

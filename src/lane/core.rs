@@ -113,6 +113,8 @@ pub struct LaneCore {
     pub(super) draining: bool,
     pub stats: LaneStats,
     refusal_log: RateLimitedLog,
+    /// Protocol errors a peer can provoke at will: logged rate-limited.
+    error_log: RateLimitedLog,
     pub(super) now: Now,
     /// The durable spool: every ACK waits for it (`spooling.rs`).
     pub(super) spool: SpoolLane,
@@ -150,6 +152,7 @@ impl LaneCore {
             draining: false,
             stats: LaneStats::default(),
             refusal_log: RateLimitedLog::default(),
+            error_log: RateLimitedLog::default(),
             now,
             spool: SpoolLane::new(spool),
             stop_after_send: None,
@@ -316,7 +319,18 @@ impl LaneCore {
     pub(super) fn fail_connection(&mut self, slot: usize, error: frame::FrameError) {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut).filter(|c| !c.closing) else { return };
         self.stats.protocol_errors += 1;
-        tracing::warn!(lane = self.module.name(), slot, peer_pid = conn.peer.pid, code = ?error.code, reason = %error.reason, "closing connection");
+        if let Some(suppressed) = self.error_log.allow(self.now.mono_ms) {
+            tracing::warn!(
+                lane = self.module.name(),
+                slot,
+                peer_pid = conn.peer.pid,
+                peer_uid = conn.peer.uid,
+                code = error.code as u16,
+                reason = %error.reason,
+                suppressed,
+                "closing connection"
+            );
+        }
         frame::encode_error(&mut conn.out, error.code, &error.reason);
         conn.closing = true;
         conn.inbuf.clear();

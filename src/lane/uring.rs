@@ -1,7 +1,8 @@
 //! The io_uring driver of a lane: one ring, one thread, no async runtime.
 //!
-//! Keeps an accept, a signalfd read, and per connection one receive and at
-//! most one send in flight, all through [`crate::sys::uring::Ring`], which
+//! Keeps an accept, a readiness poll of the signalfd, the control socket
+//! and the connector socket, and per connection one receive and at most
+//! one send in flight, all through [`crate::sys::uring::Ring`], which
 //! owns the buffers. A connection is closed only once none of its
 //! operations is in flight (a shutdown(2) wakes its pending receive).
 

@@ -2,11 +2,14 @@
 //! reads a single untrusted byte (STYLE S15).
 //!
 //! Order, each step with why it is there:
-//! 1. every fd is open (listener, signalfd, status file, /proc/self/status)
-//!    — after Landlock nothing new can be opened outside the allowed paths;
+//! 1. every fd is open (listener, control socket, signalfd, the socket to
+//!    the connector, the spool, /proc/self/status) — after Landlock nothing
+//!    new can be opened outside the allowed paths, and after seccomp no
+//!    socket can be created or connected at all;
 //! 2. the io_uring ring exists, created disabled, restricted to Accept,
-//!    Recv, Send and Read, then enabled (done by the caller, `sys::uring`)
-//!    — after seccomp, io_uring_setup/register are gone, so it must exist;
+//!    Recv, Send and PollAdd, then enabled (done by the caller,
+//!    `sys::uring`) — after seccomp, io_uring_setup/register are gone, so
+//!    it must exist;
 //! 3. no_new_privs — required for unprivileged Landlock and seccomp, and
 //!    no exec can regain privileges;
 //! 4. Landlock (tested with ABI 6 and 7 on Linux 6.18): no filesystem
@@ -14,8 +17,9 @@
 //!    directory (`spool_access`), no TCP bind or connect, abstract Unix sockets and
 //!    signals scoped to the lane's own domain — it applies to io_uring
 //!    operations too, unlike seccomp;
-//! 5. seccomp allow-list (`seccomp.rs`), killing the process on anything
-//!    else, including io_uring_setup and io_uring_register;
+//! 5. seccomp allow-list (`seccomp.rs`, one per [`Profile`]), killing the
+//!    process on anything else, including socket, connect, io_uring_setup
+//!    and io_uring_register;
 //! 6. verify what the kernel reports (`Seccomp: 2`, `NoNewPrivs: 1`, the
 //!    Landlock status) and refuse to serve if `required` and anything is
 //!    short of fully enforced.

@@ -27,7 +27,9 @@ use crate::sys;
 /// The producer id selftest's round-trip events carry (the largest valid id,
 /// so it never collides with a real producer). Each run uses a new epoch
 /// (the Unix time in seconds), so every run starts at seq 1.
-pub const SELFTEST_PRODUCER_ID: u64 = i64::MAX as u64;
+pub const SELFTEST_PRODUCER_ID: u64 = crate::limits::PRODUCER_ID_MAX;
+// Only the appliance's own uid may claim it (ingress::PeerGrant::appliance).
+const _: () = assert!(SELFTEST_PRODUCER_ID >= crate::limits::RESERVED_PRODUCER_ID_FIRST);
 /// How long the round trip of one event may take.
 const ROUND_TRIP_TIMEOUT_MS: u64 = 15_000;
 
@@ -266,9 +268,14 @@ pub fn spool_integrity(embedded: &Embedded) -> Check {
         };
         let bytes: u64 = segments.iter().map(|(_, path)| std::fs::metadata(path).map_or(0, |m| m.len())).sum();
         parts.push(format!("{}: {} segment(s), {bytes} bytes", module.name(), segments.len()));
-        let quarantined: Vec<String> = std::fs::read_dir(dir.join("quarantine"))
-            .map(|q| q.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
+        let quarantined: Vec<String> = match std::fs::read_dir(dir.join("quarantine")) {
+            Ok(entries) => entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                failures.push(format!("{}: cannot list {}: {e}", module.name(), dir.join("quarantine").display()));
+                Vec::new()
+            }
+        };
         if !quarantined.is_empty() {
             failures.push(format!(
                 "{}: {} corrupted spool record(s) quarantined in {}: {} (acknowledged events lost; recorded in {}.quarantine with reason code 10 where a later record revealed them)",
