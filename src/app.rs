@@ -140,7 +140,7 @@ pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> 
             }
             checks
         }
-        Err(e) => vec![selftest::unreachable("database reachable", e.to_string())],
+        Err(e) => vec![selftest::unreachable("database reachable", selftest::access::unreachable_cause(&e))],
     };
     let ok = if json {
         let (value, ok) = selftest::render_json(&checks);

@@ -259,3 +259,20 @@ pub fn postgresql_log(embedded: &Embedded, conn: &mut Connection) -> Check {
         failures,
     )
 }
+
+/// Why selftest could not connect, in an operator's words where the
+/// SQLSTATE says more than PostgreSQL's message.
+pub fn unreachable_cause(error: &crate::pg::PgError) -> String {
+    let hint = match error.sqlstate() {
+        Some("53300") => format!(
+            ": every connection slot is taken, the {PG_SUPERUSER_RESERVED_CONNECTIONS} reserved for the superuser too; \
+             only the socket's owner and group {DB_GROUP} can connect, and a connection that does not \
+             authenticate is dropped after {PG_AUTHENTICATION_TIMEOUT_S} s: look for the holder with \
+             `ss -xp | grep PGSQL` as root"
+        ),
+        Some("57P03") => ": the cluster is starting or recovering from a crash; retry in a few seconds".to_string(),
+        Some("28000") => ": peer authentication refused this OS user (pg_ident.conf maps only the operator to the superuser)".to_string(),
+        _ => String::new(),
+    };
+    format!("{error}{hint}")
+}
