@@ -135,7 +135,7 @@ pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> 
                 checks.push(selftest::lanes::lane_sockets(embedded));
                 checks.push(selftest::lanes::lane_round_trip(embedded, &mut conn));
                 checks.push(selftest::lanes::lane_sandbox(embedded));
-                checks.push(selftest::lanes::spool_integrity(embedded));
+                checks.push(selftest::lanes::spool_integrity(embedded, &mut conn));
                 checks.push(selftest::lanes::maintenance(embedded));
             }
             checks

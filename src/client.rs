@@ -95,6 +95,15 @@ pub struct ModuleClient {
     pub watermark_seq: u64,
 }
 
+/// A WELCOME below what this producer was already acknowledged (same
+/// epoch): the appliance lost acknowledged events; returns the lost seqs
+/// `(first, last)`. A producer MUST report this (PROTOCOL.md §9), and
+/// resend those events if it still holds them.
+pub fn welcome_regression(welcome: (u64, u64), acked: (u64, u64)) -> Option<(u64, u64)> {
+    let ((welcome_epoch, welcome_seq), (acked_epoch, acked_seq)) = (welcome, acked);
+    (welcome_epoch == acked_epoch && welcome_seq < acked_seq).then_some((welcome_seq + 1, acked_seq))
+}
+
 /// The abstract socket address of a module's lane.
 pub fn lane_address(instance: &str, module: Module) -> std::io::Result<SocketAddr> {
     SocketAddr::from_abstract_name(module.socket_name(instance).as_bytes())

@@ -179,6 +179,11 @@ pub enum StatusCode {
     SpoolUnwritable = 2,
     /// The condition reported before has cleared; credit follows.
     Resumed = 3,
+    /// Acknowledged events of this producer were lost (their spool record
+    /// was damaged on disk); the reason names the range. Recorded in the
+    /// module's quarantine table with reason code 10. Sent once per range,
+    /// after the loss is recorded.
+    AcknowledgedLost = 4,
 }
 
 impl StatusCode {
@@ -187,6 +192,7 @@ impl StatusCode {
             1 => Some(StatusCode::SpoolFull),
             2 => Some(StatusCode::SpoolUnwritable),
             3 => Some(StatusCode::Resumed),
+            4 => Some(StatusCode::AcknowledgedLost),
             _ => None,
         }
     }

@@ -136,11 +136,16 @@ pub struct LoadReport {
     /// Per frame, microseconds from its send to the ACK covering it.
     pub ack_latencies_us: Vec<u64>,
     pub last_error: Option<String>,
+    /// Acknowledged events the appliance lost: its STATUS `AcknowledgedLost`
+    /// notices (recorded there with reason code 10), and WELCOMEs below this
+    /// client's highest ACK (the load resent those events).
+    pub lost: Vec<String>,
 }
 
 impl LoadReport {
+    /// Every event acknowledged, and the appliance lost none it acknowledged.
     pub fn complete(&self, options: &LoadOptions) -> bool {
-        self.acked == options.events
+        self.acked == options.events && self.lost.is_empty()
     }
 
     pub fn latency_percentile_ms(&self, percentile: f64) -> f64 {
@@ -225,8 +230,27 @@ fn session_inner(options: &LoadOptions, progress: &mut Progress, report: &mut Lo
         options.producer_id,
         options.epoch,
     )?;
+    if let Some((first, last)) = crate::client::welcome_regression(
+        (client.watermark_epoch, client.watermark_seq),
+        (options.epoch, progress.acked_seq),
+    ) {
+        // The lane no longer has events it acknowledged: say so loudly, and
+        // resend them (this client can: its events are a function of the seq).
+        let lost = format!(
+            "the appliance acknowledged seqs up to {last} but its WELCOME reports {}: seqs {first}..{last} of epoch {} were lost there; resent",
+            first - 1,
+            options.epoch
+        );
+        tracing::error!(producer = options.producer_id, lost, "acknowledged events lost by the appliance");
+        report.lost.push(lost);
+        progress.acked_seq = client.watermark_seq;
+    }
     if client.watermark_epoch == options.epoch {
         progress.acked_seq = progress.acked_seq.max(client.watermark_seq);
+    }
+    // Replies that came with the WELCOME (a loss notice follows it at once).
+    for reply in client.poll_replies(Duration::from_millis(1))? {
+        note_reply(reply, options, progress, report);
     }
     if client.watermark_epoch == options.epoch && client.watermark_seq + 1 < options.start_seq {
         return Err(ClientError::Refused {
@@ -287,32 +311,40 @@ fn session_inner(options: &LoadOptions, progress: &mut Progress, report: &mut Lo
         }
         for reply in client.poll_replies(Duration::from_millis(50))? {
             last_reply = Instant::now();
-            match reply {
-                Reply::Ack { epoch, durable_seq } if epoch == options.epoch => {
-                    progress.acked_seq = progress.acked_seq.max(durable_seq.min(progress.end_seq));
-                    while let Some((last, sent_at)) = progress.in_flight.front().copied() {
-                        if last > progress.acked_seq {
-                            break;
-                        }
-                        report.ack_latencies_us.push(sent_at.elapsed().as_micros() as u64);
-                        progress.in_flight.pop_front();
-                    }
-                }
-                Reply::Ack { .. } | Reply::Credit(_) => {}
-                Reply::Reject { .. } => report.rejected += 1,
-                Reply::Status { code, reason } => {
-                    tracing::info!(code, reason, "lane status");
-                    if code != crate::frame::StatusCode::Resumed as u16 {
-                        report.pushed_back += 1;
-                    }
-                }
-            }
+            note_reply(reply, options, progress, report);
         }
         if last_reply.elapsed() > Duration::from_millis(LOAD_STALL_MS) {
             return Err(ClientError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply from the lane")));
         }
     }
     Ok(())
+}
+
+fn note_reply(reply: Reply, options: &LoadOptions, progress: &mut Progress, report: &mut LoadReport) {
+    match reply {
+        Reply::Ack { epoch, durable_seq } if epoch == options.epoch => {
+            progress.acked_seq = progress.acked_seq.max(durable_seq.min(progress.end_seq));
+            while let Some((last, sent_at)) = progress.in_flight.front().copied() {
+                if last > progress.acked_seq {
+                    break;
+                }
+                report.ack_latencies_us.push(sent_at.elapsed().as_micros() as u64);
+                progress.in_flight.pop_front();
+            }
+        }
+        Reply::Ack { .. } | Reply::Credit(_) => {}
+        Reply::Reject { .. } => report.rejected += 1,
+        Reply::Status { code, reason } if code == crate::frame::StatusCode::AcknowledgedLost as u16 => {
+            tracing::error!(producer = options.producer_id, reason, "the appliance lost acknowledged events");
+            report.lost.push(reason);
+        }
+        Reply::Status { code, reason } => {
+            tracing::info!(code, reason, "lane status");
+            if code != crate::frame::StatusCode::Resumed as u16 {
+                report.pushed_back += 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

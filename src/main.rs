@@ -443,8 +443,17 @@ fn load(cmd: &LoadCmd) -> ExitCode {
         report.latency_percentile_ms(0.50),
         report.latency_percentile_ms(0.99),
     );
+    for lost in &report.lost {
+        eprintln!("load: ACKNOWLEDGED EVENTS LOST BY THE APPLIANCE: {lost}");
+    }
     if report.complete(&options) {
         ExitCode::SUCCESS
+    } else if report.acked == options.events {
+        eprintln!(
+            "load: every event acknowledged, but the appliance lost {} range(s) it had acknowledged",
+            report.lost.len()
+        );
+        ExitCode::from(1)
     } else {
         eprintln!(
             "load: {} of {} events unacknowledged; last error: {}",

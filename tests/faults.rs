@@ -15,6 +15,9 @@
 
 mod common;
 
+use applianced::lane::batch::ProducerRange;
+use std::path::PathBuf;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -292,6 +295,37 @@ fn appliance_and_producers_killed_then_restarted() {
     );
 }
 
+/// A PostgreSQL backend killed during a load (the postmaster then
+/// terminates and reinitializes every backend: crash recovery), the whole
+/// appliance killed as well and started again at once, into the recovery:
+/// `run` waits for the cluster (its sessions retry SQLSTATE 57P03 with
+/// backoff) instead of exiting, the producers carry on through both
+/// crashes, and every acknowledged event is stored exactly once.
+#[test]
+fn restart_during_postgresql_crash_recovery() {
+    let cluster = TestCluster::start();
+    let name = instance();
+    let mut expected = BTreeMap::new();
+    let events = 60_000;
+    let appliance = cluster.appliance(&name, &[]);
+    let producer = 500;
+    let mut restarted = None;
+    let reports = loads_with_fault(&name, producer, events, || {
+        std::thread::sleep(Duration::from_millis(300));
+        let backend = cluster
+            .admin()
+            .query_value("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'applianced-lane-%' LIMIT 1")
+            .unwrap();
+        applianced::sys::send_signal(backend.parse().unwrap(), libc::SIGKILL).unwrap();
+        kill_appliance(&cluster, &appliance);
+        restarted = Some(restart(&cluster, &name, &[], &[]));
+    });
+    let mut appliance = restarted.expect("the appliance restarted");
+    record(&mut expected, producer, events, &reports);
+    println!("scenario restart during crash recovery: iterations 1\n{}", check(&cluster, &expected));
+    appliance.stop().unwrap();
+}
+
 /// Start the appliance, retrying while a killed one's socket names or
 /// cluster are still going away.
 fn restart(cluster: &TestCluster, name: &str, extra: &[&str], env: &[(&str, &str)]) -> applianced::demo::Appliance {
@@ -501,6 +535,21 @@ impl Frozen {
         }
         frozen
     }
+
+    /// Kill (SIGKILL) the frozen backends of one role: a transaction they
+    /// received but never ran can then not commit after the thaw. The
+    /// postmaster reinitializes every backend (crash recovery) once it runs again.
+    fn kill_backends_of(&mut self, role: &str) -> usize {
+        let mut killed = 0;
+        for pid in &self.0 {
+            let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&title).starts_with(&format!("postgres: {role} ")) {
+                applianced::sys::send_signal(*pid, libc::SIGKILL).unwrap();
+                killed += 1;
+            }
+        }
+        killed
+    }
 }
 
 impl Drop for Frozen {
@@ -573,85 +622,200 @@ fn spool_while_frozen_then_kill(
     assert_eq!(warm_up.acked, 1_000);
     let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
     assert!(applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, 1_000, wait).unwrap());
-    let frozen = Frozen::freeze(cluster);
+    let mut frozen = Frozen::freeze(cluster);
     let report = run_load(&LoadOptions::new(name, Module::Dpi, producer, 1, events));
     assert_eq!(report.acked, events, "acknowledged from the spool while PostgreSQL is frozen: {report:?}");
     kill_appliance(cluster, &appliance);
     drop(appliance);
+    // A transaction the frozen backend holds in its socket buffer would
+    // commit after the thaw: killed, none does, so every record written
+    // while frozen is still to be committed from the spool.
+    frozen.kill_backends_of("ransomeye_dpi_writer");
     drop(frozen);
 }
 
-/// Offsets of the records in a spool segment (header: magic, version,
-/// kind, then the payload length at bytes 8..12, big-endian).
-fn record_offsets(bytes: &[u8]) -> Vec<usize> {
-    let mut offsets = Vec::new();
-    let mut offset = 0;
-    while offset + applianced::spool::HEADER_BYTES <= bytes.len() {
-        offsets.push(offset);
-        let length = u32::from_be_bytes(bytes[offset + 8..offset + 12].try_into().unwrap()) as usize;
-        offset += applianced::spool::HEADER_BYTES + length;
-    }
-    offsets
+/// One intact spool record: its payload's range in the file, the producer
+/// ranges it holds.
+type RecordAt = (std::ops::Range<usize>, Vec<ProducerRange>);
+
+/// The intact records of the newest DPI spool segment, oldest first, the
+/// segment's path and bytes.
+fn dpi_records(cluster: &TestCluster) -> (PathBuf, Vec<u8>, Vec<RecordAt>) {
+    let segments = applianced::spool::segment_files(&cluster.dir.join("spool/dpi")).unwrap();
+    let (first, path) = segments.last().unwrap().clone();
+    let bytes = std::fs::read(&path).unwrap();
+    let scan = applianced::spool::record::scan(&bytes, true, first).unwrap();
+    let records = scan
+        .extents
+        .into_iter()
+        .map(|extent| match extent {
+            applianced::spool::record::Extent::Intact(r) => {
+                let ranges = applianced::lane::batch::spool_ranges(&bytes[r.payload.clone()]).unwrap();
+                (r.payload, ranges)
+            }
+            other => panic!("a damaged record before the test damaged any: {other:?}"),
+        })
+        .collect();
+    (path, bytes, records)
 }
 
-/// A spooled, acknowledged record is corrupted on disk while the appliance
-/// is down: on restart it is quarantined (file in spool/dpi/quarantine),
-/// never committed; its seqs are recorded as one quarantine row and the
-/// watermark moves past them, so later records still commit exactly once.
+/// Flip one bit of a record's payload past its summary (so its events stay known).
+fn damage(bytes: &mut [u8], payload: &std::ops::Range<usize>, ranges: &[ProducerRange]) {
+    let summary = 8 + 40 * ranges.len() + 4;
+    bytes[payload.start + summary + (payload.len() - summary) / 2] ^= 0x10;
+}
+
+/// The reason-10 quarantine rows of a DPI producer: (first seq, reason) each.
+fn lost_rows(cluster: &TestCluster, producer: u64) -> Vec<(u64, String)> {
+    cluster
+        .admin()
+        .simple_query(&format!(
+            "SELECT producer_seq, reason FROM dpi.quarantine WHERE producer_id = {producer} AND reason_code = {} ORDER BY 1",
+            applianced::frame::RejectCode::SpoolRecordCorrupted as u16
+        ))
+        .unwrap()
+        .into_iter()
+        .map(|row| (row[0].as_deref().unwrap().parse().unwrap(), row[1].clone().unwrap()))
+        .collect()
+}
+
+/// The issue's case: 100 events committed, PostgreSQL frozen, 300 more
+/// acknowledged from the spool, the appliance killed, one bit of the
+/// newest record's payload flipped. Recovery must not take that complete
+/// record for a torn append: its events are recorded as lost (reason 10),
+/// its bytes quarantined, selftest fails naming lane, producer and seqs,
+/// and the producer is told when it reconnects.
 #[test]
-fn a_corrupted_spool_record_is_quarantined_never_committed() {
+fn an_acknowledged_record_damaged_on_disk_is_a_recorded_reported_loss() {
     let cluster = TestCluster::start();
     let name = instance();
     let appliance = cluster.appliance(&name, &[]);
     let producer = 1300;
-    let events = 40_000;
-    spool_while_frozen_then_kill(&cluster, &name, appliance, producer, events);
-    let mut admin = cluster.admin();
+    let warm_up = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 100));
+    assert_eq!(warm_up.acked, 100);
     let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
-    // Corrupt one bit in the payload of the second record written while
-    // frozen (seqs above the warm-up's 1,000); later records reveal the gap.
-    let segments = applianced::spool::segment_files(&cluster.dir.join("spool/dpi")).unwrap();
-    let (_, path) = segments.last().unwrap().clone();
-    let mut bytes = std::fs::read(&path).unwrap();
-    let frozen: Vec<usize> = record_offsets(&bytes)
-        .into_iter()
-        .filter(|&offset| {
-            let length = u32::from_be_bytes(bytes[offset + 8..offset + 12].try_into().unwrap()) as usize;
-            let payload = &bytes[offset + applianced::spool::HEADER_BYTES..][..length];
-            applianced::lane::batch::spool_ranges(payload).unwrap()[0].first_seq > 1_000
-        })
-        .collect();
-    assert!(frozen.len() >= 3, "only {} records written while frozen", frozen.len());
-    let victim = frozen[1];
-    bytes[victim + applianced::spool::HEADER_BYTES + 100] ^= 0x10;
+    assert!(applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, 100, wait).unwrap());
+    let mut frozen = Frozen::freeze(&cluster);
+    let acked = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 400));
+    assert_eq!(acked.acked, 400, "acknowledged from the spool while PostgreSQL is frozen: {acked:?}");
+    kill_appliance(&cluster, &appliance);
+    drop(appliance);
+    // The lane's frozen backend may hold the whole transaction of seqs
+    // 101..400 in its socket buffer; killed, it never commits it (the
+    // appliance then restarts into PostgreSQL's crash recovery).
+    assert_eq!(frozen.kill_backends_of("ransomeye_dpi_writer"), 1);
+    drop(frozen);
+    let (path, mut bytes, records) = dpi_records(&cluster);
+    let (payload, ranges) = records.last().unwrap().clone();
+    let lost = ranges.iter().find(|r| r.producer_id == producer).copied().unwrap();
+    assert_eq!(lost.last_seq, 400);
+    damage(&mut bytes, &payload, &ranges);
     std::fs::write(&path, &bytes).unwrap();
     let mut appliance = restart(&cluster, &name, &[], &[]);
-    assert!(
-        applianced::demo::wait_committed(&mut admin, Module::Dpi, producer, 1, events, wait).unwrap(),
-        "the records after the corrupted one were not committed"
-    );
-    let (rows, distinct) = cluster.producer_rows(Module::Dpi, producer);
-    assert_eq!(rows, distinct, "duplicates");
-    let gap = admin
-        .query_value(&format!(
-            "SELECT producer_seq || ' ' || reason FROM dpi.quarantine WHERE producer_id = {producer} AND reason_code = {}",
-            applianced::frame::RejectCode::SpoolRecordCorrupted as u16
-        ))
-        .unwrap();
-    let (first, reason) = gap.split_once(' ').unwrap();
-    let first: u64 = first.parse().unwrap();
-    let last: u64 = reason.split("..").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
-    assert_eq!(rows, events - (last - first + 1), "rows outside the lost range: {gap}");
-    let quarantined = std::fs::read_dir(cluster.dir.join("spool/dpi/quarantine")).unwrap().count();
-    assert_eq!(quarantined, 1);
-    // Reported: selftest fails and names the lane and the file.
+    // The producer comes back: WELCOME, then the loss notice.
+    let again = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 400));
+    assert_eq!(again.acked, 400);
+    let told = format!("seqs {}..{} of epoch 1 were acknowledged and then lost", lost.first_seq, lost.last_seq);
+    assert!(again.lost.iter().any(|l| l.contains(&told)), "the producer was not told: {again:?}");
+    // Recorded: one reason-10 row for exactly that range; the rest stored once.
+    assert!(applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, 400, wait).unwrap());
+    let rows = lost_rows(&cluster, producer);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, lost.first_seq);
+    assert!(rows[0].1.contains(&format!("seqs {}..{} acknowledged and lost", lost.first_seq, lost.last_seq)));
+    let (stored, distinct) = cluster.producer_rows(Module::Dpi, producer);
+    assert_eq!((stored, distinct), (400 - (lost.last_seq - lost.first_seq + 1), stored));
+    // Quarantined and described; selftest fails naming lane, producer and range.
+    let quarantine = cluster.dir.join("spool/dpi/quarantine");
+    let names: Vec<String> = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(".bad")) && names.iter().any(|n| n.ends_with(".meta")), "{names:?}");
     let selftest = cluster.selftest(&[]);
     let report = common::stdout(&selftest);
     assert!(!selftest.status.success() && report.contains("FAIL spool integrity"), "{report}");
-    assert!(report.contains("dpi: 1 corrupted spool record(s) quarantined"), "{report}");
+    let named =
+        format!("dpi: producer {producer} epoch 1 seqs {}..{}: acknowledged and lost", lost.first_seq, lost.last_seq);
+    assert!(report.contains(&named), "{report}");
     println!(
-        "scenario corrupted spool record: iterations 1, acked {events}, found {rows}, duplicates 0, \
-         lost to the corrupted record (quarantined, reported) seqs {first}..{last}"
+        "scenario damaged newest record: acked 400, committed before the kill 100, lost and recorded seqs {}..{}, \
+         stored {stored}, duplicates 0, producer told, selftest FAIL naming the range",
+        lost.first_seq, lost.last_seq
+    );
+    appliance.stop().unwrap();
+}
+
+/// A record that had committed before a bit of it flipped is no loss:
+/// nothing is recorded as lost, the producer is told nothing, and selftest
+/// passes with a warning.
+#[test]
+fn a_committed_record_damaged_on_disk_is_harmless() {
+    let cluster = TestCluster::start();
+    let name = instance();
+    let mut appliance = cluster.appliance(&name, &[]);
+    let producer = 1310;
+    let events = 2_000;
+    assert_eq!(run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, events)).acked, events);
+    let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
+    assert!(applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, events, wait).unwrap());
+    appliance.stop().unwrap();
+    // The newest segment stays (appends continue in it), committed records and all.
+    let (path, mut bytes, records) = dpi_records(&cluster);
+    let (payload, ranges) = records.last().unwrap().clone();
+    damage(&mut bytes, &payload, &ranges);
+    std::fs::write(&path, &bytes).unwrap();
+    let mut appliance = restart(&cluster, &name, &[], &[]);
+    let again = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, events));
+    assert!(again.complete(&LoadOptions::new(&name, Module::Dpi, producer, 1, events)), "{again:?}");
+    assert!(lost_rows(&cluster, producer).is_empty());
+    assert_eq!(cluster.producer_rows(Module::Dpi, producer), (events, events));
+    let selftest = cluster.selftest(&[]);
+    let report = common::stdout(&selftest);
+    assert!(selftest.status.success(), "{report}");
+    assert!(report.contains("WARNING: damaged spool records whose events had committed before the damage"), "{report}");
+    appliance.stop().unwrap();
+}
+
+/// A damaged record in the middle of acknowledged, uncommitted records:
+/// its events are recorded as lost, and every record after it still
+/// commits exactly once (the watermark moves past the loss).
+#[test]
+fn a_damaged_record_in_the_middle_is_recorded_and_the_rest_commits() {
+    let cluster = TestCluster::start();
+    let name = instance();
+    let appliance = cluster.appliance(&name, &[]);
+    let producer = 1320;
+    let events = 40_000;
+    spool_while_frozen_then_kill(&cluster, &name, appliance, producer, events);
+    let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
+    // The second record written while frozen (seqs above the warm-up's 1,000).
+    let (path, mut bytes, records) = dpi_records(&cluster);
+    let frozen: Vec<_> = records.into_iter().filter(|(_, ranges)| ranges[0].first_seq > 1_000).collect();
+    assert!(frozen.len() >= 3, "only {} records written while frozen", frozen.len());
+    let (payload, ranges) = frozen[1].clone();
+    damage(&mut bytes, &payload, &ranges);
+    std::fs::write(&path, &bytes).unwrap();
+    let mut appliance = restart(&cluster, &name, &[], &[]);
+    assert!(
+        applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, events, wait).unwrap(),
+        "the records after the damaged one were not committed"
+    );
+    let lost = ranges[0];
+    let rows = lost_rows(&cluster, producer);
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), vec![lost.first_seq], "{rows:?}");
+    let (stored, distinct) = cluster.producer_rows(Module::Dpi, producer);
+    assert_eq!(stored, distinct, "duplicates");
+    assert_eq!(stored, events - (lost.last_seq - lost.first_seq + 1));
+    let selftest = cluster.selftest(&[]);
+    let report = common::stdout(&selftest);
+    let named =
+        format!("dpi: producer {producer} epoch 1 seqs {}..{}: acknowledged and lost", lost.first_seq, lost.last_seq);
+    assert!(!selftest.status.success() && report.contains(&named), "{report}");
+    println!(
+        "scenario damaged middle record: acked {events}, found {stored}, duplicates 0, \
+         lost and recorded seqs {}..{}",
+        lost.first_seq, lost.last_seq
     );
     appliance.stop().unwrap();
 }

@@ -18,6 +18,7 @@ use crate::matrix::Module;
 use crate::pg::PgError;
 use crate::pg::pipeline::{self, Pipeline};
 use crate::schema::{EventTable, tables_of};
+use crate::spool::Unreadable;
 
 /// A contiguous run of one producer's sequence numbers in this batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,18 @@ impl Quarantined {
     }
 }
 
+/// The `table_name` of a quarantine row that records lost events.
+pub const LOST_TABLE_NAME: &str = "(damaged spool record)";
+
+/// The reason of a quarantine row that records the events of `range` as
+/// lost (reason code 10): the range, and why.
+pub fn lost_reason(range: &ProducerRange, why: &str) -> String {
+    format!(
+        "seqs {}..{} acknowledged and lost: their spool record was damaged on disk ({why})",
+        range.first_seq, range.last_seq
+    )
+}
+
 /// Frame bytes of one connection that this batch holds; returned to the
 /// connection's credit when the batch commits.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +88,9 @@ pub struct Batch {
     pub bytes: usize,
     pub ranges: Vec<ProducerRange>,
     pub quarantined: Vec<Quarantined>,
+    /// Ranges of acknowledged events this batch records as lost (reason 10):
+    /// their producers are told once it commits.
+    pub lost: Vec<ProducerRange>,
     pub releases: Vec<Release>,
     /// Smallest and largest ingest_time of the rows (Unix µs); (MAX, MIN) while empty.
     pub ingest_min_us: i64,
@@ -91,6 +107,7 @@ impl Batch {
             bytes: 0,
             ranges: Vec::new(),
             quarantined: Vec::new(),
+            lost: Vec::new(),
             releases: Vec::new(),
             ingest_min_us: i64::MAX,
             ingest_max_us: i64::MIN,
@@ -179,6 +196,29 @@ impl Batch {
             }
         }
         self.quarantined.extend(next.quarantined);
+        self.lost.extend(next.lost);
+    }
+
+    /// The transaction that records a damaged spool record's events as
+    /// lost: one quarantine row (reason 10) per producer range, and the
+    /// watermark advance over it, so that later records continue the
+    /// producer's sequence.
+    pub fn lost(module: Module, now_ms: u64, ranges: &[ProducerRange], why: &str) -> Batch {
+        let mut batch = Batch::new(module, now_ms);
+        for range in ranges {
+            batch.quarantined.push(Quarantined {
+                producer_id: range.producer_id,
+                epoch: range.epoch,
+                seq: range.first_seq,
+                table_name: LOST_TABLE_NAME.to_string(),
+                code: RejectCode::SpoolRecordCorrupted,
+                reason: lost_reason(range, why),
+                raw: Vec::new(),
+            });
+            batch.ranges.push(ProducerRange { rows: 0, ..*range });
+            batch.lost.push(*range);
+        }
+        batch
     }
 
     pub fn add_release(&mut self, release: Release) {
@@ -237,14 +277,28 @@ impl Batch {
 
 // ----- spool records -----
 //
-// A sealed batch as one spool record payload (big-endian):
-//   u32 format (1) | u32 ranges | ranges × (producer, epoch, first, last, rows: u64)
-//   | u64 rows | i64 ingest_min_us | i64 ingest_max_us | u16 copies | copies × (u16 table index, u32 length, COPY stream
-//   without its trailer) | u32 quarantined | quarantined × (producer, epoch,
-//   seq: u64, code u16, u16 + table name, u16 + reason, u32 + raw record).
-// The ranges come first so recovery reads only them.
+// A sealed batch as one spool record payload (big-endian), format 3:
+//   u32 format (3) | u32 ranges | ranges × (producer, epoch, first, last, rows: u64)
+//   | u32 CRC32C of the bytes before it (the summary: which events the record holds)
+//   | u64 rows | i64 ingest_min_us | i64 ingest_max_us | u16 copies | copies × (u16 table
+//   index, u32 length, COPY stream without its trailer) | u32 quarantined |
+//   quarantined × (producer, epoch, seq: u64, code u16, u16 + table name,
+//   u16 + reason, u32 + raw record).
+// The ranges come first so recovery reads only them; their own CRC lets
+// recovery name the events of a record whose payload is damaged elsewhere.
+// Formats written by earlier releases, read forever:
+//   1: no summary CRC, no ingest_time bounds (rows follow the ranges);
+//   2: no summary CRC.
+// Every format ever written has a golden spool under tests/golden/spool/.
 
-const SPOOL_FORMAT: u32 = 2;
+/// Payload format 1 (no summary CRC, no ingest_time bounds).
+const FORMAT_1: u32 = 1;
+/// Payload format 2 (no summary CRC).
+const FORMAT_2: u32 = 2;
+/// Payload format 3: what this release writes.
+const FORMAT_3: u32 = 3;
+/// The payload format this release writes.
+pub const SPOOL_FORMAT: u32 = FORMAT_3;
 
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -275,34 +329,62 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The producer ranges of a spool record payload (what recovery keeps).
-pub fn spool_ranges(payload: &[u8]) -> Result<Vec<ProducerRange>, String> {
+/// The summary of a payload: its format and producer ranges, and where
+/// the rest begins. Checked against the summary CRC (format 3).
+fn read_summary(payload: &[u8]) -> Result<(u32, Vec<ProducerRange>, usize), Unreadable> {
+    let damaged = |why: String| Unreadable::Damaged(why);
     let mut r = Reader { bytes: payload };
-    if r.u32()? != SPOOL_FORMAT {
-        return Err("unknown spool payload format".into());
+    let format = r.u32().map_err(damaged)?;
+    match format {
+        FORMAT_1 | FORMAT_2 | FORMAT_3 => {}
+        0 => return Err(damaged("spool payload format 0".into())),
+        newer => return Err(Unreadable::Newer(format!("a batch payload of format {newer}"))),
     }
-    let count = r.u32()? as usize;
+    let count = r.u32().map_err(damaged)? as usize;
     if count.saturating_mul(40) > payload.len() {
-        return Err("spool payload range count exceeds its size".into());
+        return Err(damaged("spool payload range count exceeds its size".into()));
     }
     let mut ranges = Vec::with_capacity(count);
     for _ in 0..count {
+        let mut next = || r.u64().map_err(damaged);
         let range = ProducerRange {
-            producer_id: r.u64()?,
-            epoch: r.u64()?,
-            first_seq: r.u64()?,
-            last_seq: r.u64()?,
-            rows: r.u64()?,
+            producer_id: next()?,
+            epoch: next()?,
+            first_seq: next()?,
+            last_seq: next()?,
+            rows: next()?,
         };
         if range.first_seq == 0 || range.last_seq < range.first_seq {
-            return Err(format!("spool payload range {range:?} is invalid"));
+            return Err(damaged(format!("spool payload range {range:?} is invalid")));
         }
         ranges.push(range);
     }
-    if ranges.is_empty() {
-        return Err("spool payload holds no events".into());
+    let mut at = 8 + 40 * count;
+    if format == FORMAT_3 {
+        let crc = r.u32().map_err(damaged)?;
+        if crc != crc32c::crc32c(&payload[..at]) {
+            return Err(damaged("spool payload summary checksum mismatch".into()));
+        }
+        at += 4;
     }
-    Ok(ranges)
+    if ranges.is_empty() {
+        return Err(damaged("spool payload holds no events".into()));
+    }
+    Ok((format, ranges, at))
+}
+
+/// The producer ranges of a spool record payload (what recovery keeps).
+pub fn spool_ranges(payload: &[u8]) -> Result<Vec<ProducerRange>, Unreadable> {
+    read_summary(payload).map(|(_, ranges, _)| ranges)
+}
+
+/// The events a damaged record held, when its summary is still intact
+/// (format 3: the ranges have a CRC of their own); None otherwise.
+pub fn salvage_ranges(payload: &[u8]) -> Option<Vec<ProducerRange>> {
+    match read_summary(payload) {
+        Ok((FORMAT_3, ranges, _)) => Some(ranges),
+        _ => None,
+    }
 }
 
 /// A batch's spool record payload as parts to write in order: small
@@ -338,6 +420,8 @@ impl Batch {
                 out.extend_from_slice(&v.to_be_bytes());
             }
         }
+        let summary_crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&summary_crc.to_be_bytes());
         out.extend_from_slice(&(self.rows as u64).to_be_bytes());
         out.extend_from_slice(&self.ingest_min_us.to_be_bytes());
         out.extend_from_slice(&self.ingest_max_us.to_be_bytes());
@@ -373,15 +457,24 @@ impl Batch {
         SpoolParts { head, streams, tail: out }
     }
 
-    /// Rebuild a batch from its spool record payload.
+    /// Rebuild a batch from its spool record payload (any format ever written).
     pub fn from_spool_payload(module: Module, now_ms: u64, payload: &[u8]) -> Result<Batch, String> {
         let mut batch = Batch::new(module, now_ms);
-        batch.ranges = spool_ranges(payload)?;
+        let (format, ranges, at) = read_summary(payload).map_err(|e| match e {
+            Unreadable::Damaged(why) | Unreadable::Newer(why) => why,
+        })?;
+        batch.ranges = ranges;
         let mut r = Reader { bytes: payload };
-        r.take(8 + 40 * batch.ranges.len())?;
+        r.take(at)?;
         batch.rows = r.u64()? as usize;
-        batch.ingest_min_us = r.u64()? as i64;
-        batch.ingest_max_us = r.u64()? as i64;
+        if format == FORMAT_1 {
+            // Not recorded: unknown bounds, so the partition-window check
+            // reads every row's ingest_time.
+            (batch.ingest_min_us, batch.ingest_max_us) = (i64::MIN, i64::MAX);
+        } else {
+            batch.ingest_min_us = r.u64()? as i64;
+            batch.ingest_max_us = r.u64()? as i64;
+        }
         for _ in 0..r.u16()? {
             let index = r.u16()? as usize;
             let length = r.u32()? as usize;
@@ -546,5 +639,73 @@ mod tests {
         assert!(chunks.iter().all(|c| c.capacity() == COPY_CHUNK_BYTES), "a chunk was reallocated");
         assert_eq!(chunks.concat(), expected.to_vec());
         assert_eq!(batch.bytes + copy::HEADER_BYTES, expected.len());
+    }
+
+    /// Every spool format ever written (record version, payload format), as
+    /// written by the release that defined it and frozen under
+    /// `tests/golden/spool/<record version>-<payload format>/`, is read by
+    /// this release: each record's events, rows, quarantined events and
+    /// COPY streams exactly as that release's writer recorded them in the
+    /// manifest beside it.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn golden_spools_of_every_format_replay_exactly() {
+        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/spool");
+        let mut formats = 0;
+        for entry in std::fs::read_dir(&golden).unwrap() {
+            let source = entry.unwrap().path();
+            if !source.is_dir() {
+                continue; // README.md
+            }
+            // A copy: opening a spool takes its lock and makes quarantine/.
+            let dir = std::env::temp_dir().join(format!(
+                "golden-{}-{}",
+                std::process::id(),
+                source.file_name().unwrap().to_string_lossy()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            for file in std::fs::read_dir(&source).unwrap() {
+                let file = file.unwrap().path();
+                std::fs::copy(&file, dir.join(file.file_name().unwrap())).unwrap();
+            }
+            let readers = crate::spool::Readers { summarize: spool_ranges, salvage: salvage_ranges };
+            let (spool, recovery) = crate::spool::Spool::open(&dir, 64 << 20, readers).unwrap();
+            let manifest = std::fs::read_to_string(dir.join("manifest.txt")).unwrap();
+            let expected: Vec<&str> = manifest.lines().filter(|l| l.starts_with("record ")).collect();
+            assert_eq!(recovery.entries.len(), expected.len(), "{}", source.display());
+            for (entry, line) in recovery.entries.iter().zip(expected) {
+                let crate::spool::Recovered::Record(location, _) = entry else {
+                    panic!("{}: a damaged record: {entry:?}", source.display())
+                };
+                let payload = spool.read(location).unwrap();
+                let batch = Batch::from_spool_payload(Module::Dpi, 0, &payload).unwrap();
+                let ranges: Vec<String> = batch
+                    .ranges
+                    .iter()
+                    .map(|r| format!("{}:{}:{}-{}:{}", r.producer_id, r.epoch, r.first_seq, r.last_seq, r.rows))
+                    .collect();
+                let tables: Vec<String> = batch
+                    .copies
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, chunks)| !chunks.is_empty())
+                    .map(|(i, chunks)| format!("{i}:{:08x}", crc32c::crc32c(&chunks.concat())))
+                    .collect();
+                let found = format!(
+                    "record {} rows {} quarantined {} ranges {} tables {}",
+                    location.id,
+                    batch.rows,
+                    batch.quarantined.len(),
+                    ranges.join(","),
+                    tables.join(",")
+                );
+                assert_eq!(found, line, "{}", source.display());
+            }
+            drop(spool);
+            std::fs::remove_dir_all(&dir).unwrap();
+            formats += 1;
+        }
+        assert_eq!(formats, 3, "record 1 / payload 1, record 1 / payload 2, record 2 / payload 3");
     }
 }

@@ -94,6 +94,8 @@ pub struct LaneStats {
     /// Spooled batches read back from their segment because they did not
     /// fit `SPOOL_CACHE_BYTES_MAX` (re-parsed before sending).
     pub batches_read_back: u64,
+    /// Acknowledged events recorded as lost (damaged spool records).
+    pub events_lost: u64,
 }
 
 pub struct LaneCore {
@@ -608,6 +610,18 @@ impl LaneCore {
             received_seq: seq,
             active: None,
         });
+        self.welcome_waiting(producer_id);
+    }
+
+    /// Answer every HELLO of `producer_id` still waiting, unless a damaged
+    /// spool record of that producer is still undecided (committed before
+    /// the damage, or to be recorded as lost): its WELCOME then waits, so
+    /// that it reports a position PostgreSQL agrees with and any loss
+    /// notice follows it at once.
+    pub(super) fn welcome_waiting(&mut self, producer_id: u64) {
+        if !self.producers.contains_key(&producer_id) || self.spool.loss_pending(producer_id) {
+            return;
+        }
         let waiting: Vec<usize> = (0..self.conns.len())
             .filter(|slot| {
                 matches!(self.conns[*slot].as_ref().map(|c| &c.state), Some(ConnState::Waiting { producer_id: p, .. }) if *p == producer_id)

@@ -218,8 +218,10 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
     // The spool is opened and recovered before the sandbox (it lists and
     // reads its directory); afterwards only that directory is reachable.
     let spool_dir = &args.spool_dir;
-    let (spool, recovery) = crate::spool::Spool::open(spool_dir, args.spool_quota_bytes, super::batch::spool_ranges)
-        .map_err(LaneError::Spool)?;
+    let readers =
+        crate::spool::Readers { summarize: super::batch::spool_ranges, salvage: super::batch::salvage_ranges };
+    let (spool, recovery) =
+        crate::spool::Spool::open(spool_dir, args.spool_quota_bytes, readers).map_err(LaneError::Spool)?;
     let mut core = LaneCore::new(args.module, args.policy.clone(), clock.now(), spool, recovery);
     let ring = match args.io {
         IoMode::Poll => None,

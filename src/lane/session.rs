@@ -121,7 +121,7 @@ impl LaneCore {
             conn.state = ConnState::Waiting { producer_id, epoch };
         }
         if self.producers.contains_key(&producer_id) {
-            self.welcome(slot);
+            self.welcome_waiting(producer_id);
         } else {
             self.want_lookup(producer_id);
         }
@@ -159,6 +159,7 @@ impl LaneCore {
             conn.credit_left += credit;
             frame::encode_welcome(&mut conn.out, p_epoch, committed, credit as u32);
         }
+        self.send_loss_notices(producer_id);
     }
 
     fn on_events(

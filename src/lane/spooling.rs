@@ -33,14 +33,33 @@ use crate::limits::{
     TRANSACTION_BYTES_MAX, TRANSACTION_ROWS_MAX, WINDOW_REFRESH_INTERVAL_MS,
 };
 use crate::pg::pipeline;
-use crate::spool::{Location, Recovery, Spool, SpoolError};
+use crate::spool::{DamagedRecord, Location, Recovered, Recovery, Spool, SpoolError};
 
-/// One spooled, acknowledged, not yet committed batch.
+/// One spooled, acknowledged, not yet committed entry of the spool.
 struct Spooled {
-    location: Location,
+    /// Where the record is; None for a damaged record whose id is unknown.
+    location: Option<Location>,
     ranges: Vec<ProducerRange>,
-    /// The batch itself while it fits the cache; else read back from disk.
-    cached: Option<Box<Batch>>,
+    kind: SpooledKind,
+}
+
+enum SpooledKind {
+    /// An intact record: its batch while it fits the cache, else read back.
+    Record { cached: Option<Box<Batch>> },
+    /// A damaged record whose events are known (its summary survived):
+    /// committed as quarantine rows (reason 10) with the watermark advance,
+    /// so the loss is recorded and later records continue; or skipped as
+    /// harmless when the watermark shows it had committed before the damage.
+    Lost { why: String },
+}
+
+impl Spooled {
+    fn cached_bytes(&self) -> usize {
+        match &self.kind {
+            SpooledKind::Record { cached: Some(batch) } => batch.bytes,
+            SpooledKind::Record { cached: None } | SpooledKind::Lost { .. } => 0,
+        }
+    }
 }
 
 pub struct SpoolLane {
@@ -60,8 +79,12 @@ pub struct SpoolLane {
     window: Option<(i64, i64)>,
     window_read_at_ms: Option<u64>,
     failure_backoff_ms: u64,
-    /// Records found corrupted (quarantined on disk): their seqs show up as
-    /// gaps, which are recorded in the quarantine table, not refused.
+    /// Per producer, ranges of acknowledged events whose loss is recorded
+    /// and that its next connection must be told of.
+    loss_notices: HashMap<u64, Vec<ProducerRange>>,
+    /// Damaged records whose events are unknown (quarantined on disk):
+    /// their seqs show up as gaps, which are recorded in the quarantine
+    /// table, not refused.
     pub corrupted_records: u64,
     pub records_committed: u64,
 }
@@ -79,6 +102,7 @@ impl SpoolLane {
             window: None,
             window_read_at_ms: None,
             failure_backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS,
+            loss_notices: HashMap::new(),
             corrupted_records: 0,
             records_committed: 0,
         }
@@ -86,6 +110,13 @@ impl SpoolLane {
 
     pub fn unsent_records(&self) -> usize {
         self.unsent.len()
+    }
+
+    /// Whether a damaged record of this producer is still undecided.
+    pub(super) fn loss_pending(&self, producer_id: u64) -> bool {
+        self.unsent.iter().any(|s| {
+            matches!(s.kind, SpooledKind::Lost { .. }) && s.ranges.iter().any(|r| r.producer_id == producer_id)
+        })
     }
 
     fn covered(&self, ranges: &[ProducerRange]) -> bool {
@@ -111,12 +142,34 @@ impl SpoolLane {
 }
 
 impl LaneCore {
-    /// Queue the recovered records and learn each producer's acknowledged
-    /// position from them (called once, by `LaneCore::new`).
+    /// Queue the recovered records (and the events of damaged ones) and
+    /// learn each producer's acknowledged position from them (called once,
+    /// by `LaneCore::new`, before the sandbox: it also describes each
+    /// quarantined copy for selftest).
     pub(super) fn recover_spool(&mut self, recovery: Recovery<Vec<ProducerRange>>) {
-        let lane = &mut self.spool;
-        lane.corrupted_records = recovery.quarantined.len() as u64;
-        for (location, ranges) in recovery.records {
+        let (truncated_bytes, repaired) = (recovery.truncated_bytes, recovery.repaired);
+        for entry in recovery.entries {
+            let (location, ranges, kind) = match entry {
+                Recovered::Record(location, ranges) => (Some(location), ranges, SpooledKind::Record { cached: None }),
+                Recovered::Damaged(damaged) => {
+                    self.describe_damaged(&damaged);
+                    let location = damaged.id.map(|id| Location {
+                        id,
+                        segment: damaged.segment,
+                        offset: damaged.offset,
+                        length: 0,
+                        version: 0,
+                        payload_crc32c: 0,
+                    });
+                    match damaged.salvaged {
+                        Some(ranges) => (location, ranges, SpooledKind::Lost { why: damaged.why }),
+                        None => {
+                            self.spool.corrupted_records += 1;
+                            continue;
+                        }
+                    }
+                }
+            };
             for r in &ranges {
                 let p = self.producers.entry(r.producer_id).or_insert(Producer {
                     epoch: r.epoch,
@@ -132,16 +185,44 @@ impl LaneCore {
                     p.received_seq = r.last_seq;
                 }
             }
-            lane.unsent.push_back(Spooled { location, ranges, cached: None });
+            self.spool.unsent.push_back(Spooled { location, ranges, kind });
         }
+        let lane = &self.spool;
+        let lost = lane.unsent.iter().filter(|s| matches!(s.kind, SpooledKind::Lost { .. })).count();
         tracing::info!(
             lane = self.module.name(),
-            records = lane.unsent.len(),
+            records = lane.unsent.len() - lost,
             used_bytes = lane.spool.used_bytes(),
-            truncated_bytes = recovery.truncated_bytes,
-            quarantined = lane.corrupted_records,
+            truncated_bytes,
+            repaired,
+            damaged_with_known_events = lost,
+            damaged_events_unknown = lane.corrupted_records,
             "spool recovered: replaying into PostgreSQL"
         );
+    }
+
+    /// Write what is known of a damaged record beside its quarantined copy
+    /// (`.meta`, read by selftest): where it was and which events it held.
+    fn describe_damaged(&self, damaged: &DamagedRecord<Vec<ProducerRange>>) {
+        let ranges: Vec<String> = damaged
+            .salvaged
+            .iter()
+            .flatten()
+            .map(|r| format!("{}:{}:{}-{}", r.producer_id, r.epoch, r.first_seq, r.last_seq))
+            .collect();
+        let text = format!(
+            "module = \"{}\"\nsegment = {}\noffset = {}\nbytes = {}\nid = {}\nwhy = \"{}\"\nranges = \"{}\"\n",
+            self.module.name(),
+            damaged.segment,
+            damaged.offset,
+            damaged.bytes,
+            damaged.id.unwrap_or(0),
+            damaged.why,
+            ranges.join(",")
+        );
+        if let Err(e) = self.spool.spool.describe_quarantined(&damaged.quarantined, &text) {
+            tracing::error!(lane = self.module.name(), error = %e, "cannot describe a quarantined spool record");
+        }
     }
 
     /// Spool the sealed batches (in order), make them durable, then
@@ -204,7 +285,7 @@ impl LaneCore {
                 lane.cached_bytes += batch.bytes;
                 Box::new(batch)
             });
-            lane.unsent.push_back(Spooled { location, ranges, cached });
+            lane.unsent.push_back(Spooled { location: Some(location), ranges, kind: SpooledKind::Record { cached } });
             if failpoint::fires(failpoint::ACK_SENT) {
                 self.stop_after_send = Some((SendTarget::Client, failpoint::ACK_SENT));
             }
@@ -265,20 +346,39 @@ impl LaneCore {
                 return self.query_watermark(producer_id, Request::Mark(producer_id));
             }
             lane.resolve = None;
+            let mut decided = Vec::new();
             while lane.unsent.front().is_some_and(|s| lane.covered(&s.ranges)) {
                 if let Some(done) = lane.unsent.pop_front() {
-                    tracing::info!(
-                        lane = self.module.name(),
-                        record = done.location.id,
-                        "spooled batch already committed: skipped"
-                    );
-                    if let Some(batch) = done.cached {
-                        lane.cached_bytes -= batch.bytes;
+                    let record = done.location.map(|l| l.id);
+                    match &done.kind {
+                        SpooledKind::Record { .. } => {
+                            tracing::info!(
+                                lane = self.module.name(),
+                                record,
+                                "spooled batch already committed: skipped"
+                            )
+                        }
+                        SpooledKind::Lost { why } => tracing::warn!(
+                            lane = self.module.name(),
+                            record,
+                            why,
+                            ranges = ?done.ranges,
+                            "damaged spool record had committed before the damage: no event lost"
+                        ),
                     }
-                    if let Err(e) = lane.spool.release_through(done.location.id) {
-                        tracing::warn!(lane = self.module.name(), error = %e, "spool release failed");
+                    lane.cached_bytes -= done.cached_bytes();
+                    if let Some(id) = record {
+                        if let Err(e) = lane.spool.release_through(id) {
+                            tracing::warn!(lane = self.module.name(), error = %e, "spool release failed");
+                        }
+                    }
+                    if matches!(done.kind, SpooledKind::Lost { .. }) {
+                        decided.extend(done.ranges.iter().map(|r| r.producer_id));
                     }
                 }
+            }
+            for producer_id in decided {
+                self.welcome_waiting(producer_id);
             }
         }
         let now_ms = self.now.mono_ms;
@@ -295,7 +395,7 @@ impl LaneCore {
             }
         }
         loop {
-            let Some(front_id) = self.spool.unsent.front().map(|s| s.location.id) else {
+            let Some(front_id) = self.spool.unsent.front().map(|s| s.location.map(|l| l.id)) else {
                 return;
             };
             match self.load_unsent(0) {
@@ -304,8 +404,9 @@ impl LaneCore {
                     let mut records = 1;
                     while let Some(next) = self.spool.unsent.get(records) {
                         let rows: u64 = next.ranges.iter().map(|r| r.rows).sum();
+                        let bytes = next.location.map_or(0, |l| l.length as usize);
                         if batch.rows + rows as usize > TRANSACTION_ROWS_MAX
-                            || batch.bytes + next.location.length as usize > TRANSACTION_BYTES_MAX
+                            || batch.bytes + bytes > TRANSACTION_BYTES_MAX
                         {
                             break;
                         }
@@ -360,11 +461,17 @@ impl LaneCore {
         let (module, now_ms) = (self.module, self.now.mono_ms);
         let lane = &mut self.spool;
         let spooled = lane.unsent.get_mut(index).ok_or(None)?;
-        if let Some(batch) = spooled.cached.take() {
-            lane.cached_bytes -= batch.bytes;
-            return Ok(batch);
-        }
-        let payload = match lane.spool.read(&spooled.location) {
+        let location = match &mut spooled.kind {
+            SpooledKind::Lost { why } => return Ok(Box::new(Batch::lost(module, now_ms, &spooled.ranges, why))),
+            SpooledKind::Record { cached } => {
+                if let Some(batch) = cached.take() {
+                    lane.cached_bytes -= batch.bytes;
+                    return Ok(batch);
+                }
+                spooled.location.ok_or(None)?
+            }
+        };
+        let payload = match lane.spool.read(&location) {
             Ok(payload) => payload,
             Err(e @ SpoolError::Corrupted { .. }) => return Err(Some(e.to_string())),
             Err(e) => {
@@ -434,10 +541,8 @@ impl LaneCore {
         let mut last = None;
         for _ in 0..records {
             if let Some(done) = lane.unsent.pop_front() {
-                if let Some(cached) = done.cached {
-                    lane.cached_bytes -= cached.bytes;
-                }
-                last = Some(done.location.id);
+                lane.cached_bytes -= done.cached_bytes();
+                last = done.location.map(|l| l.id).or(last);
             }
         }
         if let Some(id) = last {
@@ -445,8 +550,15 @@ impl LaneCore {
                 tracing::warn!(lane = self.module.name(), error = %e, "spool release failed");
             }
         }
+        let spool_full = lane.blocked == Some(StatusCode::SpoolFull);
+        // The loss is now recorded in PostgreSQL: tell the producers, and
+        // answer the HELLOs that waited for it.
+        self.notify_lost(&batch.lost);
+        for range in &batch.lost {
+            self.welcome_waiting(range.producer_id);
+        }
         // Space may have been freed for batches waiting for the quota.
-        if lane.blocked == Some(StatusCode::SpoolFull) {
+        if spool_full {
             self.spool_sealed();
         }
     }
@@ -481,6 +593,37 @@ impl LaneCore {
             .collect();
         for producer_id in waiting {
             self.want_lookup(producer_id);
+        }
+    }
+
+    /// Acknowledged events whose loss was just recorded: tell each
+    /// producer (STATUS `AcknowledgedLost`) now if it is connected, else at
+    /// its next WELCOME.
+    fn notify_lost(&mut self, lost: &[ProducerRange]) {
+        for range in lost {
+            self.stats.events_lost += range.last_seq - range.first_seq + 1;
+            self.spool.loss_notices.entry(range.producer_id).or_default().push(*range);
+            self.send_loss_notices(range.producer_id);
+        }
+    }
+
+    /// Send a producer its pending loss notices, if it has a connection.
+    pub(super) fn send_loss_notices(&mut self, producer_id: u64) {
+        let Some((slot, generation)) = self.producers.get(&producer_id).and_then(|p| p.active) else { return };
+        let Some(conn) = self.conns[slot].as_mut().filter(|c| c.generation == generation && !c.closing) else {
+            return;
+        };
+        for range in self.spool.loss_notices.remove(&producer_id).unwrap_or_default() {
+            let reason = format!(
+                "seqs {}..{} of epoch {} were acknowledged and then lost: their spool record was damaged on disk; \
+                 recorded in {} with reason code 10",
+                range.first_seq,
+                range.last_seq,
+                range.epoch,
+                self.module.quarantine_table()
+            );
+            tracing::error!(lane = self.module.name(), producer_id, reason, "producer told of lost events");
+            frame::encode_status(&mut conn.out, StatusCode::AcknowledgedLost, &reason);
         }
     }
 
@@ -520,17 +663,15 @@ fn record_gaps(marks: &HashMap<u64, (u64, u64)>, batch: &mut Batch) {
                 last_seq: r.first_seq - 1,
                 rows: 0,
             };
-            tracing::error!(?gap, "acknowledged events lost to a corrupted spool record: recorded in quarantine");
+            tracing::error!(?gap, "acknowledged events lost to a damaged spool record: recorded in quarantine");
+            batch.lost.push(gap);
             batch.quarantined.push(Quarantined {
                 producer_id: gap.producer_id,
                 epoch: gap.epoch,
                 seq: gap.first_seq,
-                table_name: "(corrupted spool record)".to_string(),
+                table_name: super::batch::LOST_TABLE_NAME.to_string(),
                 code: RejectCode::SpoolRecordCorrupted,
-                reason: format!(
-                    "seqs {}..{} lost: their spool record was corrupted on disk",
-                    gap.first_seq, gap.last_seq
-                ),
+                reason: super::batch::lost_reason(&gap, "its events are unknown"),
                 raw: Vec::new(),
             });
             ranges.push(gap);

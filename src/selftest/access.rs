@@ -271,7 +271,10 @@ pub fn unreachable_cause(error: &crate::pg::PgError) -> String {
              `ss -xp | grep PGSQL` as root"
         ),
         Some("57P03") => ": the cluster is starting or recovering from a crash; retry in a few seconds".to_string(),
-        Some("28000") => ": peer authentication refused this OS user (pg_ident.conf maps only the operator to the superuser)".to_string(),
+        Some("28000") => {
+            ": peer authentication refused this OS user (pg_ident.conf maps only the operator to the superuser)"
+                .to_string()
+        }
         _ => String::new(),
     };
     format!("{error}{hint}")

@@ -246,13 +246,78 @@ pub fn lane_sandbox(embedded: &Embedded) -> Check {
     )
 }
 
-/// Every lane's spool: segment files and bytes, and no quarantined
-/// (corrupted) record. A quarantined record held acknowledged events that
-/// were never committed: an operator must know (hardening/DATA-PLANE.md §4.7).
-pub fn spool_integrity(embedded: &Embedded) -> Check {
+/// One producer range a damaged spool record held, from its `.meta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LostRange {
+    producer_id: u64,
+    epoch: u64,
+    first_seq: u64,
+    last_seq: u64,
+}
+
+/// `P:E:F-L,...` as the lane writes it beside a quarantined record.
+fn parse_ranges(text: &str) -> Option<Vec<LostRange>> {
+    text.split(',')
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let mut parts = r.splitn(3, ':');
+            let (producer, epoch, seqs) = (parts.next()?, parts.next()?, parts.next()?);
+            let (first, last) = seqs.split_once('-')?;
+            Some(LostRange {
+                producer_id: producer.parse().ok()?,
+                epoch: epoch.parse().ok()?,
+                first_seq: first.parse().ok()?,
+                last_seq: last.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// What became of one range of a damaged record, from PostgreSQL: committed
+/// before the damage (harmless), recorded as lost (reason-10 rows), or
+/// neither yet (acknowledged and not committed: lost unless it turns up).
+fn judge(conn: &mut Connection, module: Module, range: &LostRange) -> Result<Verdict, String> {
+    let lost_code = crate::frame::RejectCode::SpoolRecordCorrupted as u16;
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM {quarantine} WHERE reason_code = {lost_code} AND producer_id = {p} \
+         AND producer_epoch = {e} AND producer_seq BETWEEN {f} AND {l}), \
+         (SELECT count(*) FROM appliance.producer_watermarks WHERE module = '{m}' AND producer_id = {p} \
+         AND (producer_epoch > {e} OR (producer_epoch = {e} AND last_seq >= {l})))",
+        quarantine = module.quarantine_table(),
+        m = module.name(),
+        p = range.producer_id,
+        e = range.epoch,
+        f = range.first_seq,
+        l = range.last_seq,
+    );
+    let rows = conn.simple_query(&sql).map_err(|e| e.to_string())?;
+    let count = |i: usize| rows.first().map(|r| text(r, i)).unwrap_or("0") != "0";
+    Ok(match (count(0), count(1)) {
+        (true, _) => Verdict::LossRecorded,
+        (false, true) => Verdict::CommittedBefore,
+        (false, false) => Verdict::NotCommitted,
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    LossRecorded,
+    CommittedBefore,
+    NotCommitted,
+}
+
+/// Every lane's spool: segment files and bytes, and every damaged record
+/// quarantined in `quarantine/`. A damaged record whose events (named in
+/// its `.meta`) had committed before the damage is harmless and reported
+/// as such; one whose events were lost fails the check, naming the lane,
+/// the producer and the seq range (recorded with reason code 10, or not
+/// yet committed); one whose events are unknown fails naming the file.
+/// hardening/DATA-PLANE.md §4.7.
+pub fn spool_integrity(embedded: &Embedded, conn: &mut Connection) -> Check {
     const NAME: &str = "spool integrity";
     let mut failures = Vec::new();
     let mut parts = Vec::new();
+    let mut harmless = Vec::new();
     for module in Module::ALL {
         let dir = crate::lane::process::spool_dir(&embedded.dir, module);
         let segments = match crate::spool::segment_files(&dir) {
@@ -268,24 +333,68 @@ pub fn spool_integrity(embedded: &Embedded) -> Check {
         };
         let bytes: u64 = segments.iter().map(|(_, path)| std::fs::metadata(path).map_or(0, |m| m.len())).sum();
         parts.push(format!("{}: {} segment(s), {bytes} bytes", module.name(), segments.len()));
-        let quarantined: Vec<String> = match std::fs::read_dir(dir.join("quarantine")) {
-            Ok(entries) => entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        let quarantine = dir.join("quarantine");
+        let damaged: Vec<std::path::PathBuf> = match std::fs::read_dir(&quarantine) {
+            Ok(entries) => {
+                let mut files: Vec<_> =
+                    entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "bad")).collect();
+                files.sort();
+                files
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                failures.push(format!("{}: cannot list {}: {e}", module.name(), dir.join("quarantine").display()));
+                failures.push(format!("{}: cannot list {}: {e}", module.name(), quarantine.display()));
                 Vec::new()
             }
         };
-        if !quarantined.is_empty() {
-            failures.push(format!(
-                "{}: {} corrupted spool record(s) quarantined in {}: {} (acknowledged events lost; recorded in {}.quarantine with reason code 10 where a later record revealed them)",
-                module.name(),
-                quarantined.len(),
-                dir.join("quarantine").display(),
-                quarantined.join(", "),
-                module.schema()
-            ));
+        for file in damaged {
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let meta = std::fs::read_to_string(file.with_extension("meta"))
+                .ok()
+                .and_then(|t| crate::config::parse_pairs(&t).ok());
+            let ranges = meta.as_ref().and_then(|m| parse_ranges(m.get("ranges")?)).filter(|r| !r.is_empty());
+            let Some(ranges) = ranges else {
+                failures.push(format!(
+                    "{}: damaged spool record {} ({}): its events are unknown; acknowledged events may be lost \
+                     (gaps found later are recorded in {} with reason code 10)",
+                    module.name(),
+                    file.display(),
+                    meta.as_ref().and_then(|m| m.get("why").cloned()).unwrap_or_else(|| "no description".into()),
+                    module.quarantine_table()
+                ));
+                continue;
+            };
+            for range in ranges {
+                let what = format!(
+                    "{}: producer {} epoch {} seqs {}..{}",
+                    module.name(),
+                    range.producer_id,
+                    range.epoch,
+                    range.first_seq,
+                    range.last_seq
+                );
+                match judge(conn, module, &range) {
+                    Ok(Verdict::CommittedBefore) => harmless.push(format!("{what} ({name})")),
+                    Ok(Verdict::LossRecorded) => failures.push(format!(
+                        "{what}: acknowledged and lost (spool record {name} damaged); recorded in {} with reason code 10",
+                        module.quarantine_table()
+                    )),
+                    Ok(Verdict::NotCommitted) => failures.push(format!(
+                        "{what}: acknowledged, not committed, and its spool record {name} is damaged"
+                    )),
+                    Err(e) => failures.push(format!("{what}: {e}")),
+                }
+            }
         }
     }
-    Check::from_failures(NAME, format!("{}; no corrupted record quarantined", parts.join(", ")), failures)
+    let detail = if harmless.is_empty() {
+        format!("{}; no damaged record", parts.join(", "))
+    } else {
+        format!(
+            "{}; WARNING: damaged spool records whose events had committed before the damage (no loss): {}",
+            parts.join(", "),
+            harmless.join(", ")
+        )
+    };
+    Check::from_failures(NAME, detail, failures)
 }
