@@ -136,11 +136,23 @@ pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> 
                 checks.push(selftest::lanes::lane_round_trip(embedded, &mut conn));
                 checks.push(selftest::lanes::lane_sandbox(embedded));
                 checks.push(selftest::lanes::spool_integrity(embedded, &mut conn));
+                checks.push(selftest::lanes::disk_space(embedded));
                 checks.push(selftest::lanes::maintenance(embedded));
             }
             checks
         }
-        Err(e) => vec![selftest::unreachable("database reachable", selftest::access::unreachable_cause(&e))],
+        Err(e) => {
+            let mut why = selftest::access::unreachable_cause(&e);
+            let mut checks = Vec::new();
+            if let Target::Embedded(embedded) = &target {
+                if let Some(cause) = crate::cluster::last_failure(&embedded.dir) {
+                    why.push_str(&format!("; PostgreSQL last logged: {cause}"));
+                }
+                checks.push(selftest::lanes::disk_space(embedded));
+            }
+            checks.insert(0, selftest::unreachable("database reachable", why));
+            checks
+        }
     };
     let ok = if json {
         let (value, ok) = selftest::render_json(&checks);
@@ -252,6 +264,9 @@ pub fn sandbox_probe(
         sandbox,
         cpus: crate::colocate::default_placement(crate::sys::cpu_count()).lane_cpus,
         spool_quota_bytes: crate::limits::SPOOL_QUOTA_BYTES_DEFAULT,
+        disk_reserve_bytes: crate::launch::disk_reserve(&embedded.dir, crate::limits::SPOOL_QUOTA_BYTES_DEFAULT)
+            .map_err(|source| AppError::Io { step: "read the state filesystem's size", source })?
+            .bytes(),
         grants: crate::supervisor::lane_grants(&crate::supervisor::default_peers(), module),
     };
     let spool = embedded.dir.root.join("spool").join(format!("probe-{}", module.name()));

@@ -94,6 +94,12 @@ impl StateDir {
     pub fn pgdata(&self) -> PathBuf {
         self.root.join("pgdata")
     }
+    /// Size and free space of the filesystem holding the state directory.
+    pub fn fs_space(&self) -> std::io::Result<sys::FsSpace> {
+        let root = fs::File::open(&self.root)?;
+        sys::fs_space(std::os::fd::AsFd::as_fd(&root))
+    }
+
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("run")
     }
@@ -339,8 +345,32 @@ pub fn server_settings(dir: &StateDir, port: u16, socket_group: Option<&str>) ->
     settings.extend(socket_access);
     settings.extend(log_settings(dir));
     settings.extend(connection_settings());
+    // The state filesystem's size decides the WAL bounds; if it cannot be
+    // read, the largest bound (a large filesystem) is assumed.
+    let fs_total = dir.fs_space().map_or(u64::MAX, |space| space.total);
     settings.extend(durability_and_tuning_settings(port));
+    settings.extend(wal_size_settings(fs_total));
     settings
+}
+
+/// `max_wal_size` and `min_wal_size` for a state filesystem of `fs_total`
+/// bytes (`disk::max_wal_size`): WAL must be checkpointed away long before
+/// it could fill the filesystem it shares with the spools.
+fn wal_size_settings(fs_total: u64) -> Vec<Setting> {
+    let max = crate::disk::max_wal_size(fs_total);
+    let mb = |bytes: u64| format!("{}MB", bytes / (1024 * 1024));
+    vec![
+        Setting {
+            name: "max_wal_size",
+            value: mb(max),
+            reason: "a sixteenth of the state filesystem, between 64 MB and 8 GB: a 1M-event burst writes about 215 MB of WAL, so on a large filesystem checkpoints are triggered by time, not by bursts, and on a small one WAL is checkpointed away before it can fill it; the lanes' free-space reserve holds twice this",
+        },
+        Setting {
+            name: "min_wal_size",
+            value: mb(crate::disk::min_wal_size(max)),
+            reason: "half of max_wal_size, at most 1 GB: recycled segments avoid file creation during bursts",
+        },
+    ]
 }
 
 /// The connection slots (`max_connections`) and how long a connection
@@ -431,12 +461,6 @@ fn durability_and_tuning_settings(port: u16) -> Vec<Setting> {
             "64MB",
             "a 10k-row COPY batch writes about 2.5 MB of WAL; large buffers avoid backend-side WAL writes mid-batch",
         ),
-        s(
-            "max_wal_size",
-            "8GB",
-            "a 1M-event burst writes about 425 MB of WAL; checkpoints are triggered by time, not by bursts",
-        ),
-        s("min_wal_size", "1GB", "recycled segments avoid file creation during bursts"),
         s(
             "checkpoint_timeout",
             "15min",
@@ -593,9 +617,7 @@ pub fn create_and_start(options: &InitOptions<'_>) -> Result<Embedded, ClusterEr
 /// collector) apply at the cluster's next start.
 pub fn configure(embedded: &Embedded, accounts: &Accounts) -> Result<(), ClusterError> {
     let pgdata = embedded.dir.pgdata();
-    let group = accounts.db_group.map(|_| accounts::DB_GROUP);
-    let settings = render_settings(&embedded.dir, embedded.port, group);
-    write_owned(&pgdata.join("applianced.conf"), &settings, &embedded.server)?;
+    write_settings(embedded, accounts)?;
     write_owned(&pgdata.join("pg_hba.conf"), HBA, &embedded.server)?;
     write_owned(&pgdata.join("pg_ident.conf"), &render_ident(accounts), &embedded.server)?;
     if embedded.is_running() {
@@ -604,6 +626,21 @@ pub fn configure(embedded: &Embedded, accounts: &Accounts) -> Result<(), Cluster
     } else {
         embedded.start()
     }
+}
+
+/// Write the generated settings (`applianced.conf`) again: `run` does it
+/// at every start, so settings that follow the host (the WAL bounds follow
+/// the state filesystem's size) are current. They apply at the cluster's
+/// next start or reload.
+pub fn write_settings(embedded: &Embedded, accounts: &Accounts) -> Result<(), ClusterError> {
+    let group = accounts.db_group.map(|_| accounts::DB_GROUP);
+    let settings = render_settings(&embedded.dir, embedded.port, group);
+    write_owned(&embedded.dir.pgdata().join("applianced.conf"), &settings, &embedded.server)
+}
+
+/// Ask a running cluster to read its configuration again (`pg_ctl reload`).
+pub fn reload(embedded: &Embedded) -> Result<(), ClusterError> {
+    embedded.run("pg_ctl", &["reload", "-D", path_str(&embedded.dir.pgdata())?, "-s"]).map(|_| ())
 }
 
 /// The prefix of the logging collector's file names in `log/`.
@@ -659,6 +696,39 @@ pub fn prune_logs(dir: &StateDir) -> std::io::Result<usize> {
         emptied += 1;
     }
     Ok(excess + emptied)
+}
+
+/// Why the cluster last stopped or failed to start, as PostgreSQL logged
+/// it: the last PANIC line in the tails (`PG_LOG_TAIL_BYTES`) of the
+/// start-up log and the newest collector file, else the last FATAL line.
+pub fn last_failure(dir: &StateDir) -> Option<String> {
+    let mut files = vec![dir.startup_log_file()];
+    files.extend(pg_log_files(dir).ok()?.pop());
+    let mut panic = None;
+    let mut fatal = None;
+    for file in files {
+        let Ok(text) = read_tail(&file, crate::limits::PG_LOG_TAIL_BYTES) else { continue };
+        for line in text.lines() {
+            if line.contains("PANIC:") {
+                panic = Some(line.trim().to_string());
+            } else if line.contains("FATAL:") {
+                fatal = Some(line.trim().to_string());
+            }
+        }
+    }
+    panic.or(fatal)
+}
+
+/// The last `bytes` of a file (lossy UTF-8, from the first whole line).
+fn read_tail(path: &Path, bytes: u64) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(bytes)))?;
+    let mut buffer = Vec::with_capacity(bytes.min(len) as usize);
+    file.take(bytes).read_to_end(&mut buffer)?;
+    let text = String::from_utf8_lossy(&buffer).into_owned();
+    Ok(if len > bytes { text.split_once('\n').map_or(String::new(), |(_, rest)| rest.to_string()) } else { text })
 }
 
 /// Everything PostgreSQL logged that is still kept, oldest first.

@@ -184,6 +184,10 @@ pub enum StatusCode {
     /// module's quarantine table with reason code 10. Sent once per range,
     /// after the loss is recorded.
     AcknowledgedLost = 4,
+    /// The spool's filesystem is below its free-space reserve (kept so
+    /// PostgreSQL, on the same filesystem, can commit what is spooled): no
+    /// credit until space is freed; `Resumed` follows.
+    DiskReserve = 5,
 }
 
 impl StatusCode {
@@ -193,6 +197,7 @@ impl StatusCode {
             2 => Some(StatusCode::SpoolUnwritable),
             3 => Some(StatusCode::Resumed),
             4 => Some(StatusCode::AcknowledgedLost),
+            5 => Some(StatusCode::DiskReserve),
             _ => None,
         }
     }

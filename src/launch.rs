@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 
 use crate::accounts::{self, Accounts};
-use crate::cluster::Embedded;
+use crate::cluster::{Embedded, StateDir};
+use crate::disk::DiskReserve;
 use crate::lane::process::{CONTROL_FD, IoMode, LISTEN_FD};
 use crate::matrix::Module;
 use crate::sandbox::SandboxMode;
@@ -119,6 +120,8 @@ pub struct LaneOptions {
     pub sandbox: SandboxMode,
     pub cpus: Vec<usize>,
     pub spool_quota_bytes: u64,
+    /// Bytes to keep free on the spool's filesystem (`disk_reserve`).
+    pub disk_reserve_bytes: u64,
     /// The lane's grants, as `applianced lane --allow` arguments.
     pub grants: Vec<String>,
 }
@@ -207,6 +210,7 @@ impl Launcher {
             ("--sandbox", options.sandbox.name().to_string()),
             ("--cpus", crate::colocate::render_cpu_list(&options.cpus)),
             ("--spool-quota", options.spool_quota_bytes.to_string()),
+            ("--disk-reserve", options.disk_reserve_bytes.to_string()),
         ] {
             args.push(flag.into());
             args.push(value.into());
@@ -230,6 +234,24 @@ impl Launcher {
         let child = sys::spawn::spawn_self(&self.exe, &spec).map_err(io_error("start the lane with", spool))?;
         Ok((child, supervisor_end))
     }
+}
+
+/// The free-space reserve of the spools' filesystem for lanes with
+/// `spool_quota` bytes of spool each: PostgreSQL's share of it counts only
+/// if its data directory is on the same filesystem.
+pub fn disk_reserve(dir: &StateDir, spool_quota: u64) -> std::io::Result<DiskReserve> {
+    use std::os::unix::fs::MetadataExt;
+    let spools = dir.root.join("spool");
+    let spools = if spools.is_dir() { spools } else { dir.root.clone() };
+    let space = sys::fs_space(std::os::fd::AsFd::as_fd(&fs::File::open(&spools)?))?;
+    let pg_shares_fs = fs::metadata(dir.pgdata())?.dev() == fs::metadata(&spools)?.dev();
+    Ok(DiskReserve::new(
+        space.total,
+        pg_shares_fs,
+        Module::ALL.len() as u64,
+        spool_quota,
+        crate::limits::pg_log_bytes_max(),
+    ))
 }
 
 /// Create one directory and make its entry durable in its parent.

@@ -18,6 +18,8 @@ pub mod copy;
 pub mod lane;
 /// The durable per-lane spool: checksummed segment files, recovery, quota.
 pub mod spool;
+/// The free-space reserve of the state filesystem (sans-I/O).
+pub mod disk;
 /// Wall-clock time (simulated in test builds for the partition lifecycle).
 pub mod clock;
 /// Failpoints at each batch stage (the `failpoints` feature only).

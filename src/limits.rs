@@ -94,6 +94,10 @@ pub fn pg_log_files_max() -> usize {
     PG_LOG_FILES_MAX
 }
 
+/// How much of the end of a PostgreSQL log file is read to find why the
+/// cluster stopped (`cluster::last_failure`).
+pub const PG_LOG_TAIL_BYTES: u64 = 64 * 1024;
+
 /// Unix socket paths are limited to 108 bytes including the NUL
 /// (unix(7), `sun_path`).
 pub const UNIX_PATH_BYTES_MAX: usize = 107;
@@ -262,6 +266,37 @@ pub const SPOOL_CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// After a failed spool write (disk full, file size limit), the lane
 /// retries this often while producers are pushed back.
 pub const SPOOL_RETRY_INTERVAL_MS: u64 = 1000;
+/// The embedded cluster's `max_wal_size` is this fraction (1/N) of the
+/// state filesystem, between the two bounds below: on a small filesystem
+/// WAL is checkpointed away before it can fill it (`disk::max_wal_size`).
+pub const MAX_WAL_SIZE_SHARE_OF_FS: u64 = 16;
+/// Smallest `max_wal_size`: four 16 MiB WAL segments.
+pub const MAX_WAL_SIZE_BYTES_MIN: u64 = 64 * 1024 * 1024;
+/// Largest `max_wal_size`: a 1,000,000-event burst writes about 215 MB of
+/// WAL (`applianced bench`, WAL B/event), so bursts are checkpointed by
+/// time, not by size, on a large filesystem.
+pub const MAX_WAL_SIZE_BYTES_MAX: u64 = 8 * 1024 * 1024 * 1024;
+/// Largest `min_wal_size` (recycled WAL kept after a checkpoint).
+pub const MIN_WAL_SIZE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// The free-space reserve holds this many times `max_wal_size`: a soft
+/// limit, which WAL passes while a checkpoint under load is still running.
+pub const WAL_RESERVE_FACTOR: u64 = 2;
+/// Event-table bytes on disk (heap, indexes, maps) per spool byte of the
+/// same events, in percent, rounded up: `applianced bench` measures
+/// table B/event 230 against 239 B/event of COPY tuples in the spool
+/// (96 %); 110 leaves room for fuller indexes and partition overhead.
+pub const PG_TABLE_PERCENT_OF_SPOOL: u64 = 110;
+/// Free space kept beyond the named parts of the reserve: catalog rows of
+/// new partitions, visibility and free-space maps, temporary files.
+pub const DISK_RESERVE_MARGIN_BYTES: u64 = 64 * 1024 * 1024;
+/// A lane pushed back at the free-space reserve resumes only once this
+/// much more than the reserve is free: PostgreSQL's checkpoints free and
+/// take WAL segments (up to `max_wal_size - min_wal_size`, 32 MiB on the
+/// smallest filesystem) and would make it flap at the reserve.
+pub const DISK_RESERVE_RESUME_BYTES: u64 = 64 * 1024 * 1024;
+/// While a lane is below the free-space reserve it checks again this often
+/// (fstatfs of the spool directory) and resumes on its own.
+pub const DISK_RESERVE_RECHECK_MS: u64 = 500;
 /// How long `demo` and the tests wait for spooled (acknowledged) events to
 /// be committed before calling them missing (selftest's round trip has its
 /// own 15 s bound).

@@ -130,8 +130,12 @@ pub struct LoadReport {
     pub acked: u64,
     pub rejected: u64,
     pub reconnects: u32,
-    /// STATUS frames received saying the lane pushes back (spool full or unwritable).
+    /// STATUS frames received saying the lane pushes back (spool full or
+    /// unwritable, filesystem below its free-space reserve).
     pub pushed_back: u32,
+    /// Each push-back code received, with the first reason given for it
+    /// (one entry per code: bounded by the number of codes).
+    pub push_back_reasons: Vec<(u16, String)>,
     pub elapsed: Duration,
     /// Per frame, microseconds from its send to the ACK covering it.
     pub ack_latencies_us: Vec<u64>,
@@ -342,6 +346,9 @@ fn note_reply(reply: Reply, options: &LoadOptions, progress: &mut Progress, repo
             tracing::info!(code, reason, "lane status");
             if code != crate::frame::StatusCode::Resumed as u16 {
                 report.pushed_back += 1;
+                if !report.push_back_reasons.iter().any(|(c, _)| *c == code) {
+                    report.push_back_reasons.push((code, reason));
+                }
             }
         }
     }

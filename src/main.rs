@@ -170,6 +170,9 @@ struct LaneCmd {
     /// spool quota in bytes
     #[argh(option, default = "applianced::limits::SPOOL_QUOTA_BYTES_DEFAULT")]
     spool_quota: u64,
+    /// bytes to keep free on the spool's filesystem (0: none)
+    #[argh(option, default = "0")]
+    disk_reserve: u64,
     /// run this sandbox probe instead of serving
     #[argh(option)]
     probe: Option<String>,
@@ -486,6 +489,7 @@ fn lane(cmd: &LaneCmd) -> ExitCode {
         sandbox,
         cpus,
         spool_quota_bytes: cmd.spool_quota,
+        disk_reserve_bytes: cmd.disk_reserve,
         probe: cmd.probe.clone(),
     };
     match run_lane(&args) {

@@ -65,6 +65,8 @@ struct Lane {
     reported: bool,
     restarts: u32,
     restart_at: Option<Instant>,
+    /// The free-space reserve the running lane was given.
+    disk_reserve: u64,
 }
 
 /// What a running supervisor records in `<state>/run/appliance.pid`, so
@@ -154,27 +156,25 @@ pub fn lane_grants(peers: &BTreeMap<Module, Vec<PeerGrant>>, module: Module) -> 
     grants.iter().map(ToString::to_string).collect()
 }
 
-fn lane_options(options: &RunOptions, module: Module) -> LaneOptions {
-    LaneOptions {
+fn lane_options(options: &RunOptions, module: Module, dir: &StateDir) -> Result<LaneOptions, AppError> {
+    let reserve = crate::launch::disk_reserve(dir, options.spool_quota_bytes)
+        .map_err(|source| AppError::Io { step: "read the state filesystem's size", source })?;
+    Ok(LaneOptions {
         io: options.io,
         sandbox: options.sandbox,
         cpus: options.placement.lane_cpus.clone(),
         spool_quota_bytes: options.spool_quota_bytes,
+        disk_reserve_bytes: reserve.bytes(),
         grants: lane_grants(&options.peers, module),
-    }
+    })
 }
 
 fn spawn_lane(lane: &mut Lane, launcher: &Launcher, options: &RunOptions, dir: &StateDir) -> Result<(), AppError> {
     let spool = spool_dir(dir, lane.module);
+    let lane_options = lane_options(options, lane.module, dir)?;
+    lane.disk_reserve = lane_options.disk_reserve_bytes;
     let (child, control) = launcher
-        .launch(
-            lane.module,
-            lane.listener.as_fd(),
-            &lane_options(options, lane.module),
-            &spool,
-            lane_env(lane.restarts),
-            None,
-        )
+        .launch(lane.module, lane.listener.as_fd(), &lane_options, &spool, lane_env(lane.restarts), None)
         .map_err(|e| AppError::Refused(format!("lane {}: {e}", lane.module.name())))?;
     lane.child = Some(child);
     lane.control = Some(control);
@@ -199,10 +199,17 @@ fn on_control(lane: &mut Lane, dir: &StateDir, identities: &LaneIdentities) -> b
                 let reported = String::from_utf8_lossy(&buffer[1..message.len]);
                 let lines: String = reported
                     .lines()
-                    .filter(|l| !matches!(l.split('=').next().map(str::trim), Some("pid" | "identity")))
+                    .filter(|l| {
+                        !matches!(l.split('=').next().map(str::trim), Some("pid" | "identity" | "disk_reserve_bytes"))
+                    })
                     .map(|l| format!("{l}\n"))
                     .collect();
-                let status = format!("{lines}pid = {}\nidentity = \"{}\"\n", child.id(), identities.label(lane.module));
+                let status = format!(
+                    "{lines}pid = {}\nidentity = \"{}\"\ndisk_reserve_bytes = {}\n",
+                    child.id(),
+                    identities.label(lane.module),
+                    lane.disk_reserve
+                );
                 if let Err(e) = write_replacing(&status_path(dir, lane.module), &status) {
                     tracing::warn!(lane = lane.module.name(), error = %e, "cannot write the lane status file");
                 }
@@ -304,6 +311,25 @@ fn notify_systemd(state: &str) {
     }
 }
 
+/// Log the free-space reserve and warn if the state filesystem is already
+/// below it (every lane then pushes producers back until space is freed).
+fn log_disk_reserve(dir: &StateDir, spool_quota: u64) -> Result<(), AppError> {
+    let io = |source| AppError::Io { step: "read the state filesystem's size", source };
+    let reserve = crate::launch::disk_reserve(dir, spool_quota).map_err(io)?;
+    let space = dir.fs_space().map_err(io)?;
+    let free_mib = space.available >> 20;
+    if space.available < reserve.bytes() {
+        tracing::warn!(
+            %reserve,
+            free_mib,
+            "the state filesystem is below its free-space reserve: lanes push producers back (STATUS disk-reserve) until space is freed"
+        );
+    } else {
+        tracing::info!(%reserve, free_mib, total_mib = space.total >> 20, "free-space reserve of the state filesystem");
+    }
+    Ok(())
+}
+
 /// Restarts of a stopped cluster: backoff doubling from
 /// `CLUSTER_RESTART_BACKOFF_MIN_MS` to `CLUSTER_RESTART_BACKOFF_MAX_MS`,
 /// never giving up (lanes keep spooling meanwhile).
@@ -327,7 +353,8 @@ impl ClusterWatch {
         if Instant::now() < self.retry_at {
             return;
         }
-        tracing::warn!(failures = self.failures, "cluster is not running; starting it");
+        let cause = crate::cluster::last_failure(&embedded.dir).unwrap_or_else(|| "none logged".into());
+        tracing::warn!(failures = self.failures, cause, "cluster is not running; starting it");
         match embedded.start() {
             Ok(()) => {
                 tracing::info!("cluster started again");
@@ -337,7 +364,14 @@ impl ClusterWatch {
             }
             Err(e) => {
                 self.failures += 1;
-                tracing::error!(error = %e, retry_in_ms = self.backoff_ms, failures = self.failures, "cluster restart failed");
+                let cause = crate::cluster::last_failure(&embedded.dir).unwrap_or_else(|| "none logged".into());
+                tracing::error!(
+                    error = %e,
+                    cause,
+                    retry_in_ms = self.backoff_ms,
+                    failures = self.failures,
+                    "cluster restart failed; retrying (lanes keep spooling)"
+                );
                 self.retry_at = Instant::now() + Duration::from_millis(self.backoff_ms);
                 self.backoff_ms = (self.backoff_ms * 2).min(CLUSTER_RESTART_BACKOFF_MAX_MS);
             }
@@ -359,6 +393,11 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
     if sys::effective_uid() == 0 {
         // The lane identities may have just been created: map them.
         crate::cluster::configure(&embedded, &accounts)?;
+    } else {
+        crate::cluster::write_settings(&embedded, &accounts)?;
+        if embedded.is_running() {
+            crate::cluster::reload(&embedded)?;
+        }
     }
     if let LaneIdentities::Shared { uid } = &identities {
         tracing::warn!(
@@ -366,8 +405,12 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
             "lanes share this process's identity (no right to switch uids): only their sandbox keeps them from other database roles"
         );
     }
-    embedded.start()?;
+    embedded.start().map_err(|e| match crate::cluster::last_failure(&embedded.dir) {
+        Some(cause) => AppError::Refused(format!("{e}; PostgreSQL logged: {cause}")),
+        None => AppError::from(e),
+    })?;
     pin_postgres(&embedded, &options.placement.pg_cpus);
+    log_disk_reserve(&embedded.dir, options.spool_quota_bytes)?;
     let launcher = Launcher::new(&embedded, identities).map_err(|e| AppError::Refused(e.to_string()))?;
     let me = RunningAppliance {
         pid: std::process::id() as i32,
@@ -392,6 +435,7 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
             reported: false,
             restarts: 0,
             restart_at: None,
+            disk_reserve: 0,
         });
     }
     for lane in &mut lanes {

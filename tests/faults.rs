@@ -504,6 +504,144 @@ fn spool_disk_full_pushes_back_then_recovers() {
     appliance.stop().unwrap();
 }
 
+/// A tmpfs of a given size mounted for one test (root only), unmounted on drop.
+struct SmallFs {
+    path: PathBuf,
+}
+
+impl SmallFs {
+    /// None (with the reason printed) where this machine does not let the
+    /// test mount a filesystem: not root, or mount(2) refused.
+    fn mount(mib: u64) -> Option<SmallFs> {
+        if !common::is_root() {
+            eprintln!("SKIPPED: mounting a small filesystem needs root");
+            return None;
+        }
+        let path = std::env::temp_dir().join(format!("ad-smallfs-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}M,mode=0755"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            let _ = std::fs::remove_dir(&path);
+            eprintln!("SKIPPED: cannot mount a tmpfs here: {}", String::from_utf8_lossy(&output.stderr).trim());
+            return None;
+        }
+        Some(SmallFs { path })
+    }
+
+    fn grow(&self, mib: u64) {
+        let status =
+            Command::new("mount").args(["-o", &format!("remount,size={mib}M")]).arg(&self.path).status().unwrap();
+        assert!(status.success(), "remount {} with size {mib}M", self.path.display());
+    }
+
+    fn available(&self) -> u64 {
+        let dir = std::fs::File::open(&self.path).unwrap();
+        applianced::sys::fs_space(std::os::fd::AsFd::as_fd(&dir)).unwrap().available
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The spools and PostgreSQL share a filesystem too small for the load (a
+/// tmpfs the test mounts: 450 MiB, two producers of 600,000 events each,
+/// spool quota 32 MiB; `APPLIANCED_DISKFULL_MB`, `_EVENTS`, `_QUOTA_MB`
+/// scale it, e.g. 700 / 1500000 / 64). The lanes stop accepting at the
+/// free-space reserve (STATUS DiskReserve), so PostgreSQL never meets a
+/// full filesystem; selftest names the cause; once the filesystem grows,
+/// the lanes resume by themselves (no restart of anything) and every
+/// event lands exactly once.
+#[test]
+fn a_filesystem_shared_with_postgresql_fills_without_taking_it_down() {
+    let Some(fs) = SmallFs::mount(env_or("APPLIANCED_DISKFULL_MB", 450)) else { return };
+    // A small PostgreSQL log bound, so the reserve fits a small filesystem.
+    let env = [("APPLIANCED_TEST_PG_LOG_FILE_KB", "1024"), ("APPLIANCED_TEST_PG_LOG_FILES", "4")];
+    let cluster = TestCluster::start_in(&fs.path, &env);
+    let name = instance();
+    let quota = env_or("APPLIANCED_DISKFULL_QUOTA_MB", 32).to_string();
+    let mut appliance = cluster.appliance_with_env(&name, &["--spool-quota-mb", &quota], &env);
+    let supervisor = appliance.pid() as i32;
+    let postmaster = postmaster_pid(&cluster);
+    let state = applianced::cluster::StateDir::new(&cluster.dir).unwrap();
+    let reserve: u64 =
+        applianced::lane::process::read_status(&state, Module::Dpi)["disk_reserve_bytes"].parse().unwrap();
+    let events = env_or("APPLIANCED_DISKFULL_EVENTS", 600_000);
+    let producer = 1300;
+    let loads: Vec<_> = [Module::Dpi, Module::LinuxAgent]
+        .into_iter()
+        .map(|module| {
+            let options = LoadOptions::new(&name, module, producer, 1, events);
+            (module, std::thread::spawn(move || run_load(&options)))
+        })
+        .collect();
+    // The event: free space below the reserve (lanes append only while at
+    // least the reserve stays free, so only PostgreSQL, committing what is
+    // spooled, takes it below).
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while fs.available() >= reserve {
+        assert!(
+            loads.iter().any(|(_, h)| !h.is_finished()),
+            "every event was stored before the filesystem reached its reserve ({reserve} bytes): make it smaller"
+        );
+        assert!(Instant::now() < deadline, "the filesystem never reached its reserve");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let below = fs.available();
+    // Something else on the host takes more of it (a filler file, 16 MiB
+    // past the reserve): the lanes hold their producers whatever
+    // PostgreSQL's checkpoints free meanwhile, and PostgreSQL keeps what
+    // is left of the reserve for what the spools still hold.
+    let filler = fs.path.join("filler");
+    let fill = below.saturating_sub(reserve - (16 << 20));
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+    let selftest = cluster.selftest(&[]);
+    let report = String::from_utf8_lossy(&selftest.stdout).into_owned();
+    assert!(!selftest.status.success(), "selftest passed below the reserve:\n{report}");
+    assert!(report.contains("FAIL disk space") && report.contains("below the reserve"), "{report}");
+    assert!(report.contains("pushed back: the spool's filesystem would have"), "{report}");
+    assert!(loads.iter().any(|(_, h)| !h.is_finished()), "the loads finished while the lanes pushed back");
+    std::fs::remove_file(&filler).unwrap();
+    fs.grow(2048);
+    let reports: Vec<(Module, LoadReport)> = loads.into_iter().map(|(m, h)| (m, h.join().unwrap())).collect();
+    let mut expected = BTreeMap::new();
+    record(&mut expected, producer, events, &reports);
+    let oracle = check(&cluster, &expected);
+    for (module, report) in &reports {
+        assert!(
+            report.push_back_reasons.iter().any(|(code, _)| *code == applianced::frame::StatusCode::DiskReserve as u16),
+            "{module:?} was never told of the reserve: {report:?}"
+        );
+    }
+    let log = applianced::cluster::read_pg_log(&state).unwrap();
+    for bad in ["No space left on device", "PANIC:"] {
+        assert!(!log.lines().any(|l| l.contains(bad)), "PostgreSQL logged {bad:?}:\n{log}");
+    }
+    assert!(applianced::sys::process_exists(supervisor), "the supervisor exited");
+    assert_eq!(postmaster_pid(&cluster), postmaster, "PostgreSQL restarted");
+    let after = cluster.selftest(&[]);
+    assert!(after.status.success(), "selftest after the filesystem grew:\n{}", common::stdout(&after));
+    println!(
+        "scenario shared filesystem full: reserve {} MiB, {} MiB free when producers were held, \
+         push-back reasons {:?}\n{oracle}",
+        reserve >> 20,
+        below >> 20,
+        reports.iter().map(|(_, r)| r.push_back_reasons.clone()).collect::<Vec<_>>()
+    );
+    appliance.stop().unwrap();
+}
+
 /// The postmaster of the cluster.
 fn postmaster_pid(cluster: &TestCluster) -> i32 {
     let text = std::fs::read_to_string(cluster.dir.join("pgdata/postmaster.pid")).unwrap();
@@ -622,6 +760,8 @@ fn spool_while_frozen_then_kill(
     assert_eq!(warm_up.acked, 1_000);
     let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
     assert!(applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, 1_000, wait).unwrap());
+    // A session that sees the crash reset below end.
+    let mut sentinel = cluster.admin();
     let mut frozen = Frozen::freeze(cluster);
     let report = run_load(&LoadOptions::new(name, Module::Dpi, producer, 1, events));
     assert_eq!(report.acked, events, "acknowledged from the spool while PostgreSQL is frozen: {report:?}");
@@ -630,8 +770,20 @@ fn spool_while_frozen_then_kill(
     // A transaction the frozen backend holds in its socket buffer would
     // commit after the thaw: killed, none does, so every record written
     // while frozen is still to be committed from the spool.
-    frozen.kill_backends_of("ransomeye_dpi_writer");
+    let killed = frozen.kill_backends_of("ransomeye_dpi_writer");
     drop(frozen);
+    if killed == 0 {
+        return;
+    }
+    // The postmaster answers a killed backend by ending every session and
+    // running crash recovery: wait for that to reach the sentinel, so the
+    // caller's next connection (`TestCluster::admin` waits out 57P03) comes
+    // after the reset, not before it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sentinel.query_value("SELECT 1").is_ok() {
+        assert!(Instant::now() < deadline, "the postmaster never reset after a backend was killed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// One intact spool record: its payload's range in the file, the producer

@@ -46,7 +46,7 @@ pub(super) fn render_text(measured: &[Measured], requested: u64, per_module: u64
     );
     let _ = writeln!(
         out,
-        "\n{:<30} {:>9} {:>9} {:>8} {:>11} {:>8} {:>9} {:>11} {:>10} {:>10}",
+        "\n{:<30} {:>9} {:>9} {:>8} {:>11} {:>8} {:>9} {:>11} {:>13} {:>10} {:>10}",
         "variant",
         "events",
         "stored",
@@ -55,13 +55,14 @@ pub(super) fn render_text(measured: &[Measured], requested: u64, per_module: u64
         "MB/s",
         "B/event",
         "WAL B/event",
+        "table B/event",
         "busy cores",
         "PG CPU s/M"
     );
     for m in measured {
         let _ = writeln!(
             out,
-            "{:<30} {:>9} {:>9} {:>8.3} {:>11.0} {:>8.1} {:>9.1} {:>11.1} {:>10.2} {:>10.2}",
+            "{:<30} {:>9} {:>9} {:>8.3} {:>11.0} {:>8.1} {:>9.1} {:>11.1} {:>13.1} {:>10.2} {:>10.2}",
             m.variant.label(),
             m.events,
             m.stored_rows,
@@ -70,6 +71,7 @@ pub(super) fn render_text(measured: &[Measured], requested: u64, per_module: u64
             m.mb_per_s(),
             m.bytes as f64 / m.events.max(1) as f64,
             m.window.wal_bytes as f64 / m.events.max(1) as f64,
+            m.window.table_bytes as f64 / m.events.max(1) as f64,
             m.window.machine_cores,
             m.per_million(m.window.cluster_cpu_s),
         );
@@ -159,6 +161,8 @@ fn measured_json(m: &Measured) -> serde_json::Value {
         "mb_per_s": m.mb_per_s(),
         "wal_bytes": m.window.wal_bytes,
         "wal_bytes_per_event": m.window.wal_bytes as f64 / m.events.max(1) as f64,
+        "table_bytes": m.window.table_bytes,
+        "table_bytes_per_event": m.window.table_bytes as f64 / m.events.max(1) as f64,
         "machine_cpu_cores": m.window.machine_cores,
         "cluster_cpu_s_per_million": m.per_million(m.window.cluster_cpu_s),
     });

@@ -129,13 +129,15 @@ pub struct LaneCore {
 impl LaneCore {
     /// A lane over `spool` (opened and recovered before the sandbox):
     /// recovered records are queued for PostgreSQL and tell the lane each
-    /// producer's acknowledged position.
+    /// producer's acknowledged position. `disk_reserve`: bytes to keep free
+    /// on the spool's filesystem (0: none).
     pub fn new(
         module: Module,
         policy: PeerPolicy,
         now: Now,
         spool: Spool,
         recovery: Recovery<Vec<super::batch::ProducerRange>>,
+        disk_reserve: u64,
     ) -> LaneCore {
         let mut core = LaneCore {
             module,
@@ -156,7 +158,7 @@ impl LaneCore {
             refusal_log: RateLimitedLog::default(),
             error_log: RateLimitedLog::default(),
             now,
-            spool: SpoolLane::new(spool),
+            spool: SpoolLane::new(spool, disk_reserve),
             stop_after_send: None,
             fatal: None,
         };

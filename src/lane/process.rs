@@ -154,6 +154,9 @@ pub struct LaneArgs {
     pub cpus: Vec<usize>,
     /// Disk quota of the lane's spool.
     pub spool_quota_bytes: u64,
+    /// Bytes to keep free on the spool's filesystem (`disk::DiskReserve`;
+    /// 0: none).
+    pub disk_reserve_bytes: u64,
     /// A sandbox probe to run instead of serving (`applianced sandbox-probe`).
     pub probe: Option<String>,
 }
@@ -222,7 +225,8 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
         crate::spool::Readers { summarize: super::batch::spool_ranges, salvage: super::batch::salvage_ranges };
     let (spool, recovery) =
         crate::spool::Spool::open(spool_dir, args.spool_quota_bytes, readers).map_err(LaneError::Spool)?;
-    let mut core = LaneCore::new(args.module, args.policy.clone(), clock.now(), spool, recovery);
+    let mut core =
+        LaneCore::new(args.module, args.policy.clone(), clock.now(), spool, recovery, args.disk_reserve_bytes);
     let ring = match args.io {
         IoMode::Poll => None,
         IoMode::Uring | IoMode::Auto => match super::uring::create_ring() {

@@ -159,6 +159,7 @@ impl LaneCore {
             conn.credit_left += credit;
             frame::encode_welcome(&mut conn.out, p_epoch, committed, credit as u32);
         }
+        self.tell_push_back(slot);
         self.send_loss_notices(producer_id);
     }
 

@@ -18,8 +18,11 @@
 //!   at the front and is retried with backoff;
 //! - memory: spooled batches are cached up to `SPOOL_CACHE_BYTES_MAX` and
 //!   read back from disk beyond it; producers get no credit while a sealed
-//!   batch cannot be spooled (quota reached or write failed), and a STATUS
-//!   frame says why.
+//!   batch cannot be spooled (quota reached, the filesystem below its
+//!   free-space reserve, or a write failed), and a STATUS frame says why;
+//! - disk: no record is appended that would leave less than the free-space
+//!   reserve (`disk::DiskReserve`) on the spool's filesystem, so PostgreSQL
+//!   on the same filesystem can always commit what the spool holds.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -29,8 +32,9 @@ use super::session::ConnState;
 use crate::failpoint;
 use crate::frame::{self, RejectCode, StatusCode};
 use crate::limits::{
-    PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS, SPOOL_CACHE_BYTES_MAX, SPOOL_RETRY_INTERVAL_MS,
-    TRANSACTION_BYTES_MAX, TRANSACTION_ROWS_MAX, WINDOW_REFRESH_INTERVAL_MS,
+    DISK_RESERVE_RECHECK_MS, DISK_RESERVE_RESUME_BYTES, PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS,
+    SPOOL_CACHE_BYTES_MAX, SPOOL_RETRY_INTERVAL_MS, TRANSACTION_BYTES_MAX, TRANSACTION_ROWS_MAX,
+    WINDOW_REFRESH_INTERVAL_MS,
 };
 use crate::pg::pipeline;
 use crate::spool::{DamagedRecord, Location, Recovered, Recovery, Spool, SpoolError};
@@ -64,6 +68,9 @@ impl Spooled {
 
 pub struct SpoolLane {
     pub spool: Spool,
+    /// Bytes that must stay free on the spool's filesystem (`lane
+    /// --disk-reserve`; 0: no reserve).
+    disk_reserve: u64,
     unsent: VecDeque<Spooled>,
     cached_bytes: usize,
     /// PostgreSQL's watermark per producer (epoch, last seq) as last read
@@ -73,6 +80,9 @@ pub struct SpoolLane {
     /// (None: resolution done for this connection).
     resolve: Option<Vec<u64>>,
     blocked: Option<StatusCode>,
+    /// Why, as the STATUS frame said it (repeated to producers that
+    /// connect while it holds).
+    blocked_reason: String,
     retry_at_ms: u64,
     /// The module's partition window [lo, hi) in Unix µs, as last read;
     /// re-read after every (re)connect and every `WINDOW_REFRESH_INTERVAL_MS`.
@@ -90,14 +100,16 @@ pub struct SpoolLane {
 }
 
 impl SpoolLane {
-    pub fn new(spool: Spool) -> SpoolLane {
+    pub fn new(spool: Spool, disk_reserve: u64) -> SpoolLane {
         SpoolLane {
             spool,
+            disk_reserve,
             unsent: VecDeque::new(),
             cached_bytes: 0,
             marks: HashMap::new(),
             resolve: None,
             blocked: None,
+            blocked_reason: String::new(),
             retry_at_ms: 0,
             window: None,
             window_read_at_ms: None,
@@ -105,6 +117,39 @@ impl SpoolLane {
             loss_notices: HashMap::new(),
             corrupted_records: 0,
             records_committed: 0,
+        }
+    }
+
+    /// Push-backs that clear on their own (a write error, the free-space
+    /// reserve): checked again every `retry_at_ms`, not on every tick.
+    fn rechecks_on_timer(&self) -> bool {
+        matches!(self.blocked, Some(StatusCode::SpoolUnwritable | StatusCode::DiskReserve))
+    }
+
+    /// Why a record of `payload_len` bytes may not be appended because of
+    /// the free-space reserve, if it may not.
+    fn below_disk_reserve(&self, payload_len: usize) -> Option<(StatusCode, String)> {
+        if self.disk_reserve == 0 {
+            return None;
+        }
+        let wanted = Spool::record_bytes(payload_len);
+        // Once pushed back at the reserve, resume only above it by a margin.
+        let resume = if self.blocked == Some(StatusCode::DiskReserve) { DISK_RESERVE_RESUME_BYTES } else { 0 };
+        match self.spool.available_bytes() {
+            Ok(available) if crate::disk::admits(self.disk_reserve + resume, available, wanted) => None,
+            Ok(available) => Some((
+                StatusCode::DiskReserve,
+                format!(
+                    "the spool's filesystem would have {} MiB free after this batch, below its reserve of {} MiB \
+                     kept for PostgreSQL; credit resumes once {} MiB are free",
+                    available.saturating_sub(wanted) >> 20,
+                    self.disk_reserve >> 20,
+                    (self.disk_reserve + DISK_RESERVE_RESUME_BYTES) >> 20
+                ),
+            )),
+            Err(e) => {
+                Some((StatusCode::SpoolUnwritable, format!("cannot read the spool filesystem's free space: {e}")))
+            }
         }
     }
 
@@ -230,7 +275,7 @@ impl LaneCore {
     pub(super) fn spool_sealed(&mut self) {
         let now_ms = self.now.mono_ms;
         let lane = &mut self.spool;
-        if self.sealed.is_empty() || (lane.blocked == Some(StatusCode::SpoolUnwritable) && now_ms < lane.retry_at_ms) {
+        if self.sealed.is_empty() || (lane.rechecks_on_timer() && now_ms < lane.retry_at_ms) {
             return;
         }
         let mut spooled = Vec::new();
@@ -241,6 +286,11 @@ impl LaneCore {
             if !lane.spool.has_room(batch.bytes) {
                 let (used, quota) = (lane.spool.used_bytes(), lane.spool.quota_bytes());
                 blocked = Some((StatusCode::SpoolFull, format!("spool full: {used} of {quota} bytes used")));
+                break;
+            }
+            if let Some(shortfall) = lane.below_disk_reserve(batch.bytes) {
+                lane.retry_at_ms = now_ms + DISK_RESERVE_RECHECK_MS;
+                blocked = Some(shortfall);
                 break;
             }
             match lane.spool.append_parts(&batch.spool_parts().slices()) {
@@ -309,6 +359,7 @@ impl LaneCore {
             return;
         }
         lane.blocked = Some(code);
+        lane.blocked_reason = reason.to_string();
         tracing::warn!(
             lane = self.module.name(),
             ?code,
@@ -316,6 +367,15 @@ impl LaneCore {
             "producers pushed back: no credit until the spool accepts batches"
         );
         self.broadcast_status(code, reason);
+    }
+
+    /// A producer welcomed while its lane pushes back is told why at once
+    /// (the others were told when it began).
+    pub(super) fn tell_push_back(&mut self, slot: usize) {
+        let Some(code) = self.spool.blocked else { return };
+        if let Some(conn) = self.conns[slot].as_mut() {
+            frame::encode_status(&mut conn.out, code, &self.spool.blocked_reason);
+        }
     }
 
     fn broadcast_status(&mut self, code: StatusCode, reason: &str) {
@@ -637,7 +697,7 @@ impl LaneCore {
 
     pub(super) fn spool_deadline(&self) -> Option<u64> {
         let lane = &self.spool;
-        (lane.blocked == Some(StatusCode::SpoolUnwritable)).then_some(lane.retry_at_ms)
+        lane.rechecks_on_timer().then_some(lane.retry_at_ms)
     }
 }
 

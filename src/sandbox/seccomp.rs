@@ -80,6 +80,7 @@ pub fn lane_allow_list() -> Vec<Allowed> {
         allow(SYS_fsync, "fsync", "make a new spool segment's directory entry durable"),
         allow(SYS_ftruncate, "ftruncate", "cut back a failed spool append"),
         allow(SYS_unlink, "unlink", "remove a spool segment once all of it is committed (std::fs::remove_file)"),
+        allow(SYS_fstatfs, "fstatfs", "free space of the spool's filesystem, against its reserve, before each append"),
         Allowed {
             syscall: SYS_mmap,
             name: "mmap",

@@ -134,6 +134,14 @@ fn round_trip(appliance: &RunningAppliance, module: Module, epoch: u64) -> Resul
             {
                 break;
             }
+            // A lane that pushes back says why; waiting out the timeout
+            // would only hide it.
+            if let Some(reason) = replies.iter().find_map(|r| match r {
+                Reply::Status { code, reason } if *code != crate::frame::StatusCode::Resumed as u16 => Some(reason),
+                _ => None,
+            }) {
+                return Err(format!("pushed back: {reason}"));
+            }
             if started.elapsed() > Duration::from_millis(ROUND_TRIP_TIMEOUT_MS) {
                 return Err("no ACK within the timeout".into());
             }
@@ -297,6 +305,49 @@ fn judge(conn: &mut Connection, module: Module, range: &LostRange) -> Result<Ver
         (false, true) => Verdict::CommittedBefore,
         (false, false) => Verdict::NotCommitted,
     })
+}
+
+/// Free space of the state filesystem against the lanes' free-space
+/// reserve (`disk::DiskReserve`, hardening/DATA-PLANE.md §4.8): below it
+/// every lane pushes its producers back, so the check fails and says what
+/// to do. The reserve is the one the supervisor gave the running lanes
+/// (their status files); with no appliance running, the reserve for the
+/// default spool quota.
+pub fn disk_space(embedded: &Embedded) -> Check {
+    const NAME: &str = "disk space";
+    let given = running(embedded).and_then(|_| {
+        Module::ALL
+            .into_iter()
+            .filter_map(|m| read_status(&embedded.dir, m).get("disk_reserve_bytes").and_then(|v| v.parse::<u64>().ok()))
+            .max()
+    });
+    let (reserve, source) = match given {
+        Some(bytes) => (bytes, "given to the running lanes".to_string()),
+        None => match crate::launch::disk_reserve(&embedded.dir, crate::limits::SPOOL_QUOTA_BYTES_DEFAULT) {
+            Ok(reserve) => (reserve.bytes(), format!("for the default spool quota: {reserve}")),
+            Err(e) => return Check::failed(NAME, format!("cannot read the state filesystem: {e}")),
+        },
+    };
+    let space = match embedded.dir.fs_space() {
+        Ok(space) => space,
+        Err(e) => return Check::failed(NAME, format!("cannot read the state filesystem: {e}")),
+    };
+    let detail = format!(
+        "{} MiB free of {} MiB on the state filesystem; reserve {} MiB ({source}); lanes pushed back at the \
+         reserve resume once {} MiB are free",
+        space.available >> 20,
+        space.total >> 20,
+        reserve >> 20,
+        (reserve + crate::limits::DISK_RESERVE_RESUME_BYTES) >> 20
+    );
+    let mut failures = Vec::new();
+    if space.available < reserve {
+        failures.push(format!(
+            "{detail}: below the reserve, every lane pushes its producers back (STATUS DiskReserve) until space is \
+             freed: grow or clean the filesystem, or lower --retention-days; nothing acknowledged is lost"
+        ));
+    }
+    Check::from_failures(NAME, detail, failures)
 }
 
 #[derive(Debug, PartialEq, Eq)]

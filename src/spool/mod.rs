@@ -454,9 +454,15 @@ impl Spool {
         self.segments.len()
     }
 
-    /// The spool directory, open (for the free-space check, `fstatfs`).
-    pub fn dir(&self) -> &File {
-        &self.dir
+    /// Bytes an unprivileged writer may still allocate on the spool's
+    /// filesystem (fstatfs of the open spool directory).
+    pub fn available_bytes(&self) -> std::io::Result<u64> {
+        crate::sys::fs_space(std::os::fd::AsFd::as_fd(&self.dir)).map(|space| space.available)
+    }
+
+    /// The size a record of `payload_len` bytes takes on disk.
+    pub fn record_bytes(payload_len: usize) -> u64 {
+        record_bytes(RECORD_VERSION, payload_len) as u64
     }
 
     /// Whether a record of `payload_len` bytes fits under the quota now.

@@ -84,6 +84,34 @@ pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
 }
 
+/// Size and free space of a filesystem, in bytes (fstatfs(2)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsSpace {
+    pub total: u64,
+    /// What an unprivileged writer may still allocate (`f_bavail`): the
+    /// filesystem's root-reserved blocks are not counted.
+    pub available: u64,
+}
+
+/// fstatfs(2) of the filesystem holding an open file or directory.
+pub fn fs_space(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<FsSpace> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statfs is plain data that fstatfs fills completely on success;
+    // the descriptor is valid for the call (borrowed).
+    let stat = unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        if libc::fstatfs(fd.as_raw_fd(), &mut stat) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        stat
+    };
+    let block = stat.f_bsize as u64;
+    Ok(FsSpace {
+        total: (stat.f_blocks as u64).saturating_mul(block),
+        available: (stat.f_bavail as u64).saturating_mul(block),
+    })
+}
+
 /// Whether a process with this pid exists (kill(pid, 0)).
 pub fn process_exists(pid: i32) -> bool {
     if pid <= 0 {

@@ -49,9 +49,15 @@ impl TestCluster {
 
     /// The same, with extra environment variables for `init` (test-build knobs).
     pub fn start_with_env(env: &[(&str, &str)]) -> TestCluster {
+        TestCluster::start_in(&std::env::temp_dir(), env)
+    }
+
+    /// The same, with the state directory made under `parent` (a
+    /// filesystem a test mounted).
+    pub fn start_in(parent: &Path, env: &[(&str, &str)]) -> TestCluster {
         ensure_server_binaries();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("ad-test-{}-{n}", std::process::id()));
+        let dir = parent.join(format!("ad-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cluster = TestCluster { dir };
         let output = Command::new(BIN)
