@@ -47,7 +47,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_u8(value: u8) -> Option<Kind> {
+    pub fn from_u8(value: u8) -> Option<Kind> {
         match value {
             1 => Some(Kind::Hello),
             2 => Some(Kind::Welcome),
@@ -166,6 +166,15 @@ pub enum ErrorCode {
     Internal = 17,
     /// HELLO named a producer id that no grant of this peer's uid or gid covers.
     ProducerNotAllowed = 18,
+    /// HELLO did not arrive within `HANDSHAKE_TIMEOUT_MS`, or the connection
+    /// was idle for `CONNECTION_IDLE_TIMEOUT_MS`.
+    Timeout = 19,
+    /// The producer does not read its replies: more than
+    /// `CONNECTION_OUTPUT_BYTES_MAX` of them are queued.
+    NotReading = 20,
+    /// Every slot was taken and this idle connection's slot was given to a
+    /// new connection.
+    Evicted = 21,
 }
 
 /// Codes of STATUS frames: a lane's explicit push-back (the connection
@@ -316,6 +325,14 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
     Ok(Some(Frame { kind, body }))
 }
 
+/// The kind byte and body length a frame header at the start of `buf`
+/// announces, once its 16 bytes are there and its magic and version are
+/// right (a wrong magic or version is `decode_frame`'s to report).
+pub fn peek_header(buf: &[u8]) -> Option<(u8, usize)> {
+    let (header, _) = FrameHeader::read_from_prefix(buf).ok()?;
+    (header.magic.get() == MAGIC && header.version == VERSION).then_some((header.kind, header.body_len.get() as usize))
+}
+
 /// The body length an EVENTS frame header at the start of `buf` announces,
 /// once its 16 bytes are there (None for other kinds or too few bytes).
 pub fn peek_events_body_len(buf: &[u8]) -> Option<usize> {
@@ -349,6 +366,9 @@ fn fixed<T: FromBytes + KnownLayout + Immutable>(body: &[u8], what: &str) -> Res
     }
     T::read_from_bytes(body).map_err(|_| FrameError::new(ErrorCode::Malformed, format!("{what} body")))
 }
+
+/// The size of a HELLO body.
+pub const HELLO_BODY_BYTES: usize = size_of::<HelloBody>();
 
 pub fn decode_hello(body: &[u8]) -> Result<HelloBody, FrameError> {
     let hello: HelloBody = fixed(body, "HELLO")?;

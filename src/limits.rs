@@ -143,8 +143,65 @@ pub const CONNECTION_CREDIT_BYTES: u32 = 4 * 1024 * 1024;
 /// Memory budget of one lane for buffered events (pending and in-flight
 /// batches). Credit is granted only while the lane is under it.
 pub const LANE_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Client connections per lane; further connections are refused.
+/// Client connections per lane. When every slot is taken, a new
+/// connection takes the slot of the oldest one that has not sent HELLO, or
+/// else of the one idle longest (at least `CONNECTION_IDLE_EVICTABLE_MS`);
+/// with neither, it is refused.
 pub const LANE_CONNECTIONS_MAX: usize = 64;
+/// Credit every connection can always get, whatever the others hold: the
+/// lane keeps this much of its budget unallocated for each slot that holds
+/// less (free slots and connections before HELLO included). Idle
+/// connections that took their whole window therefore cannot starve a new
+/// producer. 256 KiB is above what the reference client waits for before
+/// sending a frame (64 KiB + one maximal record).
+pub const CONNECTION_CREDIT_GUARANTEED_BYTES: usize = 256 * 1024;
+/// Replies queued for a connection (not yet written to its socket) above
+/// which it gets no more credit: a producer that does not read is paused.
+pub const CONNECTION_OUTPUT_PAUSE_BYTES: usize = 64 * 1024;
+/// Replies queued for a connection above which, after the frame that
+/// produced them, it is closed with ERROR `NotReading`: what an EVENTS
+/// frame can add beyond it is bounded by `FRAME_EVENTS_MAX` REJECTs.
+pub const CONNECTION_OUTPUT_BYTES_MAX: usize = 1024 * 1024;
+/// A connection being closed whose last replies are still not written
+/// after this long is cut (its peer does not read).
+pub const CONNECTION_LINGER_MS: u64 = 2_000;
+/// A connection must send HELLO within this long after it is accepted.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// A connection that sent nothing for this long may lose its slot to a new
+/// connection when every slot is taken.
+pub const CONNECTION_IDLE_EVICTABLE_MS: u64 = 1_000;
+/// A connection with nothing in flight that sent nothing for this long is
+/// closed with ERROR `Timeout` (its producer reconnects when it has events).
+pub const CONNECTION_IDLE_TIMEOUT_MS: u64 = 600_000;
+/// Producers a lane keeps in memory. Beyond it, producers with no
+/// connection whose acknowledged events are all committed (so PostgreSQL's
+/// watermark says the same) are forgotten, least recently seen first; a
+/// later HELLO reads their watermark again. (Producers with events spooled
+/// and not yet committed are kept: those are bounded by the spool quota.)
+pub const LANE_PRODUCERS_MAX: usize = 16_384;
+
+/// `LANE_PRODUCERS_MAX`; test builds (`failpoints`) may lower it with
+/// `APPLIANCED_TEST_LANE_PRODUCERS_MAX` (passed to lanes by the
+/// supervisor), so a test can pass it quickly.
+pub fn lane_producers_max() -> usize {
+    #[cfg(feature = "failpoints")]
+    {
+        static OVERRIDE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+        if let Some(n) = *OVERRIDE
+            .get_or_init(|| std::env::var(TEST_LANE_PRODUCERS_MAX_ENV).ok().and_then(|v| v.parse::<usize>().ok()))
+        {
+            return n.max(8);
+        }
+    }
+    LANE_PRODUCERS_MAX
+}
+
+/// The test-build variable of `lane_producers_max`.
+pub const TEST_LANE_PRODUCERS_MAX_ENV: &str = "APPLIANCED_TEST_LANE_PRODUCERS_MAX";
+/// Watermark lookups for HELLOs sent before the next spooled transaction
+/// when both wait, so HELLO churn cannot hold back commits.
+pub const LOOKUPS_PER_TRANSACTION_MAX: u32 = 4;
+
 /// Rows per batch (one spool record, sealed and acknowledged together).
 pub const BATCH_ROWS_MAX: usize = 10_000;
 /// Encoded COPY bytes per batch.
@@ -172,7 +229,9 @@ pub const TRANSACTION_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const LANE_HEAP_REUSE_BYTES: usize = 32 * 1024 * 1024;
 /// A batch is flushed at most this long after its first event arrived.
 pub const BATCH_FLUSH_INTERVAL_MS: u64 = 5;
-/// Rejected-connection log lines per second per lane (the rest are counted).
+/// Log lines per second per lane of each kind a peer can provoke at will
+/// (connections refused, admitted, evicted or closed with an ERROR); the
+/// rest are counted and reported with the next line of that kind.
 pub const REJECT_LOG_PER_S: u32 = 5;
 /// Reconnect backoff to PostgreSQL: first wait and cap.
 pub const PG_RECONNECT_BACKOFF_MIN_MS: u64 = 50;
@@ -181,6 +240,10 @@ pub const PG_RECONNECT_BACKOFF_MAX_MS: u64 = 5_000;
 pub const RING_ENTRIES: u32 = 256;
 
 const _: () = assert!(CONNECTION_CREDIT_BYTES as usize >= FRAME_BODY_BYTES_MAX);
+// The guaranteed shares leave at least half the budget for larger windows.
+const _: () = assert!(LANE_CONNECTIONS_MAX * CONNECTION_CREDIT_GUARANTEED_BYTES <= LANE_BUFFER_BYTES_MAX / 2);
+const _: () = assert!(CONNECTION_CREDIT_GUARANTEED_BYTES >= 64 * 1024 + RECORD_BYTES_MAX);
+const _: () = assert!(CONNECTION_OUTPUT_PAUSE_BYTES < CONNECTION_OUTPUT_BYTES_MAX);
 const _: () = assert!(LANE_BUFFER_BYTES_MAX >= 2 * BATCH_BYTES_MAX);
 const _: () = assert!(RECORD_BYTES_MAX < FRAME_BODY_BYTES_MAX);
 // Every connection needs a ring slot for its recv and its send, plus accept and PG.
@@ -235,6 +298,32 @@ pub const LANE_IO_PRIORITY_LEVEL: u8 = 4;
 /// the co-located modules, with ample room for legitimate use.
 pub const LANE_ADDRESS_SPACE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 const _: () = assert!(LANE_ADDRESS_SPACE_BYTES_MAX as usize > 4 * LANE_BUFFER_BYTES_MAX);
+
+/// The largest REJECT frame: header, fixed body, longest reason.
+pub const REJECT_FRAME_BYTES_MAX: usize = 16 + 24 + REASON_BYTES_MAX;
+/// What one connection can make its lane hold beyond the shared budget:
+/// its read buffer (one maximal frame), and its queued replies up to
+/// `CONNECTION_OUTPUT_BYTES_MAX` plus what the frame that crossed it added
+/// (one REJECT per event), plus what the driver has in flight (as much
+/// again).
+pub const CONNECTION_MEMORY_BYTES_MAX: usize =
+    CLIENT_READ_BUFFER_BYTES + 2 * (CONNECTION_OUTPUT_BYTES_MAX + FRAME_EVENTS_MAX as usize * REJECT_FRAME_BYTES_MAX);
+/// Bytes per producer the lane keeps (map entry, watermark entry, overhead).
+pub const PRODUCER_ENTRY_BYTES_MAX: usize = 256;
+/// What a lane's memory stays under whatever its peers do, derived from
+/// the bounds: the event budget, every connection at its bound, the spool
+/// cache, a transaction being built and one being sent, the producer
+/// table, and the heap the lane keeps for reuse plus 64 MiB for the
+/// binary, libraries and allocator slack. `tests/dos.rs` checks a lane's
+/// resident size against it under attack.
+pub const LANE_MEMORY_BOUND_BYTES: usize = LANE_BUFFER_BYTES_MAX
+    + LANE_CONNECTIONS_MAX * CONNECTION_MEMORY_BYTES_MAX
+    + SPOOL_CACHE_BYTES_MAX
+    + 2 * TRANSACTION_BYTES_MAX
+    + LANE_PRODUCERS_MAX * PRODUCER_ENTRY_BYTES_MAX
+    + LANE_HEAP_REUSE_BYTES
+    + 64 * 1024 * 1024;
+const _: () = assert!(LANE_MEMORY_BOUND_BYTES < LANE_ADDRESS_SPACE_BYTES_MAX as usize);
 
 // --- selftest thresholds ---
 

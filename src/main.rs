@@ -537,7 +537,11 @@ fn sandbox_probe(cmd: &SandboxProbeCmd) -> Result<(), app::AppError> {
         println!(
             "probe {}: killed by signal {signal}{}",
             cmd.probe,
-            if signal == libc::SIGSYS { " (SIGSYS)" } else { "" }
+            match signal {
+                libc::SIGSYS => " (SIGSYS)",
+                libc::SIGABRT => " (SIGABRT)",
+                _ => "",
+            }
         );
         return Ok(());
     }

@@ -144,6 +144,7 @@ pub fn lane_env(restarts: u32) -> Vec<(String, String)> {
             pass(crate::failpoint::ENV_LANE);
         }
         pass(crate::clock::TEST_CLOCK_ENV);
+        pass(crate::limits::TEST_LANE_PRODUCERS_MAX_ENV);
     }
     env
 }

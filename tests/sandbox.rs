@@ -38,6 +38,16 @@ fn the_sandbox_is_fully_enforced_and_denies_what_it_must() {
         let (code, out) = probe(&cluster, name);
         assert_eq!((code, out.trim()), (Some(0), format!("probe {name}: killed by signal 31 (SIGSYS)").as_str()));
     }
+    // A failed allocation ends the lane by abort(3), SIGABRT, which the
+    // supervisor logs as a crash; the sandbox does not turn it into SIGSYS.
+    let (code, out) = probe(&cluster, "alloc-fail");
+    assert_eq!((code, out.trim()), (Some(0), "probe alloc-fail: killed by signal 6 (SIGABRT)"));
+    // A panic unwinds and exits with status 101, also inside the sandbox.
+    let output =
+        Command::new(BIN).args(["sandbox-probe", "--probe", "panic", "--state-dir", cluster.path()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("exit status: 101"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("SIGSYS"));
 }
 
 fn proc_field(pid: i32, key: &str) -> String {

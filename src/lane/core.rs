@@ -22,7 +22,9 @@ use super::spooling::SpoolLane;
 use crate::frame::{self, ErrorCode};
 use crate::ingress::{PeerPolicy, RateLimitedLog};
 use crate::limits::{
-    BATCH_FLUSH_INTERVAL_MS, CONNECTION_CREDIT_BYTES, LANE_BUFFER_BYTES_MAX, LANE_CONNECTIONS_MAX,
+    BATCH_FLUSH_INTERVAL_MS, CONNECTION_CREDIT_BYTES, CONNECTION_CREDIT_GUARANTEED_BYTES, CONNECTION_IDLE_EVICTABLE_MS,
+    CONNECTION_IDLE_TIMEOUT_MS, CONNECTION_LINGER_MS, CONNECTION_OUTPUT_BYTES_MAX, CONNECTION_OUTPUT_PAUSE_BYTES,
+    HANDSHAKE_TIMEOUT_MS, LANE_BUFFER_BYTES_MAX, LANE_CONNECTIONS_MAX, LOOKUPS_PER_TRANSACTION_MAX,
     PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS,
 };
 use crate::matrix::Module;
@@ -48,6 +50,21 @@ pub(super) struct Producer {
     pub committed_seq: u64,
     pub received_seq: u64,
     pub active: Option<(usize, u64)>,
+    /// When a connection of it was last welcomed (which producers to
+    /// forget first beyond `LANE_PRODUCERS_MAX`).
+    pub seen_ms: u64,
+}
+
+/// What becomes of a connection the driver accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Served in this slot.
+    Slot(usize),
+    /// Every slot is taken; an idle connection's slot is being freed for
+    /// it: keep it and offer it again once `has_free_slot`.
+    Wait,
+    /// Close it (peer not allowed, draining, or no slot can be freed).
+    Refused,
 }
 
 pub(super) enum Request {
@@ -89,6 +106,13 @@ pub struct LaneStats {
     pub duplicates_skipped: u64,
     pub batches_committed: u64,
     pub connections_refused: u64,
+    /// Connections whose slot was given to a new one (`Admission::Wait`).
+    pub connections_evicted: u64,
+    /// Connections closed for a missed deadline: no HELLO in time, idle,
+    /// or replies not read.
+    pub connections_timed_out: u64,
+    /// Producers forgotten beyond `LANE_PRODUCERS_MAX`.
+    pub producers_forgotten: u64,
     pub protocol_errors: u64,
     pub resets: u64,
     /// Spooled batches read back from their segment because they did not
@@ -115,8 +139,14 @@ pub struct LaneCore {
     pub(super) draining: bool,
     pub stats: LaneStats,
     refusal_log: RateLimitedLog,
+    /// Admissions and evictions, which a peer can provoke at will.
+    admission_log: RateLimitedLog,
+    /// Producers forgotten beyond the table's bound.
+    forget_log: RateLimitedLog,
     /// Protocol errors a peer can provoke at will: logged rate-limited.
     error_log: RateLimitedLog,
+    /// Watermark lookups sent since the last spooled transaction started.
+    lookups_in_a_row: u32,
     pub(super) now: Now,
     /// The durable spool: every ACK waits for it (`spooling.rs`).
     pub(super) spool: SpoolLane,
@@ -156,7 +186,10 @@ impl LaneCore {
             draining: false,
             stats: LaneStats::default(),
             refusal_log: RateLimitedLog::default(),
+            admission_log: RateLimitedLog::default(),
+            forget_log: RateLimitedLog::default(),
             error_log: RateLimitedLog::default(),
+            lookups_in_a_row: 0,
             now,
             spool: SpoolLane::new(spool, disk_reserve),
             stop_after_send: None,
@@ -172,17 +205,44 @@ impl LaneCore {
 
     // ----- connections -----
 
-    /// Whether the driver should keep an accept outstanding.
+    /// Whether the driver should keep an accept outstanding: a slot is
+    /// free, or one can be freed for a new connection.
     pub fn wants_accept(&self) -> bool {
-        !self.draining && self.conns.iter().any(Option::is_none)
+        !self.draining && (self.has_free_slot() || self.eviction_candidate().is_some())
+    }
+
+    /// Whether a slot is free now.
+    pub fn has_free_slot(&self) -> bool {
+        self.conns.iter().any(Option::is_none)
+    }
+
+    /// The connection to evict for a new one when every slot is taken: the
+    /// oldest that has not sent HELLO, else the one idle longest if idle
+    /// for at least `CONNECTION_IDLE_EVICTABLE_MS` with nothing in flight.
+    fn eviction_candidate(&self) -> Option<usize> {
+        let now = self.now.mono_ms;
+        let live = || {
+            self.conns.iter().enumerate().filter_map(|(slot, c)| Some((slot, c.as_ref()?))).filter(|(_, c)| !c.closing)
+        };
+        let silent = live().filter(|(_, c)| c.state == ConnState::AwaitHello).min_by_key(|(_, c)| c.opened_ms);
+        silent
+            .or_else(|| {
+                live()
+                    .filter(|(_, c)| {
+                        c.unreleased == 0 && now.saturating_sub(c.active_ms) >= CONNECTION_IDLE_EVICTABLE_MS
+                    })
+                    .min_by_key(|(_, c)| c.active_ms)
+            })
+            .map(|(slot, _)| slot)
     }
 
     /// Decide on a new connection from its kernel credentials, before any
-    /// byte of it is read. Returns its slot, or None: close it. `pidfd`
-    /// tells whether the driver holds an SO_PEERPIDFD for the peer (kept
-    /// for the connection's life: it keeps naming the connecting process
-    /// even if that pid number is later reused; it does not reserve it).
-    pub fn accept(&mut self, peer: PeerCred, pidfd: bool, now: Now) -> Option<usize> {
+    /// byte of it is read. `pidfd` tells whether the driver holds an
+    /// SO_PEERPIDFD for the peer (kept for the connection's life: it keeps
+    /// naming the connecting process even if that pid number is later
+    /// reused; it does not reserve it). When every slot is taken, an idle
+    /// connection is evicted for it (`Admission::Wait`).
+    pub fn admit(&mut self, peer: PeerCred, pidfd: bool, now: Now) -> Admission {
         self.now = now;
         if !self.policy.admits(&peer) || self.draining {
             self.stats.connections_refused += 1;
@@ -196,22 +256,67 @@ impl LaneCore {
                     "connection refused: peer not allowed on this lane"
                 );
             }
-            return None;
+            return Admission::Refused;
         }
-        let slot = self.conns.iter().position(Option::is_none)?;
+        let Some(slot) = self.conns.iter().position(Option::is_none) else {
+            return match self.eviction_candidate() {
+                Some(victim) => {
+                    self.evict(victim);
+                    Admission::Wait
+                }
+                None => {
+                    self.stats.connections_refused += 1;
+                    Admission::Refused
+                }
+            };
+        };
         let generation = self.next_generation;
         self.next_generation += 1;
-        tracing::info!(
-            lane = self.module.name(),
-            slot,
-            peer_pid = peer.pid,
-            peer_uid = peer.uid,
-            peer_gid = peer.gid,
-            pidfd,
-            "connection admitted"
-        );
-        self.conns[slot] = Some(Conn::new(generation, peer));
-        Some(slot)
+        if let Some(suppressed) = self.admission_log.allow(now.mono_ms) {
+            tracing::info!(
+                lane = self.module.name(),
+                slot,
+                peer_pid = peer.pid,
+                peer_uid = peer.uid,
+                peer_gid = peer.gid,
+                pidfd,
+                suppressed,
+                "connection admitted"
+            );
+        }
+        self.conns[slot] = Some(Conn::new(generation, peer, now.mono_ms));
+        self.check_invariants();
+        Admission::Slot(slot)
+    }
+
+    /// Give a connection's slot to a newer one: a connection that has not
+    /// said HELLO is cut silently, an idle producer gets ERROR `Evicted`
+    /// (it reconnects when it has events).
+    fn evict(&mut self, slot: usize) {
+        let now = self.now.mono_ms;
+        let Some(conn) = self.conns[slot].as_mut() else { return };
+        if conn.state != ConnState::AwaitHello {
+            let idle_ms = now.saturating_sub(conn.active_ms);
+            frame::encode_error(
+                &mut conn.out,
+                ErrorCode::Evicted,
+                &format!("every slot is taken; idle for {idle_ms} ms"),
+            );
+        }
+        conn.close(now);
+        // Before HELLO there is nobody to tell: cut at once. An idle
+        // producer gets its ERROR, within the linger bound.
+        conn.abort = conn.state == ConnState::AwaitHello;
+        self.stats.connections_evicted += 1;
+        if let Some(suppressed) = self.admission_log.allow(now) {
+            tracing::info!(
+                lane = self.module.name(),
+                slot,
+                peer_pid = conn.peer.pid,
+                suppressed,
+                "connection evicted for a new one"
+            );
+        }
     }
 
     pub fn client_wants_read(&self, slot: usize) -> bool {
@@ -227,6 +332,15 @@ impl LaneCore {
     /// Whether the driver should close this client now (all output sent).
     pub fn client_should_close(&self, slot: usize) -> bool {
         self.conns.get(slot).and_then(Option::as_ref).is_some_and(|c| c.closing && c.out.is_empty())
+    }
+
+    /// Whether the driver must cut this client now, whatever is queued or
+    /// in flight for it (shutdown(2) of its socket): evicted before HELLO,
+    /// or closing for longer than `CONNECTION_LINGER_MS` (it does not read).
+    pub fn client_must_abort(&self, slot: usize) -> bool {
+        self.conns.get(slot).and_then(Option::as_ref).is_some_and(|c| {
+            c.abort || (c.closing && self.now.mono_ms.saturating_sub(c.closing_since_ms) >= CONNECTION_LINGER_MS)
+        })
     }
 
     /// The peer closed, a socket error happened, or the driver closed the fd.
@@ -256,30 +370,43 @@ impl LaneCore {
             if conn.closing {
                 return;
             }
-            // Refuse an EVENTS frame beyond the credit from its header alone,
-            // before its body is buffered.
-            let streaming = matches!(conn.state, ConnState::Streaming { .. });
-            if let Some(body_len) = frame::peek_events_body_len(&conn.inbuf).filter(|_| streaming) {
-                if body_len > conn.credit_left {
-                    let reason = format!("{body_len} bytes announced with {} bytes of credit", conn.credit_left);
-                    self.fail_connection(slot, frame::FrameError::new(ErrorCode::CreditExceeded, reason));
+            // Judge a frame by its header, before its body is buffered: what
+            // this state accepts, and an EVENTS body within the credit.
+            if let Some((kind, body_len)) = frame::peek_header(&conn.inbuf) {
+                if let Some(error) = refuse_by_header(conn, kind, body_len) {
+                    self.fail_connection(slot, error);
                     continue;
                 }
             }
             match frame::decode_frame(&mut conn.inbuf) {
                 Ok(Some(frame)) => {
+                    conn.active_ms = now.mono_ms;
                     if frame.kind == frame::Kind::Events {
                         crate::failpoint::check(crate::failpoint::FRAME_READ);
                     }
                     if let Err(error) = self.on_frame(slot, frame) {
                         self.fail_connection(slot, error);
                     }
+                    self.bound_output(slot);
                 }
                 Ok(None) => break,
                 Err(error) => self.fail_connection(slot, error),
             }
         }
         self.maybe_seal();
+        self.check_invariants();
+    }
+
+    /// A producer that does not read its replies: past
+    /// `CONNECTION_OUTPUT_BYTES_MAX` queued, it is closed with ERROR
+    /// `NotReading` (cut after the linger if it still does not read).
+    fn bound_output(&mut self, slot: usize) {
+        let Some(queued) = self.conns[slot].as_ref().filter(|c| !c.closing).map(|c| c.out.len()) else { return };
+        if queued > CONNECTION_OUTPUT_BYTES_MAX {
+            self.stats.connections_timed_out += 1;
+            let reason = format!("{queued} bytes of replies not read (at most {CONNECTION_OUTPUT_BYTES_MAX})");
+            self.fail_connection(slot, frame::FrameError::new(ErrorCode::NotReading, reason));
+        }
     }
 
     /// The peer ended its side of the connection. Bytes of an unfinished
@@ -290,16 +417,20 @@ impl LaneCore {
             return;
         }
         if conn.inbuf.is_empty() {
-            conn.closing = true;
+            conn.close(self.now.mono_ms);
         } else {
             let reason = format!("connection ended inside a frame ({} bytes buffered)", conn.inbuf.len());
             self.fail_connection(slot, frame::FrameError::new(ErrorCode::Malformed, reason));
         }
     }
 
-    /// The driver finished writing everything queued for a client.
-    pub fn client_sent(&mut self) {
+    /// The driver finished writing what it took for a client: a producer
+    /// paused for unread replies may get credit again.
+    pub fn client_sent(&mut self, slot: usize) {
         self.sent(SendTarget::Client);
+        if self.conns.get(slot).and_then(Option::as_ref).is_some_and(|c| c.out.len() <= CONNECTION_OUTPUT_PAUSE_BYTES) {
+            self.regrant_all();
+        }
     }
 
     /// The driver finished writing everything queued for PostgreSQL.
@@ -336,26 +467,49 @@ impl LaneCore {
             );
         }
         frame::encode_error(&mut conn.out, error.code, &error.reason);
-        conn.closing = true;
-        conn.inbuf.clear();
+        conn.close(self.now.mono_ms);
     }
 
     // ----- credit -----
 
-    /// Credit a connection may be granted now.
-    pub(super) fn grantable(&self, conn: &Conn) -> usize {
+    /// The budget kept for every slot that holds less than its guaranteed
+    /// share (`CONNECTION_CREDIT_GUARANTEED_BYTES`): free slots and
+    /// connections before HELLO count in full.
+    pub(super) fn reserved_shares(&self) -> usize {
+        self.conns
+            .iter()
+            .map(|c| match c {
+                Some(conn) if !conn.closing => CONNECTION_CREDIT_GUARANTEED_BYTES.saturating_sub(conn.held()),
+                Some(_) => 0,
+                None => CONNECTION_CREDIT_GUARANTEED_BYTES,
+            })
+            .sum()
+    }
+
+    /// Credit a connection may be granted now, given `reserved`
+    /// (`reserved_shares`): within its window; from the budget, never what
+    /// the other slots' guaranteed shares need; none while its replies are
+    /// not being read.
+    pub(super) fn grantable(&self, conn: &Conn, reserved: usize) -> usize {
+        if conn.out.len() > CONNECTION_OUTPUT_PAUSE_BYTES {
+            return 0;
+        }
         let window = CONNECTION_CREDIT_BYTES as usize;
-        let window_left = window.saturating_sub(conn.credit_left + conn.unreleased);
-        let budget_left = LANE_BUFFER_BYTES_MAX.saturating_sub(self.credit_outstanding + self.buffered);
+        let window_left = window.saturating_sub(conn.held());
+        let own_share = CONNECTION_CREDIT_GUARANTEED_BYTES.saturating_sub(conn.held());
+        let reserved_for_others = reserved.saturating_sub(own_share);
+        let budget_left =
+            LANE_BUFFER_BYTES_MAX.saturating_sub(self.credit_outstanding + self.buffered + reserved_for_others);
         let amount = window_left.min(budget_left);
         if amount == 0 || (amount < CREDIT_GRANT_MIN_BYTES && amount < window_left) { 0 } else { amount }
     }
 
     pub(super) fn regrant_all(&mut self) {
         for slot in 0..self.conns.len() {
+            let reserved = self.reserved_shares();
             let amount = match self.conns[slot].as_ref() {
                 Some(conn) if matches!(conn.state, ConnState::Streaming { .. }) && !conn.closing => {
-                    self.grantable(conn)
+                    self.grantable(conn, reserved)
                 }
                 _ => 0,
             };
@@ -418,9 +572,84 @@ impl LaneCore {
         self.maybe_seal();
         self.spool_sealed();
         self.start_request();
+        self.enforce_deadlines();
         if self.drained() {
             for conn in self.conns.iter_mut().flatten() {
-                conn.closing = true;
+                conn.close(now.mono_ms);
+            }
+        }
+        self.check_invariants();
+    }
+
+    /// Close connections past a deadline: no HELLO within
+    /// `HANDSHAKE_TIMEOUT_MS`; nothing in flight and silent for
+    /// `CONNECTION_IDLE_TIMEOUT_MS`.
+    fn enforce_deadlines(&mut self) {
+        let now = self.now.mono_ms;
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_ref().filter(|c| !c.closing) else { continue };
+            let why = match conn.state {
+                ConnState::AwaitHello if now.saturating_sub(conn.opened_ms) >= HANDSHAKE_TIMEOUT_MS => {
+                    format!("no HELLO within {HANDSHAKE_TIMEOUT_MS} ms")
+                }
+                ConnState::Streaming { .. }
+                    if conn.unreleased == 0 && now.saturating_sub(conn.active_ms) >= CONNECTION_IDLE_TIMEOUT_MS =>
+                {
+                    format!("idle for {CONNECTION_IDLE_TIMEOUT_MS} ms")
+                }
+                _ => continue,
+            };
+            self.stats.connections_timed_out += 1;
+            self.fail_connection(slot, frame::FrameError::new(ErrorCode::Timeout, why));
+        }
+    }
+
+    /// The earliest connection deadline (HELLO, idle, linger), if any.
+    fn connection_deadline(&self) -> Option<u64> {
+        self.conns
+            .iter()
+            .flatten()
+            .map(|c| match c.state {
+                _ if c.closing => c.closing_since_ms + CONNECTION_LINGER_MS,
+                ConnState::AwaitHello => c.opened_ms + HANDSHAKE_TIMEOUT_MS,
+                _ => c.active_ms + CONNECTION_IDLE_TIMEOUT_MS,
+            })
+            .min()
+    }
+
+    /// The core's invariants, asserted after every entry point (debug
+    /// builds and tests; `cargo test` runs them on every table test and the
+    /// lane integration tests):
+    /// - the bytes granted or buffered never pass the lane's budget by more
+    ///   than the guaranteed shares (which a slot freed by a closed
+    ///   connection may briefly overlap with bytes it left buffered);
+    /// - no connection holds more than its window;
+    /// - the outstanding credit is exactly what the connections hold;
+    /// - every active producer's connection exists and streams for it.
+    pub(super) fn check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let outstanding: usize = self.conns.iter().flatten().map(|c| c.credit_left).sum();
+        debug_assert_eq!(outstanding, self.credit_outstanding, "credit outstanding equals what connections hold");
+        debug_assert!(
+            self.credit_outstanding + self.buffered
+                <= LANE_BUFFER_BYTES_MAX + LANE_CONNECTIONS_MAX * CONNECTION_CREDIT_GUARANTEED_BYTES,
+            "lane budget: {} + {}",
+            self.credit_outstanding,
+            self.buffered
+        );
+        for conn in self.conns.iter().flatten() {
+            debug_assert!(conn.held() <= CONNECTION_CREDIT_BYTES as usize, "window: {}", conn.held());
+        }
+        for (id, p) in &self.producers {
+            if let Some((slot, generation)) = p.active {
+                let conn = self.conns.get(slot).and_then(Option::as_ref);
+                debug_assert!(
+                    conn.is_none_or(|c| c.generation != generation
+                        || matches!(c.state, ConnState::Streaming { producer_id, .. } if producer_id == *id)),
+                    "producer {id} is active on a connection streaming for another"
+                );
             }
         }
     }
@@ -436,6 +665,9 @@ impl LaneCore {
         }
         if let Some(retry_at_ms) = self.spool_deadline() {
             deadline = deadline.min(retry_at_ms);
+        }
+        if let Some(at) = self.connection_deadline() {
+            deadline = deadline.min(at);
         }
         deadline.max(self.now.mono_ms)
     }
@@ -579,14 +811,25 @@ impl LaneCore {
         Ok(())
     }
 
+    /// Start the next database request: HELLOs' watermark lookups first,
+    /// but after `LOOKUPS_PER_TRANSACTION_MAX` of them in a row a waiting
+    /// spooled transaction goes first, so HELLO churn cannot hold back
+    /// commits.
     fn start_request(&mut self) {
         if !matches!(self.pg, PgState::Idle) {
             return;
         }
-        if let Some(producer_id) = self.lookups_wanted.pop_front() {
-            return self.query_watermark(producer_id, Request::Lookup(producer_id));
+        if self.lookups_in_a_row >= LOOKUPS_PER_TRANSACTION_MAX || self.lookups_wanted.is_empty() {
+            self.spool_start_request();
+            if !matches!(self.pg, PgState::Idle) {
+                self.lookups_in_a_row = 0;
+                return;
+            }
         }
-        self.spool_start_request();
+        if let Some(producer_id) = self.lookups_wanted.pop_front() {
+            self.lookups_in_a_row += 1;
+            self.query_watermark(producer_id, Request::Lookup(producer_id));
+        }
     }
 
     /// Send `appliance.watermark_get(producer_id)`, answered as `request`.
@@ -611,8 +854,50 @@ impl LaneCore {
             committed_seq: seq,
             received_seq: seq,
             active: None,
+            seen_ms: self.now.mono_ms,
         });
         self.welcome_waiting(producer_id);
+        self.forget_producers();
+    }
+
+    /// Beyond `LANE_PRODUCERS_MAX` producers, forget the least recently
+    /// seen of those PostgreSQL knows as well as the lane does: no
+    /// connection, everything received acknowledged (spooled), and nothing
+    /// of it in a spooled record not yet committed (nor in an undecided
+    /// damaged one), so its watermark in PostgreSQL is its acknowledged
+    /// position and a later HELLO reads the same. Down to 7/8 of the bound,
+    /// so this scan runs once per `LANE_PRODUCERS_MAX / 8` new producers.
+    fn forget_producers(&mut self) {
+        let max = crate::limits::lane_producers_max();
+        if self.producers.len() <= max {
+            return;
+        }
+        let unsent = self.spool.producers_unsent();
+        let mut idle: Vec<(u64, u64)> = self
+            .producers
+            .iter()
+            .filter(|(id, p)| p.active.is_none() && p.received_seq == p.committed_seq && !unsent.contains(*id))
+            .map(|(id, p)| (p.seen_ms, *id))
+            .collect();
+        idle.sort_unstable();
+        let excess = self.producers.len() - max * 7 / 8;
+        let mut forgotten = 0;
+        for (_, id) in idle.into_iter().take(excess) {
+            self.producers.remove(&id);
+            self.spool.forget_mark(id);
+            forgotten += 1;
+        }
+        self.stats.producers_forgotten += forgotten;
+        if let Some(suppressed) = self.forget_log.allow(self.now.mono_ms) {
+            tracing::info!(
+                lane = self.module.name(),
+                forgotten,
+                producers = self.producers.len(),
+                bound = max,
+                suppressed,
+                "idle producers forgotten (their watermarks are in PostgreSQL)"
+            );
+        }
     }
 
     /// Answer every HELLO of `producer_id` still waiting, unless a damaged
@@ -692,5 +977,262 @@ pub(super) fn parse_watermark(rows: &[crate::pg::Row]) -> Result<(u64, u64), &'s
             _ => Err("unexpected watermark row"),
         },
         _ => Err("more than one watermark row"),
+    }
+}
+
+/// What a connection in its state refuses from a frame header alone, so
+/// that no body it would refuse is ever buffered: before WELCOME only one
+/// HELLO of exactly its size; while streaming only EVENTS within the
+/// credit (a second HELLO is malformed).
+fn refuse_by_header(conn: &Conn, kind: u8, body_len: usize) -> Option<frame::FrameError> {
+    use frame::{FrameError, Kind};
+    if body_len > crate::limits::FRAME_BODY_BYTES_MAX {
+        return None; // `decode_frame` reports FrameTooLarge
+    }
+    let hello = kind == Kind::Hello as u8;
+    match conn.state {
+        ConnState::AwaitHello if hello && body_len != frame::HELLO_BODY_BYTES => Some(FrameError::new(
+            ErrorCode::Malformed,
+            format!("HELLO body of {body_len} bytes (it is {})", frame::HELLO_BODY_BYTES),
+        )),
+        ConnState::AwaitHello if !hello && Kind::from_u8(kind).is_some() => {
+            Some(FrameError::new(ErrorCode::HandshakeRequired, "the first frame must be HELLO"))
+        }
+        ConnState::Waiting { .. } => {
+            Some(FrameError::new(ErrorCode::HandshakeRequired, "wait for WELCOME before sending"))
+        }
+        ConnState::Streaming { .. } if hello => Some(FrameError::new(ErrorCode::Malformed, "HELLO sent twice")),
+        ConnState::Streaming { .. } if kind == Kind::Events as u8 && body_len > conn.credit_left => {
+            Some(FrameError::new(
+                ErrorCode::CreditExceeded,
+                format!("{body_len} bytes announced with {} bytes of credit", conn.credit_left),
+            ))
+        }
+        ConnState::Streaming { .. } if kind != Kind::Events as u8 && Kind::from_u8(kind).is_some() => {
+            Some(FrameError::new(ErrorCode::UnknownKind, format!("{:?} is not sent by producers", Kind::from_u8(kind))))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! Table tests of the core's connection handling, driven as a driver
+    //! would (admit, bytes in, ticks), over a real spool in a temporary
+    //! directory and with no PostgreSQL: a HELLO's watermark lookup is
+    //! answered by calling `lookup_done` as the reply would.
+    use super::*;
+    use crate::frame::Kind;
+    use crate::ingress::PeerGrant;
+
+    const UID: u32 = 4242;
+
+    fn now(mono_ms: u64) -> Now {
+        Now { mono_ms, wall_us: 1_800_000_000_000_000 }
+    }
+
+    fn peer() -> PeerCred {
+        PeerCred { pid: 1, uid: UID, gid: UID }
+    }
+
+    fn core(tag: &str) -> (LaneCore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ad-core-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let readers = crate::spool::Readers {
+            summarize: super::super::batch::spool_ranges,
+            salvage: super::super::batch::salvage_ranges,
+        };
+        let (spool, recovery) = Spool::open(&dir, 64 << 20, readers).unwrap();
+        let policy = PeerPolicy { grants: vec![PeerGrant::parse(&format!("uid:{UID}:0-100000")).unwrap()] };
+        (LaneCore::new(Module::Dpi, policy, now(0), spool, recovery, 0), dir)
+    }
+
+    fn slot_of(admission: Admission) -> usize {
+        match admission {
+            Admission::Slot(slot) => slot,
+            other => panic!("expected a slot, got {other:?}"),
+        }
+    }
+
+    /// The ERROR code queued for a slot, if its output ends with one.
+    fn error_code(core: &mut LaneCore, slot: usize) -> Option<u16> {
+        let mut out = core.take_client_output(slot)?;
+        let mut last = None;
+        while let Ok(Some(frame)) = frame::decode_frame(&mut out) {
+            if frame.kind == Kind::Error {
+                last = Some(frame::decode_error(&frame.body).unwrap().0);
+            }
+        }
+        last
+    }
+
+    /// A connection that said HELLO as `producer` and was welcomed (its
+    /// lookup answered with watermark (1, 0)).
+    fn streaming(core: &mut LaneCore, producer: u64, at: u64) -> usize {
+        let slot = slot_of(core.admit(peer(), false, now(at)));
+        let mut hello = BytesMut::new();
+        frame::encode_hello(&mut hello, 2, producer, 1);
+        core.on_client_bytes(slot, &hello, now(at));
+        if !core.producers.contains_key(&producer) {
+            core.lookups_wanted.retain(|p| *p != producer);
+            core.lookup_done(producer, &[vec![Some("1".into()), Some("0".into())]]);
+        }
+        assert!(matches!(core.conns[slot].as_ref().unwrap().state, ConnState::Streaming { .. }));
+        slot
+    }
+
+    #[test]
+    fn frames_are_refused_by_their_header_before_any_body_is_buffered() {
+        let (mut core, dir) = core("header");
+        // (state reached, kind, announced body length, expected ERROR code or None)
+        let hello_len = frame::HELLO_BODY_BYTES;
+        let cases: [(&str, Kind, usize, Option<ErrorCode>); 6] = [
+            ("await", Kind::Events, 16, Some(ErrorCode::HandshakeRequired)),
+            ("await", Kind::Hello, hello_len + 1, Some(ErrorCode::Malformed)),
+            ("await", Kind::Hello, 1 << 30, Some(ErrorCode::FrameTooLarge)),
+            ("streaming", Kind::Hello, hello_len, Some(ErrorCode::Malformed)),
+            ("streaming", Kind::Ack, 16, Some(ErrorCode::UnknownKind)),
+            ("streaming", Kind::Events, 1001, Some(ErrorCode::CreditExceeded)),
+        ];
+        for (i, (state, kind, body_len, expected)) in cases.into_iter().enumerate() {
+            let slot = match state {
+                "await" => slot_of(core.admit(peer(), false, now(0))),
+                _ => {
+                    let slot = streaming(&mut core, 100 + i as u64, 0);
+                    // 1,000 bytes of credit left (the lane's count follows).
+                    let conn = core.conns[slot].as_mut().unwrap();
+                    core.credit_outstanding -= conn.credit_left - 1000;
+                    conn.credit_left = 1000;
+                    slot
+                }
+            };
+            let _ = core.take_client_output(slot);
+            // Only the 16 header bytes arrive.
+            let mut header = BytesMut::new();
+            frame::encode_frame(&mut header, kind, &[]);
+            header[8..12].copy_from_slice(&(body_len as u32).to_be_bytes());
+            core.on_client_bytes(slot, &header[..16], now(0));
+            assert_eq!(
+                error_code(&mut core, slot),
+                expected.map(|c| c as u16),
+                "case {i}: {state} {kind:?} {body_len}"
+            );
+            let conn = core.conns[slot].as_ref().unwrap();
+            assert!(conn.closing && conn.inbuf.is_empty(), "case {i}: nothing buffered, closing");
+            core.client_gone(slot);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn idle_connections_holding_full_windows_leave_every_newcomer_its_share() {
+        let (mut core, dir) = core("share");
+        let mut held = 0;
+        for producer in 0..40 {
+            let slot = streaming(&mut core, producer, 0);
+            held += core.conns[slot].as_ref().unwrap().credit_left;
+        }
+        assert!(held <= LANE_BUFFER_BYTES_MAX - 24 * CONNECTION_CREDIT_GUARANTEED_BYTES, "{held}");
+        for producer in 40..LANE_CONNECTIONS_MAX as u64 {
+            let slot = streaming(&mut core, producer, 0);
+            let credit = core.conns[slot].as_ref().unwrap().credit_left;
+            assert!(credit >= CONNECTION_CREDIT_GUARANTEED_BYTES, "producer {producer}: {credit}");
+        }
+        core.check_invariants();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_lane_evicts_the_oldest_silent_connection_then_the_longest_idle() {
+        let (mut core, dir) = core("evict");
+        let silent: Vec<usize> = (0..4).map(|i| slot_of(core.admit(peer(), false, now(i)))).collect();
+        let busy: Vec<usize> = (0..LANE_CONNECTIONS_MAX as u64 - 4).map(|p| streaming(&mut core, p, 10)).collect();
+        // Full: the oldest silent one is cut at once for the newcomer.
+        assert_eq!(core.admit(peer(), false, now(20)), Admission::Wait);
+        assert!(core.client_must_abort(silent[0]));
+        assert!(!core.client_must_abort(silent[1]));
+        core.client_gone(silent[0]);
+        assert_eq!(core.admit(peer(), false, now(20)), Admission::Slot(silent[0]));
+        for &slot in &silent[1..] {
+            core.client_gone(slot);
+            assert!(matches!(core.admit(peer(), false, now(30)), Admission::Slot(_)));
+        }
+        // The 4 newcomers have not said HELLO either: they are the silent ones now.
+        for _ in 0..4 {
+            assert_eq!(core.admit(peer(), false, now(40)), Admission::Wait);
+            let victim = (0..LANE_CONNECTIONS_MAX).find(|s| core.client_must_abort(*s)).unwrap();
+            core.client_gone(victim);
+            let _ = core.admit(peer(), false, now(40));
+        }
+        // Streaming connections idle for less than a second keep their slot...
+        let victim_streaming = busy[0];
+        for slot in 0..LANE_CONNECTIONS_MAX {
+            if core.conns[slot].as_ref().is_some_and(|c| c.state == ConnState::AwaitHello) {
+                core.client_gone(slot);
+                assert!(matches!(core.admit(peer(), false, now(40)), Admission::Slot(_)));
+                let mut hello = BytesMut::new();
+                frame::encode_hello(&mut hello, 2, 500 + slot as u64, 1);
+                core.on_client_bytes(slot, &hello, now(40));
+            }
+        }
+        let at = 10 + CONNECTION_IDLE_EVICTABLE_MS - 1;
+        core.tick(now(at));
+        assert_eq!(core.admit(peer(), false, now(at)), Admission::Refused);
+        // ...after it, the one idle longest gets ERROR Evicted.
+        let at = 10 + CONNECTION_IDLE_EVICTABLE_MS;
+        core.tick(now(at));
+        assert_eq!(core.admit(peer(), false, now(at)), Admission::Wait);
+        let evicted = (0..LANE_CONNECTIONS_MAX).find(|s| core.conns[*s].as_ref().is_some_and(|c| c.closing)).unwrap();
+        assert_eq!(core.conns[evicted].as_ref().unwrap().active_ms, 10, "{victim_streaming} {evicted}");
+        assert_eq!(error_code(&mut core, evicted), Some(ErrorCode::Evicted as u16));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn deadlines_close_silent_and_idle_connections_and_cut_those_that_do_not_read() {
+        let (mut core, dir) = core("deadlines");
+        let silent = slot_of(core.admit(peer(), false, now(0)));
+        let idle = streaming(&mut core, 7, 0);
+        let _ = core.take_client_output(idle);
+        // (time, slot, expected ERROR or None, must abort)
+        core.tick(now(HANDSHAKE_TIMEOUT_MS - 1));
+        assert_eq!(error_code(&mut core, silent), None);
+        core.tick(now(HANDSHAKE_TIMEOUT_MS));
+        assert_eq!(error_code(&mut core, silent), Some(ErrorCode::Timeout as u16));
+        assert!(!core.client_must_abort(silent), "its ERROR may still be read");
+        core.tick(now(HANDSHAKE_TIMEOUT_MS + CONNECTION_LINGER_MS));
+        assert!(core.client_must_abort(silent), "cut after the linger");
+        core.tick(now(CONNECTION_IDLE_TIMEOUT_MS));
+        assert_eq!(error_code(&mut core, idle), Some(ErrorCode::Timeout as u16));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_producer_that_does_not_read_is_paused_then_closed() {
+        let (mut core, dir) = core("reading");
+        let slot = streaming(&mut core, 9, 0);
+        // Replies it never read (CREDIT frames), as the driver leaves them queued.
+        let unread = |core: &mut LaneCore, bytes: usize| {
+            let out = &mut core.conns[slot].as_mut().unwrap().out;
+            let target = out.len() + bytes;
+            while out.len() < target {
+                frame::encode_credit(out, 1);
+            }
+        };
+        unread(&mut core, CONNECTION_OUTPUT_PAUSE_BYTES + 1);
+        let reserved = core.reserved_shares();
+        assert_eq!(core.grantable(core.conns[slot].as_ref().unwrap(), reserved), 0, "paused: no credit");
+        unread(&mut core, CONNECTION_OUTPUT_BYTES_MAX);
+        let mut body = BytesMut::new();
+        frame::encode_events_header(&mut body, 1, 1);
+        let mut fields = BytesMut::new();
+        let event = crate::synth::synthesize(Module::Dpi, 9, 1, &mut fields);
+        frame::encode_record(&mut body, event.table, &event.source_id, event.event_time_us, event.field_count, &fields);
+        let mut wire = BytesMut::new();
+        frame::encode_frame(&mut wire, Kind::Events, &body);
+        core.on_client_bytes(slot, &wire, now(1));
+        assert_eq!(error_code(&mut core, slot), Some(ErrorCode::NotReading as u16));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -10,7 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 use bytes::{Buf, BytesMut};
 
-use super::core::LaneCore;
+use super::core::{Admission, LaneCore};
 use super::links::Links;
 use super::process::{Clock, LaneError};
 use crate::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES};
@@ -20,7 +20,18 @@ struct Client {
     stream: UnixStream,
     /// SO_PEERPIDFD of the producer, held while it is connected.
     _pidfd: Option<OwnedFd>,
+    /// Output taken from the core, being written. More is taken only once
+    /// this is written, so the core sees (and bounds) what the peer does
+    /// not read.
     out: BytesMut,
+}
+
+/// A connection accepted while every slot was taken: it waits here (no
+/// further accept meanwhile) for the slot the core is freeing for it.
+struct Parked {
+    stream: UnixStream,
+    pidfd: Option<OwnedFd>,
+    peer: sys::PeerCred,
 }
 
 /// Write as much of `out` as the socket takes; Err on a dead socket.
@@ -50,6 +61,7 @@ pub fn run(
     listener.set_nonblocking(true).map_err(LaneError::io("listener non-blocking"))?;
     let mut clients: Vec<Option<Client>> = (0..LANE_CONNECTIONS_MAX).map(|_| None).collect();
     let mut pg_stream: Option<(UnixStream, BytesMut)> = None;
+    let mut parked: Option<Parked> = None;
     let mut buffer = vec![0u8; PG_READ_BUFFER_BYTES];
     loop {
         if let Some(why) = core.fatal() {
@@ -83,17 +95,25 @@ pub fn run(
         }
         for (slot, entry) in clients.iter_mut().enumerate() {
             let Some(client) = entry.as_mut() else { continue };
-            if let Some(more) = core.take_client_output(slot) {
-                client.out.extend_from_slice(&more);
+            if client.out.is_empty() {
+                if let Some(more) = core.take_client_output(slot) {
+                    client.out = more;
+                }
             }
             let had_output = !client.out.is_empty();
             let dead = flush(&mut client.stream, &mut client.out).is_err();
             if !dead && had_output && client.out.is_empty() {
-                core.client_sent();
+                core.client_sent(slot);
             }
-            if dead || (client.out.is_empty() && core.client_should_close(slot)) {
+            let done = client.out.is_empty() && core.client_should_close(slot);
+            if dead || done || core.client_must_abort(slot) {
                 *entry = None;
                 core.client_gone(slot);
+            }
+        }
+        if parked.is_some() && core.has_free_slot() {
+            if let Some(p) = parked.take() {
+                admit(core, &mut clients, &mut parked, p, clock);
             }
         }
         if core.drained() && clients.iter().all(Option::is_none) {
@@ -103,7 +123,7 @@ pub fn run(
         let mut fds = vec![
             libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd {
-                fd: if core.wants_accept() { listener.as_raw_fd() } else { -1 },
+                fd: if parked.is_none() && core.wants_accept() { listener.as_raw_fd() } else { -1 },
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -141,7 +161,7 @@ pub fn run(
             core.begin_drain();
         }
         if fds[1].revents != 0 {
-            accept_all(core, listener, &mut clients, clock);
+            accept_all(core, listener, &mut clients, &mut parked, clock);
         }
         if fds[2].revents != 0 {
             if let Some((stream, _)) = pg_stream.as_mut() {
@@ -209,8 +229,26 @@ fn read_some(stream: &mut UnixStream, buffer: &mut [u8]) -> Result<Option<usize>
     }
 }
 
-fn accept_all(core: &mut LaneCore, listener: &UnixListener, clients: &mut [Option<Client>], clock: &Clock) {
-    loop {
+/// Offer an accepted connection to the core: served, parked for a slot
+/// being freed, or closed.
+fn admit(core: &mut LaneCore, clients: &mut [Option<Client>], parked: &mut Option<Parked>, p: Parked, clock: &Clock) {
+    match core.admit(p.peer, p.pidfd.is_some(), clock.now()) {
+        Admission::Slot(slot) => {
+            clients[slot] = Some(Client { stream: p.stream, _pidfd: p.pidfd, out: BytesMut::new() });
+        }
+        Admission::Wait => *parked = Some(p),
+        Admission::Refused => {}
+    }
+}
+
+fn accept_all(
+    core: &mut LaneCore,
+    listener: &UnixListener,
+    clients: &mut [Option<Client>],
+    parked: &mut Option<Parked>,
+    clock: &Clock,
+) {
+    while parked.is_none() {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -221,12 +259,10 @@ fn accept_all(core: &mut LaneCore, listener: &UnixListener, clients: &mut [Optio
         };
         let Ok(peer) = sys::peer_credentials(stream.as_fd()) else { continue };
         let pidfd = sys::peer_pidfd(stream.as_fd()).ok().flatten();
-        let Some(slot) = core.accept(peer, pidfd.is_some(), clock.now()) else { continue };
         if stream.set_nonblocking(true).is_err() {
-            core.client_gone(slot);
             continue;
         }
-        clients[slot] = Some(Client { stream, _pidfd: pidfd, out: BytesMut::new() });
+        admit(core, clients, parked, Parked { stream, pidfd, peer }, clock);
         if !core.wants_accept() {
             return;
         }

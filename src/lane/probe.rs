@@ -28,6 +28,8 @@ pub const IN_SANDBOX: &[&str] = &[
     "tcp-socket",
     "pg-socket",
     "pg-connector",
+    "alloc-fail",
+    "panic",
 ];
 /// Probes run as the lane's identity just before the sandbox: what the
 /// identity alone would allow if the sandbox were not there.
@@ -88,6 +90,13 @@ pub fn in_sandbox(
         "forbidden-syscall" => format!("getppid returned {}", crate::sys::parent_pid()),
         "tcp-socket" => format!("socket: {:?}", std::net::TcpStream::connect("127.0.0.1:9")),
         "pg-socket" => format!("connect: {:?}", UnixStream::connect(&args.pg_socket).map(|_| ())),
+        // What a failed allocation does (the lane's address space is
+        // bounded): abort(3), SIGABRT, which the sandbox must let through.
+        "alloc-fail" => {
+            let layout = std::alloc::Layout::from_size_align(1 << 40, 8).unwrap_or(std::alloc::Layout::new::<u64>());
+            std::alloc::handle_alloc_error(layout)
+        }
+        "panic" => panic!("probe panic inside the sandbox"),
         "pg-connector" => match connection_from_connector(links) {
             Ok(conn) => roles_of(conn, args),
             Err(why) => format!("no connection: {why}"),

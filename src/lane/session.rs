@@ -58,10 +58,19 @@ pub(super) struct Conn {
     /// Received bytes not yet released (at the spool's fdatasync).
     pub unreleased: usize,
     pub closing: bool,
+    /// When the connection was accepted (the HELLO deadline counts from it).
+    pub opened_ms: u64,
+    /// When its last frame arrived (or it was accepted): idleness.
+    pub active_ms: u64,
+    /// When closing began (the linger deadline counts from it).
+    pub closing_since_ms: u64,
+    /// Cut now, without waiting for queued replies (evicted, or lingered
+    /// past `CONNECTION_LINGER_MS`).
+    pub abort: bool,
 }
 
 impl Conn {
-    pub fn new(generation: u64, peer: PeerCred) -> Conn {
+    pub fn new(generation: u64, peer: PeerCred, now_ms: u64) -> Conn {
         Conn {
             generation,
             peer,
@@ -71,6 +80,26 @@ impl Conn {
             credit_left: 0,
             unreleased: 0,
             closing: false,
+            opened_ms: now_ms,
+            active_ms: now_ms,
+            closing_since_ms: 0,
+            abort: false,
+        }
+    }
+
+    /// Credit granted or events received and not yet released: what this
+    /// connection holds of the lane's budget.
+    pub fn held(&self) -> usize {
+        self.credit_left + self.unreleased
+    }
+
+    /// Begin closing: no more reads; the queued replies are still sent,
+    /// for at most `CONNECTION_LINGER_MS`.
+    pub fn close(&mut self, now_ms: u64) {
+        if !self.closing {
+            self.closing = true;
+            self.closing_since_ms = now_ms;
+            self.inbuf.clear();
         }
     }
 }
@@ -139,8 +168,9 @@ impl LaneCore {
             return self.fail_connection(slot, protocol(ErrorCode::EpochFenced, why));
         }
         if epoch > p.epoch {
-            *p = Producer { epoch, committed_seq: 0, received_seq: 0, active: p.active };
+            *p = Producer { epoch, committed_seq: 0, received_seq: 0, active: p.active, seen_ms: 0 };
         }
+        p.seen_ms = self.now.mono_ms;
         let previous = p.active.replace((slot, self.conns[slot].as_ref().map_or(0, |c| c.generation)));
         let (committed, p_epoch) = (p.committed_seq, p.epoch);
         if let Some((old_slot, old_generation)) = previous {
@@ -151,8 +181,9 @@ impl LaneCore {
                 );
             }
         }
+        let reserved = self.reserved_shares();
         let Some(conn) = self.conns[slot].as_ref() else { return };
-        let credit = self.grantable(conn);
+        let credit = self.grantable(conn, reserved);
         self.credit_outstanding += credit;
         if let Some(conn) = self.conns[slot].as_mut() {
             conn.state = ConnState::Streaming { producer_id, epoch, next_seq: None };

@@ -176,6 +176,17 @@ impl SpoolLane {
         self.marks.insert(producer_id, mark);
     }
 
+    /// Drop a forgotten producer's watermark (the producer table's bound).
+    pub(super) fn forget_mark(&mut self, producer_id: u64) {
+        self.marks.remove(&producer_id);
+    }
+
+    /// The producers with events spooled and not yet committed (or an
+    /// undecided damaged record).
+    pub(super) fn producers_unsent(&self) -> std::collections::HashSet<u64> {
+        self.unsent.iter().flat_map(|s| s.ranges.iter().map(|r| r.producer_id)).collect()
+    }
+
     fn note_committed(&mut self, ranges: &[ProducerRange]) {
         for r in ranges {
             let mark = self.marks.entry(r.producer_id).or_insert((r.epoch, 0));
@@ -216,14 +227,16 @@ impl LaneCore {
                 }
             };
             for r in &ranges {
+                let seen_ms = self.now.mono_ms;
                 let p = self.producers.entry(r.producer_id).or_insert(Producer {
                     epoch: r.epoch,
                     committed_seq: 0,
                     received_seq: 0,
                     active: None,
+                    seen_ms,
                 });
                 if r.epoch > p.epoch {
-                    *p = Producer { epoch: r.epoch, committed_seq: 0, received_seq: 0, active: None };
+                    *p = Producer { epoch: r.epoch, committed_seq: 0, received_seq: 0, active: None, seen_ms };
                 }
                 if r.epoch == p.epoch && r.last_seq > p.committed_seq {
                     p.committed_seq = r.last_seq;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use super::core::LaneCore;
+use super::core::{Admission, LaneCore};
 use super::links::Links;
 use super::process::{Clock, LaneError};
 use crate::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES, RING_ENTRIES};
@@ -32,9 +32,19 @@ struct Socket {
     stream: UnixStream,
     /// SO_PEERPIDFD of a producer, held while it is connected.
     _pidfd: Option<OwnedFd>,
-    /// Output taken from the core while a send was already in flight.
+    /// PostgreSQL only: output taken from the core while a send was in
+    /// flight. A producer's output stays in the core until its previous
+    /// send completed, so the core sees (and bounds) what it does not read.
     backlog: BytesMut,
     shut: bool,
+}
+
+/// A connection accepted while every slot was taken: it waits here (no
+/// further accept meanwhile) for the slot the core is freeing for it.
+struct Parked {
+    stream: UnixStream,
+    pidfd: Option<OwnedFd>,
+    peer: sys::PeerCred,
 }
 
 impl Socket {
@@ -58,6 +68,7 @@ pub fn run(
 ) -> Result<(), LaneError> {
     let mut clients: Vec<Option<Socket>> = (0..LANE_CONNECTIONS_MAX).map(|_| None).collect();
     let mut pg_socket: Option<Socket> = None;
+    let mut parked: Option<Parked> = None;
     let mut completions = Vec::with_capacity(RING_ENTRIES as usize);
     loop {
         if let Some(why) = core.fatal() {
@@ -76,7 +87,12 @@ pub fn run(
         for slot in 0..clients.len() {
             pump_client(core, ring, &mut clients, slot)?;
         }
-        if core.wants_accept() && !ring.accept_busy() {
+        if parked.is_some() && core.has_free_slot() {
+            if let Some(p) = parked.take() {
+                admit(core, &mut clients, &mut parked, p, clock);
+            }
+        }
+        if parked.is_none() && core.wants_accept() && !ring.accept_busy() {
             ring.accept(listener.as_fd()).map_err(LaneError::io("submit accept"))?;
         }
         ring.poll_readable(KEY_SIGNALS, signals.as_fd()).map_err(LaneError::io("submit signal poll"))?;
@@ -101,9 +117,29 @@ pub fn run(
                         pg_socket = Some(Socket::new(stream));
                     }
                 }
+                Completion::Accept(Ok(fd)) => {
+                    let stream = UnixStream::from(fd);
+                    let Ok(peer) = sys::peer_credentials(stream.as_fd()) else { continue };
+                    let pidfd = sys::peer_pidfd(stream.as_fd()).ok().flatten();
+                    admit(core, &mut clients, &mut parked, Parked { stream, pidfd, peer }, clock);
+                }
                 other => handle(core, ring, &mut clients, &mut pg_socket, other, clock),
             }
         }
+    }
+}
+
+/// Offer an accepted connection to the core: served, parked for a slot
+/// being freed, or closed.
+fn admit(core: &mut LaneCore, clients: &mut [Option<Socket>], parked: &mut Option<Parked>, p: Parked, clock: &Clock) {
+    match core.admit(p.peer, p.pidfd.is_some(), clock.now()) {
+        Admission::Slot(slot) => {
+            let mut socket = Socket::new(p.stream);
+            socket._pidfd = p.pidfd;
+            clients[slot] = Some(socket);
+        }
+        Admission::Wait => *parked = Some(p),
+        Admission::Refused => {}
     }
 }
 
@@ -146,15 +182,17 @@ fn pump_client(
     slot: usize,
 ) -> Result<(), LaneError> {
     let Some(socket) = clients[slot].as_mut() else { return Ok(()) };
+    if !socket.shut && core.client_must_abort(slot) {
+        // shutdown(2) ends the pending receive and a send the peer never read.
+        shut(socket);
+    }
     if !socket.shut {
-        if let Some(more) = core.take_client_output(slot) {
-            socket.backlog.extend_from_slice(&more);
+        if !ring.send_busy(slot) {
+            if let Some(data) = core.take_client_output(slot) {
+                ring.send(slot, socket.stream.as_fd(), data).map_err(LaneError::io("submit send"))?;
+            }
         }
-        if !socket.backlog.is_empty() && !ring.send_busy(slot) {
-            let data = std::mem::take(&mut socket.backlog);
-            ring.send(slot, socket.stream.as_fd(), data).map_err(LaneError::io("submit send"))?;
-        }
-        if core.client_should_close(slot) && socket.backlog.is_empty() && !ring.send_busy(slot) {
+        if core.client_should_close(slot) && !ring.send_busy(slot) {
             shut(socket);
         } else if core.client_wants_read(slot) && !ring.recv_busy(slot) {
             ring.recv(slot, socket.stream.as_fd()).map_err(LaneError::io("submit recv"))?;
@@ -176,16 +214,7 @@ fn handle(
     clock: &Clock,
 ) {
     match completion {
-        Completion::Accept(Ok(fd)) => {
-            let stream = UnixStream::from(fd);
-            let Ok(peer) = sys::peer_credentials(stream.as_fd()) else { return };
-            let pidfd = sys::peer_pidfd(stream.as_fd()).ok().flatten();
-            if let Some(slot) = core.accept(peer, pidfd.is_some(), clock.now()) {
-                let mut socket = Socket::new(stream);
-                socket._pidfd = pidfd;
-                clients[slot] = Some(socket);
-            }
-        }
+        Completion::Accept(Ok(_)) => {} // taken by the loop (it may park the connection)
         Completion::Accept(Err(e)) => tracing::warn!(error = %e, "accept failed"),
         Completion::Readable(_) => {}
         Completion::Recv { slot: PG_SLOT, result } => match result {
@@ -231,7 +260,7 @@ fn handle(
                     shut(socket);
                 }
             } else {
-                core.client_sent();
+                core.client_sent(slot);
             }
         }
     }

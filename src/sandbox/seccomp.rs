@@ -108,6 +108,18 @@ pub fn lane_allow_list() -> Vec<Allowed> {
         allow(SYS_sched_yield, "sched_yield", "std's spin loops"),
         allow(SYS_exit, "exit", "thread exit"),
         allow(SYS_exit_group, "exit_group", "process exit"),
+        allow(
+            SYS_gettid,
+            "gettid",
+            "abort(3) raises SIGABRT at its own thread (raise asks the kernel for the thread id)",
+        ),
+        Allowed {
+            syscall: SYS_tgkill,
+            name: "tgkill",
+            reason: "abort(3) after a failed allocation raises SIGABRT: the lane ends by a signal the supervisor logs, not by SIGSYS",
+            only: &[(2, SIGABRT as u64)],
+            clear_bits: None,
+        },
         #[cfg(feature = "failpoints")]
         allow(SYS_kill, "kill", "test build only: a failpoint stops the lane with SIGSTOP"),
     ]
