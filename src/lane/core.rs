@@ -626,7 +626,7 @@ impl LaneCore {
     /// - no connection holds more than its window;
     /// - the outstanding credit is exactly what the connections hold;
     /// - every active producer's connection exists and streams for it.
-    pub(super) fn check_invariants(&self) {
+    pub fn check_invariants(&self) {
         if !cfg!(debug_assertions) {
             return;
         }

@@ -1,0 +1,144 @@
+//! Fuzz target: the lane's state machine driven the way a driver drives
+//! it, by an arbitrary sequence of events: connections admitted, bytes
+//! from them (arbitrary, or a well-formed HELLO or EVENTS frame the input
+//! parametrizes), end of stream, connections gone, time passing, the
+//! PostgreSQL link connecting, bytes from it (arbitrary), its loss, and
+//! outputs taken and sent. The spool is real, on /dev/shm.
+//!
+//! Invariants: no panic; after every event the core's own invariants hold
+//! (`LaneCore::check_invariants`: credit accounting, windows, the lane
+//! budget, producers' active connections); no connection's queued output
+//! passes its bound by more than one frame's replies.
+#![no_main]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use applianced::frame::{self, Kind};
+use applianced::ingress::{PeerGrant, PeerPolicy};
+use applianced::lane::batch::{salvage_ranges, spool_ranges};
+use applianced::lane::core::{LaneCore, Now};
+use applianced::limits::{CONNECTION_OUTPUT_BYTES_MAX, FRAME_EVENTS_MAX, LANE_CONNECTIONS_MAX, REJECT_FRAME_BYTES_MAX};
+use applianced::matrix::Module;
+use applianced::spool::{Readers, Spool};
+use applianced::sys::PeerCred;
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+
+static RUNS: AtomicU32 = AtomicU32::new(0);
+
+fn spool_dir() -> std::path::PathBuf {
+    let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() };
+    base.join(format!("ad-fuzz-lane-core-{}", std::process::id()))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let dir = spool_dir();
+    // A fresh spool per input (segments of the previous input removed).
+    if RUNS.fetch_add(1, Ordering::Relaxed) > 0 {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "seg") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let readers = Readers { summarize: spool_ranges, salvage: salvage_ranges };
+    let Ok((spool, recovery)) = Spool::open(&dir, 64 << 20, readers) else { return };
+    let policy = PeerPolicy { grants: vec![PeerGrant::parse("uid:1000:0-1000").unwrap()] };
+    let mut now = Now { mono_ms: 0, wall_us: 1_800_000_000_000_000 };
+    let mut core = LaneCore::new(Module::Dpi, policy, now, spool, recovery, 0);
+    let mut input = data.iter().copied();
+    let mut next = move || input.next();
+    let mut seq = [1u64; LANE_CONNECTIONS_MAX];
+    while let Some(op) = next() {
+        match op % 9 {
+            0 => {
+                let _ = core.admit(PeerCred { pid: 7, uid: 1000, gid: 1000 }, false, now);
+            }
+            1 => {
+                let Some(slot) = next().map(|b| b as usize % LANE_CONNECTIONS_MAX) else { break };
+                let len = next().unwrap_or(0) as usize;
+                let bytes: Vec<u8> = (0..len).map_while(|_| next()).collect();
+                core.on_client_bytes(slot, &bytes, now);
+            }
+            2 => {
+                let Some(slot) = next().map(|b| b as usize % LANE_CONNECTIONS_MAX) else { break };
+                let producer = u64::from(next().unwrap_or(0)) % 1200;
+                let mut hello = BytesMut::new();
+                frame::encode_hello(&mut hello, 2, producer, u64::from(next().unwrap_or(1)));
+                core.on_client_bytes(slot, &hello, now);
+            }
+            3 => {
+                let Some(slot) = next().map(|b| b as usize % LANE_CONNECTIONS_MAX) else { break };
+                let count = u32::from(next().unwrap_or(1)).clamp(1, 64);
+                let producer = u64::from(next().unwrap_or(0)) % 1200;
+                let first = if next().unwrap_or(0) % 4 == 0 { 1 } else { seq[slot] };
+                let mut body = BytesMut::new();
+                frame::encode_events_header(&mut body, first, count);
+                for s in first..first + u64::from(count) {
+                    let mut fields = BytesMut::new();
+                    let event = applianced::synth::synthesize(Module::Dpi, producer, s, &mut fields);
+                    let time = if next().unwrap_or(1) == 0 { -5 } else { event.event_time_us };
+                    frame::encode_record(&mut body, event.table, &event.source_id, time, event.field_count, &fields);
+                }
+                seq[slot] = first + u64::from(count);
+                let mut wire = BytesMut::new();
+                frame::encode_frame(&mut wire, Kind::Events, &body);
+                core.on_client_bytes(slot, &wire, now);
+            }
+            4 => {
+                let Some(slot) = next().map(|b| b as usize % LANE_CONNECTIONS_MAX) else { break };
+                if next().unwrap_or(0) % 2 == 0 {
+                    core.on_client_eof(slot);
+                } else {
+                    core.client_gone(slot);
+                }
+            }
+            5 => {
+                now.mono_ms += u64::from(next().unwrap_or(1)) * 97;
+                now.wall_us += 1000;
+                core.tick(now);
+            }
+            6 => {
+                if !core.pg_is_connected() {
+                    core.pg_connect_requested();
+                    core.pg_connected(BytesMut::new());
+                } else {
+                    core.pg_lost("fuzz", now);
+                }
+            }
+            7 => {
+                let len = next().unwrap_or(0) as usize;
+                let bytes: Vec<u8> = (0..len).map_while(|_| next()).collect();
+                if core.pg_is_connected() {
+                    core.on_pg_bytes(&bytes, now);
+                }
+            }
+            _ => {
+                // The driver writes everything queued (for the slots the
+                // input names; the others' peers do not read).
+                let readers = next().unwrap_or(0xff);
+                for slot in 0..LANE_CONNECTIONS_MAX {
+                    if readers & (1 << (slot % 8)) == 0 {
+                        continue;
+                    }
+                    if let Some(out) = core.take_client_output(slot) {
+                        assert!(
+                            out.len() <= CONNECTION_OUTPUT_BYTES_MAX + FRAME_EVENTS_MAX as usize * REJECT_FRAME_BYTES_MAX + 4096,
+                            "slot {slot}: {} bytes of replies queued",
+                            out.len()
+                        );
+                        core.client_sent(slot);
+                    }
+                    if core.client_must_abort(slot) || core.client_should_close(slot) {
+                        core.client_gone(slot);
+                    }
+                }
+                if let Some(out) = core.take_pg_output() {
+                    core.recycle_pg_buffer(out);
+                    core.pg_sent();
+                }
+            }
+        }
+        core.check_invariants();
+    }
+});
