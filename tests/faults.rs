@@ -504,6 +504,22 @@ fn spool_disk_full_pushes_back_then_recovers() {
     appliance.stop().unwrap();
 }
 
+/// Connect to a lane as a fresh producer and report the STATUS
+/// `DiskReserve` reason the lane sends after WELCOME, if it pushes back.
+fn disk_reserve_status(name: &str, module: Module) -> Option<String> {
+    let uid = applianced::sys::effective_uid();
+    let mut probe = applianced::client::ModuleClient::connect(name, module, uid, 1399, 1).ok()?;
+    let replies = probe.poll_replies(Duration::from_millis(200)).ok()?;
+    replies.into_iter().find_map(|reply| match reply {
+        applianced::client::Reply::Status { code, reason }
+            if code == applianced::frame::StatusCode::DiskReserve as u16 =>
+        {
+            Some(reason)
+        }
+        _ => None,
+    })
+}
+
 /// A tmpfs of a given size mounted for one test (root only), unmounted on drop.
 struct SmallFs {
     path: PathBuf,
@@ -586,25 +602,28 @@ fn a_filesystem_shared_with_postgresql_fills_without_taking_it_down() {
             (module, std::thread::spawn(move || run_load(&options)))
         })
         .collect();
-    // The event: free space below the reserve (lanes append only while at
-    // least the reserve stays free, so only PostgreSQL, committing what is
-    // spooled, takes it below).
+    // The event: a lane pushes back at the reserve. A producer that
+    // connects meanwhile is told at once, right after its WELCOME.
     let deadline = Instant::now() + Duration::from_secs(600);
-    while fs.available() >= reserve {
+    let pushed_back = loop {
         assert!(
             loads.iter().any(|(_, h)| !h.is_finished()),
             "every event was stored before the filesystem reached its reserve ({reserve} bytes): make it smaller"
         );
-        assert!(Instant::now() < deadline, "the filesystem never reached its reserve");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        assert!(Instant::now() < deadline, "the lane never pushed back at the reserve");
+        if let Some(reason) = [Module::Dpi, Module::LinuxAgent].into_iter().find_map(|m| disk_reserve_status(&name, m))
+        {
+            break reason;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let below = fs.available();
     // Something else on the host takes more of it (a filler file, 16 MiB
     // past the reserve): the lanes hold their producers whatever
     // PostgreSQL's checkpoints free meanwhile, and PostgreSQL keeps what
     // is left of the reserve for what the spools still hold.
     let filler = fs.path.join("filler");
-    let fill = below.saturating_sub(reserve - (16 << 20));
+    let fill = fs.available().saturating_sub(reserve - (16 << 20));
     std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
     let selftest = cluster.selftest(&[]);
     let report = String::from_utf8_lossy(&selftest.stdout).into_owned();
@@ -633,7 +652,7 @@ fn a_filesystem_shared_with_postgresql_fills_without_taking_it_down() {
     let after = cluster.selftest(&[]);
     assert!(after.status.success(), "selftest after the filesystem grew:\n{}", common::stdout(&after));
     println!(
-        "scenario shared filesystem full: reserve {} MiB, {} MiB free when producers were held, \
+        "scenario shared filesystem full: reserve {} MiB, {} MiB free when producers were held ({pushed_back}), \
          push-back reasons {:?}\n{oracle}",
         reserve >> 20,
         below >> 20,
