@@ -1,4 +1,4 @@
--- Roles of the ownership matrix (src/matrix.rs, Role::ALL). Roles are cluster-wide.
+-- Roles of the ownership matrix (src/model/matrix.rs, Role::ALL). Roles are cluster-wide.
 -- No application role is SUPERUSER, CREATEDB, CREATEROLE, REPLICATION or BYPASSRLS;
 -- the owner cannot log in. selftest checks every attribute against the matrix.
 -- Connection limits: 4 writers x 8 + reader 8 + maintenance 2 = 42, below the 61 non-reserved

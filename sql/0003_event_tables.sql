@@ -1,4 +1,4 @@
--- Event tables, rendered from src/schema.rs by `applianced generate-sql`; do not edit by hand.
+-- Event tables, rendered from src/model/schema.rs by `applianced generate-sql`; do not edit by hand.
 -- Every table is LOGGED, append-only by privilege, range-partitioned by the appliance-assigned
 -- ingest_time (one partition per UTC day) and hash-subpartitioned by producer_id.
 -- Partitions are created by appliance.ensure_partitions(); there is no DEFAULT partition.

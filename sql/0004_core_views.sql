@@ -1,4 +1,4 @@
--- Core-facing views, rendered from src/schema.rs by `applianced generate-sql`; do not edit by hand.
+-- Core-facing views, rendered from src/model/schema.rs by `applianced generate-sql`; do not edit by hand.
 -- Owned by ransomeye_owner (not security_invoker), so Core's reader role needs SELECT on the
 -- view only and holds nothing on any base table. Only columns marked core_view are exposed.
 

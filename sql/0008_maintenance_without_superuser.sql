@@ -1,5 +1,5 @@
 -- Partition maintenance and retention run without a superuser
--- (src/matrix.rs, Role::member_of). The supervisor logs in as
+-- (src/model/matrix.rs, Role::member_of). The supervisor logs in as
 -- ransomeye_maint: it creates partitions through appliance.ensure_partitions
 -- (SECURITY DEFINER), and for retention (DETACH ... CONCURRENTLY, DROP and
 -- BRIN summarization need the tables' owner, and CONCURRENTLY cannot run in

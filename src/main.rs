@@ -6,13 +6,15 @@ use std::process::ExitCode;
 
 use std::collections::BTreeMap;
 
-use applianced::ingress::{GRANT_DEFAULT_LAST, PeerGrant, PeerId, PeerPolicy};
+use applianced::app;
+use applianced::control::{ddl, grants, supervisor};
 use applianced::lane::connector::ConnectorArgs;
+use applianced::lane::ingress::{GRANT_DEFAULT_LAST, PeerGrant, PeerId, PeerPolicy};
 use applianced::lane::process::{IoMode, LaneArgs, run_connector, run_lane};
-use applianced::load::{LoadOptions, run_load};
-use applianced::matrix::Module;
+use applianced::model::matrix::Module;
+use applianced::producer::load::{LoadOptions, run_load};
 use applianced::sandbox::SandboxMode;
-use applianced::{app, ddl, grants, matrix_docs, supervisor};
+use applianced::tools::matrix_docs;
 use argh::FromArgs;
 
 /// RansomEye data plane: per-module ingest lanes into a hardened PostgreSQL.
@@ -65,7 +67,7 @@ struct InitCmd {
     #[argh(option)]
     pg_bin_dir: Option<PathBuf>,
     /// days of partitions to create ahead of today (default 7)
-    #[argh(option, default = "applianced::limits::PARTITION_DAYS_AHEAD_DEFAULT")]
+    #[argh(option, default = "applianced::base::limits::PARTITION_DAYS_AHEAD_DEFAULT")]
     partition_days_ahead: u32,
 }
 
@@ -89,7 +91,7 @@ struct RunCmd {
     #[argh(option, default = "String::from(\"auto\")")]
     io: String,
     /// days of partitions kept ahead of today (default 7)
-    #[argh(option, default = "applianced::limits::PARTITION_DAYS_AHEAD_DEFAULT")]
+    #[argh(option, default = "applianced::base::limits::PARTITION_DAYS_AHEAD_DEFAULT")]
     partition_days_ahead: u32,
     /// lane sandbox: best-effort (default), required (refuse to serve unless fully enforced) or off (debugging only)
     #[argh(option, default = "String::from(\"best-effort\")")]
@@ -107,7 +109,7 @@ struct RunCmd {
     #[argh(option)]
     retention: Vec<String>,
     /// disk quota of each lane's spool in MiB (default 1024); beyond it producers are pushed back
-    #[argh(option, default = "applianced::limits::SPOOL_QUOTA_BYTES_DEFAULT / (1024 * 1024)")]
+    #[argh(option, default = "applianced::base::limits::SPOOL_QUOTA_BYTES_DEFAULT / (1024 * 1024)")]
     spool_quota_mb: u64,
 }
 
@@ -168,7 +170,7 @@ struct LaneCmd {
     #[argh(option, default = "String::from(\"0\")")]
     cpus: String,
     /// spool quota in bytes
-    #[argh(option, default = "applianced::limits::SPOOL_QUOTA_BYTES_DEFAULT")]
+    #[argh(option, default = "applianced::base::limits::SPOOL_QUOTA_BYTES_DEFAULT")]
     spool_quota: u64,
     /// bytes to keep free on the spool's filesystem (0: none)
     #[argh(option, default = "0")]
@@ -324,7 +326,7 @@ fn parse_peers(uids: &[String], gids: &[String]) -> Result<BTreeMap<Module, Vec<
         let usage = || {
             app::AppError::Usage(format!(
                 "{spec:?}: expected MODULE=ID or MODULE=ID:FIRST-LAST with LAST below {}",
-                applianced::limits::RESERVED_PRODUCER_ID_FIRST
+                applianced::base::limits::RESERVED_PRODUCER_ID_FIRST
             ))
         };
         let (module, rest) = spec.split_once('=').ok_or_else(usage)?;
@@ -357,16 +359,16 @@ fn parse_peers(uids: &[String], gids: &[String]) -> Result<BTreeMap<Module, Vec<
 
 fn parse_retention(specs: &[String]) -> Result<BTreeMap<Module, u32>, app::AppError> {
     let mut days: BTreeMap<Module, u32> =
-        Module::ALL.iter().map(|m| (*m, applianced::limits::RETENTION_DAYS_DEFAULT)).collect();
+        Module::ALL.iter().map(|m| (*m, applianced::base::limits::RETENTION_DAYS_DEFAULT)).collect();
     for spec in specs {
         let parsed = spec
             .split_once('=')
             .and_then(|(m, d)| Some((Module::from_name(m)?, d.parse::<u32>().ok()?)))
-            .filter(|(_, d)| *d >= applianced::limits::RETENTION_DAYS_MIN);
+            .filter(|(_, d)| *d >= applianced::base::limits::RETENTION_DAYS_MIN);
         let Some((module, d)) = parsed else {
             return Err(app::AppError::Usage(format!(
                 "--retention {spec:?}: expected MODULE=DAYS with DAYS >= {}",
-                applianced::limits::RETENTION_DAYS_MIN
+                applianced::base::limits::RETENTION_DAYS_MIN
             )));
         };
         days.insert(module, d);
@@ -383,12 +385,12 @@ fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
     let io = IoMode::parse(&cmd.io)
         .ok_or_else(|| app::AppError::Usage(format!("unknown --io {:?}; use auto, uring or poll", cmd.io)))?;
     let sandbox = if cmd.require_sandbox { SandboxMode::Required } else { parse_sandbox(&cmd.sandbox)? };
-    let mut placement = applianced::colocate::default_placement(applianced::sys::cpu_count());
+    let mut placement = applianced::sandbox::colocate::default_placement(applianced::base::sys::cpu_count());
     if let Some(list) = &cmd.lane_cpus {
-        placement.lane_cpus = applianced::colocate::parse_cpu_list(list).map_err(app::AppError::Usage)?;
+        placement.lane_cpus = applianced::sandbox::colocate::parse_cpu_list(list).map_err(app::AppError::Usage)?;
     }
     if let Some(list) = &cmd.pg_cpus {
-        placement.pg_cpus = applianced::colocate::parse_cpu_list(list).map_err(app::AppError::Usage)?;
+        placement.pg_cpus = applianced::sandbox::colocate::parse_cpu_list(list).map_err(app::AppError::Usage)?;
     }
     let options = supervisor::RunOptions {
         state_dir: cmd.state_dir.clone(),
@@ -401,10 +403,10 @@ fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
         spool_quota_bytes: cmd.spool_quota_mb.saturating_mul(1024 * 1024),
         retention_days: parse_retention(&cmd.retention)?,
     };
-    if options.spool_quota_bytes < applianced::limits::SPOOL_QUOTA_BYTES_MIN {
+    if options.spool_quota_bytes < applianced::base::limits::SPOOL_QUOTA_BYTES_MIN {
         return Err(app::AppError::Usage(format!(
             "--spool-quota-mb must be at least {} (room for two largest batches)",
-            applianced::limits::SPOOL_QUOTA_BYTES_MIN / (1024 * 1024)
+            applianced::base::limits::SPOOL_QUOTA_BYTES_MIN / (1024 * 1024)
         )));
     }
     supervisor::run(&options)
@@ -425,7 +427,7 @@ fn load(cmd: &LoadCmd) -> ExitCode {
         producer_id: cmd.producer_id,
         epoch: cmd.epoch,
         start_seq: cmd.start_seq,
-        server_uid: cmd.server_uid.unwrap_or_else(applianced::sys::effective_uid),
+        server_uid: cmd.server_uid.unwrap_or_else(applianced::base::sys::effective_uid),
         prepared: None,
     };
     let report = run_load(&options);
@@ -474,7 +476,7 @@ fn lane(cmd: &LaneCmd) -> ExitCode {
         Module::from_name(&cmd.module),
         IoMode::parse(&cmd.io),
         SandboxMode::parse(&cmd.sandbox),
-        applianced::colocate::parse_cpu_list(&cmd.cpus),
+        applianced::sandbox::colocate::parse_cpu_list(&cmd.cpus),
         grants,
     ) else {
         eprintln!("applianced lane: bad --module, --io, --sandbox, --cpus or --allow");
@@ -564,8 +566,8 @@ fn main() -> ExitCode {
     // lanes as their identities. Every command lowers them at once to its
     // permitted set (nothing it executes, pg_ctl and PostgreSQL included,
     // inherits one). Root keeps its capabilities: init needs them.
-    if applianced::sys::effective_uid() != 0 {
-        if let Err(e) = applianced::sys::spawn::lower_capabilities() {
+    if applianced::base::sys::effective_uid() != 0 {
+        if let Err(e) = applianced::base::sys::spawn::lower_capabilities() {
             eprintln!("applianced: cannot lower capabilities: {e}");
             return ExitCode::from(3);
         }
@@ -587,7 +589,7 @@ fn main() -> ExitCode {
         Command::Demo(cmd) => {
             app::demo(cmd.state_dir.as_deref(), cmd.pg_bin_dir.as_deref(), cmd.events, &cmd.instance).map(|_| ())
         }
-        Command::Bench(cmd) => applianced::bench::run(&applianced::bench::BenchOptions {
+        Command::Bench(cmd) => applianced::tools::bench::run(&applianced::tools::bench::BenchOptions {
             events: cmd.events,
             json: cmd.json,
             state_dir: cmd.state_dir.clone(),

@@ -19,11 +19,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use applianced::copy::{self, CommonValues, PG_EPOCH_OFFSET_US};
-use applianced::matrix::Role;
+use applianced::codec::copy::{self, CommonValues, PG_EPOCH_OFFSET_US};
+use applianced::model::matrix::Role;
+use applianced::model::schema::{Column, ColumnType, EVENT_TABLES, EventTable, tables_of};
 use applianced::pg::Connection;
-use applianced::schema::{Column, ColumnType, EVENT_TABLES, EventTable, tables_of};
-use applianced::synth::{self, SyntheticEvent};
+use applianced::producer::synth::{self, SyntheticEvent};
 use bytes::BytesMut;
 use common::TestCluster;
 
@@ -292,7 +292,7 @@ fn timestamp_text(unix_us: i64) -> String {
     text
 }
 
-use applianced::bench::civil_from_days;
+use applianced::tools::bench::civil_from_days;
 
 #[test]
 fn timestamp_text_matches_postgres_output() {

@@ -18,11 +18,11 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use applianced::client::{ModuleClient, Reply, lane_address};
-use applianced::frame;
-use applianced::limits::{CONNECTION_CREDIT_GUARANTEED_BYTES, LANE_CONNECTIONS_MAX, LANE_MEMORY_BOUND_BYTES};
-use applianced::matrix::Module;
-use applianced::synth;
+use applianced::base::limits::{CONNECTION_CREDIT_GUARANTEED_BYTES, LANE_CONNECTIONS_MAX, LANE_MEMORY_BOUND_BYTES};
+use applianced::codec::frame;
+use applianced::model::matrix::Module;
+use applianced::producer::client::{ModuleClient, Reply, lane_address};
+use applianced::producer::synth;
 use bytes::BytesMut;
 use common::{TestCluster, instance};
 
@@ -35,7 +35,7 @@ fn hello(producer: u64) -> BytesMut {
 }
 
 fn uid() -> u32 {
-    applianced::sys::effective_uid()
+    applianced::base::sys::effective_uid()
 }
 
 /// A legitimate producer: connect, check the credit of its WELCOME, send
@@ -218,7 +218,7 @@ fn connection_churn_does_not_flood_the_log() {
     // Each kind a peer can provoke (admitted, evicted, refused, closed with
     // an ERROR) logs at most REJECT_LOG_PER_S lines a second of 512 bytes.
     let seconds = started.elapsed().as_secs_f64().ceil() + 1.0;
-    let bound = (4.0 * f64::from(applianced::limits::REJECT_LOG_PER_S) * seconds * 512.0) as u64;
+    let bound = (4.0 * f64::from(applianced::base::limits::REJECT_LOG_PER_S) * seconds * 512.0) as u64;
     assert!(
         grown <= bound,
         "{connections} connections in {elapsed:.1} s grew the log by {grown} bytes (bound {bound})"
@@ -232,7 +232,7 @@ struct LoggedRun(std::process::Child);
 
 impl LoggedRun {
     fn stop(mut self) {
-        applianced::sys::send_signal(self.0.id() as i32, libc::SIGTERM).unwrap();
+        applianced::base::sys::send_signal(self.0.id() as i32, libc::SIGTERM).unwrap();
         assert!(self.0.wait().unwrap().success());
     }
 }
@@ -240,7 +240,7 @@ impl LoggedRun {
 impl Drop for LoggedRun {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
-            let _ = applianced::sys::send_signal(self.0.id() as i32, libc::SIGTERM);
+            let _ = applianced::base::sys::send_signal(self.0.id() as i32, libc::SIGTERM);
             let _ = self.0.wait();
         }
     }
@@ -279,7 +279,7 @@ fn fresh_producer_ids_do_not_grow_the_lane_without_bound() {
     let name = instance();
     let bound = 2_000;
     let (run, log_path) =
-        run_logged(&cluster, &name, &[(applianced::limits::TEST_LANE_PRODUCERS_MAX_ENV, &bound.to_string())]);
+        run_logged(&cluster, &name, &[(applianced::base::limits::TEST_LANE_PRODUCERS_MAX_ENV, &bound.to_string())]);
     let ids: u64 = std::env::var("APPLIANCED_DOS_PRODUCER_IDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let pid = cluster.lane_pid(Module::Dpi);
     let before = rss_bytes(pid);

@@ -23,7 +23,7 @@ fn init_and_selftest_against_an_external_database() {
     let config = config.to_str().unwrap();
     let init = applianced(&["init", "--config", config, "--partition-days-ahead", "2"]);
     assert!(init.status.success(), "{}\n{}", stdout(&init), String::from_utf8_lossy(&init.stderr));
-    let applied = format!("({} migration(s) applied now)", applianced::migrate::MIGRATIONS.len());
+    let applied = format!("({} migration(s) applied now)", applianced::control::migrate::MIGRATIONS.len());
     assert!(stdout(&init).contains(&applied), "{}", stdout(&init));
     let check = applianced(&["selftest", "--config", config]);
     let text = stdout(&check);

@@ -22,10 +22,10 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use applianced::load::{LoadOptions, LoadReport, run_load};
-use applianced::matrix::Module;
-use applianced::schema::tables_of;
-use applianced::synth;
+use applianced::model::matrix::Module;
+use applianced::model::schema::tables_of;
+use applianced::producer::load::{LoadOptions, LoadReport, run_load};
+use applianced::producer::synth;
 use bytes::BytesMut;
 use common::{BIN, TestCluster, instance};
 
@@ -37,8 +37,8 @@ fn iterations() -> u32 {
 /// in their binary send format, then every module column as COPY BINARY
 /// encodes it (i32 length, -1 for NULL, the send format): byte for byte
 /// what the producer sent (`synth::synthesize`).
-fn payload_sql(table: &applianced::schema::EventTable) -> String {
-    use applianced::schema::ColumnType::*;
+fn payload_sql(table: &applianced::model::schema::EventTable) -> String {
+    use applianced::model::schema::ColumnType::*;
     let mut parts = vec!["uuid_send(source_id)".to_string(), "timestamptz_send(event_time)".to_string()];
     for column in table.columns {
         let send = match column.column_type {
@@ -65,7 +65,7 @@ fn expected_payload(module: Module, producer: u64, seq: u64) -> Vec<u8> {
     let mut fields = BytesMut::new();
     let event = synth::synthesize(module, producer, seq, &mut fields);
     let mut bytes = event.source_id.to_vec();
-    bytes.extend_from_slice(&(event.event_time_us - applianced::copy::PG_EPOCH_OFFSET_US).to_be_bytes());
+    bytes.extend_from_slice(&(event.event_time_us - applianced::codec::copy::PG_EPOCH_OFFSET_US).to_be_bytes());
     bytes.extend_from_slice(&fields);
     bytes
 }
@@ -79,9 +79,10 @@ fn hex(bytes: &[u8]) -> String {
 fn check(cluster: &TestCluster, expected: &BTreeMap<(Module, u64, u64), (u64, u64)>) -> String {
     let mut admin = cluster.admin();
     let mut lines = Vec::new();
-    let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
+    let wait = Duration::from_secs(applianced::base::limits::COMMIT_WAIT_S);
     for ((module, producer, epoch), (sent, _)) in expected {
-        let committed = applianced::demo::wait_committed(&mut admin, *module, *producer, *epoch, *sent, wait).unwrap();
+        let committed =
+            applianced::tools::demo::wait_committed(&mut admin, *module, *producer, *epoch, *sent, wait).unwrap();
         assert!(committed, "{module:?} producer {producer} epoch {epoch}: not all {sent} sent events committed");
     }
     for ((module, producer, epoch), (sent, acked)) in expected {
@@ -208,7 +209,7 @@ fn kill_a_lane_and_the_database_backends_during_load() {
                 .unwrap();
             for row in pids {
                 let pid: i32 = row[0].as_deref().unwrap().parse().unwrap();
-                let _ = applianced::sys::send_signal(pid, libc::SIGKILL);
+                let _ = applianced::base::sys::send_signal(pid, libc::SIGKILL);
             }
         });
         record(&mut expected, producer, events, &reports);
@@ -235,7 +236,8 @@ fn postgres_immediate_stop_during_load() {
             stop.args(["stop", "-m", "immediate", "-D"]).arg(&pgdata);
             if common::is_root() {
                 use std::os::unix::process::CommandExt;
-                let server = applianced::sys::account_by_name(applianced::cluster::SERVER_USER).unwrap().unwrap();
+                let server =
+                    applianced::base::sys::account_by_name(applianced::control::cluster::SERVER_USER).unwrap().unwrap();
                 stop.uid(server.uid).gid(server.gid);
             }
             let status = stop.stdout(Stdio::null()).status().unwrap();
@@ -316,7 +318,7 @@ fn restart_during_postgresql_crash_recovery() {
             .admin()
             .query_value("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'applianced-lane-%' LIMIT 1")
             .unwrap();
-        applianced::sys::send_signal(backend.parse().unwrap(), libc::SIGKILL).unwrap();
+        applianced::base::sys::send_signal(backend.parse().unwrap(), libc::SIGKILL).unwrap();
         kill_appliance(&cluster, &appliance);
         restarted = Some(restart(&cluster, &name, &[], &[]));
     });
@@ -328,10 +330,21 @@ fn restart_during_postgresql_crash_recovery() {
 
 /// Start the appliance, retrying while a killed one's socket names or
 /// cluster are still going away.
-fn restart(cluster: &TestCluster, name: &str, extra: &[&str], env: &[(&str, &str)]) -> applianced::demo::Appliance {
+fn restart(
+    cluster: &TestCluster,
+    name: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> applianced::tools::demo::Appliance {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match applianced::demo::Appliance::start_with_env(std::path::Path::new(BIN), &cluster.dir, name, extra, env) {
+        match applianced::tools::demo::Appliance::start_with_env(
+            std::path::Path::new(BIN),
+            &cluster.dir,
+            name,
+            extra,
+            env,
+        ) {
             Ok(a) => return a,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("restart: {e}");
@@ -343,7 +356,7 @@ fn restart(cluster: &TestCluster, name: &str, extra: &[&str], env: &[(&str, &str
 }
 
 /// Stop the appliance and start its cluster again (as `init` does) for the next round.
-fn stop_and_reinit(cluster: &TestCluster, appliance: &mut applianced::demo::Appliance) {
+fn stop_and_reinit(cluster: &TestCluster, appliance: &mut applianced::tools::demo::Appliance) {
     appliance.stop().unwrap();
     let init = Command::new(BIN)
         .args(["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"])
@@ -363,7 +376,7 @@ fn process_state(pid: i32) -> Option<char> {
 /// not one the supervisor has yet to reap.
 fn kill_lane_and_await_restart(cluster: &TestCluster, module: Module, pid: i32) {
     assert!(pid > 0, "no {module:?} lane pid in its status file");
-    applianced::sys::send_signal(pid, libc::SIGKILL).unwrap();
+    applianced::base::sys::send_signal(pid, libc::SIGKILL).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = cluster.lane_pid(module);
@@ -387,30 +400,30 @@ fn a_lane_dead_before_the_stop_is_not_a_drain_failure() {
     let mut appliance = cluster.appliance(&name, &[]);
     let supervisor = appliance.pid() as i32;
     let lane = cluster.lane_pid(Module::Dpi);
-    applianced::sys::send_signal(supervisor, libc::SIGSTOP).unwrap();
-    applianced::sys::send_signal(lane, libc::SIGKILL).unwrap();
+    applianced::base::sys::send_signal(supervisor, libc::SIGSTOP).unwrap();
+    applianced::base::sys::send_signal(lane, libc::SIGKILL).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while process_state(lane) != Some('Z') {
         assert!(Instant::now() < deadline, "the killed lane {lane} never became a zombie");
         std::thread::sleep(Duration::from_millis(5));
     }
-    applianced::sys::send_signal(supervisor, libc::SIGTERM).unwrap();
-    applianced::sys::send_signal(supervisor, libc::SIGCONT).unwrap();
+    applianced::base::sys::send_signal(supervisor, libc::SIGTERM).unwrap();
+    applianced::base::sys::send_signal(supervisor, libc::SIGCONT).unwrap();
     appliance.stop().unwrap();
     println!("scenario lane dead before the stop: run exited 0");
 }
 
-fn kill_appliance(cluster: &TestCluster, appliance: &applianced::demo::Appliance) {
+fn kill_appliance(cluster: &TestCluster, appliance: &applianced::tools::demo::Appliance) {
     let lanes: Vec<i32> = Module::ALL.iter().map(|m| cluster.lane_pid(*m)).collect();
     for pid in std::iter::once(appliance.pid() as i32).chain(lanes) {
-        let _ = applianced::sys::send_signal(pid, libc::SIGKILL);
+        let _ = applianced::base::sys::send_signal(pid, libc::SIGKILL);
     }
 }
 
 #[cfg(feature = "failpoints")]
 #[test]
 fn kill_minus_nine_at_each_failpoint() {
-    use applianced::failpoint;
+    use applianced::base::failpoint;
     let cluster = TestCluster::start();
     let name = instance();
     let mut expected = BTreeMap::new();
@@ -556,7 +569,7 @@ impl SmallFs {
 
     fn available(&self) -> u64 {
         let dir = std::fs::File::open(&self.path).unwrap();
-        applianced::sys::fs_space(std::os::fd::AsFd::as_fd(&dir)).unwrap().available
+        applianced::base::sys::fs_space(std::os::fd::AsFd::as_fd(&dir)).unwrap().available
     }
 }
 
@@ -590,9 +603,9 @@ fn a_filesystem_shared_with_postgresql_fills_without_taking_it_down() {
     let mut appliance = cluster.appliance_with_env(&name, &["--spool-quota-mb", &quota], &env);
     let supervisor = appliance.pid() as i32;
     let postmaster = postmaster_pid(&cluster);
-    let state = applianced::cluster::StateDir::new(&cluster.dir).unwrap();
+    let state = applianced::control::cluster::StateDir::new(&cluster.dir).unwrap();
     let reserve: u64 =
-        applianced::lane::process::read_status(&state, Module::Dpi)["disk_reserve_bytes"].parse().unwrap();
+        applianced::control::launch::read_status(&state, Module::Dpi)["disk_reserve_bytes"].parse().unwrap();
     let events = env_or("APPLIANCED_DISKFULL_EVENTS", 600_000);
     let producer = 1300;
     let loads: Vec<_> = [Module::Dpi, Module::LinuxAgent]
@@ -639,15 +652,18 @@ fn a_filesystem_shared_with_postgresql_fills_without_taking_it_down() {
     let oracle = check(&cluster, &expected);
     for (module, report) in &reports {
         assert!(
-            report.push_back_reasons.iter().any(|(code, _)| *code == applianced::frame::StatusCode::DiskReserve as u16),
+            report
+                .push_back_reasons
+                .iter()
+                .any(|(code, _)| *code == applianced::codec::frame::StatusCode::DiskReserve as u16),
             "{module:?} was never told of the reserve: {report:?}"
         );
     }
-    let log = applianced::cluster::read_pg_log(&state).unwrap();
+    let log = applianced::control::cluster::read_pg_log(&state).unwrap();
     for bad in ["No space left on device", "PANIC:"] {
         assert!(!log.lines().any(|l| l.contains(bad)), "PostgreSQL logged {bad:?}:\n{log}");
     }
-    assert!(applianced::sys::process_exists(supervisor), "the supervisor exited");
+    assert!(applianced::base::sys::process_exists(supervisor), "the supervisor exited");
     assert_eq!(postmaster_pid(&cluster), postmaster, "PostgreSQL restarted");
     let after = cluster.selftest(&[]);
     assert!(after.status.success(), "selftest after the filesystem grew:\n{}", common::stdout(&after));
@@ -680,11 +696,11 @@ impl Frozen {
     fn freeze(cluster: &TestCluster) -> Frozen {
         let postmaster = postmaster_pid(cluster);
         let mut frozen = Frozen(Vec::new());
-        applianced::sys::send_signal(postmaster, libc::SIGSTOP)
+        applianced::base::sys::send_signal(postmaster, libc::SIGSTOP)
             .unwrap_or_else(|e| panic!("SIGSTOP of the postmaster {postmaster}: {e}"));
         frozen.0.push(postmaster);
-        for pid in applianced::sys::children_of(postmaster).unwrap() {
-            match applianced::sys::send_signal(pid, libc::SIGSTOP) {
+        for pid in applianced::base::sys::children_of(postmaster).unwrap() {
+            match applianced::base::sys::send_signal(pid, libc::SIGSTOP) {
                 Ok(()) => frozen.0.push(pid),
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
                 Err(e) => panic!("SIGSTOP of PostgreSQL process {pid}: {e}"),
@@ -701,7 +717,7 @@ impl Frozen {
         for pid in &self.0 {
             let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if String::from_utf8_lossy(&title).starts_with(&format!("postgres: {role} ")) {
-                applianced::sys::send_signal(*pid, libc::SIGKILL).unwrap();
+                applianced::base::sys::send_signal(*pid, libc::SIGKILL).unwrap();
                 killed += 1;
             }
         }
@@ -712,7 +728,7 @@ impl Frozen {
 impl Drop for Frozen {
     fn drop(&mut self) {
         for pid in self.0.iter().rev() {
-            let _ = applianced::sys::send_signal(*pid, libc::SIGCONT);
+            let _ = applianced::base::sys::send_signal(*pid, libc::SIGCONT);
         }
     }
 }
@@ -771,14 +787,16 @@ fn postgres_down_longer_than_the_spool_quota() {
 fn spool_while_frozen_then_kill(
     cluster: &TestCluster,
     name: &str,
-    appliance: applianced::demo::Appliance,
+    appliance: applianced::tools::demo::Appliance,
     producer: u64,
     events: u64,
 ) {
     let warm_up = run_load(&LoadOptions::new(name, Module::Dpi, producer, 1, 1_000));
     assert_eq!(warm_up.acked, 1_000);
-    let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
-    assert!(applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, 1_000, wait).unwrap());
+    let wait = Duration::from_secs(applianced::base::limits::COMMIT_WAIT_S);
+    assert!(
+        applianced::tools::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, 1_000, wait).unwrap()
+    );
     // A session that sees the crash reset below end.
     let mut sentinel = cluster.admin();
     let mut frozen = Frozen::freeze(cluster);
@@ -812,15 +830,15 @@ type RecordAt = (std::ops::Range<usize>, Vec<ProducerRange>);
 /// The intact records of the newest DPI spool segment, oldest first, the
 /// segment's path and bytes.
 fn dpi_records(cluster: &TestCluster) -> (PathBuf, Vec<u8>, Vec<RecordAt>) {
-    let segments = applianced::spool::segment_files(&cluster.dir.join("spool/dpi")).unwrap();
+    let segments = applianced::storage::spool::segment_files(&cluster.dir.join("spool/dpi")).unwrap();
     let (first, path) = segments.last().unwrap().clone();
     let bytes = std::fs::read(&path).unwrap();
-    let scan = applianced::spool::record::scan(&bytes, true, first).unwrap();
+    let scan = applianced::storage::spool::record::scan(&bytes, true, first).unwrap();
     let records = scan
         .extents
         .into_iter()
         .map(|extent| match extent {
-            applianced::spool::record::Extent::Intact(r) => {
+            applianced::storage::spool::record::Extent::Intact(r) => {
                 let ranges = applianced::lane::batch::spool_ranges(&bytes[r.payload.clone()]).unwrap();
                 (r.payload, ranges)
             }
@@ -842,7 +860,7 @@ fn lost_rows(cluster: &TestCluster, producer: u64) -> Vec<(u64, String)> {
         .admin()
         .simple_query(&format!(
             "SELECT producer_seq, reason FROM dpi.quarantine WHERE producer_id = {producer} AND reason_code = {} ORDER BY 1",
-            applianced::frame::RejectCode::SpoolRecordCorrupted as u16
+            applianced::codec::frame::RejectCode::SpoolRecordCorrupted as u16
         ))
         .unwrap()
         .into_iter()
@@ -864,8 +882,10 @@ fn an_acknowledged_record_damaged_on_disk_is_a_recorded_reported_loss() {
     let producer = 1300;
     let warm_up = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 100));
     assert_eq!(warm_up.acked, 100);
-    let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
-    assert!(applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, 100, wait).unwrap());
+    let wait = Duration::from_secs(applianced::base::limits::COMMIT_WAIT_S);
+    assert!(
+        applianced::tools::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, 100, wait).unwrap()
+    );
     let mut frozen = Frozen::freeze(&cluster);
     let acked = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 400));
     assert_eq!(acked.acked, 400, "acknowledged from the spool while PostgreSQL is frozen: {acked:?}");
@@ -889,7 +909,9 @@ fn an_acknowledged_record_damaged_on_disk_is_a_recorded_reported_loss() {
     let told = format!("seqs {}..{} of epoch 1 were acknowledged and then lost", lost.first_seq, lost.last_seq);
     assert!(again.lost.iter().any(|l| l.contains(&told)), "the producer was not told: {again:?}");
     // Recorded: one reason-10 row for exactly that range; the rest stored once.
-    assert!(applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, 400, wait).unwrap());
+    assert!(
+        applianced::tools::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, 400, wait).unwrap()
+    );
     let rows = lost_rows(&cluster, producer);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].0, lost.first_seq);
@@ -928,8 +950,10 @@ fn a_committed_record_damaged_on_disk_is_harmless() {
     let producer = 1310;
     let events = 2_000;
     assert_eq!(run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, events)).acked, events);
-    let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
-    assert!(applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, events, wait).unwrap());
+    let wait = Duration::from_secs(applianced::base::limits::COMMIT_WAIT_S);
+    assert!(
+        applianced::tools::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, events, wait).unwrap()
+    );
     appliance.stop().unwrap();
     // The newest segment stays (appends continue in it), committed records and all.
     let (path, mut bytes, records) = dpi_records(&cluster);
@@ -959,7 +983,7 @@ fn a_damaged_record_in_the_middle_is_recorded_and_the_rest_commits() {
     let producer = 1320;
     let events = 40_000;
     spool_while_frozen_then_kill(&cluster, &name, appliance, producer, events);
-    let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
+    let wait = Duration::from_secs(applianced::base::limits::COMMIT_WAIT_S);
     // The second record written while frozen (seqs above the warm-up's 1,000).
     let (path, mut bytes, records) = dpi_records(&cluster);
     let frozen: Vec<_> = records.into_iter().filter(|(_, ranges)| ranges[0].first_seq > 1_000).collect();
@@ -969,7 +993,7 @@ fn a_damaged_record_in_the_middle_is_recorded_and_the_rest_commits() {
     std::fs::write(&path, &bytes).unwrap();
     let mut appliance = restart(&cluster, &name, &[], &[]);
     assert!(
-        applianced::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, events, wait).unwrap(),
+        applianced::tools::demo::wait_committed(&mut cluster.admin(), Module::Dpi, producer, 1, events, wait).unwrap(),
         "the records after the damaged one were not committed"
     );
     let lost = ranges[0];
@@ -1002,25 +1026,25 @@ fn events_outside_every_partition_window_are_quarantined_not_failed() {
     let name = instance();
     let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let past = format!("{}:{now_s}:1", now_s - 10 * 86_400);
-    let appliance = restart(&cluster, &name, &[], &[(applianced::clock::TEST_CLOCK_ENV, past.as_str())]);
+    let appliance = restart(&cluster, &name, &[], &[(applianced::base::clock::TEST_CLOCK_ENV, past.as_str())]);
     let producer = 1400;
     let events = 10_000;
     spool_while_frozen_then_kill(&cluster, &name, appliance, producer, events);
     let mut admin = cluster.admin();
-    let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
+    let wait = Duration::from_secs(applianced::base::limits::COMMIT_WAIT_S);
     // Retention removes the past days while the appliance is down.
-    let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
+    let embedded = applianced::control::cluster::Embedded::load(&cluster.dir).unwrap();
     let retention: BTreeMap<Module, u32> = Module::ALL.iter().map(|m| (*m, 3)).collect();
     let today = now_s.div_euclid(86_400);
-    let removed = applianced::maintenance::apply_retention(&embedded, &retention, today).unwrap();
+    let removed = applianced::control::maintenance::apply_retention(&embedded, &retention, today).unwrap();
     assert!(!removed.dropped.is_empty());
     let mut appliance = restart(&cluster, &name, &[], &[]);
-    assert!(applianced::demo::wait_committed(&mut admin, Module::Dpi, producer, 1, events, wait).unwrap());
+    assert!(applianced::tools::demo::wait_committed(&mut admin, Module::Dpi, producer, 1, events, wait).unwrap());
     let quarantined = admin
         .query_value(&format!(
             "SELECT count(*) || ' ' || count(DISTINCT producer_seq) || ' ' || min(producer_seq) || ' ' || max(producer_seq) \
              FROM dpi.quarantine WHERE producer_id = {producer} AND reason_code = {}",
-            applianced::frame::RejectCode::PartitionWindow as u16
+            applianced::codec::frame::RejectCode::PartitionWindow as u16
         ))
         .unwrap();
     assert_eq!(quarantined, format!("{} {} 1001 {events}", events - 1_000, events - 1_000));
@@ -1030,7 +1054,7 @@ fn events_outside_every_partition_window_are_quarantined_not_failed() {
         "scenario replay across retention: iterations 1, acked {events}, {} partitions dropped while down, \
          quarantined (reason_code {}) seqs 1001..{events}, duplicates 0, lost 0",
         removed.dropped.len(),
-        applianced::frame::RejectCode::PartitionWindow as u16
+        applianced::codec::frame::RejectCode::PartitionWindow as u16
     );
     appliance.stop().unwrap();
 }

@@ -3,7 +3,8 @@
 //! matrix table embedded in the data-plane document and the README.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use applianced::{ddl, grants, matrix_docs};
+use applianced::control::{ddl, grants};
+use applianced::tools::matrix_docs;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{path}: {e}"))

@@ -10,11 +10,11 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use applianced::client::{ModuleClient, Reply, lane_address};
-use applianced::demo::drive_all;
-use applianced::frame::{self, ErrorCode, Kind};
-use applianced::matrix::Module;
-use applianced::synth;
+use applianced::codec::frame::{self, ErrorCode, Kind};
+use applianced::model::matrix::Module;
+use applianced::producer::client::{ModuleClient, Reply, lane_address};
+use applianced::producer::synth;
+use applianced::tools::demo::drive_all;
 use bytes::BytesMut;
 use common::{BIN, TestCluster, instance, is_root};
 
@@ -52,11 +52,11 @@ fn four_lanes_at_once_rows_equal_acknowledgements_and_resend_is_deduplicated() {
     assert!(text.contains("ok   partition maintenance: runs 1; the last finished"), "{text}");
     // A supervisor whose maintenance stopped succeeding fails selftest: its
     // status file says the last success was longer ago than the bound.
-    let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
-    let path = applianced::maintenance::MaintenanceStatus::path(&embedded.dir);
-    let mut status = applianced::maintenance::MaintenanceStatus::load(&embedded.dir).unwrap();
-    let stale_us = (applianced::limits::MAINTENANCE_STALE_S as i64 + 60) * 1_000_000;
-    status.last_ok_us = applianced::clock::real_us() - stale_us;
+    let embedded = applianced::control::cluster::Embedded::load(&cluster.dir).unwrap();
+    let path = applianced::control::maintenance::MaintenanceStatus::path(&embedded.dir);
+    let mut status = applianced::control::maintenance::MaintenanceStatus::load(&embedded.dir).unwrap();
+    let stale_us = (applianced::base::limits::MAINTENANCE_STALE_S as i64 + 60) * 1_000_000;
+    status.last_ok_us = applianced::base::clock::real_us() - stale_us;
     status.last_error = "retention: lock timeout".into();
     std::fs::write(&path, status.render()).unwrap();
     let output = cluster.selftest(&[]);
@@ -224,14 +224,14 @@ fn malformed_input_gets_an_error_closes_only_that_connection_and_writes_nothing(
     let name = instance();
     let mut appliance = cluster.appliance(&name, &[]);
     let dpi = 2u8;
-    let mut good = ModuleClient::connect(&name, Module::Dpi, applianced::sys::effective_uid(), 500, 1).unwrap();
+    let mut good = ModuleClient::connect(&name, Module::Dpi, applianced::base::sys::effective_uid(), 500, 1).unwrap();
 
     let mut unknown_version = hello(501, dpi);
     unknown_version[2] = 2;
     let mut bad_checksum = hello(502, dpi);
     bad_checksum[12] ^= 0xff;
     let mut oversize = hello(503, dpi);
-    oversize[8..12].copy_from_slice(&(applianced::limits::FRAME_BODY_BYTES_MAX as u32 + 1).to_be_bytes());
+    oversize[8..12].copy_from_slice(&(applianced::base::limits::FRAME_BODY_BYTES_MAX as u32 + 1).to_be_bytes());
     let wrong_fields = events_frame(Module::Dpi, 504, 1, 3, -1);
     let whole = events_frame(Module::Dpi, 505, 1, 5, 0);
     let truncated = &whole[..whole.len() / 2];
@@ -289,7 +289,7 @@ fn an_invalid_event_is_rejected_and_quarantined_without_failing_its_batch() {
     let name = instance();
     let mut appliance = cluster.appliance(&name, &[]);
     let mut client =
-        ModuleClient::connect(&name, Module::LinuxAgent, applianced::sys::effective_uid(), 600, 1).unwrap();
+        ModuleClient::connect(&name, Module::LinuxAgent, applianced::base::sys::effective_uid(), 600, 1).unwrap();
     let mut body = BytesMut::new();
     frame::encode_events_header(&mut body, 1, 3);
     for seq in 1..=3u64 {
@@ -330,7 +330,13 @@ fn epochs_fence_older_producers_and_restart_sequences() {
     let name = instance();
     let mut appliance = cluster.appliance(&name, &[]);
     let run = |epoch: u64, events: u64| {
-        applianced::load::run_load(&applianced::load::LoadOptions::new(&name, Module::Core, 700, epoch, events))
+        applianced::producer::load::run_load(&applianced::producer::load::LoadOptions::new(
+            &name,
+            Module::Core,
+            700,
+            epoch,
+            events,
+        ))
     };
     assert_eq!(run(1, 100).acked, 100);
     assert_eq!(run(2, 40).acked, 40);

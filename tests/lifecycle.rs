@@ -9,8 +9,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use applianced::load::{LoadOptions, run_load};
-use applianced::matrix::Module;
+use applianced::model::matrix::Module;
+use applianced::producer::load::{LoadOptions, run_load};
 use common::{TestCluster, instance};
 
 fn unix_s() -> i64 {
@@ -47,7 +47,7 @@ mod simulated_days {
     /// The longest time any lane backend is seen waiting for a lock, sampled
     /// every 10 ms until `stop` is set.
     fn sample_lock_waits(cluster: &TestCluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(f64, u64)> {
-        let params = cluster.params(applianced::limits::ADMIN_ROLE);
+        let params = cluster.params(applianced::base::limits::ADMIN_ROLE);
         std::thread::spawn(move || {
             let mut conn = applianced::pg::Connection::connect(&params).unwrap();
             let (mut longest, mut samples) = (0.0f64, 0u64);
@@ -85,18 +85,18 @@ mod simulated_days {
         // late by the horizon (the default, 7 days: 21 s; a pass takes
         // 0.5-4 s here). With retention 5, ten days still drop five or more.
         let retention_days = 5;
-        let horizon = applianced::limits::PARTITION_DAYS_AHEAD_DEFAULT as i64;
+        let horizon = applianced::base::limits::PARTITION_DAYS_AHEAD_DEFAULT as i64;
         let retention: Vec<String> = Module::ALL.iter().map(|m| format!("{}={retention_days}", m.name())).collect();
         let mut args = Vec::new();
         for r in &retention {
             args.extend(["--retention", r.as_str()]);
         }
-        let mut appliance = applianced::demo::Appliance::start_with_env(
+        let mut appliance = applianced::tools::demo::Appliance::start_with_env(
             Path::new(BIN),
             &cluster.dir,
             &name,
             &args,
-            &[(applianced::clock::TEST_CLOCK_ENV, clock.as_str())],
+            &[(applianced::base::clock::TEST_CLOCK_ENV, clock.as_str())],
         )
         .unwrap();
         // Any failed batch transaction (or failed maintenance call) is a rollback.
@@ -126,9 +126,11 @@ mod simulated_days {
             rounds += 1;
         }
         let mut admin = cluster.admin();
-        let wait = Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
+        let wait = Duration::from_secs(applianced::base::limits::COMMIT_WAIT_S);
         for module in modules {
-            assert!(applianced::demo::wait_committed(&mut admin, module, 3000, 1, rounds * per_round, wait).unwrap());
+            assert!(
+                applianced::tools::demo::wait_committed(&mut admin, module, 3000, 1, rounds * per_round, wait).unwrap()
+            );
         }
         stop.store(true, Ordering::Relaxed);
         let (longest_wait, samples) = sampler.join().unwrap();
@@ -138,11 +140,11 @@ mod simulated_days {
         assert_eq!(rollbacks_after, rollbacks_before, "transactions rolled back during the roll (failed batches?)");
         // Wait for a maintenance run that started after the load ended: the
         // run in progress then finishes first (+1), the next began after (+2).
-        let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
+        let embedded = applianced::control::cluster::Embedded::load(&cluster.dir).unwrap();
         let state = &embedded.dir;
         // That run must also have summarized every closed-day index (a leaf
         // being vacuumed or analyzed then is skipped, and the next run retries).
-        let status = || applianced::maintenance::MaintenanceStatus::load(state).unwrap_or_default();
+        let status = || applianced::control::maintenance::MaintenanceStatus::load(state).unwrap_or_default();
         let runs_after_load = status().runs;
         let deadline = Instant::now() + wait;
         loop {
@@ -160,7 +162,7 @@ mod simulated_days {
         // the upper bound the lane had read (negative: beyond that bound),
         // and their commit lag (received_at, a real time, minus the real time
         // of their simulated ingest_time, seconds).
-        let code = applianced::frame::RejectCode::PartitionWindow as u16;
+        let code = applianced::codec::frame::RejectCode::PartitionWindow as u16;
         let window_quarantined = admin
             .query_value(&format!(
                 "SELECT coalesce(string_agg(format('%s: %s rows, ingest - lo %s..%s d, hi - ingest %s..%s d, commit lag %s..%s s', \
@@ -182,7 +184,7 @@ mod simulated_days {
         // (selftest reads the simulated clock for "today" from the same variable).
         let selftest = std::process::Command::new(BIN)
             .args(["selftest", "--state-dir", cluster.path()])
-            .env(applianced::clock::TEST_CLOCK_ENV, &clock)
+            .env(applianced::base::clock::TEST_CLOCK_ENV, &clock)
             .output()
             .unwrap();
         let text = common::stdout(&selftest);
@@ -201,7 +203,7 @@ mod simulated_days {
         // retention window of the day that run used, and the horizon ahead of
         // it. That run began after the load ended, so after ten simulated days.
         embedded.start().unwrap();
-        let last = applianced::maintenance::MaintenanceStatus::load(state).expect("maintenance status");
+        let last = applianced::control::maintenance::MaintenanceStatus::load(state).expect("maintenance status");
         assert!(last.last_error.is_empty(), "the last maintenance run failed: {last:?}");
         let start_day = start_s.div_euclid(86_400);
         assert!(
@@ -221,7 +223,7 @@ mod simulated_days {
         // The two closed days' leaves were summarized by that run (autosummarize
         // is off on the leaves): summarizing them again finds no new range.
         let mut admin = cluster.admin();
-        let closed = |d: i64| applianced::clock::date_text(d);
+        let closed = |d: i64| applianced::base::clock::date_text(d);
         let unsummarized = admin
             .query_value(&format!(
                 "SET ROLE ransomeye_owner; SELECT coalesce(sum(brin_summarize_new_values(x.indexrelid)), 0)::text \
@@ -238,7 +240,10 @@ mod simulated_days {
         assert_eq!(unsummarized, "0", "BRIN ranges of the closed days left unsummarized");
         admin.execute("RESET ROLE").unwrap();
         // No autosummarize work item was refused (PostgreSQL logs each one).
-        let log = applianced::cluster::read_pg_log(&applianced::cluster::StateDir::new(&cluster.dir).unwrap()).unwrap();
+        let log = applianced::control::cluster::read_pg_log(
+            &applianced::control::cluster::StateDir::new(&cluster.dir).unwrap(),
+        )
+        .unwrap();
         let refused = log.matches("request for BRIN range summarization").count();
         assert_eq!(refused, 0, "autosummarize requests were logged as not recorded");
         let init = common::applianced(&["init", "--state-dir", cluster.path(), "--partition-days-ahead", "2"]);
@@ -280,7 +285,7 @@ fn an_interrupted_detach_is_finished_by_the_next_retention_run() {
     let cluster = TestCluster::start();
     let mut admin = cluster.admin();
     let today = unix_s().div_euclid(86_400);
-    let day = applianced::clock::date_text(today + 2).replace('-', "");
+    let day = applianced::base::clock::date_text(today + 2).replace('-', "");
     let child = format!("dpi.flows_p{day}");
     // A reader's open transaction holds a snapshot that can see the
     // partition: the detach's second phase waits for it, and is cancelled.
@@ -296,14 +301,14 @@ fn an_interrupted_detach_is_finished_by_the_next_retention_run() {
     let output = cluster.selftest(&[]);
     let text = common::stdout(&output);
     assert!(!output.status.success() && text.contains("FAIL no pending detach"), "{text}");
-    let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
+    let embedded = applianced::control::cluster::Embedded::load(&cluster.dir).unwrap();
     let retention: BTreeMap<Module, u32> = Module::ALL.iter().map(|m| (*m, 30)).collect();
-    let report = applianced::maintenance::apply_retention(&embedded, &retention, today).unwrap();
+    let report = applianced::control::maintenance::apply_retention(&embedded, &retention, today).unwrap();
     assert_eq!(report.finalized, vec![child.clone()]);
     let gone = admin.query_value(&format!("SELECT to_regclass('{child}') IS NULL")).unwrap();
     assert_eq!(gone, "t");
     // The horizon is restored by the next maintenance run, with the matrix's privileges.
-    applianced::maintenance::maintain_partitions(&embedded, applianced::clock::today_days(), 2).unwrap();
+    applianced::control::maintenance::maintain_partitions(&embedded, applianced::base::clock::today_days(), 2).unwrap();
     let output = cluster.selftest(&[]);
     assert!(output.status.success(), "{}", common::stdout(&output));
     println!("interrupted detach: pending 1 -> finalized {:?}; selftest passes after maintenance", report.finalized);
@@ -317,7 +322,7 @@ fn an_interrupted_detach_is_finished_by_the_next_retention_run() {
 fn summarization_skips_a_locked_leaf_without_an_error() {
     let cluster = TestCluster::start();
     let today = unix_s().div_euclid(86_400);
-    let leaf = format!("dpi.flows_p{}_h0", applianced::clock::date_text(today - 1).replace('-', ""));
+    let leaf = format!("dpi.flows_p{}_h0", applianced::base::clock::date_text(today - 1).replace('-', ""));
     let mut admin = cluster.admin();
     let indexes = admin
         .query_value(&format!(
@@ -336,17 +341,17 @@ fn summarization_skips_a_locked_leaf_without_an_error() {
         .query_nullable_value(&format!(
             "SELECT appliance.summarize_brin_nowait('{}'::regclass, {})",
             locked[0],
-            applianced::limits::SUMMARIZE_LOCK_TIMEOUT_MS
+            applianced::base::limits::SUMMARIZE_LOCK_TIMEOUT_MS
         ))
         .unwrap();
     assert_eq!(value, None, "a locked leaf: NULL, not an error");
     admin.execute("RESET ROLE").unwrap();
-    let embedded = applianced::cluster::Embedded::load(&cluster.dir).unwrap();
+    let embedded = applianced::control::cluster::Embedded::load(&cluster.dir).unwrap();
     let retention: BTreeMap<Module, u32> = Module::ALL.iter().map(|m| (*m, 30)).collect();
-    let report = applianced::maintenance::apply_retention(&embedded, &retention, today).unwrap();
+    let report = applianced::control::maintenance::apply_retention(&embedded, &retention, today).unwrap();
     assert_eq!(report.summarize_skipped, locked, "exactly the locked leaf's indexes are skipped");
     holder.execute("COMMIT").unwrap();
-    let report = applianced::maintenance::apply_retention(&embedded, &retention, today).unwrap();
+    let report = applianced::control::maintenance::apply_retention(&embedded, &retention, today).unwrap();
     assert!(report.summarize_skipped.is_empty(), "{report:?}");
     println!("summarization: skipped {locked:?} while {leaf} was locked; none skipped after");
 }
@@ -423,7 +428,8 @@ fn wraparound_rehearsal_keeps_relfrozenxid_age_bounded() {
         )
         .unwrap();
     assert!(
-        applianced::demo::wait_committed(&mut admin, Module::Dpi, 4001, 1, 20_000, Duration::from_secs(60)).unwrap()
+        applianced::tools::demo::wait_committed(&mut admin, Module::Dpi, 4001, 1, 20_000, Duration::from_secs(60))
+            .unwrap()
     );
     println!(
         "wraparound rehearsal: autovacuum_freeze_max_age {freeze_max_age}; oldest event-table age(relfrozenxid) peaked at {peak}, \

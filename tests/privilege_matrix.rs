@@ -7,7 +7,7 @@
 
 mod common;
 
-use applianced::matrix::{self, Privilege, Role};
+use applianced::model::matrix::{self, Privilege, Role};
 use applianced::pg::Connection;
 use common::TestCluster;
 

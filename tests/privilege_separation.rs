@@ -16,7 +16,7 @@ mod common;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
-use applianced::matrix::{Module, Role};
+use applianced::model::matrix::{Module, Role};
 use common::{BIN, TestCluster, instance, is_root};
 
 fn probe(cluster: &TestCluster, name: &str, module: Module) -> String {
@@ -49,7 +49,7 @@ fn a_lane_reaches_postgresql_only_as_its_own_writer_role() {
         // the whole protection, and selftest says so.
         let identity = probe(&cluster, "pg-identity", module);
         if is_root() {
-            let uid = applianced::sys::account_by_name(module.lane_identity()).unwrap().unwrap().uid;
+            let uid = applianced::base::sys::account_by_name(module.lane_identity()).unwrap().unwrap().uid;
             assert_eq!(identity, format!("probe pg-identity: uid {uid} logs in as [{own}]"));
         } else {
             assert!(identity.contains("ransomeye_admin"), "{identity}");
@@ -70,9 +70,10 @@ fn lanes_run_as_their_own_identities_without_capabilities() {
         assert_eq!(field("CapPrm:"), "0000000000000000", "{module:?}");
         let uid: u32 = field("Uid:").split_whitespace().next().unwrap().parse().unwrap();
         if is_root() {
-            let account = applianced::sys::account_by_name(module.lane_identity()).unwrap().unwrap();
+            let account = applianced::base::sys::account_by_name(module.lane_identity()).unwrap().unwrap();
             assert_eq!(uid, account.uid, "{module:?}");
-            let server = applianced::sys::account_by_name(applianced::cluster::SERVER_USER).unwrap().unwrap();
+            let server =
+                applianced::base::sys::account_by_name(applianced::control::cluster::SERVER_USER).unwrap().unwrap();
             assert!(uid != 0 && uid != server.uid, "{module:?} runs as uid {uid}");
         }
     }
@@ -107,7 +108,9 @@ fn an_unrelated_local_user_cannot_reach_the_database_socket() {
         return;
     }
     let cluster = TestCluster::start();
-    let before = applianced::cluster::read_pg_log(&applianced::cluster::StateDir::new(&cluster.dir).unwrap()).unwrap();
+    let before =
+        applianced::control::cluster::read_pg_log(&applianced::control::cluster::StateDir::new(&cluster.dir).unwrap())
+            .unwrap();
     // Many attempts, as a peer holding slots would make: none gets in.
     for attempt in 0..50 {
         let output = psql_as("nobody", &cluster, "ransomeye_admin", "SELECT 1");
@@ -116,12 +119,14 @@ fn an_unrelated_local_user_cannot_reach_the_database_socket() {
         assert!(stderr.contains("Permission denied"), "attempt {attempt}: {stderr}");
     }
     // connect() itself is refused: PostgreSQL never saw them (no slot, no log line).
-    let after = applianced::cluster::read_pg_log(&applianced::cluster::StateDir::new(&cluster.dir).unwrap()).unwrap();
+    let after =
+        applianced::control::cluster::read_pg_log(&applianced::control::cluster::StateDir::new(&cluster.dir).unwrap())
+            .unwrap();
     assert_eq!(after.matches("authentication failed").count(), before.matches("authentication failed").count());
     let metadata = std::fs::metadata(cluster.socket()).unwrap();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     assert_eq!(metadata.permissions().mode() & 0o777, 0o770);
-    let group = applianced::sys::spawn::group_by_name(applianced::accounts::DB_GROUP).unwrap().unwrap();
+    let group = applianced::base::sys::spawn::group_by_name(applianced::control::accounts::DB_GROUP).unwrap().unwrap();
     assert_eq!(metadata.gid(), group);
     let output = cluster.selftest(&[]);
     assert!(output.status.success(), "{}", common::stdout(&output));
@@ -174,17 +179,17 @@ fn a_peer_cannot_claim_another_identitys_producer_id_nor_fence_the_round_trip() 
 }
 
 /// Core's OS user, created the way the package's sysusers.d would (root only).
-fn core_account() -> applianced::sys::Account {
+fn core_account() -> applianced::base::sys::Account {
     let name = Module::Core.os_identity();
-    if applianced::sys::account_by_name(name).unwrap().is_none() {
+    if applianced::base::sys::account_by_name(name).unwrap().is_none() {
         let status = Command::new("useradd")
             .args(["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"])
             .args(["--shell", "/usr/sbin/nologin", name])
             .status()
             .unwrap();
-        assert!(status.success() || applianced::sys::account_by_name(name).unwrap().is_some());
+        assert!(status.success() || applianced::base::sys::account_by_name(name).unwrap().is_some());
     }
-    applianced::sys::account_by_name(name).unwrap().unwrap()
+    applianced::base::sys::account_by_name(name).unwrap().unwrap()
 }
 
 #[test]
@@ -198,7 +203,7 @@ fn core_reads_every_view_as_its_own_os_user_and_no_base_table() {
     let cluster = TestCluster::start();
     let reader = Role::CoreReader.name();
     let mut views = 0;
-    for table in applianced::schema::EVENT_TABLES {
+    for table in applianced::model::schema::EVENT_TABLES {
         let view = table.view_name();
         let output = psql_as(&core.name, &cluster, reader, &format!("SELECT count(*) FROM {view}"));
         assert!(output.status.success(), "{view}: {}", String::from_utf8_lossy(&output.stderr));
@@ -208,9 +213,9 @@ fn core_reads_every_view_as_its_own_os_user_and_no_base_table() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success() && stderr.contains("permission denied"), "{base}: {stderr}");
     }
-    assert_eq!(views, applianced::schema::EVENT_TABLES.len());
+    assert_eq!(views, applianced::model::schema::EVENT_TABLES.len());
     // Core's OS user is mapped to the reader role and nothing else.
-    for role in [applianced::limits::ADMIN_ROLE, Role::Writer(Module::Core).name(), Role::Maintenance.name()] {
+    for role in [applianced::base::limits::ADMIN_ROLE, Role::Writer(Module::Core).name(), Role::Maintenance.name()] {
         let output = psql_as(&core.name, &cluster, role, "SELECT 1");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success() && stderr.contains("Peer authentication failed"), "{role}: {stderr}");
@@ -229,7 +234,7 @@ fn postgresql_log_stays_within_its_bound_under_a_flood_of_failed_logins() {
     let cluster = TestCluster::start_with_env(&env);
     let name = instance();
     let mut appliance = cluster.appliance_with_env(&name, &[], &env);
-    let dir = applianced::cluster::StateDir::new(&cluster.dir).unwrap();
+    let dir = applianced::control::cluster::StateDir::new(&cluster.dir).unwrap();
     // limits::pg_log_bytes_max() with these values.
     let bound = (2 * files_max + 1) * file_kb * 1024;
     let attempts = 4 * bound / 150; // a failed login writes well over 150 bytes
@@ -241,7 +246,7 @@ fn postgresql_log_stays_within_its_bound_under_a_flood_of_failed_logins() {
     // The supervisor prunes within one loop period; wait for it, not for a time.
     let mut sizes = Vec::new();
     for _ in 0..200 {
-        let files = applianced::cluster::pg_log_files(&dir).unwrap();
+        let files = applianced::control::cluster::pg_log_files(&dir).unwrap();
         sizes = files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).collect();
         if files.len() <= files_max as usize && sizes.iter().all(|s| *s <= 2 * file_kb * 1024) {
             break;
@@ -250,7 +255,7 @@ fn postgresql_log_stays_within_its_bound_under_a_flood_of_failed_logins() {
     }
     let total: u64 = sizes.iter().sum();
     assert!(total <= bound, "{total} bytes of PostgreSQL log in files of {sizes:?}, bound {bound}");
-    let kept = applianced::cluster::read_pg_log(&dir).unwrap();
+    let kept = applianced::control::cluster::read_pg_log(&dir).unwrap();
     assert!(!kept.contains("flood_000000"), "the oldest lines were not dropped: the flood did not pass the bound");
     assert!(kept.contains("flood_"), "the log keeps the latest lines of the flood");
     // The selftest check agrees (same bound, from the same limits).

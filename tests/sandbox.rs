@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use applianced::matrix::Module;
+use applianced::model::matrix::Module;
 use common::{BIN, TestCluster, instance};
 
 fn probe(cluster: &TestCluster, name: &str) -> (Option<i32>, String) {
@@ -65,11 +65,11 @@ fn every_lane_is_sandboxed_and_a_dead_lane_is_restarted_while_others_serve() {
         assert!(pid > 0, "{module:?} has no status file");
         assert_eq!(proc_field(pid, "Seccomp:"), "2", "{module:?}");
         assert_eq!(proc_field(pid, "NoNewPrivs:"), "1", "{module:?}");
-        let expected = applianced::colocate::default_placement(applianced::sys::cpu_count()).lane_cpus;
-        assert_eq!(proc_field(pid, "Cpus_allowed_list:"), applianced::colocate::render_cpu_list(&expected));
+        let expected = applianced::sandbox::colocate::default_placement(applianced::base::sys::cpu_count()).lane_cpus;
+        assert_eq!(proc_field(pid, "Cpus_allowed_list:"), applianced::sandbox::colocate::render_cpu_list(&expected));
         let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
         let address = limits.lines().find(|l| l.starts_with("Max address space")).unwrap();
-        assert!(address.contains(&applianced::limits::LANE_ADDRESS_SPACE_BYTES_MAX.to_string()), "{address}");
+        assert!(address.contains(&applianced::base::limits::LANE_ADDRESS_SPACE_BYTES_MAX.to_string()), "{address}");
     }
     let output = cluster.selftest(&[]);
     let text = common::stdout(&output);
@@ -77,13 +77,16 @@ fn every_lane_is_sandboxed_and_a_dead_lane_is_restarted_while_others_serve() {
     assert!(text.contains("ok   lane sandbox: Landlock ABI"), "{text}");
     // The DPI lane dies by SIGSYS (what a seccomp violation delivers).
     let dpi = cluster.lane_pid(Module::Dpi);
-    applianced::sys::send_signal(dpi, libc::SIGSYS).unwrap();
+    applianced::base::sys::send_signal(dpi, libc::SIGSYS).unwrap();
     // Meanwhile the other lanes keep acknowledging.
     let others = std::thread::spawn({
         let name = name.clone();
         move || {
             [Module::Core, Module::LinuxAgent, Module::WindowsAgent].map(|module| {
-                applianced::load::run_load(&applianced::load::LoadOptions::new(&name, module, 31, 1, 2_000)).acked
+                applianced::producer::load::run_load(&applianced::producer::load::LoadOptions::new(
+                    &name, module, 31, 1, 2_000,
+                ))
+                .acked
             })
         }
     });
@@ -98,8 +101,8 @@ fn every_lane_is_sandboxed_and_a_dead_lane_is_restarted_while_others_serve() {
         }
     }
     assert_ne!(restarted, dpi, "the DPI lane was not restarted");
-    let options = applianced::load::LoadOptions::new(&name, Module::Dpi, 31, 1, 2_000);
-    assert_eq!(applianced::load::run_load(&options).acked, 2_000);
+    let options = applianced::producer::load::LoadOptions::new(&name, Module::Dpi, 31, 1, 2_000);
+    assert_eq!(applianced::producer::load::run_load(&options).acked, 2_000);
     assert_eq!(proc_field(restarted, "Seccomp:"), "2");
     appliance.stop().unwrap();
 }

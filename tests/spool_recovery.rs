@@ -11,11 +11,13 @@
 
 use std::path::{Path, PathBuf};
 
-use applianced::copy::CommonValues;
+use applianced::codec::copy::CommonValues;
 use applianced::lane::batch::{Batch, ProducerRange, salvage_ranges, spool_ranges};
-use applianced::matrix::Module;
-use applianced::schema::tables_of;
-use applianced::spool::{HEADER_BYTES, Location, Readers, Recovered, Recovery, Spool, TRAILER_BYTES, segment_files};
+use applianced::model::matrix::Module;
+use applianced::model::schema::tables_of;
+use applianced::storage::spool::{
+    HEADER_BYTES, Location, Readers, Recovered, Recovery, Spool, TRAILER_BYTES, segment_files,
+};
 
 type Ranges = Vec<ProducerRange>;
 
@@ -30,7 +32,7 @@ fn batch(first_seq: u64, rows: u64) -> Batch {
     let mut batch = Batch::new(module, 0);
     for seq in first_seq..first_seq + rows {
         let mut fields = bytes::BytesMut::new();
-        let event = applianced::synth::synthesize(module, 7, seq, &mut fields);
+        let event = applianced::producer::synth::synthesize(module, 7, seq, &mut fields);
         let common = CommonValues {
             producer_id: 7,
             producer_epoch: 1,

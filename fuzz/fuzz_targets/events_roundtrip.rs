@@ -9,10 +9,10 @@
 //! byte short, or one byte long, must be refused.
 #![no_main]
 
-use applianced::frame::{
+use applianced::codec::frame::{
     Kind, RECORD_HEADER_BYTES, decode_events, decode_frame, encode_events_header, encode_frame, encode_record,
 };
-use applianced::limits::{FRAME_BODY_BYTES_MAX, FRAME_EVENTS_MAX, RECORD_BYTES_MAX};
+use applianced::base::limits::{FRAME_BODY_BYTES_MAX, FRAME_EVENTS_MAX, RECORD_BYTES_MAX};
 use bytes::BytesMut;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;

@@ -13,14 +13,14 @@
 //! second pass lets the fuzzer reach the typed decoders quickly.
 #![no_main]
 
-use applianced::frame::{
+use applianced::codec::frame::{
     ErrorCode, Frame, HEADER_BYTES, Kind, RECORD_HEADER_BYTES, decode_ack, decode_credit, decode_error, decode_events,
     decode_frame, decode_hello, decode_reject, decode_welcome,
 };
-use applianced::limits::{FRAME_BODY_BYTES_MAX, FRAME_EVENTS_MAX, RECORD_BYTES_MAX};
-use applianced::matrix::Module;
-use applianced::schema::tables_of;
-use applianced::validate::{Invalid, validate_record};
+use applianced::base::limits::{FRAME_BODY_BYTES_MAX, FRAME_EVENTS_MAX, RECORD_BYTES_MAX};
+use applianced::model::matrix::Module;
+use applianced::model::schema::tables_of;
+use applianced::codec::validate::{Invalid, validate_record};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 

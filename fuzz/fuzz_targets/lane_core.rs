@@ -13,14 +13,14 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use applianced::frame::{self, Kind};
-use applianced::ingress::{PeerGrant, PeerPolicy};
+use applianced::codec::frame::{self, Kind};
+use applianced::lane::ingress::{PeerGrant, PeerPolicy};
 use applianced::lane::batch::{salvage_ranges, spool_ranges};
 use applianced::lane::core::{LaneCore, Now};
-use applianced::limits::{CONNECTION_OUTPUT_BYTES_MAX, FRAME_EVENTS_MAX, LANE_CONNECTIONS_MAX, REJECT_FRAME_BYTES_MAX};
-use applianced::matrix::Module;
-use applianced::spool::{Readers, Spool};
-use applianced::sys::PeerCred;
+use applianced::base::limits::{CONNECTION_OUTPUT_BYTES_MAX, FRAME_EVENTS_MAX, LANE_CONNECTIONS_MAX, REJECT_FRAME_BYTES_MAX};
+use applianced::model::matrix::Module;
+use applianced::storage::spool::{Readers, Spool};
+use applianced::base::sys::PeerCred;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 
@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
                 frame::encode_events_header(&mut body, first, count);
                 for s in first..first + u64::from(count) {
                     let mut fields = BytesMut::new();
-                    let event = applianced::synth::synthesize(Module::Dpi, producer, s, &mut fields);
+                    let event = applianced::producer::synth::synthesize(Module::Dpi, producer, s, &mut fields);
                     let time = if next().unwrap_or(1) == 0 { -5 } else { event.event_time_us };
                     frame::encode_record(&mut body, event.table, &event.source_id, time, event.field_count, &fields);
                 }

@@ -14,8 +14,8 @@
 #![no_main]
 
 use applianced::lane::batch::{Batch, salvage_ranges, spool_ranges};
-use applianced::matrix::Module;
-use applianced::spool::record::{Extent, encode, scan};
+use applianced::model::matrix::Module;
+use applianced::storage::spool::record::{Extent, encode, scan};
 use libfuzzer_sys::fuzz_target;
 use zerocopy::IntoBytes;
 

@@ -11,14 +11,14 @@ use std::fmt::Write;
 
 use bytes::BytesMut;
 
-use crate::copy::{self, CommonValues};
-use crate::frame::RejectCode;
-use crate::limits::{BATCH_BYTES_MAX, BATCH_ROWS_MAX, COPY_CHUNK_BYTES};
-use crate::matrix::Module;
+use crate::base::limits::{BATCH_BYTES_MAX, BATCH_ROWS_MAX, COPY_CHUNK_BYTES};
+use crate::codec::copy::{self, CommonValues};
+use crate::codec::frame::RejectCode;
+use crate::model::matrix::Module;
+use crate::model::schema::{EventTable, tables_of};
 use crate::pg::PgError;
 use crate::pg::pipeline::{self, Pipeline};
-use crate::schema::{EventTable, tables_of};
-use crate::spool::Unreadable;
+use crate::storage::spool::Unreadable;
 
 /// A contiguous run of one producer's sequence numbers in this batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -609,7 +609,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::copy::CommonValues;
+    use crate::codec::copy::CommonValues;
 
     /// Rows past a chunk's capacity start the next chunk: no chunk is
     /// reallocated, and the chunks in order are the stream one growing
@@ -669,13 +669,13 @@ mod tests {
                 let file = file.unwrap().path();
                 std::fs::copy(&file, dir.join(file.file_name().unwrap())).unwrap();
             }
-            let readers = crate::spool::Readers { summarize: spool_ranges, salvage: salvage_ranges };
-            let (spool, recovery) = crate::spool::Spool::open(&dir, 64 << 20, readers).unwrap();
+            let readers = crate::storage::spool::Readers { summarize: spool_ranges, salvage: salvage_ranges };
+            let (spool, recovery) = crate::storage::spool::Spool::open(&dir, 64 << 20, readers).unwrap();
             let manifest = std::fs::read_to_string(dir.join("manifest.txt")).unwrap();
             let expected: Vec<&str> = manifest.lines().filter(|l| l.starts_with("record ")).collect();
             assert_eq!(recovery.entries.len(), expected.len(), "{}", source.display());
             for (entry, line) in recovery.entries.iter().zip(expected) {
-                let crate::spool::Recovered::Record(location, _) = entry else {
+                let crate::storage::spool::Recovered::Record(location, _) = entry else {
                     panic!("{}: a damaged record: {entry:?}", source.display())
                 };
                 let payload = spool.read(location).unwrap();

@@ -26,8 +26,8 @@ use std::path::PathBuf;
 
 use bytes::BytesMut;
 
+use crate::base::sys::fdpass::{receive_message, send_message};
 use crate::pg::{ConnectParams, Connection};
-use crate::sys::fdpass::{receive_message, send_message};
 
 /// A request for a new connection.
 pub const REQUEST_CONNECT: u8 = b'C';
@@ -38,7 +38,7 @@ pub const REPLY_FAILED: u8 = b'E';
 /// Longest error text a connector sends (longer ones are cut at a char boundary).
 pub const CONNECTOR_ERROR_BYTES_MAX: usize = 1024;
 /// Largest connector message: a reply byte and the leftover bytes or error text.
-pub const CONNECTOR_MESSAGE_BYTES_MAX: usize = 1 + crate::limits::PG_READ_BUFFER_BYTES;
+pub const CONNECTOR_MESSAGE_BYTES_MAX: usize = 1 + crate::base::limits::PG_READ_BUFFER_BYTES;
 
 /// Session settings of a lane connection, each with its reason: explicit
 /// durability for every batch, and bounds on how long a statement, a lock
@@ -109,7 +109,7 @@ fn reply_failed(lane: BorrowedFd<'_>, why: &str) -> std::io::Result<()> {
 /// Wait until `fd` is readable (or has hung up).
 fn wait_readable(fd: BorrowedFd<'_>) -> std::io::Result<()> {
     let mut fds = [libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-    while crate::sys::poll(&mut fds, -1)? == 0 {}
+    while crate::base::sys::poll(&mut fds, -1)? == 0 {}
     Ok(())
 }
 

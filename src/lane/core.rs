@@ -19,19 +19,19 @@ use postgres_protocol::message::backend::Message;
 use super::batch::Batch;
 use super::session::{Conn, ConnState};
 use super::spooling::SpoolLane;
-use crate::frame::{self, ErrorCode};
-use crate::ingress::{PeerPolicy, RateLimitedLog};
-use crate::limits::{
+use crate::base::limits::{
     BATCH_FLUSH_INTERVAL_MS, CONNECTION_CREDIT_BYTES, CONNECTION_CREDIT_GUARANTEED_BYTES, CONNECTION_IDLE_EVICTABLE_MS,
     CONNECTION_IDLE_TIMEOUT_MS, CONNECTION_LINGER_MS, CONNECTION_OUTPUT_BYTES_MAX, CONNECTION_OUTPUT_PAUSE_BYTES,
     HANDSHAKE_TIMEOUT_MS, LANE_BUFFER_BYTES_MAX, LANE_CONNECTIONS_MAX, LOOKUPS_PER_TRANSACTION_MAX,
     PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS,
 };
-use crate::matrix::Module;
+use crate::base::sys::PeerCred;
+use crate::codec::frame::{self, ErrorCode};
+use crate::lane::ingress::{PeerPolicy, RateLimitedLog};
+use crate::model::matrix::Module;
 use crate::pg::pipeline::{self, Outcome, Pipeline};
 use crate::pg::wire::decode_message;
-use crate::spool::{Recovery, Spool};
-use crate::sys::PeerCred;
+use crate::storage::spool::{Recovery, Spool};
 
 /// Smallest CREDIT grant worth a frame (unless it fills the window).
 const CREDIT_GRANT_MIN_BYTES: usize = 64 * 1024;
@@ -382,7 +382,7 @@ impl LaneCore {
                 Ok(Some(frame)) => {
                     conn.active_ms = now.mono_ms;
                     if frame.kind == frame::Kind::Events {
-                        crate::failpoint::check(crate::failpoint::FRAME_READ);
+                        crate::base::failpoint::check(crate::base::failpoint::FRAME_READ);
                     }
                     if let Err(error) = self.on_frame(slot, frame) {
                         self.fail_connection(slot, error);
@@ -441,7 +441,7 @@ impl LaneCore {
     fn sent(&mut self, target: SendTarget) {
         if let Some((_, name)) = self.stop_after_send.filter(|(t, _)| *t == target) {
             self.stop_after_send = None;
-            crate::failpoint::stop(name);
+            crate::base::failpoint::stop(name);
         }
     }
 
@@ -868,7 +868,7 @@ impl LaneCore {
     /// position and a later HELLO reads the same. Down to 7/8 of the bound,
     /// so this scan runs once per `LANE_PRODUCERS_MAX / 8` new producers.
     fn forget_producers(&mut self) {
-        let max = crate::limits::lane_producers_max();
+        let max = crate::base::limits::lane_producers_max();
         if self.producers.len() <= max {
             return;
         }
@@ -986,7 +986,7 @@ pub(super) fn parse_watermark(rows: &[crate::pg::Row]) -> Result<(u64, u64), &'s
 /// credit (a second HELLO is malformed).
 fn refuse_by_header(conn: &Conn, kind: u8, body_len: usize) -> Option<frame::FrameError> {
     use frame::{FrameError, Kind};
-    if body_len > crate::limits::FRAME_BODY_BYTES_MAX {
+    if body_len > crate::base::limits::FRAME_BODY_BYTES_MAX {
         return None; // `decode_frame` reports FrameTooLarge
     }
     let hello = kind == Kind::Hello as u8;
@@ -1023,8 +1023,8 @@ mod tests {
     //! directory and with no PostgreSQL: a HELLO's watermark lookup is
     //! answered by calling `lookup_done` as the reply would.
     use super::*;
-    use crate::frame::Kind;
-    use crate::ingress::PeerGrant;
+    use crate::codec::frame::Kind;
+    use crate::lane::ingress::PeerGrant;
 
     const UID: u32 = 4242;
 
@@ -1039,7 +1039,7 @@ mod tests {
     fn core(tag: &str) -> (LaneCore, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("ad-core-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let readers = crate::spool::Readers {
+        let readers = crate::storage::spool::Readers {
             summarize: super::super::batch::spool_ranges,
             salvage: super::super::batch::salvage_ranges,
         };
@@ -1227,7 +1227,7 @@ mod tests {
         let mut body = BytesMut::new();
         frame::encode_events_header(&mut body, 1, 1);
         let mut fields = BytesMut::new();
-        let event = crate::synth::synthesize(Module::Dpi, 9, 1, &mut fields);
+        let event = crate::producer::synth::synthesize(Module::Dpi, 9, 1, &mut fields);
         frame::encode_record(&mut body, event.table, &event.source_id, event.event_time_us, event.field_count, &fields);
         let mut wire = BytesMut::new();
         frame::encode_frame(&mut wire, Kind::Events, &body);

@@ -16,8 +16,8 @@ use std::os::unix::net::UnixStream;
 
 use super::connector::{self, ConnectorReply};
 use super::core::{LaneCore, Now};
-use super::process::LaneError;
-use crate::sys::fdpass::{receive_message, send_message};
+use super::runtime::LaneError;
+use crate::base::sys::fdpass::{receive_message, send_message};
 
 /// The lane's status, once it serves.
 pub const CONTROL_STATUS: u8 = b'S';

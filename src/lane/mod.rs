@@ -12,10 +12,13 @@
 pub mod batch;
 pub mod connector;
 pub mod core;
+/// Peer admission by SO_PEERCRED and rate-limited logs.
+pub mod ingress;
 pub mod links;
 pub mod poll;
 pub mod probe;
 pub mod process;
+pub mod runtime;
 pub mod session;
 pub mod spooling;
 pub mod uring;

@@ -12,9 +12,9 @@ use bytes::{Buf, BytesMut};
 
 use super::core::{Admission, LaneCore};
 use super::links::Links;
-use super::process::{Clock, LaneError};
-use crate::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES};
-use crate::sys;
+use super::runtime::{Clock, LaneError};
+use crate::base::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES};
+use crate::base::sys;
 
 struct Client {
     stream: UnixStream,
@@ -157,7 +157,7 @@ pub fn run(
         let timeout = core.next_deadline_ms().saturating_sub(now.mono_ms).min(1000) as i32;
         sys::poll(&mut fds, timeout).map_err(LaneError::io("poll"))?;
         if fds[0].revents != 0 {
-            super::process::drain_signals(signals);
+            super::runtime::drain_signals(signals);
             core.begin_drain();
         }
         if fds[1].revents != 0 {

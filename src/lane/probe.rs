@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use super::connector::{self, ConnectorReply};
 use super::links::Links;
-use super::process::LaneArgs;
-use crate::limits::{ADMIN_ROLE, DATABASE_NAME};
-use crate::matrix::Role;
+use super::runtime::LaneArgs;
+use crate::base::limits::{ADMIN_ROLE, DATABASE_NAME};
+use crate::base::sys::uring::Ring;
+use crate::model::matrix::Role;
 use crate::pg::{ConnectParams, Connection};
 use crate::sandbox::SandboxReport;
-use crate::sys::uring::Ring;
 
 /// Probes run in the sandbox.
 pub const IN_SANDBOX: &[&str] = &[
@@ -59,7 +59,7 @@ pub fn before_sandbox(probe: &str, args: &LaneArgs) -> String {
                     Connection::connect(&params).is_ok()
                 })
                 .collect();
-            format!("uid {} logs in as [{}]", crate::sys::real_uid(), admitted.join(", "))
+            format!("uid {} logs in as [{}]", crate::base::sys::real_uid(), admitted.join(", "))
         }
         other => format!("unknown probe {other}"),
     }
@@ -87,7 +87,7 @@ pub fn in_sandbox(
             None => "no io_uring".to_string(),
         },
         "new-ring" => format!("created: {:?}", super::uring::create_ring().map(|_| ())),
-        "forbidden-syscall" => format!("getppid returned {}", crate::sys::parent_pid()),
+        "forbidden-syscall" => format!("getppid returned {}", crate::base::sys::parent_pid()),
         "tcp-socket" => format!("socket: {:?}", std::net::TcpStream::connect("127.0.0.1:9")),
         "pg-socket" => format!("connect: {:?}", UnixStream::connect(&args.pg_socket).map(|_| ())),
         // What a failed allocation does (the lane's address space is
@@ -121,7 +121,8 @@ fn connection_from_connector(links: &Links) -> Result<Connection, String> {
                     events: libc::POLLIN,
                     revents: 0,
                 }];
-                crate::sys::poll(&mut fds, Duration::from_millis(100).as_millis() as i32).map_err(|e| e.to_string())?;
+                crate::base::sys::poll(&mut fds, Duration::from_millis(100).as_millis() as i32)
+                    .map_err(|e| e.to_string())?;
             }
         }
     }

@@ -13,158 +13,16 @@
 //! same; until a drain request (control socket, SIGTERM or SIGINT): commit
 //! what is buffered, send the last ACKs, exit 0.
 
-use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
-use std::time::Instant;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::connector::ConnectorArgs;
-use super::core::{LaneCore, Now};
+use super::core::LaneCore;
 use super::links::Links;
-use crate::cluster::StateDir;
-use crate::ingress::PeerPolicy;
-use crate::limits::DATABASE_NAME;
-use crate::matrix::{Module, Role};
-use crate::sandbox::{Profile, SandboxMode};
-use crate::spool::SpoolError;
-use crate::sys;
-
-/// The listening socket's descriptor number in a lane process.
-pub const LISTEN_FD: i32 = 3;
-/// The control socket to the supervisor, in a lane process.
-pub const CONTROL_FD: i32 = 4;
-/// The socket to the lane, in a connector process.
-pub const CONNECTOR_FD: i32 = 3;
-
-/// Which I/O path a lane uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IoMode {
-    /// io_uring if the kernel and sandbox allow it, else poll.
-    Auto,
-    Uring,
-    Poll,
-}
-
-impl IoMode {
-    pub fn parse(text: &str) -> Option<IoMode> {
-        match text {
-            "auto" => Some(IoMode::Auto),
-            "uring" => Some(IoMode::Uring),
-            "poll" => Some(IoMode::Poll),
-            _ => None,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            IoMode::Auto => "auto",
-            IoMode::Uring => "uring",
-            IoMode::Poll => "poll",
-        }
-    }
-}
-
-/// Why a lane process stopped with an error (exit 3, logged by the supervisor).
-#[derive(Debug)]
-pub enum LaneError {
-    Io {
-        step: &'static str,
-        source: std::io::Error,
-    },
-    Spool(SpoolError),
-    Sandbox(String),
-    Colocate(String),
-    /// The core must stop (a failed spool fsync, an unreadable spool).
-    Fatal(String),
-    /// The connector exited: the lane could never reconnect to PostgreSQL.
-    ConnectorGone,
-}
-
-impl LaneError {
-    pub fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> LaneError {
-        move |source| LaneError::Io { step, source }
-    }
-}
-
-impl std::fmt::Display for LaneError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LaneError::Io { step, source } => write!(f, "lane {step}: {source}"),
-            LaneError::Spool(e) => write!(f, "lane spool: {e}"),
-            LaneError::Sandbox(e) => write!(f, "lane sandbox: {e}"),
-            LaneError::Colocate(e) => write!(f, "lane placement: {e}"),
-            LaneError::Fatal(e) => write!(f, "lane stopped: {e}"),
-            LaneError::ConnectorGone => write!(f, "lane connector exited: no reconnect possible"),
-        }
-    }
-}
-
-impl std::error::Error for LaneError {}
-
-/// Monotonic and wall time for the core; the one place a lane reads clocks.
-pub struct Clock {
-    start: Instant,
-}
-
-impl Clock {
-    pub fn new() -> Clock {
-        Clock { start: Instant::now() }
-    }
-    pub fn now(&self) -> Now {
-        Now { mono_ms: self.start.elapsed().as_millis() as u64, wall_us: crate::clock::wall_us() }
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::new()
-    }
-}
-
-/// `<state>/run/lane-<module>.status`: what the supervisor records about a
-/// serving lane (its pid and identity, and the lane's own report: I/O
-/// path, CPUs, sandbox), replaced whenever the lane (re)starts.
-pub fn status_path(dir: &StateDir, module: Module) -> std::path::PathBuf {
-    dir.run_dir().join(format!("lane-{}.status", module.name()))
-}
-
-/// The key/value pairs of a lane's status file; empty while it is absent
-/// or not yet written.
-pub fn read_status(dir: &StateDir, module: Module) -> BTreeMap<String, String> {
-    std::fs::read_to_string(status_path(dir, module))
-        .ok()
-        .and_then(|text| crate::config::parse_pairs(&text).ok())
-        .unwrap_or_default()
-}
-
-pub fn drain_signals(signals: &OwnedFd) {
-    sys::drain_readable(signals.as_fd());
-}
-
-/// Arguments of one lane process.
-pub struct LaneArgs {
-    pub module: Module,
-    /// The lane's spool directory (`<state>/spool/<module>`; a probe uses its own).
-    pub spool_dir: PathBuf,
-    /// PostgreSQL's socket file (the connector's target).
-    pub pg_socket: PathBuf,
-    pub policy: PeerPolicy,
-    pub io: IoMode,
-    pub sandbox: SandboxMode,
-    /// CPUs this lane is pinned to.
-    pub cpus: Vec<usize>,
-    /// Disk quota of the lane's spool.
-    pub spool_quota_bytes: u64,
-    /// Bytes to keep free on the spool's filesystem (`disk::DiskReserve`;
-    /// 0: none).
-    pub disk_reserve_bytes: u64,
-    /// A sandbox probe to run instead of serving (`applianced sandbox-probe`).
-    pub probe: Option<String>,
-}
-
-/// `<state>/spool/<module>`: the lane's spool directory.
-pub fn spool_dir(dir: &StateDir, module: Module) -> PathBuf {
-    dir.root.join("spool").join(module.name())
-}
+pub use super::runtime::{CONNECTOR_FD, CONTROL_FD, Clock, IoMode, LISTEN_FD, LaneArgs, LaneError, drain_signals};
+use crate::base::limits::DATABASE_NAME;
+use crate::base::sys;
+use crate::model::matrix::Role;
+use crate::sandbox::Profile;
 
 /// Take an inherited descriptor after checking it is a `SOCK_SEQPACKET` socket.
 fn inherited_message_socket(fd: i32) -> Result<OwnedFd, LaneError> {
@@ -211,20 +69,20 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
     let listener = sys::inherited_unix_listener(LISTEN_FD).map_err(LaneError::io("inherited listener"))?;
     let control = inherited_message_socket(CONTROL_FD)?;
     sys::set_process_name(&format!("lane-{}", args.module.name())).map_err(LaneError::io("process name"))?;
-    crate::failpoint::arm(args.module.name());
-    crate::clock::init();
+    crate::base::failpoint::arm(args.module.name());
+    crate::base::clock::init();
     // A spool write past a file size limit must fail with EFBIG, not kill the lane.
     sys::ignore_sigxfsz().map_err(LaneError::io("ignore SIGXFSZ"))?;
-    sys::keep_freed_heap(crate::limits::LANE_HEAP_REUSE_BYTES).map_err(LaneError::io("heap tunables"))?;
+    sys::keep_freed_heap(crate::base::limits::LANE_HEAP_REUSE_BYTES).map_err(LaneError::io("heap tunables"))?;
     let links = Links { control, connector: spawn_connector(args)? };
     let clock = Clock::new();
     // The spool is opened and recovered before the sandbox (it lists and
     // reads its directory); afterwards only that directory is reachable.
     let spool_dir = &args.spool_dir;
     let readers =
-        crate::spool::Readers { summarize: super::batch::spool_ranges, salvage: super::batch::salvage_ranges };
+        crate::storage::spool::Readers { summarize: super::batch::spool_ranges, salvage: super::batch::salvage_ranges };
     let (spool, recovery) =
-        crate::spool::Spool::open(spool_dir, args.spool_quota_bytes, readers).map_err(LaneError::Spool)?;
+        crate::storage::spool::Spool::open(spool_dir, args.spool_quota_bytes, readers).map_err(LaneError::Spool)?;
     let mut core =
         LaneCore::new(args.module, args.policy.clone(), clock.now(), spool, recovery, args.disk_reserve_bytes);
     let ring = match args.io {
@@ -240,7 +98,7 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
     };
     let io_path = if ring.is_some() { "io_uring" } else { "poll" };
     let uid = sys::real_uid(); // getuid is not on the sandbox's allow-list
-    crate::colocate::apply_to_lane(&args.cpus).map_err(LaneError::Colocate)?;
+    crate::sandbox::colocate::apply_to_lane(&args.cpus).map_err(LaneError::Colocate)?;
     if let Some(probe) = args.probe.as_deref().filter(|p| super::probe::BEFORE_SANDBOX.contains(p)) {
         println!("probe {probe}: {}", super::probe::before_sandbox(probe, args));
         return Ok(());
@@ -257,7 +115,7 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
     }
     let status = format!(
         "io_path = \"{io_path}\"\ncpus = \"{}\"\n{}",
-        crate::colocate::render_cpu_list(&args.cpus),
+        crate::sandbox::colocate::render_cpu_list(&args.cpus),
         report.status_lines()
     );
     links.send_status(&status)?;

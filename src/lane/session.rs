@@ -14,22 +14,11 @@ use bytes::BytesMut;
 
 use super::batch::{Quarantined, Release};
 use super::core::{LaneCore, Producer};
-use crate::copy::CommonValues;
-use crate::frame::{self, ErrorCode, Frame, FrameError, Kind};
-use crate::limits::PRODUCER_ID_MAX;
-use crate::matrix::Module;
-use crate::sys::PeerCred;
-use crate::validate::{Invalid, validate_record};
-
-/// The wire code of a module in HELLO.
-pub fn module_code(module: Module) -> u8 {
-    match module {
-        Module::Core => 1,
-        Module::Dpi => 2,
-        Module::LinuxAgent => 3,
-        Module::WindowsAgent => 4,
-    }
-}
+use crate::base::limits::PRODUCER_ID_MAX;
+use crate::base::sys::PeerCred;
+use crate::codec::copy::CommonValues;
+use crate::codec::frame::{self, ErrorCode, Frame, FrameError, Kind, module_code};
+use crate::codec::validate::{Invalid, validate_record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ConnState {
@@ -275,7 +264,7 @@ impl LaneCore {
                     if let Some(conn) = self.conns[slot].as_mut() {
                         frame::encode_reject(&mut conn.out, epoch, seq, code, &reason);
                     }
-                    let table_name = crate::schema::tables_of(self.module)
+                    let table_name = crate::model::schema::tables_of(self.module)
                         .nth(record.table as usize)
                         .map_or_else(|| format!("#{}", record.table), |t| t.qualified_name());
                     self.pending.add_quarantined(Quarantined {

@@ -29,15 +29,15 @@ use std::collections::{HashMap, VecDeque};
 use super::batch::{Batch, ProducerRange, Quarantined};
 use super::core::{LaneCore, PgState, Producer, Request, SendTarget};
 use super::session::ConnState;
-use crate::failpoint;
-use crate::frame::{self, RejectCode, StatusCode};
-use crate::limits::{
+use crate::base::failpoint;
+use crate::base::limits::{
     DISK_RESERVE_RECHECK_MS, DISK_RESERVE_RESUME_BYTES, PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS,
     SPOOL_CACHE_BYTES_MAX, SPOOL_RETRY_INTERVAL_MS, TRANSACTION_BYTES_MAX, TRANSACTION_ROWS_MAX,
     WINDOW_REFRESH_INTERVAL_MS,
 };
+use crate::codec::frame::{self, RejectCode, StatusCode};
 use crate::pg::pipeline;
-use crate::spool::{DamagedRecord, Location, Recovered, Recovery, Spool, SpoolError};
+use crate::storage::spool::{DamagedRecord, Location, Recovered, Recovery, Spool, SpoolError};
 
 /// One spooled, acknowledged, not yet committed entry of the spool.
 struct Spooled {
@@ -136,7 +136,7 @@ impl SpoolLane {
         // Once pushed back at the reserve, resume only above it by a margin.
         let resume = if self.blocked == Some(StatusCode::DiskReserve) { DISK_RESERVE_RESUME_BYTES } else { 0 };
         match self.spool.available_bytes() {
-            Ok(available) if crate::disk::admits(self.disk_reserve + resume, available, wanted) => None,
+            Ok(available) if crate::storage::disk::admits(self.disk_reserve + resume, available, wanted) => None,
             Ok(available) => Some((
                 StatusCode::DiskReserve,
                 format!(

@@ -2,7 +2,7 @@
 //!
 //! Keeps an accept, a readiness poll of the signalfd, the control socket
 //! and the connector socket, and per connection one receive and at most
-//! one send in flight, all through [`crate::sys::uring::Ring`], which
+//! one send in flight, all through [`crate::base::sys::uring::Ring`], which
 //! owns the buffers. A connection is closed only once none of its
 //! operations is in flight (a shutdown(2) wakes its pending receive).
 
@@ -15,10 +15,10 @@ use bytes::BytesMut;
 
 use super::core::{Admission, LaneCore};
 use super::links::Links;
-use super::process::{Clock, LaneError};
-use crate::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES, RING_ENTRIES};
-use crate::sys;
-use crate::sys::uring::{Completion, Ring};
+use super::runtime::{Clock, LaneError};
+use crate::base::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES, RING_ENTRIES};
+use crate::base::sys;
+use crate::base::sys::uring::{Completion, Ring};
 
 /// Ring poll keys of the lane's descriptors other than sockets of producers and PostgreSQL.
 const KEY_SIGNALS: usize = 0;
@@ -108,7 +108,7 @@ pub fn run(
         for completion in completions.drain(..) {
             match completion {
                 Completion::Readable(KEY_SIGNALS) => {
-                    super::process::drain_signals(signals);
+                    super::runtime::drain_signals(signals);
                     core.begin_drain();
                 }
                 Completion::Readable(KEY_CONTROL) => links.on_control_readable(core),

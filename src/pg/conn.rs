@@ -16,7 +16,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
 use super::wire::{PgError, Row, decode_data_row, decode_error_fields, decode_message};
-use crate::limits::{PG_IO_TIMEOUT_S, PG_READ_BUFFER_BYTES, PG_RESULT_ROWS_MAX};
+use crate::base::limits::{PG_IO_TIMEOUT_S, PG_READ_BUFFER_BYTES, PG_RESULT_ROWS_MAX};
 
 /// CopyData message size: 256 KiB, as in the feasibility study's COPY path.
 const COPY_DATA_CHUNK_BYTES: usize = 256 * 1024;

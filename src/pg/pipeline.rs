@@ -21,7 +21,7 @@ use super::wire::{PgError, Row, ServerError, decode_data_row, decode_error_field
 
 /// CopyData message size used for batches: a batch's COPY chunks are
 /// this size, so each chunk is one message.
-const COPY_DATA_CHUNK_BYTES: usize = crate::limits::COPY_CHUNK_BYTES;
+const COPY_DATA_CHUNK_BYTES: usize = crate::base::limits::COPY_CHUNK_BYTES;
 
 /// What a finished request produced.
 #[derive(Debug)]

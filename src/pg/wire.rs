@@ -10,7 +10,7 @@ use std::fmt;
 use bytes::BytesMut;
 use postgres_protocol::message::backend::{ErrorFields, Message};
 
-use crate::limits::PG_MESSAGE_BYTES_MAX;
+use crate::base::limits::PG_MESSAGE_BYTES_MAX;
 
 /// Errors of the wire client. Variants name the failed step.
 #[derive(Debug)]

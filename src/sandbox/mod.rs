@@ -27,6 +27,8 @@
 //! pre-sandbox credentials past Landlock.
 
 pub mod seccomp;
+/// Co-location: CPU placement, I/O priority, address-space limit.
+pub mod colocate;
 
 use std::io::Read;
 use std::path::Path;
@@ -36,7 +38,7 @@ use landlock::{
     RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
-use crate::sys;
+use crate::base::sys;
 
 /// The Landlock ABI whose rights the ruleset handles (scopes need ABI 6).
 pub const LANDLOCK_ABI: ABI = ABI::V6;

@@ -13,14 +13,16 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use super::Check;
 use super::catalog::{rows, text};
-use crate::accounts::DB_GROUP;
-use crate::cluster::{Embedded, IDENT_MAP};
-use crate::lane::process::read_status;
-use crate::limits::{ADMIN_ROLE, PG_AUTHENTICATION_TIMEOUT_S, PG_CONNECTIONS_MAX, PG_SUPERUSER_RESERVED_CONNECTIONS};
-use crate::matrix::{Module, Role};
+use crate::base::limits::{
+    ADMIN_ROLE, PG_AUTHENTICATION_TIMEOUT_S, PG_CONNECTIONS_MAX, PG_SUPERUSER_RESERVED_CONNECTIONS,
+};
+use crate::base::sys;
+use crate::control::accounts::DB_GROUP;
+use crate::control::cluster::{Embedded, IDENT_MAP};
+use crate::control::launch::read_status;
+use crate::control::supervisor::RunningAppliance;
+use crate::model::matrix::{Module, Role};
 use crate::pg::Connection;
-use crate::supervisor::RunningAppliance;
-use crate::sys;
 
 /// OS user → the roles pg_ident.conf lets it log in as (as PostgreSQL loaded it).
 fn ident_mappings(conn: &mut Connection, name: &'static str) -> Result<BTreeMap<String, Vec<String>>, Check> {
@@ -226,7 +228,7 @@ pub fn database_access(embedded: &Embedded, conn: &mut Connection) -> Check {
 
 /// PostgreSQL's log: written by its collector in files of bounded size,
 /// and (while the appliance runs) pruned to a fixed count: the directory
-/// stays within [`crate::limits::pg_log_bytes_max`].
+/// stays within [`crate::base::limits::pg_log_bytes_max`].
 pub fn postgresql_log(embedded: &Embedded, conn: &mut Connection) -> Check {
     const NAME: &str = "postgresql log";
     let mut failures = Vec::new();
@@ -240,10 +242,10 @@ pub fn postgresql_log(embedded: &Embedded, conn: &mut Connection) -> Check {
         failures
             .push(format!("logging_collector is {collector:?}: the log is not rotated (restart the cluster to apply)"));
     }
-    let files = crate::cluster::pg_log_files(&embedded.dir).unwrap_or_default();
+    let files = crate::control::cluster::pg_log_files(&embedded.dir).unwrap_or_default();
     let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum::<u64>()
         + std::fs::metadata(embedded.dir.startup_log_file()).map_or(0, |m| m.len());
-    let bound = crate::limits::pg_log_bytes_max();
+    let bound = crate::base::limits::pg_log_bytes_max();
     if bytes > bound {
         failures.push(format!("{bytes} bytes in {}, above the bound of {bound}", embedded.dir.log_dir().display()));
     }
@@ -252,8 +254,8 @@ pub fn postgresql_log(embedded: &Embedded, conn: &mut Connection) -> Check {
         format!(
             "{} file(s), {bytes} bytes of at most {bound} ({} files of {} bytes kept, rotation at {})",
             files.len(),
-            crate::limits::pg_log_files_max(),
-            crate::limits::pg_log_file_bytes(),
+            crate::base::limits::pg_log_files_max(),
+            crate::base::limits::pg_log_file_bytes(),
             found.first().map(|r| text(r, 1)).unwrap_or("?")
         ),
         failures,

@@ -2,11 +2,11 @@
 //! settings, table layouts and persistence, partitions ahead.
 
 use super::Check;
-use crate::limits::{HASH_PARTITIONS, META_SCHEMA, PARTITION_DAYS_AHEAD_REQUIRED};
-use crate::matrix::application_schemas;
-use crate::migrate::{MIGRATIONS, latest_version};
+use crate::base::limits::{HASH_PARTITIONS, META_SCHEMA, PARTITION_DAYS_AHEAD_REQUIRED};
+use crate::control::migrate::{MIGRATIONS, latest_version};
+use crate::model::matrix::application_schemas;
+use crate::model::schema::EVENT_TABLES;
 use crate::pg::{Connection, Row};
-use crate::schema::EVENT_TABLES;
 
 /// Run a query or turn its error into a failed check.
 pub(super) fn rows(conn: &mut Connection, name: &'static str, sql: &str) -> Result<Vec<Row>, Check> {
@@ -84,7 +84,7 @@ pub fn durability(conn: &mut Connection) -> Check {
     Check::from_failures(NAME, shown.join(", "), failures)
 }
 
-/// Every event parent's columns equal the layout in src/schema.rs.
+/// Every event parent's columns equal the layout in src/model/schema.rs.
 pub fn table_layouts(conn: &mut Connection) -> Check {
     const NAME: &str = "event table layouts";
     let found = match rows(
@@ -120,7 +120,7 @@ pub fn table_layouts(conn: &mut Connection) -> Check {
     if found.len() != EVENT_TABLES.len() {
         failures.push(format!("registry lists {} event tables, code defines {}", found.len(), EVENT_TABLES.len()));
     }
-    Check::from_failures(NAME, format!("{} tables match src/schema.rs", EVENT_TABLES.len()), failures)
+    Check::from_failures(NAME, format!("{} tables match src/model/schema.rs", EVENT_TABLES.len()), failures)
 }
 
 /// Every table is LOGGED: no application table may lose rows in a crash.
@@ -149,7 +149,7 @@ pub fn partitions_ahead(conn: &mut Connection) -> Check {
     const NAME: &str = "partitions ahead";
     let days = PARTITION_DAYS_AHEAD_REQUIRED;
     // Today by the appliance's clock (the one its lanes stamp ingest_time with).
-    let today = crate::clock::date_text(crate::clock::today_days());
+    let today = crate::base::clock::date_text(crate::base::clock::today_days());
     let sql = format!(
         "WITH days AS (SELECT ('{today}'::date + g) AS d FROM generate_series(0, {days}) g)
          SELECT e.schema_name || '.' || e.table_name, to_char(days.d, 'YYYY-MM-DD'),
@@ -234,12 +234,12 @@ pub fn xid_age(conn: &mut Connection) -> Check {
         text(row, 1).parse().unwrap_or(f64::MAX),
         text(row, 2).parse().unwrap_or(1.0),
     );
-    let limit = max * crate::limits::XID_AGE_FRACTION_MAX;
+    let limit = max * crate::base::limits::XID_AGE_FRACTION_MAX;
     let mut failures = Vec::new();
     if tables > limit || database > limit {
         failures.push(format!(
             "age {tables} (tables) / {database} (database) exceeds {limit} = {} x autovacuum_freeze_max_age",
-            crate::limits::XID_AGE_FRACTION_MAX
+            crate::base::limits::XID_AGE_FRACTION_MAX
         ));
     }
     Check::from_failures(NAME, format!("oldest table {tables}, database {database}, limit {limit}"), failures)
@@ -253,16 +253,16 @@ pub fn bloat(conn: &mut Connection) -> Check {
          WHERE s.schemaname IN ({}) AND s.n_live_tup + s.n_dead_tup >= {}
            AND s.n_dead_tup > {} * (s.n_live_tup + s.n_dead_tup)",
         sql_list(application_schemas()),
-        crate::limits::BLOAT_CHECK_TUPLES_MIN,
-        crate::limits::DEAD_TUPLE_FRACTION_MAX
+        crate::base::limits::BLOAT_CHECK_TUPLES_MIN,
+        crate::base::limits::DEAD_TUPLE_FRACTION_MAX
     );
     match rows(conn, NAME, &sql) {
         Ok(found) => Check::from_failures(
             NAME,
             format!(
                 "no table with at least {} tuples has more than {} % dead",
-                crate::limits::BLOAT_CHECK_TUPLES_MIN,
-                crate::limits::DEAD_TUPLE_FRACTION_MAX * 100.0
+                crate::base::limits::BLOAT_CHECK_TUPLES_MIN,
+                crate::base::limits::DEAD_TUPLE_FRACTION_MAX * 100.0
             ),
             found.iter().map(|r| format!("{}: {} live, {} dead", text(r, 0), text(r, 1), text(r, 2))).collect(),
         ),

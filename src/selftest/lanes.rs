@@ -13,23 +13,23 @@ use bytes::BytesMut;
 
 use super::Check;
 use super::catalog::text;
-use crate::client::{ModuleClient, Reply, lane_address};
-use crate::cluster::Embedded;
-use crate::lane::process::read_status;
-use crate::maintenance::MaintenanceStatus;
-use crate::matrix::Module;
+use crate::base::sys;
+use crate::control::cluster::Embedded;
+use crate::control::launch::read_status;
+use crate::control::maintenance::MaintenanceStatus;
+use crate::control::supervisor::RunningAppliance;
+use crate::model::matrix::Module;
+use crate::model::schema::tables_of;
 use crate::pg::Connection;
-use crate::schema::tables_of;
-use crate::supervisor::RunningAppliance;
-use crate::synth;
-use crate::sys;
+use crate::producer::client::{ModuleClient, Reply, lane_address};
+use crate::producer::synth;
 
 /// The producer id selftest's round-trip events carry (the largest valid id,
 /// so it never collides with a real producer). Each run uses a new epoch
 /// (the Unix time in seconds), so every run starts at seq 1.
-pub const SELFTEST_PRODUCER_ID: u64 = crate::limits::PRODUCER_ID_MAX;
+pub const SELFTEST_PRODUCER_ID: u64 = crate::base::limits::PRODUCER_ID_MAX;
 // Only the appliance's own uid may claim it (ingress::PeerGrant::appliance).
-const _: () = assert!(SELFTEST_PRODUCER_ID >= crate::limits::RESERVED_PRODUCER_ID_FIRST);
+const _: () = assert!(SELFTEST_PRODUCER_ID >= crate::base::limits::RESERVED_PRODUCER_ID_FIRST);
 /// How long the round trip of one event may take.
 const ROUND_TRIP_TIMEOUT_MS: u64 = 15_000;
 
@@ -80,8 +80,8 @@ pub fn maintenance(embedded: &Embedded) -> Check {
     let Some(appliance) = running(embedded) else {
         return Check::from_failures(NAME, "appliance not running: maintenance check skipped".into(), Vec::new());
     };
-    let now_us = crate::clock::real_us();
-    let stale_s = crate::limits::MAINTENANCE_STALE_S;
+    let now_us = crate::base::clock::real_us();
+    let stale_s = crate::base::limits::MAINTENANCE_STALE_S;
     let age_s = |us: i64| now_us.saturating_sub(us).max(0) / 1_000_000;
     let Some(status) = MaintenanceStatus::load(&embedded.dir).filter(|s| s.pid == appliance.pid) else {
         let started_us = std::fs::metadata(RunningAppliance::path(&embedded.dir))
@@ -99,8 +99,8 @@ pub fn maintenance(embedded: &Embedded) -> Check {
         "runs {}; the last finished {} s ago: partitions ensured from {}, retention applied as of {}",
         status.runs,
         age_s(status.finished_us),
-        crate::clock::date_text(status.partitions_day - 1),
-        crate::clock::date_text(status.retention_day)
+        crate::base::clock::date_text(status.partitions_day - 1),
+        crate::base::clock::date_text(status.retention_day)
     );
     if !status.last_error.is_empty() {
         detail.push_str(&format!("; it failed ({}), retried next run", status.last_error));
@@ -137,7 +137,9 @@ fn round_trip(appliance: &RunningAppliance, module: Module, epoch: u64) -> Resul
             // A lane that pushes back says why; waiting out the timeout
             // would only hide it.
             if let Some(reason) = replies.iter().find_map(|r| match r {
-                Reply::Status { code, reason } if *code != crate::frame::StatusCode::Resumed as u16 => Some(reason),
+                Reply::Status { code, reason } if *code != crate::codec::frame::StatusCode::Resumed as u16 => {
+                    Some(reason)
+                }
                 _ => None,
             }) {
                 return Err(format!("pushed back: {reason}"));
@@ -285,7 +287,7 @@ fn parse_ranges(text: &str) -> Option<Vec<LostRange>> {
 /// before the damage (harmless), recorded as lost (reason-10 rows), or
 /// neither yet (acknowledged and not committed: lost unless it turns up).
 fn judge(conn: &mut Connection, module: Module, range: &LostRange) -> Result<Verdict, String> {
-    let lost_code = crate::frame::RejectCode::SpoolRecordCorrupted as u16;
+    let lost_code = crate::codec::frame::RejectCode::SpoolRecordCorrupted as u16;
     let sql = format!(
         "SELECT (SELECT count(*) FROM {quarantine} WHERE reason_code = {lost_code} AND producer_id = {p} \
          AND producer_epoch = {e} AND producer_seq BETWEEN {f} AND {l}), \
@@ -323,10 +325,12 @@ pub fn disk_space(embedded: &Embedded) -> Check {
     });
     let (reserve, source) = match given {
         Some(bytes) => (bytes, "given to the running lanes".to_string()),
-        None => match crate::launch::disk_reserve(&embedded.dir, crate::limits::SPOOL_QUOTA_BYTES_DEFAULT) {
-            Ok(reserve) => (reserve.bytes(), format!("for the default spool quota: {reserve}")),
-            Err(e) => return Check::failed(NAME, format!("cannot read the state filesystem: {e}")),
-        },
+        None => {
+            match crate::control::launch::disk_reserve(&embedded.dir, crate::base::limits::SPOOL_QUOTA_BYTES_DEFAULT) {
+                Ok(reserve) => (reserve.bytes(), format!("for the default spool quota: {reserve}")),
+                Err(e) => return Check::failed(NAME, format!("cannot read the state filesystem: {e}")),
+            }
+        }
     };
     let space = match embedded.dir.fs_space() {
         Ok(space) => space,
@@ -338,7 +342,7 @@ pub fn disk_space(embedded: &Embedded) -> Check {
         space.available >> 20,
         space.total >> 20,
         reserve >> 20,
-        (reserve + crate::limits::DISK_RESERVE_RESUME_BYTES) >> 20
+        (reserve + crate::base::limits::DISK_RESERVE_RESUME_BYTES) >> 20
     );
     let mut failures = Vec::new();
     if space.available < reserve {
@@ -370,8 +374,8 @@ pub fn spool_integrity(embedded: &Embedded, conn: &mut Connection) -> Check {
     let mut parts = Vec::new();
     let mut harmless = Vec::new();
     for module in Module::ALL {
-        let dir = crate::lane::process::spool_dir(&embedded.dir, module);
-        let segments = match crate::spool::segment_files(&dir) {
+        let dir = crate::control::launch::spool_dir(&embedded.dir, module);
+        let segments = match crate::storage::spool::segment_files(&dir) {
             Ok(segments) => segments,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 parts.push(format!("{}: no spool yet", module.name()));
@@ -402,7 +406,7 @@ pub fn spool_integrity(embedded: &Embedded, conn: &mut Connection) -> Check {
             let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let meta = std::fs::read_to_string(file.with_extension("meta"))
                 .ok()
-                .and_then(|t| crate::config::parse_pairs(&t).ok());
+                .and_then(|t| crate::codec::pairs::parse_pairs(&t).ok());
             let ranges = meta.as_ref().and_then(|m| parse_ranges(m.get("ranges")?)).filter(|r| !r.is_empty());
             let Some(ranges) = ranges else {
                 failures.push(format!(

@@ -1,7 +1,7 @@
 //! Privilege checks: the live catalog must equal the ownership matrix
 //! exactly, for every grantee role and PUBLIC, on every relation (tables,
 //! each partition, views, sequences), column, schema, function and the
-//! database. Expected cells come from [`crate::matrix`]; the catalog side
+//! database. Expected cells come from [`crate::model::matrix`]; the catalog side
 //! uses `has_*_privilege` (effective rights, including anything inherited
 //! through role membership) and `aclexplode` for PUBLIC.
 
@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 
 use super::Check;
 use super::catalog::{rows, sql_list, text};
-use crate::limits::{META_SCHEMA, VIEW_SCHEMA};
-use crate::matrix;
-use crate::matrix::{Privilege, Role, application_schemas, function_execute, schema_usage};
+use crate::base::limits::{META_SCHEMA, VIEW_SCHEMA};
+use crate::model::matrix;
+use crate::model::matrix::{Privilege, Role, application_schemas, function_execute, schema_usage};
 use crate::pg::Connection;
 
 fn grantee_list() -> String {

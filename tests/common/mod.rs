@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use applianced::limits::DATABASE_NAME;
+use applianced::base::limits::DATABASE_NAME;
 use applianced::pg::{ConnectParams, Connection};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_applianced");
@@ -22,7 +22,7 @@ static SERVER_BINARIES: Once = Once::new();
 /// not race for the dpkg lock), otherwise it names the package to install.
 fn ensure_server_binaries() {
     SERVER_BINARIES.call_once(|| {
-        if let Err(e) = applianced::cluster::locate_binaries(None) {
+        if let Err(e) = applianced::control::cluster::locate_binaries(None) {
             panic!("{e}");
         }
     });
@@ -102,7 +102,7 @@ impl TestCluster {
     pub fn admin(&self) -> Connection {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            match Connection::connect(&self.params(applianced::limits::ADMIN_ROLE)) {
+            match Connection::connect(&self.params(applianced::base::limits::ADMIN_ROLE)) {
                 Ok(conn) => return conn,
                 Err(e) if std::time::Instant::now() < deadline => {
                     eprintln!("admin connect: {e}; retrying");
@@ -140,7 +140,7 @@ pub fn instance() -> String {
 
 impl TestCluster {
     /// Run `applianced run` on this cluster (drops before the cluster: declare it after).
-    pub fn appliance(&self, instance: &str, extra: &[&str]) -> applianced::demo::Appliance {
+    pub fn appliance(&self, instance: &str, extra: &[&str]) -> applianced::tools::demo::Appliance {
         self.appliance_with_env(instance, extra, &[])
     }
 
@@ -150,29 +150,30 @@ impl TestCluster {
         instance: &str,
         extra: &[&str],
         env: &[(&str, &str)],
-    ) -> applianced::demo::Appliance {
-        applianced::demo::Appliance::start_with_env(Path::new(BIN), &self.dir, instance, extra, env)
+    ) -> applianced::tools::demo::Appliance {
+        applianced::tools::demo::Appliance::start_with_env(Path::new(BIN), &self.dir, instance, extra, env)
             .unwrap_or_else(|e| panic!("applianced run: {e}"))
     }
 
     /// Wait until the producer's watermark covers (epoch, last_seq), then count its rows.
     pub fn committed_rows(
         &self,
-        module: applianced::matrix::Module,
+        module: applianced::model::matrix::Module,
         producer_id: u64,
         epoch: u64,
         last_seq: u64,
     ) -> (u64, u64) {
-        let wait = std::time::Duration::from_secs(applianced::limits::COMMIT_WAIT_S);
+        let wait = std::time::Duration::from_secs(applianced::base::limits::COMMIT_WAIT_S);
         let committed =
-            applianced::demo::wait_committed(&mut self.admin(), module, producer_id, epoch, last_seq, wait).unwrap();
+            applianced::tools::demo::wait_committed(&mut self.admin(), module, producer_id, epoch, last_seq, wait)
+                .unwrap();
         assert!(committed, "{module:?} producer {producer_id}: ({epoch}, {last_seq}) not committed within {wait:?}");
         self.producer_rows(module, producer_id)
     }
 
     /// Rows of one producer across a module's tables, and how many distinct (producer, epoch, seq).
-    pub fn producer_rows(&self, module: applianced::matrix::Module, producer_id: u64) -> (u64, u64) {
-        let union: Vec<String> = applianced::schema::tables_of(module)
+    pub fn producer_rows(&self, module: applianced::model::matrix::Module, producer_id: u64) -> (u64, u64) {
+        let union: Vec<String> = applianced::model::schema::tables_of(module)
             .map(|t| {
                 format!(
                     "SELECT producer_id, producer_epoch, producer_seq FROM {} WHERE producer_id = {producer_id}",
@@ -192,7 +193,7 @@ impl TestCluster {
 
 /// Whether the tests run as root (needed to act as other uids).
 pub fn is_root() -> bool {
-    applianced::sys::effective_uid() == 0
+    applianced::base::sys::effective_uid() == 0
 }
 
 static BIN_COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -214,8 +215,8 @@ pub fn bin_for_other_users() -> &'static Path {
 
 impl TestCluster {
     /// The pid a lane reports in its status file (0 while it has none).
-    pub fn lane_pid(&self, module: applianced::matrix::Module) -> i32 {
-        let dir = applianced::cluster::StateDir::new(&self.dir).unwrap();
-        applianced::lane::process::read_status(&dir, module).get("pid").and_then(|p| p.parse().ok()).unwrap_or(0)
+    pub fn lane_pid(&self, module: applianced::model::matrix::Module) -> i32 {
+        let dir = applianced::control::cluster::StateDir::new(&self.dir).unwrap();
+        applianced::control::launch::read_status(&dir, module).get("pid").and_then(|p| p.parse().ok()).unwrap_or(0)
     }
 }

@@ -1,0 +1,191 @@
+//! The commands' orchestration: init, run, stop, selftest, demo.
+//!
+//! Each function is one command's sequence of steps; errors carry the step
+//! and map to the exit codes documented in the README ([`AppError::exit_code`]).
+
+use std::path::{Path, PathBuf};
+
+use crate::control::cluster::Embedded;
+use crate::control::config::{ConfigError, Target};
+use crate::model::matrix::Module;
+use crate::selftest;
+
+pub use crate::control::error::AppError;
+
+pub use crate::control::setup::{init, init_external};
+
+/// `applianced stop`.
+pub fn stop(state_dir: &Path) -> Result<(), AppError> {
+    let embedded = Embedded::load(state_dir)?;
+    embedded.stop()?;
+    println!("cluster: stopped");
+    Ok(())
+}
+
+/// `applianced selftest`; prints the report and fails if any check fails.
+pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> Result<(), AppError> {
+    let target = match (state_dir, config) {
+        (Some(dir), None) => Target::Embedded(Embedded::load(dir)?),
+        (None, Some(file)) => crate::control::config::load(file).map_err(AppError::Config)?,
+        _ => {
+            return Err(AppError::Config(ConfigError::Missing(
+                "selftest needs exactly one of --state-dir or --config",
+            )));
+        }
+    };
+    let checks = match target.connect_admin() {
+        Ok(mut conn) => {
+            let mut checks = selftest::run_checks(&mut conn);
+            if let Target::Embedded(embedded) = &target {
+                checks.push(selftest::access::database_access(embedded, &mut conn));
+                checks.push(selftest::access::lane_identities(embedded, &mut conn));
+                checks.push(selftest::access::postgresql_log(embedded, &mut conn));
+                checks.push(selftest::lanes::lane_sockets(embedded));
+                checks.push(selftest::lanes::lane_round_trip(embedded, &mut conn));
+                checks.push(selftest::lanes::lane_sandbox(embedded));
+                checks.push(selftest::lanes::spool_integrity(embedded, &mut conn));
+                checks.push(selftest::lanes::disk_space(embedded));
+                checks.push(selftest::lanes::maintenance(embedded));
+            }
+            checks
+        }
+        Err(e) => {
+            let mut why = selftest::access::unreachable_cause(&e);
+            let mut checks = Vec::new();
+            if let Target::Embedded(embedded) = &target {
+                if let Some(cause) = crate::control::cluster::last_failure(&embedded.dir) {
+                    why.push_str(&format!("; PostgreSQL last logged: {cause}"));
+                }
+                checks.push(selftest::lanes::disk_space(embedded));
+            }
+            checks.insert(0, selftest::unreachable("database reachable", why));
+            checks
+        }
+    };
+    let ok = if json {
+        let (value, ok) = selftest::render_json(&checks);
+        println!("{value:#}");
+        ok
+    } else {
+        let (text, ok) = selftest::render_text(&checks);
+        print!("{text}");
+        ok
+    };
+    if ok { Ok(()) } else { Err(AppError::SelftestFailed) }
+}
+
+/// `applianced demo`: the main job on the embedded default. Initialise a
+/// state directory, run the appliance as a child process, drive all four
+/// modules at once with the load client, print per-lane results, check
+/// row counts against acknowledgements, run selftest, stop cleanly.
+pub fn demo(
+    state_dir: Option<&Path>,
+    pg_bin_dir: Option<&Path>,
+    events_total: u64,
+    instance: &str,
+) -> Result<PathBuf, AppError> {
+    let dir = match state_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::temp_dir().join(format!("applianced-demo-{}", std::process::id())),
+    };
+    println!("demo: state directory {}", dir.display());
+    init(&dir, pg_bin_dir, crate::base::limits::PARTITION_DAYS_AHEAD_DEFAULT)?;
+    embedded_stop_quietly(&dir);
+    let mut appliance = crate::tools::demo::Appliance::start(&dir, instance)?;
+    let per_module = events_total / Module::ALL.len() as u64;
+    println!("demo: driving {per_module} events into each of the {} lanes at once", Module::ALL.len());
+    let results = crate::tools::demo::drive_all(instance, per_module);
+    let mut complete = true;
+    for (module, report) in &results {
+        complete &= report.acked == per_module;
+        println!(
+            "demo: lane {:<13} acked {:>9}/{per_module}  rejected {}  {:>9.0} events/s  ack p50 {:.1} ms  p99 {:.1} ms{}",
+            module.name(),
+            report.acked,
+            report.rejected,
+            report.acked as f64 / report.elapsed.as_secs_f64().max(1e-9),
+            report.latency_percentile_ms(0.50),
+            report.latency_percentile_ms(0.99),
+            report.last_error.as_ref().map(|e| format!("  (last error: {e})")).unwrap_or_default(),
+        );
+    }
+    {
+        let embedded = Embedded::load(&dir)?;
+        let mut conn = embedded
+            .connect_admin(crate::base::limits::DATABASE_NAME)
+            .map_err(|source| AppError::Pg { step: "connect to wait for commits", source })?;
+        for (module, report) in &results {
+            let wait = std::time::Duration::from_secs(crate::base::limits::COMMIT_WAIT_S);
+            let committed = crate::tools::demo::wait_committed(&mut conn, *module, 1, 1, report.acked, wait)
+                .map_err(|source| AppError::Pg { step: "wait for commits", source })?;
+            if !committed {
+                println!("demo: lane {} did not commit its spooled events within {wait:?}", module.name());
+            }
+        }
+    }
+    let counts = crate::tools::demo::row_counts(&dir)?;
+    for (module, rows) in &counts {
+        println!("demo: {} rows in PostgreSQL for producer 1: {rows}", module.name());
+        complete &= *rows == per_module;
+    }
+    let checked = selftest(Some(&dir), None, false);
+    appliance.stop()?;
+    println!("demo: appliance stopped cleanly; state kept in {}", dir.display());
+    checked?;
+    if !complete {
+        return Err(AppError::Refused("demo: not every event was acknowledged and stored exactly once".into()));
+    }
+    Ok(dir)
+}
+
+fn embedded_stop_quietly(dir: &Path) {
+    if let Ok(embedded) = Embedded::load(dir) {
+        let _ = embedded.stop();
+    }
+}
+
+/// `applianced sandbox-probe`: one lane process, started exactly as `run`
+/// starts lanes (identity, spool directory, connector, sandbox), that runs
+/// `probe` instead of serving. Its own spool directory
+/// (`<state>/spool/probe-<module>`) and socket name keep it apart from a
+/// running appliance. Returns how the lane process ended.
+pub fn sandbox_probe(
+    state_dir: &Path,
+    module: Module,
+    sandbox: crate::sandbox::SandboxMode,
+    probe: &str,
+) -> Result<std::process::ExitStatus, AppError> {
+    use std::os::fd::AsFd;
+    use std::os::linux::net::SocketAddrExt;
+    let embedded = Embedded::load(state_dir)?;
+    let accounts = crate::control::accounts::resolve(embedded.server.clone())
+        .map_err(|e| AppError::Refused(format!("OS accounts: {e}")))?;
+    let identities =
+        crate::control::launch::lane_identities(&accounts).map_err(|e| AppError::Refused(e.to_string()))?;
+    let launcher =
+        crate::control::launch::Launcher::new(&embedded, identities).map_err(|e| AppError::Refused(e.to_string()))?;
+    let name = format!("ransomeye/probe-{}/{}", std::process::id(), module.name());
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|source| AppError::Io { step: "probe socket address", source })?;
+    let listener = std::os::unix::net::UnixListener::bind_addr(&address)
+        .map_err(|source| AppError::Io { step: "bind the probe socket", source })?;
+    let options = crate::control::launch::LaneOptions {
+        io: crate::lane::process::IoMode::Auto,
+        sandbox,
+        cpus: crate::sandbox::colocate::default_placement(crate::base::sys::cpu_count()).lane_cpus,
+        spool_quota_bytes: crate::base::limits::SPOOL_QUOTA_BYTES_DEFAULT,
+        disk_reserve_bytes: crate::control::launch::disk_reserve(
+            &embedded.dir,
+            crate::base::limits::SPOOL_QUOTA_BYTES_DEFAULT,
+        )
+        .map_err(|source| AppError::Io { step: "read the state filesystem's size", source })?
+        .bytes(),
+        grants: crate::control::supervisor::lane_grants(&crate::control::supervisor::default_peers(), module),
+    };
+    let spool = embedded.dir.root.join("spool").join(format!("probe-{}", module.name()));
+    let env = crate::control::supervisor::lane_env(1);
+    let (mut child, _control) = launcher
+        .launch(module, listener.as_fd(), &options, &spool, env, Some(probe))
+        .map_err(|e| AppError::Refused(e.to_string()))?;
+    child.wait().map_err(|source| AppError::Io { step: "wait for the probed lane", source })
+}
