@@ -520,12 +520,12 @@ fn spool_disk_full_pushes_back_then_recovers() {
 /// Connect to a lane as a fresh producer and report the STATUS
 /// `DiskReserve` reason the lane sends after WELCOME, if it pushes back.
 fn disk_reserve_status(name: &str, module: Module) -> Option<String> {
-    let uid = applianced::sys::effective_uid();
-    let mut probe = applianced::client::ModuleClient::connect(name, module, uid, 1399, 1).ok()?;
+    let uid = applianced::base::sys::effective_uid();
+    let mut probe = applianced::producer::client::ModuleClient::connect(name, module, uid, 1399, 1).ok()?;
     let replies = probe.poll_replies(Duration::from_millis(200)).ok()?;
     replies.into_iter().find_map(|reply| match reply {
-        applianced::client::Reply::Status { code, reason }
-            if code == applianced::frame::StatusCode::DiskReserve as u16 =>
+        applianced::producer::client::Reply::Status { code, reason }
+            if code == applianced::codec::frame::StatusCode::DiskReserve as u16 =>
         {
             Some(reason)
         }
