@@ -44,17 +44,18 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// A file's code lines before its test module, comments left out.
+fn code_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim_start)
+        .take_while(|code| !code.starts_with("#[cfg(test)]"))
+        .filter(|code| !code.starts_with("//"))
+}
+
 /// The layers a file's non-test code names as `crate::<layer>`.
 fn imported_layers(text: &str) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
-    for line in text.lines() {
-        let code = line.trim_start();
-        if code.starts_with("#[cfg(test)]") {
-            break;
-        }
-        if code.starts_with("//") {
-            continue;
-        }
+    for code in code_lines(text) {
         let mut rest = code;
         while let Some(at) = rest.find("crate::") {
             rest = &rest[at + "crate::".len()..];
@@ -147,14 +148,7 @@ fn module_edges(modules: &BTreeMap<String, PathBuf>, module: &str) -> BTreeSet<S
         if is_mod { own[..own.len().saturating_sub(1)].to_vec() } else { own[..own.len() - 1].to_vec() }
     };
     let mut edges = BTreeSet::new();
-    for line in text.lines() {
-        let code = line.trim_start();
-        if code.starts_with("#[cfg(test)]") {
-            break;
-        }
-        if code.starts_with("//") {
-            continue;
-        }
+    for code in code_lines(&text) {
         for (prefix, base) in [("crate::", Vec::new()), ("super::", parent.clone())] {
             let mut rest = code;
             while let Some(at) = rest.find(prefix) {
