@@ -89,7 +89,11 @@ pub fn run(
         }
         if parked.is_some() && core.has_free_slot() {
             if let Some(p) = parked.take() {
-                admit(core, &mut clients, &mut parked, p, clock);
+                // Served now: its receive goes in before the wait below, or
+                // its HELLO would sit until the next wake-up.
+                if let Some(slot) = admit(core, &mut clients, &mut parked, p, clock) {
+                    pump_client(core, ring, &mut clients, slot)?;
+                }
             }
         }
         if parked.is_none() && core.wants_accept() && !ring.accept_busy() {
@@ -121,7 +125,7 @@ pub fn run(
                     let stream = UnixStream::from(fd);
                     let Ok(peer) = sys::peer_credentials(stream.as_fd()) else { continue };
                     let pidfd = sys::peer_pidfd(stream.as_fd()).ok().flatten();
-                    admit(core, &mut clients, &mut parked, Parked { stream, pidfd, peer }, clock);
+                    let _ = admit(core, &mut clients, &mut parked, Parked { stream, pidfd, peer }, clock);
                 }
                 other => handle(core, ring, &mut clients, &mut pg_socket, other, clock),
             }
@@ -129,17 +133,27 @@ pub fn run(
     }
 }
 
-/// Offer an accepted connection to the core: served, parked for a slot
-/// being freed, or closed.
-fn admit(core: &mut LaneCore, clients: &mut [Option<Socket>], parked: &mut Option<Parked>, p: Parked, clock: &Clock) {
+/// Offer an accepted connection to the core: served (its slot returned),
+/// parked for a slot being freed, or closed.
+fn admit(
+    core: &mut LaneCore,
+    clients: &mut [Option<Socket>],
+    parked: &mut Option<Parked>,
+    p: Parked,
+    clock: &Clock,
+) -> Option<usize> {
     match core.admit(p.peer, p.pidfd.is_some(), clock.now()) {
         Admission::Slot(slot) => {
             let mut socket = Socket::new(p.stream);
             socket._pidfd = p.pidfd;
             clients[slot] = Some(socket);
+            Some(slot)
         }
-        Admission::Wait => *parked = Some(p),
-        Admission::Refused => {}
+        Admission::Wait => {
+            *parked = Some(p);
+            None
+        }
+        Admission::Refused => None,
     }
 }
 
