@@ -26,14 +26,6 @@ use applianced::producer::synth;
 use bytes::BytesMut;
 use common::{TestCluster, instance};
 
-const DPI: u8 = 2;
-
-fn hello(producer: u64) -> BytesMut {
-    let mut out = BytesMut::new();
-    frame::encode_hello(&mut out, DPI, producer, 1);
-    out
-}
-
 fn uid() -> u32 {
     applianced::base::sys::effective_uid()
 }
@@ -209,7 +201,7 @@ fn connection_churn_does_not_flood_the_log() {
     let connections = 20_000;
     for _ in 0..connections {
         let mut stream = UnixStream::connect_addr(&address).unwrap();
-        let _ = stream.write_all(&hello(900));
+        let _ = stream.write_all(&common::hello_frame(900, 2));
     }
     let elapsed = started.elapsed().as_secs_f64();
     // Let the lane take in the last of them, then measure.

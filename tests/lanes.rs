@@ -16,7 +16,7 @@ use applianced::producer::client::{ModuleClient, Reply, lane_address};
 use applianced::producer::synth;
 use applianced::tools::demo::drive_all;
 use bytes::BytesMut;
-use common::{BIN, TestCluster, instance, is_root};
+use common::{BIN, TestCluster, hello_frame, instance, is_root};
 
 fn load(instance: &str, module: &str, events: &str, producer: &str, uid: Option<u32>) -> std::process::Output {
     // As another uid, run a copy that uid can execute wherever the checkout is.
@@ -198,12 +198,6 @@ fn error_after(
     }
 }
 
-fn hello(producer: u64, module_code: u8) -> BytesMut {
-    let mut out = BytesMut::new();
-    frame::encode_hello(&mut out, module_code, producer, 1);
-    out
-}
-
 fn events_frame(module: Module, producer: u64, first_seq: u64, count: u32, field_count_delta: i32) -> BytesMut {
     let mut body = BytesMut::new();
     frame::encode_events_header(&mut body, first_seq, count);
@@ -226,20 +220,21 @@ fn malformed_input_gets_an_error_closes_only_that_connection_and_writes_nothing(
     let dpi = 2u8;
     let mut good = ModuleClient::connect(&name, Module::Dpi, applianced::base::sys::effective_uid(), 500, 1).unwrap();
 
-    let mut unknown_version = hello(501, dpi);
+    let mut unknown_version = hello_frame(501, dpi);
     unknown_version[2] = 2;
-    let mut bad_checksum = hello(502, dpi);
+    let mut bad_checksum = hello_frame(502, dpi);
     bad_checksum[12] ^= 0xff;
-    let mut oversize = hello(503, dpi);
+    let mut oversize = hello_frame(503, dpi);
     oversize[8..12].copy_from_slice(&(applianced::base::limits::FRAME_BODY_BYTES_MAX as u32 + 1).to_be_bytes());
     let wrong_fields = events_frame(Module::Dpi, 504, 1, 3, -1);
     let whole = events_frame(Module::Dpi, 505, 1, 5, 0);
     let truncated = &whole[..whole.len() / 2];
     let gap = events_frame(Module::Dpi, 506, 5, 1, 0);
     let before_welcome = events_frame(Module::Dpi, 508, 1, 1, 0);
-    let mut eager = hello(508, dpi);
+    let mut eager = hello_frame(508, dpi);
     eager.extend_from_slice(&before_welcome);
-    let (h504, h505, h506, wrong_module) = (hello(504, dpi), hello(505, dpi), hello(506, dpi), hello(507, 3));
+    let (h504, h505, h506, wrong_module) =
+        (hello_frame(504, dpi), hello_frame(505, dpi), hello_frame(506, dpi), hello_frame(507, 3));
 
     type Case<'a> = (&'a str, &'a [u8], Option<&'a [u8]>, bool, ErrorCode, u64);
     let cases: [Case<'_>; 8] = [

@@ -333,13 +333,6 @@ pub fn peek_header(buf: &[u8]) -> Option<(u8, usize)> {
     (header.magic.get() == MAGIC && header.version == VERSION).then_some((header.kind, header.body_len.get() as usize))
 }
 
-/// The body length an EVENTS frame header at the start of `buf` announces,
-/// once its 16 bytes are there (None for other kinds or too few bytes).
-pub fn peek_events_body_len(buf: &[u8]) -> Option<usize> {
-    let (header, _) = FrameHeader::read_from_prefix(buf).ok()?;
-    (header.kind == Kind::Events as u8).then_some(header.body_len.get() as usize)
-}
-
 /// Append a frame with `body` to `out`.
 pub fn encode_frame(out: &mut BytesMut, kind: Kind, body: &[u8]) {
     debug_assert!(body.len() <= FRAME_BODY_BYTES_MAX);

@@ -622,7 +622,7 @@ pub fn configure(embedded: &Embedded, accounts: &Accounts) -> Result<(), Cluster
     write_owned(&pgdata.join("pg_ident.conf"), &render_ident(accounts), &embedded.server)?;
     if embedded.is_running() {
         // Regenerated hba/ident/settings take effect without dropping sessions.
-        embedded.run("pg_ctl", &["reload", "-D", path_str(&pgdata)?, "-s"]).map(|_| ())
+        reload(embedded)
     } else {
         embedded.start()
     }

@@ -147,6 +147,8 @@ pub struct LaneCore {
     error_log: RateLimitedLog,
     /// Watermark lookups sent since the last spooled transaction started.
     lookups_in_a_row: u32,
+    /// The producer table's size after the last forgetting pass.
+    producers_after_forget: usize,
     pub(super) now: Now,
     /// The durable spool: every ACK waits for it (`spooling.rs`).
     pub(super) spool: SpoolLane,
@@ -190,6 +192,7 @@ impl LaneCore {
             forget_log: RateLimitedLog::default(),
             error_log: RateLimitedLog::default(),
             lookups_in_a_row: 0,
+            producers_after_forget: 0,
             now,
             spool: SpoolLane::new(spool, disk_reserve),
             stop_after_send: None,
@@ -326,7 +329,11 @@ impl LaneCore {
     /// Take the bytes queued for a client, if any.
     pub fn take_client_output(&mut self, slot: usize) -> Option<BytesMut> {
         let conn = self.conns.get_mut(slot)?.as_mut()?;
-        if conn.out.is_empty() { None } else { Some(std::mem::take(&mut conn.out)) }
+        if conn.out.is_empty() {
+            return None;
+        }
+        conn.paused |= conn.out.len() > CONNECTION_OUTPUT_PAUSE_BYTES;
+        Some(std::mem::take(&mut conn.out))
     }
 
     /// Whether the driver should close this client now (all output sent).
@@ -428,7 +435,9 @@ impl LaneCore {
     /// paused for unread replies may get credit again.
     pub fn client_sent(&mut self, slot: usize) {
         self.sent(SendTarget::Client);
-        if self.conns.get(slot).and_then(Option::as_ref).is_some_and(|c| c.out.len() <= CONNECTION_OUTPUT_PAUSE_BYTES) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        if conn.paused && conn.out.len() <= CONNECTION_OUTPUT_PAUSE_BYTES {
+            conn.paused = false;
             self.regrant_all();
         }
     }
@@ -505,8 +514,10 @@ impl LaneCore {
     }
 
     pub(super) fn regrant_all(&mut self) {
+        // Computed once; a grant then lowers only its own connection's
+        // shortfall below the guaranteed share.
+        let mut reserved = self.reserved_shares();
         for slot in 0..self.conns.len() {
-            let reserved = self.reserved_shares();
             let amount = match self.conns[slot].as_ref() {
                 Some(conn) if matches!(conn.state, ConnState::Streaming { .. }) && !conn.closing => {
                     self.grantable(conn, reserved)
@@ -515,12 +526,15 @@ impl LaneCore {
             };
             if amount > 0 {
                 if let Some(conn) = self.conns[slot].as_mut() {
+                    let shortfall = CONNECTION_CREDIT_GUARANTEED_BYTES.saturating_sub(conn.held());
                     conn.credit_left += amount;
+                    reserved -= shortfall - CONNECTION_CREDIT_GUARANTEED_BYTES.saturating_sub(conn.held());
                     frame::encode_credit(&mut conn.out, amount as u32);
                 }
                 self.credit_outstanding += amount;
             }
         }
+        debug_assert_eq!(reserved, self.reserved_shares(), "reserved shares kept up to date");
     }
 
     // ----- batches -----
@@ -869,7 +883,10 @@ impl LaneCore {
     /// so this scan runs once per `LANE_PRODUCERS_MAX / 8` new producers.
     fn forget_producers(&mut self) {
         let max = crate::base::limits::lane_producers_max();
-        if self.producers.len() <= max {
+        // Also when the last pass could not get under the bound (producers
+        // with spooled events are kept), scan again only after another
+        // eighth of the bound: not on every HELLO.
+        if self.producers.len() <= max.max(self.producers_after_forget + max / 8) {
             return;
         }
         let unsent = self.spool.producers_unsent();
@@ -888,6 +905,7 @@ impl LaneCore {
             forgotten += 1;
         }
         self.stats.producers_forgotten += forgotten;
+        self.producers_after_forget = self.producers.len();
         if let Some(suppressed) = self.forget_log.allow(self.now.mono_ms) {
             tracing::info!(
                 lane = self.module.name(),

@@ -56,6 +56,9 @@ pub(super) struct Conn {
     /// Cut now, without waiting for queued replies (evicted, or lingered
     /// past `CONNECTION_LINGER_MS`).
     pub abort: bool,
+    /// Its replies passed `CONNECTION_OUTPUT_PAUSE_BYTES` unsent: credit
+    /// is granted again once they are written (`client_sent`).
+    pub paused: bool,
 }
 
 impl Conn {
@@ -73,6 +76,7 @@ impl Conn {
             active_ms: now_ms,
             closing_since_ms: 0,
             abort: false,
+            paused: false,
         }
     }
 

@@ -220,3 +220,11 @@ impl TestCluster {
         applianced::control::launch::read_status(&dir, module).get("pid").and_then(|p| p.parse().ok()).unwrap_or(0)
     }
 }
+
+/// A HELLO frame of `producer` (epoch 1) for the module with wire code
+/// `module_code` (DPI is 2).
+pub fn hello_frame(producer: u64, module_code: u8) -> bytes::BytesMut {
+    let mut out = bytes::BytesMut::new();
+    applianced::codec::frame::encode_hello(&mut out, module_code, producer, 1);
+    out
+}
