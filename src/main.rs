@@ -387,10 +387,12 @@ fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
     let sandbox = if cmd.require_sandbox { SandboxMode::Required } else { parse_sandbox(&cmd.sandbox)? };
     let mut placement = applianced::sandbox::colocate::default_placement(applianced::base::sys::cpu_count());
     if let Some(list) = &cmd.lane_cpus {
-        placement.lane_cpus = applianced::sandbox::colocate::parse_cpu_list(list).map_err(app::AppError::Usage)?;
+        placement.lane_cpus =
+            applianced::sandbox::colocate::parse_cpu_list(list).map_err(|e| app::AppError::Usage(e.to_string()))?;
     }
     if let Some(list) = &cmd.pg_cpus {
-        placement.pg_cpus = applianced::sandbox::colocate::parse_cpu_list(list).map_err(app::AppError::Usage)?;
+        placement.pg_cpus =
+            applianced::sandbox::colocate::parse_cpu_list(list).map_err(|e| app::AppError::Usage(e.to_string()))?;
     }
     let options = supervisor::RunOptions {
         state_dir: cmd.state_dir.clone(),

@@ -2,7 +2,8 @@
 //! `lib.rs` and one folder per layer; a file imports (`crate::<layer>`)
 //! only its own layer and the layers below it; the producer side imports
 //! nothing of the server side. Test modules (from a file's
-//! `#[cfg(test)]` on) may also use the producer side to script input.
+//! `#[cfg(test)]` on, or a whole file marked `#![cfg(test)]`) may also use
+//! the producer side to script input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,7 +49,7 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 fn code_lines(text: &str) -> impl Iterator<Item = &str> {
     text.lines()
         .map(str::trim_start)
-        .take_while(|code| !code.starts_with("#[cfg(test)]"))
+        .take_while(|code| !code.starts_with("#[cfg(test)]") && !code.starts_with("#![cfg(test)]"))
         .filter(|code| !code.starts_with("//"))
 }
 

@@ -2,8 +2,10 @@
 //! it, by an arbitrary sequence of events: connections admitted, bytes
 //! from them (arbitrary, or a well-formed HELLO or EVENTS frame the input
 //! parametrizes), end of stream, connections gone, time passing, the
-//! PostgreSQL link connecting, bytes from it (arbitrary), its loss, and
-//! outputs taken and sent. The spool is real, on /dev/shm.
+//! PostgreSQL link connecting, bytes from it (arbitrary, or the replies of
+//! the scripted backend to what the lane sent), its loss, spool faults
+//! (a failed append or fdatasync), and outputs taken and sent. The spool
+//! is the in-memory one (`MemorySpool`).
 //!
 //! Invariants: no panic; after every event the core's own invariants hold
 //! (`LaneCore::check_invariants`: credit accounting, windows, the lane
@@ -11,46 +13,28 @@
 //! passes its bound by more than one frame's replies.
 #![no_main]
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use applianced::codec::frame::{self, Kind};
 use applianced::lane::ingress::{PeerGrant, PeerPolicy};
-use applianced::lane::batch::{salvage_ranges, spool_ranges};
+use applianced::lane::scripted::ScriptedDb;
 use applianced::lane::core::{LaneCore, Now};
 use applianced::base::limits::{CONNECTION_OUTPUT_BYTES_MAX, FRAME_EVENTS_MAX, LANE_CONNECTIONS_MAX, REJECT_FRAME_BYTES_MAX};
 use applianced::model::matrix::Module;
-use applianced::storage::spool::{Readers, Spool};
+use applianced::storage::spool::{Fault, MemorySpool, Recovery};
 use applianced::base::sys::PeerCred;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 
-static RUNS: AtomicU32 = AtomicU32::new(0);
-
-fn spool_dir() -> std::path::PathBuf {
-    let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() };
-    base.join(format!("ad-fuzz-lane-core-{}", std::process::id()))
-}
-
 fuzz_target!(|data: &[u8]| {
-    let dir = spool_dir();
-    // A fresh spool per input (segments of the previous input removed).
-    if RUNS.fetch_add(1, Ordering::Relaxed) > 0 {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.path().extension().is_some_and(|e| e == "seg") {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-    let readers = Readers { summarize: spool_ranges, salvage: salvage_ranges };
-    let Ok((spool, recovery)) = Spool::open(&dir, 64 << 20, readers) else { return };
+    let spool = MemorySpool::new(64 << 20, 1 << 40);
+    let mut db = ScriptedDb::new();
     let policy = PeerPolicy { grants: vec![PeerGrant::parse("uid:1000:0-1000").unwrap()] };
     let mut now = Now { mono_ms: 0, wall_us: 1_800_000_000_000_000 };
-    let mut core = LaneCore::new(Module::Dpi, policy, now, spool, recovery, 0);
+    let mut core = LaneCore::new(Module::Dpi, policy, now, Box::new(spool.clone()), Recovery::default(), 0);
     let mut input = data.iter().copied();
     let mut next = move || input.next();
     let mut seq = [1u64; LANE_CONNECTIONS_MAX];
     while let Some(op) = next() {
-        match op % 9 {
+        match op % 11 {
             0 => {
                 let _ = core.admit(PeerCred { pid: 7, uid: 1000, gid: 1000 }, false, now);
             }
@@ -103,6 +87,7 @@ fuzz_target!(|data: &[u8]| {
                     core.pg_connect_requested();
                     core.pg_connected(BytesMut::new());
                 } else {
+                    db.connection_lost();
                     core.pg_lost("fuzz", now);
                 }
             }
@@ -113,6 +98,21 @@ fuzz_target!(|data: &[u8]| {
                     core.on_pg_bytes(&bytes, now);
                 }
             }
+            8 => {
+                // The scripted backend answers what the lane sent.
+                if let Some(out) = core.take_pg_output() {
+                    let replies = db.serve(&out);
+                    core.recycle_pg_buffer(out);
+                    core.pg_sent();
+                    core.on_pg_bytes(&replies, now);
+                }
+            }
+            9 => match next().unwrap_or(0) % 4 {
+                0 => spool.inject(Fault::Append),
+                1 => spool.inject(Fault::Sync),
+                2 => db.fail_next_statement("40001"),
+                _ => spool.set_available(u64::from(next().unwrap_or(0)) << 12),
+            },
             _ => {
                 // The driver writes everything queued (for the slots the
                 // input names; the others' peers do not read).
@@ -140,5 +140,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         core.check_invariants();
+        if core.fatal().is_some() {
+            // The driver returns the error and the lane process exits.
+            break;
+        }
     }
 });

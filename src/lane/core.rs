@@ -17,6 +17,7 @@ use bytes::BytesMut;
 use postgres_protocol::message::backend::Message;
 
 use super::batch::Batch;
+use super::credit::CreditLedger;
 use super::session::{Conn, ConnState};
 use super::spooling::SpoolLane;
 use crate::base::limits::{
@@ -31,7 +32,51 @@ use crate::lane::ingress::{PeerPolicy, RateLimitedLog};
 use crate::model::matrix::Module;
 use crate::pg::pipeline::{self, Outcome, Pipeline};
 use crate::pg::wire::decode_message;
-use crate::storage::spool::{Recovery, Spool};
+use crate::storage::spool::{Recovery, SpoolError, SpoolStore};
+
+/// Why the lane must exit: the restarted lane recovers from its spool on
+/// disk, so nothing acknowledged is lost.
+#[derive(Debug)]
+pub enum LaneFatal {
+    /// An fdatasync of the spool failed: the page cache can no longer be
+    /// trusted for it, so nothing in it may be acknowledged.
+    SpoolSync(SpoolError),
+    /// A spooled record could not be read back (an I/O error, not a
+    /// checksum mismatch).
+    SpoolRead(SpoolError),
+}
+
+impl std::fmt::Display for LaneFatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaneFatal::SpoolSync(e) => write!(f, "spool fdatasync failed: {e}"),
+            LaneFatal::SpoolRead(e) => write!(f, "spool read back failed: {e}"),
+        }
+    }
+}
+
+/// Why the lane's PostgreSQL connection is given up (it reconnects, and
+/// the request in flight is decided by the watermarks).
+#[derive(Debug)]
+pub enum PgLinkError {
+    /// The bytes do not decode, or a reply does not fit its request.
+    Wire(crate::pg::PgError),
+    /// A message arrived while no request was in flight.
+    Unsolicited,
+    /// A request ended with an outcome of the wrong kind (rows for a
+    /// transaction, a commit for a query).
+    Mismatched,
+}
+
+impl std::fmt::Display for PgLinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PgLinkError::Wire(e) => write!(f, "{e}"),
+            PgLinkError::Unsolicited => write!(f, "PostgreSQL sent a message while no request was in flight"),
+            PgLinkError::Mismatched => write!(f, "PostgreSQL's reply does not fit the request in flight"),
+        }
+    }
+}
 
 /// Smallest CREDIT grant worth a frame (unless it fills the window).
 const CREDIT_GRANT_MIN_BYTES: usize = 64 * 1024;
@@ -131,8 +176,8 @@ pub struct LaneCore {
     pub(super) lookups_wanted: VecDeque<u64>,
     pub(super) pending: Batch,
     pub(super) sealed: VecDeque<Batch>,
-    pub(super) credit_outstanding: usize,
-    pub(super) buffered: usize,
+    /// Credit granted and bytes buffered (`credit.rs`).
+    pub(super) credit: CreditLedger,
     pub(super) pg: PgState,
     pub(super) pg_out: BytesMut,
     pg_in: BytesMut,
@@ -155,7 +200,7 @@ pub struct LaneCore {
     /// A failpoint that stops the lane once the next write to this peer completed.
     pub(super) stop_after_send: Option<(SendTarget, &'static str)>,
     /// An error after which the lane must exit (a failed spool fsync).
-    pub(super) fatal: Option<String>,
+    pub(super) fatal: Option<LaneFatal>,
 }
 
 impl LaneCore {
@@ -167,7 +212,7 @@ impl LaneCore {
         module: Module,
         policy: PeerPolicy,
         now: Now,
-        spool: Spool,
+        spool: Box<dyn SpoolStore>,
         recovery: Recovery<Vec<super::batch::ProducerRange>>,
         disk_reserve: u64,
     ) -> LaneCore {
@@ -180,8 +225,7 @@ impl LaneCore {
             lookups_wanted: VecDeque::new(),
             pending: Batch::new(module, now.mono_ms),
             sealed: VecDeque::new(),
-            credit_outstanding: 0,
-            buffered: 0,
+            credit: CreditLedger::default(),
             pg: PgState::Down { retry_at_ms: 0, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS },
             pg_out: BytesMut::new(),
             pg_in: BytesMut::new(),
@@ -353,7 +397,7 @@ impl LaneCore {
     /// The peer closed, a socket error happened, or the driver closed the fd.
     pub fn client_gone(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) else { return };
-        self.credit_outstanding -= conn.credit_left;
+        self.credit.take_back(conn.credit_left);
         if let ConnState::Streaming { producer_id, .. } = conn.state {
             if let Some(p) = self.producers.get_mut(&producer_id) {
                 if p.active == Some((slot, conn.generation)) {
@@ -454,9 +498,14 @@ impl LaneCore {
         }
     }
 
-    /// Set once the lane must exit (the driver returns this as its error).
-    pub fn fatal(&self) -> Option<&str> {
-        self.fatal.as_deref()
+    /// Set once the lane must exit.
+    pub fn fatal(&self) -> Option<&LaneFatal> {
+        self.fatal.as_ref()
+    }
+
+    /// Why the lane must exit, taken by the driver to return as its error.
+    pub fn take_fatal(&mut self) -> Option<LaneFatal> {
+        self.fatal.take()
     }
 
     /// Send an ERROR frame and close the connection after it.
@@ -507,8 +556,7 @@ impl LaneCore {
         let window_left = window.saturating_sub(conn.held());
         let own_share = CONNECTION_CREDIT_GUARANTEED_BYTES.saturating_sub(conn.held());
         let reserved_for_others = reserved.saturating_sub(own_share);
-        let budget_left =
-            LANE_BUFFER_BYTES_MAX.saturating_sub(self.credit_outstanding + self.buffered + reserved_for_others);
+        let budget_left = self.credit.budget_left(reserved_for_others);
         let amount = window_left.min(budget_left);
         if amount == 0 || (amount < CREDIT_GRANT_MIN_BYTES && amount < window_left) { 0 } else { amount }
     }
@@ -531,7 +579,7 @@ impl LaneCore {
                     reserved -= shortfall - CONNECTION_CREDIT_GUARANTEED_BYTES.saturating_sub(conn.held());
                     frame::encode_credit(&mut conn.out, amount as u32);
                 }
-                self.credit_outstanding += amount;
+                self.credit.grant(amount);
             }
         }
         debug_assert_eq!(reserved, self.reserved_shares(), "reserved shares kept up to date");
@@ -560,7 +608,7 @@ impl LaneCore {
 
     pub(super) fn release(&mut self, batch: &Batch) {
         for release in &batch.releases {
-            self.buffered -= release.bytes;
+            self.credit.release(release.bytes);
             if let Some(conn) = self.conns.get_mut(release.slot).and_then(Option::as_mut) {
                 if conn.generation == release.generation {
                     conn.unreleased -= release.bytes;
@@ -645,13 +693,13 @@ impl LaneCore {
             return;
         }
         let outstanding: usize = self.conns.iter().flatten().map(|c| c.credit_left).sum();
-        debug_assert_eq!(outstanding, self.credit_outstanding, "credit outstanding equals what connections hold");
+        debug_assert_eq!(outstanding, self.credit.outstanding(), "credit outstanding equals what connections hold");
         debug_assert!(
-            self.credit_outstanding + self.buffered
+            self.credit.outstanding() + self.credit.buffered()
                 <= LANE_BUFFER_BYTES_MAX + LANE_CONNECTIONS_MAX * CONNECTION_CREDIT_GUARANTEED_BYTES,
             "lane budget: {} + {}",
-            self.credit_outstanding,
-            self.buffered
+            self.credit.outstanding(),
+            self.credit.buffered()
         );
         for conn in self.conns.iter().flatten() {
             debug_assert!(conn.held() <= CONNECTION_CREDIT_BYTES as usize, "window: {}", conn.held());
@@ -773,7 +821,7 @@ impl LaneCore {
             let message = match decode_message(&mut self.pg_in) {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
-                Err(e) => return self.pg_protocol_failure(&e.to_string()),
+                Err(e) => return self.pg_protocol_failure(&PgLinkError::Wire(e)),
             };
             if let Err(e) = self.on_pg_message(message) {
                 return self.pg_protocol_failure(&e);
@@ -782,13 +830,13 @@ impl LaneCore {
         self.tick(now);
     }
 
-    fn pg_protocol_failure(&mut self, why: &str) {
+    fn pg_protocol_failure(&mut self, error: &PgLinkError) {
         self.pg = PgState::Down { retry_at_ms: self.now.mono_ms, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS };
         self.pg_in.clear();
-        self.reset(why);
+        self.reset(&error.to_string());
     }
 
-    fn on_pg_message(&mut self, message: Message) -> Result<(), String> {
+    fn on_pg_message(&mut self, message: Message) -> Result<(), PgLinkError> {
         let PgState::Busy(pipeline, _) = &mut self.pg else {
             return match message {
                 Message::NoticeResponse(_) | Message::ParameterStatus(_) => Ok(()),
@@ -800,10 +848,10 @@ impl LaneCore {
                     self.pg_in.clear();
                     Ok(())
                 }
-                _ => Err("PostgreSQL sent a message while no request was in flight".into()),
+                _ => Err(PgLinkError::Unsolicited),
             };
         };
-        let Some(outcome) = pipeline.on_message(message).map_err(|e| e.to_string())? else {
+        let Some(outcome) = pipeline.on_message(message).map_err(PgLinkError::Wire)? else {
             return Ok(());
         };
         let PgState::Busy(_, request) = std::mem::replace(&mut self.pg, PgState::Idle) else {
@@ -819,7 +867,7 @@ impl LaneCore {
             }
             (Request::Lookup(_) | Request::Mark(_) | Request::Window, Outcome::Committed)
             | (Request::Spooled(..), Outcome::Rows(_)) => {
-                return Err("mismatched response".into());
+                return Err(PgLinkError::Mismatched);
             }
         }
         Ok(())
@@ -954,7 +1002,9 @@ impl LaneCore {
             let Some(p) = self.producers.get(&producer_id) else { continue };
             let (epoch, seq, active) = (p.epoch, p.committed_seq, p.active);
             if let Some((slot, generation)) = active {
-                if let Some(conn) = self.conns[slot].as_mut().filter(|c| c.generation == generation) {
+                let conn = self.conns[slot].as_mut().filter(|c| c.generation == generation && seq > c.acked_seq);
+                if let Some(conn) = conn {
+                    conn.acked_seq = seq;
                     frame::encode_ack(&mut conn.out, epoch, seq);
                 }
             }
@@ -1037,12 +1087,14 @@ fn refuse_by_header(conn: &Conn, kind: u8, body_len: usize) -> Option<frame::Fra
 #[allow(clippy::unwrap_used)]
 mod tests {
     //! Table tests of the core's connection handling, driven as a driver
-    //! would (admit, bytes in, ticks), over a real spool in a temporary
-    //! directory and with no PostgreSQL: a HELLO's watermark lookup is
-    //! answered by calling `lookup_done` as the reply would.
+    //! would (admit, bytes in, ticks), over an in-memory spool and with no
+    //! PostgreSQL: a HELLO's watermark lookup is answered by calling
+    //! `lookup_done` as the reply would. The data path with PostgreSQL
+    //! replies and spool faults scripted is tested in `lane::scripted`.
     use super::*;
     use crate::codec::frame::Kind;
     use crate::lane::ingress::PeerGrant;
+    use crate::storage::spool::MemorySpool;
 
     const UID: u32 = 4242;
 
@@ -1054,16 +1106,12 @@ mod tests {
         PeerCred { pid: 1, uid: UID, gid: UID }
     }
 
-    fn core(tag: &str) -> (LaneCore, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("ad-core-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let readers = crate::storage::spool::Readers {
-            summarize: super::super::batch::spool_ranges,
-            salvage: super::super::batch::salvage_ranges,
-        };
-        let (spool, recovery) = Spool::open(&dir, 64 << 20, readers).unwrap();
+    /// A lane core over an in-memory spool (kept by the test as well).
+    fn core() -> (LaneCore, MemorySpool) {
+        let spool = MemorySpool::new(64 << 20, 1 << 40);
         let policy = PeerPolicy { grants: vec![PeerGrant::parse(&format!("uid:{UID}:0-100000")).unwrap()] };
-        (LaneCore::new(Module::Dpi, policy, now(0), spool, recovery, 0), dir)
+        let core = LaneCore::new(Module::Dpi, policy, now(0), Box::new(spool.clone()), Recovery::default(), 0);
+        (core, spool)
     }
 
     fn slot_of(admission: Admission) -> usize {
@@ -1102,7 +1150,7 @@ mod tests {
 
     #[test]
     fn frames_are_refused_by_their_header_before_any_body_is_buffered() {
-        let (mut core, dir) = core("header");
+        let (mut core, _spool) = core();
         // (state reached, kind, announced body length, expected ERROR code or None)
         let hello_len = frame::HELLO_BODY_BYTES;
         let cases: [(&str, Kind, usize, Option<ErrorCode>); 6] = [
@@ -1120,7 +1168,7 @@ mod tests {
                     let slot = streaming(&mut core, 100 + i as u64, 0);
                     // 1,000 bytes of credit left (the lane's count follows).
                     let conn = core.conns[slot].as_mut().unwrap();
-                    core.credit_outstanding -= conn.credit_left - 1000;
+                    core.credit.take_back(conn.credit_left - 1000);
                     conn.credit_left = 1000;
                     slot
                 }
@@ -1140,12 +1188,11 @@ mod tests {
             assert!(conn.closing && conn.inbuf.is_empty(), "case {i}: nothing buffered, closing");
             core.client_gone(slot);
         }
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn idle_connections_holding_full_windows_leave_every_newcomer_its_share() {
-        let (mut core, dir) = core("share");
+        let (mut core, _spool) = core();
         let mut held = 0;
         for producer in 0..40 {
             let slot = streaming(&mut core, producer, 0);
@@ -1158,12 +1205,11 @@ mod tests {
             assert!(credit >= CONNECTION_CREDIT_GUARANTEED_BYTES, "producer {producer}: {credit}");
         }
         core.check_invariants();
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_full_lane_evicts_the_oldest_silent_connection_then_the_longest_idle() {
-        let (mut core, dir) = core("evict");
+        let (mut core, _spool) = core();
         let silent: Vec<usize> = (0..4).map(|i| slot_of(core.admit(peer(), false, now(i)))).collect();
         let busy: Vec<usize> = (0..LANE_CONNECTIONS_MAX as u64 - 4).map(|p| streaming(&mut core, p, 10)).collect();
         // Full: the oldest silent one is cut at once for the newcomer.
@@ -1204,12 +1250,11 @@ mod tests {
         let evicted = (0..LANE_CONNECTIONS_MAX).find(|s| core.conns[*s].as_ref().is_some_and(|c| c.closing)).unwrap();
         assert_eq!(core.conns[evicted].as_ref().unwrap().active_ms, 10, "{victim_streaming} {evicted}");
         assert_eq!(error_code(&mut core, evicted), Some(ErrorCode::Evicted as u16));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn deadlines_close_silent_and_idle_connections_and_cut_those_that_do_not_read() {
-        let (mut core, dir) = core("deadlines");
+        let (mut core, _spool) = core();
         let silent = slot_of(core.admit(peer(), false, now(0)));
         let idle = streaming(&mut core, 7, 0);
         let _ = core.take_client_output(idle);
@@ -1223,12 +1268,11 @@ mod tests {
         assert!(core.client_must_abort(silent), "cut after the linger");
         core.tick(now(CONNECTION_IDLE_TIMEOUT_MS));
         assert_eq!(error_code(&mut core, idle), Some(ErrorCode::Timeout as u16));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_producer_that_does_not_read_is_paused_then_closed() {
-        let (mut core, dir) = core("reading");
+        let (mut core, _spool) = core();
         let slot = streaming(&mut core, 9, 0);
         // Replies it never read (CREDIT frames), as the driver leaves them queued.
         let unread = |core: &mut LaneCore, bytes: usize| {
@@ -1251,6 +1295,5 @@ mod tests {
         frame::encode_frame(&mut wire, Kind::Events, &body);
         core.on_client_bytes(slot, &wire, now(1));
         assert_eq!(error_code(&mut core, slot), Some(ErrorCode::NotReading as u16));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -12,6 +12,8 @@
 pub mod batch;
 pub mod connector;
 pub mod core;
+/// The credit ledger: granted and buffered bytes within the lane's budget.
+mod credit;
 /// Peer admission by SO_PEERCRED and rate-limited logs.
 pub mod ingress;
 pub mod links;
@@ -19,6 +21,11 @@ pub mod poll;
 pub mod probe;
 pub mod process;
 pub mod runtime;
+/// A scripted PostgreSQL backend for the core's tests and fuzz target.
+#[cfg(any(test, feature = "testkit"))]
+pub mod scripted;
+#[cfg(test)]
+mod scripted_tests;
 pub mod session;
 pub mod spooling;
 pub mod uring;

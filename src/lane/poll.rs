@@ -64,8 +64,8 @@ pub fn run(
     let mut parked: Option<Parked> = None;
     let mut buffer = vec![0u8; PG_READ_BUFFER_BYTES];
     loop {
-        if let Some(why) = core.fatal() {
-            return Err(LaneError::Fatal(why.to_string()));
+        if let Some(fatal) = core.take_fatal() {
+            return Err(LaneError::Fatal(fatal));
         }
         links.request_if_wanted(core, clock.now())?;
         if !core.pg_is_connected() {

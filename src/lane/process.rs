@@ -83,8 +83,14 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
         crate::storage::spool::Readers { summarize: super::batch::spool_ranges, salvage: super::batch::salvage_ranges };
     let (spool, recovery) =
         crate::storage::spool::Spool::open(spool_dir, args.spool_quota_bytes, readers).map_err(LaneError::Spool)?;
-    let mut core =
-        LaneCore::new(args.module, args.policy.clone(), clock.now(), spool, recovery, args.disk_reserve_bytes);
+    let mut core = LaneCore::new(
+        args.module,
+        args.policy.clone(),
+        clock.now(),
+        Box::new(spool),
+        recovery,
+        args.disk_reserve_bytes,
+    );
     let ring = match args.io {
         IoMode::Poll => None,
         IoMode::Uring | IoMode::Auto => match super::uring::create_ring() {

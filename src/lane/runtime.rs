@@ -1,6 +1,8 @@
 //! What a lane process is given and what it shares with its drivers: its
 //! arguments, its descriptors, its clock, its error.
 
+use super::core::LaneFatal;
+use crate::sandbox::SandboxError;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -54,10 +56,11 @@ pub enum LaneError {
         source: std::io::Error,
     },
     Spool(SpoolError),
-    Sandbox(String),
-    Colocate(String),
+    Sandbox(SandboxError),
+    /// The lane's CPU placement, I/O priority or address-space bound failed.
+    Colocate(SandboxError),
     /// The core must stop (a failed spool fsync, an unreadable spool).
-    Fatal(String),
+    Fatal(LaneFatal),
     /// The connector exited: the lane could never reconnect to PostgreSQL.
     ConnectorGone,
 }

@@ -59,6 +59,9 @@ pub(super) struct Conn {
     /// Its replies passed `CONNECTION_OUTPUT_PAUSE_BYTES` unsent: credit
     /// is granted again once they are written (`client_sent`).
     pub paused: bool,
+    /// The highest seq this connection was told is durable (its WELCOME,
+    /// then its ACKs): an ACK is sent only above it, so none repeats.
+    pub acked_seq: u64,
 }
 
 impl Conn {
@@ -77,6 +80,7 @@ impl Conn {
             closing_since_ms: 0,
             abort: false,
             paused: false,
+            acked_seq: 0,
         }
     }
 
@@ -177,10 +181,11 @@ impl LaneCore {
         let reserved = self.reserved_shares();
         let Some(conn) = self.conns[slot].as_ref() else { return };
         let credit = self.grantable(conn, reserved);
-        self.credit_outstanding += credit;
+        self.credit.grant(credit);
         if let Some(conn) = self.conns[slot].as_mut() {
             conn.state = ConnState::Streaming { producer_id, epoch, next_seq: None };
             conn.credit_left += credit;
+            conn.acked_seq = committed;
             frame::encode_welcome(&mut conn.out, p_epoch, committed, credit as u32);
         }
         self.tell_push_back(slot);
@@ -207,8 +212,7 @@ impl LaneCore {
             conn.unreleased += body.len();
             conn.generation
         };
-        self.credit_outstanding -= body.len();
-        self.buffered += body.len();
+        self.credit.receive(body.len());
         self.pending.add_release(Release { slot, generation, bytes: body.len() });
         let events = frame::decode_events(body)?;
         let count = events.records.len() as u64;
@@ -288,9 +292,11 @@ impl LaneCore {
         if let Some(p) = self.producers.get_mut(&producer_id) {
             p.received_seq = p.received_seq.max(last);
             if !written && p.committed_seq >= last {
-                // Pure retransmission of durable events: acknowledge again.
+                // Pure retransmission of durable events: acknowledge them,
+                // unless this connection was already told.
                 let (e, c) = (p.epoch, p.committed_seq);
-                if let Some(conn) = self.conns[slot].as_mut() {
+                if let Some(conn) = self.conns[slot].as_mut().filter(|conn| c > conn.acked_seq) {
+                    conn.acked_seq = c;
                     frame::encode_ack(&mut conn.out, e, c);
                 }
             }

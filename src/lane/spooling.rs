@@ -27,7 +27,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::batch::{Batch, ProducerRange, Quarantined};
-use super::core::{LaneCore, PgState, Producer, Request, SendTarget};
+use super::core::{LaneCore, LaneFatal, PgState, Producer, Request, SendTarget};
 use super::session::ConnState;
 use crate::base::failpoint;
 use crate::base::limits::{
@@ -37,7 +37,7 @@ use crate::base::limits::{
 };
 use crate::codec::frame::{self, RejectCode, StatusCode};
 use crate::pg::pipeline;
-use crate::storage::spool::{DamagedRecord, Location, Recovered, Recovery, Spool, SpoolError};
+use crate::storage::spool::{DamagedRecord, Location, Recovered, Recovery, Spool, SpoolError, SpoolStore};
 
 /// One spooled, acknowledged, not yet committed entry of the spool.
 struct Spooled {
@@ -67,7 +67,7 @@ impl Spooled {
 }
 
 pub struct SpoolLane {
-    pub spool: Spool,
+    pub spool: Box<dyn SpoolStore>,
     /// Bytes that must stay free on the spool's filesystem (`lane
     /// --disk-reserve`; 0: no reserve).
     disk_reserve: u64,
@@ -100,7 +100,7 @@ pub struct SpoolLane {
 }
 
 impl SpoolLane {
-    pub fn new(spool: Spool, disk_reserve: u64) -> SpoolLane {
+    pub fn new(spool: Box<dyn SpoolStore>, disk_reserve: u64) -> SpoolLane {
         SpoolLane {
             spool,
             disk_reserve,
@@ -319,7 +319,7 @@ impl LaneCore {
                 }
                 Err(e @ SpoolError::Sync { .. }) => {
                     // Closing a segment failed its fdatasync: never retry and acknowledge.
-                    self.fatal = Some(e.to_string());
+                    self.fatal = Some(LaneFatal::SpoolSync(e));
                     return;
                 }
                 Err(e) => {
@@ -333,7 +333,7 @@ impl LaneCore {
             if let Err(e) = lane.spool.sync() {
                 // After a failed fsync the page cache cannot be trusted: exit
                 // without acknowledging; the restarted lane recovers from disk.
-                self.fatal = Some(e.to_string());
+                self.fatal = Some(LaneFatal::SpoolSync(e));
                 return;
             }
             failpoint::check(failpoint::SPOOL_FSYNC);
@@ -548,7 +548,7 @@ impl LaneCore {
             Ok(payload) => payload,
             Err(e @ SpoolError::Corrupted { .. }) => return Err(Some(e.to_string())),
             Err(e) => {
-                self.fatal = Some(e.to_string());
+                self.fatal = Some(LaneFatal::SpoolRead(e));
                 return Err(None);
             }
         };

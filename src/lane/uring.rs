@@ -71,8 +71,8 @@ pub fn run(
     let mut parked: Option<Parked> = None;
     let mut completions = Vec::with_capacity(RING_ENTRIES as usize);
     loop {
-        if let Some(why) = core.fatal() {
-            return Err(LaneError::Fatal(why.to_string()));
+        if let Some(fatal) = core.take_fatal() {
+            return Err(LaneError::Fatal(fatal));
         }
         if pg_socket.is_none() {
             links.request_if_wanted(core, clock.now())?;

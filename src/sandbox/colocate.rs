@@ -8,6 +8,7 @@
 //! agents: 2 CPUs: lanes {1}, PostgreSQL {0,1}; 4 CPUs: lanes {3},
 //! PostgreSQL {2,3}; 8 CPUs: lanes {6,7}, PostgreSQL {4..7}.
 
+use super::error::SandboxError;
 use crate::base::limits::{LANE_ADDRESS_SPACE_BYTES_MAX, LANE_IO_PRIORITY_LEVEL};
 use crate::base::sys;
 
@@ -26,10 +27,10 @@ pub fn default_placement(cpus: usize) -> Placement {
 }
 
 /// Parse a CPU list like `0,2-3`.
-pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
+pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, SandboxError> {
     let mut cpus = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("bad CPU list element {part:?}");
+        let bad = || SandboxError::CpuList { text: text.to_string(), why: "an element is not N or N-M with N <= M" };
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
@@ -42,7 +43,7 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
         }
     }
     if cpus.is_empty() {
-        return Err("empty CPU list".into());
+        return Err(SandboxError::CpuList { text: text.to_string(), why: "empty" });
     }
     cpus.sort_unstable();
     cpus.dedup();
@@ -68,18 +69,18 @@ pub fn render_cpu_list(cpus: &[usize]) -> String {
 
 /// Apply a lane's placement to the calling process (before the sandbox:
 /// these syscalls are not in its allow-list).
-pub fn apply_to_lane(cpus: &[usize]) -> Result<(), String> {
-    sys::set_affinity(0, cpus).map_err(|e| format!("sched_setaffinity {}: {e}", render_cpu_list(cpus)))?;
-    sys::set_io_priority_best_effort(LANE_IO_PRIORITY_LEVEL).map_err(|e| format!("ioprio_set: {e}"))?;
-    sys::limit_address_space(LANE_ADDRESS_SPACE_BYTES_MAX).map_err(|e| format!("setrlimit(RLIMIT_AS): {e}"))
+pub fn apply_to_lane(cpus: &[usize]) -> Result<(), SandboxError> {
+    sys::set_affinity(0, cpus).map_err(SandboxError::os("sched_setaffinity"))?;
+    sys::set_io_priority_best_effort(LANE_IO_PRIORITY_LEVEL).map_err(SandboxError::os("ioprio_set"))?;
+    sys::limit_address_space(LANE_ADDRESS_SPACE_BYTES_MAX).map_err(SandboxError::os("setrlimit(RLIMIT_AS)"))
 }
 
 /// Pin the postmaster and every process it has forked so far; later
 /// backends inherit the postmaster's affinity.
-pub fn apply_to_postgres(postmaster_pid: i32, cpus: &[usize]) -> Result<usize, String> {
+pub fn apply_to_postgres(postmaster_pid: i32, cpus: &[usize]) -> Result<usize, SandboxError> {
     // The postmaster first: a child forked after the list below is read
     // inherits the new affinity.
-    sys::set_affinity(postmaster_pid, cpus).map_err(|e| format!("sched_setaffinity({postmaster_pid}): {e}"))?;
+    sys::set_affinity(postmaster_pid, cpus).map_err(SandboxError::os("sched_setaffinity(postmaster)"))?;
     let mut pinned = 1;
     // /proc unreadable: the postmaster alone is pinned (as before this listing existed).
     let pids = sys::children_of(postmaster_pid).unwrap_or_default();
@@ -88,7 +89,7 @@ pub fn apply_to_postgres(postmaster_pid: i32, cpus: &[usize]) -> Result<usize, S
             Ok(()) => pinned += 1,
             // A backend that exited since the listing (a closed session).
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-            Err(e) => return Err(format!("sched_setaffinity({pid}): {e}")),
+            Err(source) => return Err(SandboxError::Os { step: "sched_setaffinity(postgres backend)", source }),
         }
     }
     Ok(pinned)

@@ -29,6 +29,10 @@
 pub mod seccomp;
 /// Co-location: CPU placement, I/O priority, address-space limit.
 pub mod colocate;
+/// Why entering a sandbox or a placement failed.
+pub mod error;
+
+pub use error::SandboxError;
 
 use std::io::Read;
 use std::path::Path;
@@ -142,7 +146,7 @@ pub fn spool_access() -> BitFlags<AccessFs> {
         | AccessFs::ReadDir
 }
 
-fn landlock(mode: SandboxMode, spool_dir: Option<&Path>) -> Result<(String, bool), String> {
+fn landlock(mode: SandboxMode, spool_dir: Option<&Path>) -> Result<(String, bool), SandboxError> {
     let level = match mode {
         SandboxMode::Required => CompatLevel::HardRequirement,
         SandboxMode::BestEffort | SandboxMode::Off => CompatLevel::BestEffort,
@@ -155,12 +159,12 @@ fn landlock(mode: SandboxMode, spool_dir: Option<&Path>) -> Result<(String, bool
         .and_then(|r| r.handle_access(AccessNet::from_all(LANDLOCK_ABI)))
         .and_then(|r| r.scope(Scope::from_all(LANDLOCK_ABI)))
         .and_then(|r| r.create())
-        .map_err(|e| format!("landlock: {e}"))?;
+        .map_err(SandboxError::Landlock)?;
     if let Some(dir) = spool_dir {
-        let fd = PathFd::new(dir).map_err(|e| format!("landlock: spool directory {}: {e}", dir.display()))?;
-        created = created.add_rule(PathBeneath::new(fd, spool_access())).map_err(|e| format!("landlock: {e}"))?;
+        let fd = PathFd::new(dir).map_err(|source| SandboxError::LandlockPath { dir: dir.to_path_buf(), source })?;
+        created = created.add_rule(PathBeneath::new(fd, spool_access())).map_err(SandboxError::Landlock)?;
     }
-    let status = created.restrict_self().map_err(|e| format!("landlock: {e}"))?;
+    let status = created.restrict_self().map_err(SandboxError::Landlock)?;
     let full = status.ruleset == RulesetStatus::FullyEnforced;
     let text = match status.ruleset {
         RulesetStatus::FullyEnforced => "fully enforced",
@@ -196,7 +200,7 @@ pub fn enter(
     uring_restricted: bool,
     mut proc_status_file: std::fs::File,
     spool_dir: Option<&Path>,
-) -> Result<SandboxReport, String> {
+) -> Result<SandboxReport, SandboxError> {
     if mode == SandboxMode::Off {
         tracing::error!(
             ?profile,
@@ -212,10 +216,10 @@ pub fn enter(
             seccomp: false,
         });
     }
-    sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+    sys::set_no_new_privs().map_err(SandboxError::os("prctl(PR_SET_NO_NEW_PRIVS)"))?;
     let (landlock, landlock_full) = landlock(mode, spool_dir)?;
     let program = seccomp::compile(&profile.allow_list())?;
-    seccompiler::apply_filter_all_threads(&program).map_err(|e| format!("seccomp: {e}"))?;
+    seccompiler::apply_filter_all_threads(&program).map_err(SandboxError::SeccompApply)?;
     let status = proc_status(&mut proc_status_file);
     let report = SandboxReport {
         mode,
@@ -228,7 +232,7 @@ pub fn enter(
     };
     if !report.fully_enforced() {
         if mode == SandboxMode::Required {
-            return Err(format!("--sandbox required, but not everything is enforced: {report:?}"));
+            return Err(SandboxError::NotEnforced(Box::new(report)));
         }
         tracing::error!(?report, "SANDBOX ONLY PARTIALLY ENFORCED on this kernel (best-effort mode)");
     }

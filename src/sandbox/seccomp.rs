@@ -6,6 +6,7 @@
 //! (SECCOMP_RET_KILL_PROCESS), in particular io_uring_setup and
 //! io_uring_register: the ring is built and restricted before the filter.
 
+use super::error::SandboxError;
 use std::collections::BTreeMap;
 
 use seccompiler::{
@@ -222,13 +223,16 @@ fn rules_for(entry: &Allowed) -> Result<Vec<SeccompRule>, seccompiler::BackendEr
 
 /// Compile the allow-list into a BPF program that kills the process on
 /// any other syscall.
-pub fn compile(list: &[Allowed]) -> Result<BpfProgram, String> {
+pub fn compile(list: &[Allowed]) -> Result<BpfProgram, SandboxError> {
+    let filter_error = |source| SandboxError::SeccompCompile { syscall: None, source };
     let mut rules = BTreeMap::new();
     for entry in list {
-        rules.insert(entry.syscall, rules_for(entry).map_err(|e| format!("{}: {e}", entry.name))?);
+        let rule =
+            rules_for(entry).map_err(|source| SandboxError::SeccompCompile { syscall: Some(entry.name), source })?;
+        rules.insert(entry.syscall, rule);
     }
-    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())?;
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(filter_error)?;
     let filter =
-        SeccompFilter::new(rules, SeccompAction::KillProcess, SeccompAction::Allow, arch).map_err(|e| e.to_string())?;
-    BpfProgram::try_from(filter).map_err(|e| e.to_string())
+        SeccompFilter::new(rules, SeccompAction::KillProcess, SeccompAction::Allow, arch).map_err(filter_error)?;
+    BpfProgram::try_from(filter).map_err(filter_error)
 }

@@ -25,6 +25,11 @@
 //!   would pass it fails with [`SpoolError::Full`] and writes nothing.
 
 pub mod record;
+/// The spool operations a lane needs, and an in-memory spool with faults.
+pub mod store;
+/// An in-memory spool with injectable faults (tests, fuzzing).
+#[cfg(any(test, feature = "testkit"))]
+pub mod memory;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -37,7 +42,10 @@ use zerocopy::IntoBytes;
 use crate::base::limits::{SPOOL_RECORD_BYTES_MAX, SPOOL_SEGMENT_BYTES};
 use record::{Extent, NewerRecord, RECORD_VERSION, record_bytes};
 
+#[cfg(any(test, feature = "testkit"))]
+pub use memory::{Fault, MemoryRecord, MemorySpool};
 pub use record::{HEADER_BYTES, TRAILER_BYTES};
+pub use store::SpoolStore;
 
 /// Where a record is: enough to read it back, check it, and release its segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

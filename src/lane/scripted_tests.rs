@@ -1,0 +1,569 @@
+//! The lane core driven end to end without I/O: producers that follow the
+//! protocol, a scripted PostgreSQL backend (`scripted::ScriptedDb`) and an
+//! in-memory spool with faults (`MemorySpool`), moved by the same calls a
+//! driver makes. Table tests script one path each and check the frames and
+//! SQL that come out; the property test runs random interleavings of
+//! producers, credit, replies, database failures, spool faults and lane
+//! crashes, and checks after every step that
+//! - no ACK names an event that is not durable (in a synced spool record or
+//!   committed), no ACK repeats or goes back, no WELCOME is below an ACK;
+//! - the core's invariants and its bounds on queued output hold;
+//! - the database never refuses a watermark advance (nothing sent twice,
+//!   no gap);
+//!
+//! and at the end, with faults off, that every event sent is committed
+//! exactly once.
+
+#![cfg(test)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+
+use super::batch::{ProducerRange, spool_ranges};
+use super::core::{Admission, LaneCore, Now};
+use super::ingress::{PeerGrant, PeerPolicy};
+use super::scripted::ScriptedDb;
+use crate::base::limits::{CONNECTION_MEMORY_BYTES_MAX, LANE_CONNECTIONS_MAX};
+use crate::base::sys::PeerCred;
+use crate::codec::frame::{self, Kind, StatusCode};
+use crate::model::matrix::Module;
+use crate::storage::spool::{Fault, MemorySpool, Recovery};
+
+const UID: u32 = 4242;
+const MODULE: Module = Module::Dpi;
+
+/// One protocol-following producer.
+#[derive(Debug, Default)]
+struct Producer {
+    epoch: u64,
+    /// Next seq it will send (it resends from its WELCOME's position + 1).
+    next_seq: u64,
+    /// Highest seq ever created (events 1..=created exist).
+    created: u64,
+    /// Highest seq acknowledged to it.
+    acked: u64,
+    /// Its connection's slot and whether it was welcomed, and the credit it holds.
+    slot: Option<usize>,
+    welcomed: bool,
+    credit: usize,
+}
+
+struct Harness {
+    core: LaneCore,
+    spool: MemorySpool,
+    db: ScriptedDb,
+    now: Now,
+    producers: HashMap<u64, Producer>,
+    /// Slot → producer id.
+    slots: HashMap<usize, u64>,
+    /// STATUS codes received, in order.
+    statuses: Vec<u16>,
+    /// The lane exited (fatal) and has not been restarted.
+    dead: bool,
+    crashes: u32,
+}
+
+fn spool_summary(payload: &[u8]) -> Vec<ProducerRange> {
+    spool_ranges(payload).unwrap()
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let spool = MemorySpool::new(64 << 20, 1 << 40);
+        let now = Now { mono_ms: 1, wall_us: 1_800_000_000_000_000 };
+        let core = Harness::lane(&spool, now, Recovery::default());
+        Harness {
+            core,
+            spool,
+            db: ScriptedDb::new(),
+            now,
+            producers: HashMap::new(),
+            slots: HashMap::new(),
+            statuses: Vec::new(),
+            dead: false,
+            crashes: 0,
+        }
+    }
+
+    fn lane(spool: &MemorySpool, now: Now, recovery: Recovery<Vec<ProducerRange>>) -> LaneCore {
+        let policy = PeerPolicy { grants: vec![PeerGrant::parse(&format!("uid:{UID}:0-1000")).unwrap()] };
+        LaneCore::new(MODULE, policy, now, Box::new(spool.clone()), recovery, 0)
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now.mono_ms += ms;
+        self.now.wall_us += ms as i64 * 1000;
+        self.after_step();
+    }
+
+    /// Producer `id` connects (if it has no connection) and says HELLO.
+    fn connect(&mut self, id: u64) {
+        if self.dead || self.producers.get(&id).is_some_and(|p| p.slot.is_some()) {
+            return;
+        }
+        let Admission::Slot(slot) = self.core.admit(PeerCred { pid: 10, uid: UID, gid: UID }, false, self.now) else {
+            return;
+        };
+        let p = self.producers.entry(id).or_insert_with(|| Producer { epoch: 1, next_seq: 1, ..Producer::default() });
+        p.slot = Some(slot);
+        p.welcomed = false;
+        p.credit = 0;
+        self.slots.insert(slot, id);
+        let mut hello = BytesMut::new();
+        frame::encode_hello(&mut hello, frame::module_code(MODULE), id, p.epoch);
+        self.core.on_client_bytes(slot, &hello, self.now);
+        self.after_step();
+    }
+
+    /// Producer `id` sends up to `count` events in one frame, within its credit.
+    fn send(&mut self, id: u64, count: u32) {
+        let Some(p) = self.producers.get_mut(&id) else { return };
+        let (Some(slot), true) = (p.slot, p.welcomed) else { return };
+        if self.dead {
+            return;
+        }
+        let mut body = BytesMut::new();
+        frame::encode_events_header(&mut body, p.next_seq, 0);
+        let mut sent = 0;
+        for seq in p.next_seq..p.next_seq + u64::from(count) {
+            let mut record = BytesMut::new();
+            let mut fields = BytesMut::new();
+            let event = crate::producer::synth::synthesize(MODULE, id, seq, &mut fields);
+            frame::encode_record(
+                &mut record,
+                event.table,
+                &event.source_id,
+                event.event_time_us,
+                event.field_count,
+                &fields,
+            );
+            if body.len() + record.len() > p.credit {
+                break;
+            }
+            body.extend_from_slice(&record);
+            sent += 1;
+        }
+        if sent == 0 {
+            return;
+        }
+        let mut header = BytesMut::new();
+        frame::encode_events_header(&mut header, p.next_seq, sent);
+        body[..header.len()].copy_from_slice(&header);
+        p.credit -= body.len();
+        p.next_seq += u64::from(sent);
+        p.created = p.created.max(p.next_seq - 1);
+        let mut wire = BytesMut::new();
+        frame::encode_frame(&mut wire, Kind::Events, &body);
+        self.core.on_client_bytes(slot, &wire, self.now);
+        self.after_step();
+    }
+
+    /// Producer `id` closes its connection.
+    fn disconnect(&mut self, id: u64) {
+        let Some(slot) = self.producers.get_mut(&id).and_then(|p| p.slot.take()) else { return };
+        self.slots.remove(&slot);
+        if !self.dead {
+            self.core.client_gone(slot);
+            self.after_step();
+        }
+    }
+
+    /// Every producer reads what was queued for it (the driver sends it).
+    fn read_all(&mut self) {
+        if self.dead {
+            return;
+        }
+        for slot in 0..LANE_CONNECTIONS_MAX {
+            if let Some(out) = self.core.take_client_output(slot) {
+                assert!(out.len() <= CONNECTION_MEMORY_BYTES_MAX, "slot {slot}: {} bytes queued", out.len());
+                self.deliver(slot, out);
+                self.core.client_sent(slot);
+            }
+            if self.core.client_must_abort(slot) || self.core.client_should_close(slot) {
+                self.core.client_gone(slot);
+                if let Some(id) = self.slots.remove(&slot) {
+                    self.producers.get_mut(&id).unwrap().slot = None;
+                }
+            }
+        }
+        self.after_step();
+    }
+
+    /// A producer's view of the frames it received, with the checks.
+    fn deliver(&mut self, slot: usize, mut out: BytesMut) {
+        let Some(&id) = self.slots.get(&slot) else { return };
+        while let Some(f) = frame::decode_frame(&mut out).unwrap() {
+            let p = self.producers.get_mut(&id).unwrap();
+            match f.kind {
+                Kind::Welcome => {
+                    let w = frame::decode_welcome(&f.body).unwrap();
+                    let (epoch, seq) = (w.watermark_epoch.get(), w.watermark_seq.get());
+                    assert!(epoch == p.epoch || (epoch, seq) == (0, 0), "producer {id}: WELCOME epoch {epoch}");
+                    assert!(seq >= p.acked, "producer {id}: WELCOME at {seq}, below its ACK {}", p.acked);
+                    assert!(seq <= p.created, "producer {id}: WELCOME at {seq}, never sent past {}", p.created);
+                    let durable = durable_through(&self.spool, &self.db, id, p.epoch);
+                    assert!(seq <= durable, "producer {id}: WELCOME at {seq} but only {durable} durable");
+                    // The acknowledged position: what it resends from.
+                    p.acked = seq;
+                    p.welcomed = true;
+                    p.next_seq = seq + 1;
+                    p.credit = w.credit_bytes.get() as usize;
+                }
+                Kind::Credit => p.credit += frame::decode_credit(&f.body).unwrap().credit_bytes.get() as usize,
+                Kind::Ack => {
+                    let a = frame::decode_ack(&f.body).unwrap();
+                    let (epoch, seq) = (a.epoch.get(), a.durable_seq.get());
+                    assert_eq!(epoch, p.epoch, "producer {id}: ACK of another epoch");
+                    assert!(seq > p.acked, "producer {id}: ACK {seq} repeats or goes back from {}", p.acked);
+                    let durable = durable_through(&self.spool, &self.db, id, epoch);
+                    assert!(seq <= durable, "producer {id}: ACK {seq} but only {durable} durable");
+                    p.acked = seq;
+                }
+                Kind::Status => self.statuses.push(frame::decode_error(&f.body).map(|(c, _)| c).unwrap_or(0)),
+                Kind::Error => {
+                    let (code, why) = frame::decode_error(&f.body).unwrap();
+                    panic!("producer {id} got ERROR {code}: {why}");
+                }
+                Kind::Reject => panic!("producer {id}: valid event rejected"),
+                Kind::Hello | Kind::Events => panic!("lane sent a producer frame"),
+            }
+        }
+    }
+
+    /// Exchange with PostgreSQL: connect if due, send what is queued, and
+    /// deliver the replies (`lose`: the connection breaks before the
+    /// request arrives, or after it was executed with the replies lost).
+    fn database(&mut self, lose: Lose) {
+        if self.dead {
+            return;
+        }
+        if !self.core.pg_is_connected() {
+            if self.core.pg_wants_connect(self.now) {
+                self.core.pg_connect_requested();
+                self.core.pg_connected(BytesMut::new());
+            }
+            return self.after_step();
+        }
+        let Some(request) = self.core.take_pg_output() else { return };
+        if lose == Lose::Before {
+            self.db.connection_lost();
+            self.core.pg_lost("scripted: lost before the request", self.now);
+            return self.after_step();
+        }
+        let replies = self.db.serve(&request);
+        self.core.recycle_pg_buffer(request);
+        self.core.pg_sent();
+        if lose == Lose::After {
+            self.db.connection_lost();
+            self.core.pg_lost("scripted: lost after the request ran", self.now);
+            return self.after_step();
+        }
+        // Delivered in two reads, split anywhere.
+        let cut = replies.len() / 3;
+        self.core.on_pg_bytes(&replies[..cut], self.now);
+        self.core.on_pg_bytes(&replies[cut..], self.now);
+        self.after_step();
+    }
+
+    /// The lane process dies (killed, or exits on a fatal error) and is
+    /// restarted over what the spool holds durably.
+    fn crash(&mut self) {
+        self.crashes += 1;
+        self.db.connection_lost();
+        let recovery = self.spool.crash(spool_summary);
+        self.core = Harness::lane(&self.spool, self.now, recovery);
+        self.dead = false;
+        for p in self.producers.values_mut() {
+            p.slot = None;
+            p.welcomed = false;
+        }
+        self.slots.clear();
+    }
+
+    /// What a driver does after every event: tick the core.
+    fn after_step(&mut self) {
+        if !self.dead {
+            self.core.tick(self.now);
+        }
+        self.core.check_invariants();
+        if self.core.fatal().is_some() {
+            self.dead = true;
+        }
+    }
+
+    /// With no fault left, run until every event sent is committed and
+    /// acknowledged; then check it was committed exactly once.
+    fn settle(&mut self) {
+        if self.dead {
+            self.crash();
+        }
+        for _ in 0..5_000 {
+            let ids: Vec<u64> = self.producers.keys().copied().collect();
+            for id in ids {
+                self.connect(id);
+                let p = &self.producers[&id];
+                if p.next_seq <= p.created {
+                    // Resend what is not acknowledged; nothing new.
+                    self.send(id, (p.created + 1 - p.next_seq).min(64) as u32);
+                }
+            }
+            self.read_all();
+            self.database(Lose::No);
+            self.advance(50);
+            let acked = self.producers.values().all(|p| p.acked == p.created);
+            let committed = self.producers.iter().all(|(id, p)| self.db.marks.get(id).map_or(0, |m| m.1) == p.created);
+            if acked && committed && !self.db.in_transaction() {
+                break;
+            }
+        }
+        for (id, p) in &self.producers {
+            assert_eq!(p.acked, p.created, "producer {id}: acknowledged");
+            assert_eq!(self.db.marks.get(id).map_or(0, |m| m.1), p.created, "producer {id}: committed");
+        }
+        let events: u64 = self.producers.values().map(|p| p.created).sum();
+        assert_eq!(self.db.rows, events, "every event committed exactly once");
+        assert!(self.db.refusals.is_empty(), "watermark advances refused: {:?}", self.db.refusals);
+        assert!(self.db.unknown.is_empty(), "unexpected SQL: {:?}", self.db.unknown);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lose {
+    No,
+    Before,
+    After,
+}
+
+/// The highest seq of `producer` in `epoch` below which every event is
+/// durable: committed (the database's watermark), then continued by the
+/// spool's synced records in order.
+fn durable_through(spool: &MemorySpool, db: &ScriptedDb, producer: u64, epoch: u64) -> u64 {
+    let mut through = db.marks.get(&producer).filter(|m| m.0 == epoch).map_or(0, |m| m.1);
+    for record in spool.records().iter().filter(|r| r.durable) {
+        for range in spool_summary(&record.payload) {
+            if range.producer_id == producer && range.epoch == epoch && range.first_seq <= through + 1 {
+                through = through.max(range.last_seq);
+            }
+        }
+    }
+    through
+}
+
+// ----- table tests -----
+
+/// One producer's events go HELLO → lookup → WELCOME → EVENTS → spool
+/// append + fdatasync → ACK → one transaction: BEGIN, COPY, the watermark
+/// advance, COMMIT.
+#[test]
+fn one_batch_is_acknowledged_after_its_sync_and_committed_as_one_transaction() {
+    let mut h = Harness::new();
+    h.database(Lose::No); // connect
+    h.connect(7);
+    h.database(Lose::No); // watermark lookup
+    assert_eq!(h.db.statements.back().unwrap(), "SELECT producer_epoch, last_seq FROM appliance.watermark_get(7)");
+    h.read_all();
+    assert!(h.producers[&7].welcomed);
+    h.send(7, 10);
+    assert_eq!(h.spool.syncs(), 0, "sealed only at the flush interval");
+    h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
+    assert_eq!(h.spool.syncs(), 1);
+    h.read_all();
+    assert_eq!(h.producers[&7].acked, 10, "ACK once synced, before any COMMIT");
+    assert_eq!(h.db.commits, 0);
+    h.database(Lose::No); // the partition window
+    h.database(Lose::No); // the transaction
+    let sql: Vec<&str> = h.db.statements.iter().map(String::as_str).collect();
+    let begin = sql.iter().position(|s| *s == "BEGIN").unwrap();
+    let (last, copies) = (sql.len() - 1, &sql[begin + 1..sql.len() - 2]);
+    assert!(!copies.is_empty() && copies.iter().all(|s| s.starts_with("COPY dpi.")), "one COPY per table: {copies:?}");
+    assert_eq!(sql[last - 1], "SELECT appliance.watermark_advance(7, 1, 1, 10, 10);\n");
+    assert_eq!(sql[last], "COMMIT");
+    assert_eq!((h.db.rows, h.db.commits), (10, 1));
+    assert!(h.spool.records().is_empty(), "released once committed");
+    h.settle();
+}
+
+/// A failed fdatasync ends the lane with nothing of the record
+/// acknowledged; the restarted lane replays only what was durable and the
+/// producer resends the rest.
+#[test]
+fn a_failed_sync_is_fatal_and_acknowledges_nothing_of_its_record() {
+    let mut h = Harness::new();
+    h.database(Lose::No);
+    h.connect(1);
+    h.database(Lose::No);
+    h.read_all();
+    h.send(1, 5);
+    h.spool.inject(Fault::Sync);
+    h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
+    assert!(matches!(h.core.fatal(), Some(super::core::LaneFatal::SpoolSync(_))), "{:?}", h.core.fatal());
+    h.read_all();
+    assert_eq!(h.producers[&1].acked, 0);
+    h.crash();
+    assert!(h.spool.records().is_empty(), "the unsynced record is gone after the crash");
+    h.settle();
+    assert_eq!(h.db.rows, 5);
+}
+
+/// A failed write pushes producers back (STATUS `SpoolUnwritable`, no
+/// credit), is retried on the timer, and resumes (STATUS `Resumed`).
+#[test]
+fn a_failed_append_pushes_back_then_resumes_without_loss() {
+    let mut h = Harness::new();
+    h.database(Lose::No);
+    h.connect(2);
+    h.database(Lose::No);
+    h.read_all();
+    h.send(2, 8);
+    h.spool.inject(Fault::Append);
+    h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
+    h.read_all();
+    assert_eq!(h.statuses, [StatusCode::SpoolUnwritable as u16]);
+    assert_eq!(h.producers[&2].acked, 0);
+    h.advance(crate::base::limits::SPOOL_RETRY_INTERVAL_MS);
+    h.read_all();
+    assert_eq!(h.statuses, [StatusCode::SpoolUnwritable as u16, StatusCode::Resumed as u16]);
+    assert_eq!(h.producers[&2].acked, 8);
+    h.settle();
+}
+
+/// A transaction that committed but whose replies were lost is decided by
+/// the watermark after the reconnect: skipped, never sent twice.
+#[test]
+fn a_commit_whose_reply_is_lost_is_resolved_by_the_watermark_not_resent() {
+    let mut h = Harness::new();
+    h.database(Lose::No);
+    h.connect(3);
+    h.database(Lose::No);
+    h.read_all();
+    h.send(3, 6);
+    h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
+    h.database(Lose::No); // window
+    h.database(Lose::After); // the transaction runs; its replies are lost
+    assert_eq!((h.db.rows, h.db.commits), (6, 1));
+    h.advance(crate::base::limits::PG_RECONNECT_BACKOFF_MAX_MS);
+    h.database(Lose::No); // reconnect
+    h.database(Lose::No); // the watermark of the record's producer
+    assert_eq!(h.db.statements.back().unwrap(), "SELECT producer_epoch, last_seq FROM appliance.watermark_get(3)");
+    assert!(h.spool.records().is_empty(), "the record is known committed and released");
+    h.settle();
+    assert_eq!(h.db.commits, 1, "never sent twice");
+}
+
+/// A transaction the database refuses (serialization failure) or that is
+/// lost before it arrives is retried; nothing acknowledged is dropped.
+#[test]
+fn refused_and_lost_transactions_are_retried_until_committed() {
+    for (fault, lose) in [(Some("40001"), Lose::No), (Some("53100"), Lose::No), (None, Lose::Before)] {
+        let mut h = Harness::new();
+        h.database(Lose::No);
+        h.connect(4);
+        h.database(Lose::No);
+        h.read_all();
+        h.send(4, 12);
+        h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
+        h.database(Lose::No); // window
+        if let Some(sqlstate) = fault {
+            h.db.fail_next_statement(sqlstate);
+        }
+        h.database(lose);
+        assert_eq!(h.db.commits, 0, "{fault:?} {lose:?}");
+        h.read_all();
+        assert_eq!(h.producers[&4].acked, 12, "acknowledged from the spool regardless");
+        h.settle();
+        assert_eq!(h.db.commits, 1, "{fault:?} {lose:?}");
+    }
+}
+
+/// The quota reached: STATUS `SpoolFull`, no credit; a commit frees space
+/// and the lane resumes.
+#[test]
+fn a_full_spool_pushes_back_until_a_commit_frees_space() {
+    let mut h = Harness::new();
+    let spool = MemorySpool::new(8 * 1024, 1 << 40);
+    h.core = Harness::lane(&spool, h.now, Recovery::default());
+    h.spool = spool;
+    h.database(Lose::No);
+    h.connect(5);
+    h.database(Lose::No);
+    h.read_all();
+    for _ in 0..40 {
+        h.send(5, 16);
+        h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
+        h.read_all();
+        if h.statuses.contains(&(StatusCode::SpoolFull as u16)) {
+            break;
+        }
+    }
+    assert!(h.statuses.contains(&(StatusCode::SpoolFull as u16)), "{:?}", h.statuses);
+    h.settle();
+    assert!(h.statuses.contains(&(StatusCode::Resumed as u16)), "{:?}", h.statuses);
+}
+
+// ----- property test -----
+
+#[derive(Clone, Debug)]
+enum Step {
+    Connect(u64),
+    Send(u64, u32),
+    Disconnect(u64),
+    Read,
+    Database(Lose),
+    FailNext(&'static str),
+    SpoolFault(Fault),
+    Time(u64),
+    Crash,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let producer = 0u64..4;
+    prop_oneof![
+        3 => producer.clone().prop_map(Step::Connect),
+        8 => (producer.clone(), 1u32..40).prop_map(|(p, n)| Step::Send(p, n)),
+        1 => producer.prop_map(Step::Disconnect),
+        6 => Just(Step::Read),
+        6 => Just(Step::Database(Lose::No)),
+        1 => Just(Step::Database(Lose::Before)),
+        1 => Just(Step::Database(Lose::After)),
+        1 => prop_oneof![Just("40001"), Just("57014"), Just("53100")].prop_map(Step::FailNext),
+        1 => prop_oneof![Just(Fault::Append), Just(Fault::Sync)].prop_map(Step::SpoolFault),
+        4 => (1u64..300).prop_map(Step::Time),
+        1 => Just(Step::Crash),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96),
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Random interleavings never acknowledge an event that is not durable,
+    /// never acknowledge twice, never pass a bound, and end with every event
+    /// committed exactly once.
+    #[test]
+    fn random_interleavings_keep_every_acknowledged_event_exactly_once(
+        steps in proptest::collection::vec(step(), 1..160)
+    ) {
+        let mut h = Harness::new();
+        for step in steps {
+            match step {
+                Step::Connect(p) => h.connect(p),
+                Step::Send(p, n) => h.send(p, n),
+                Step::Disconnect(p) => h.disconnect(p),
+                Step::Read => h.read_all(),
+                Step::Database(lose) => h.database(lose),
+                Step::FailNext(sqlstate) => h.db.fail_next_statement(sqlstate),
+                Step::SpoolFault(fault) => h.spool.inject(fault),
+                Step::Time(ms) => h.advance(ms),
+                Step::Crash => h.crash(),
+            }
+        }
+        h.spool.clear_faults();
+        h.settle();
+    }
+}
