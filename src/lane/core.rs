@@ -11,19 +11,18 @@
 //! - a database failure drops nothing acknowledged: the lane reconnects
 //!   and resolves its unsent records by the watermarks (`spooling.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::BytesMut;
 use postgres_protocol::message::backend::Message;
 
 use super::batch::Batch;
-use super::credit::CreditLedger;
-use super::session::{Conn, ConnState};
+use super::conns::{Conn, ConnState, Connections};
+use super::producers::Producers;
 use super::spooling::SpoolLane;
 use crate::base::limits::{
-    BATCH_FLUSH_INTERVAL_MS, CONNECTION_CREDIT_BYTES, CONNECTION_CREDIT_GUARANTEED_BYTES, CONNECTION_IDLE_EVICTABLE_MS,
-    CONNECTION_IDLE_TIMEOUT_MS, CONNECTION_LINGER_MS, CONNECTION_OUTPUT_BYTES_MAX, CONNECTION_OUTPUT_PAUSE_BYTES,
-    HANDSHAKE_TIMEOUT_MS, LANE_BUFFER_BYTES_MAX, LANE_CONNECTIONS_MAX, LOOKUPS_PER_TRANSACTION_MAX,
+    BATCH_FLUSH_INTERVAL_MS, CONNECTION_IDLE_TIMEOUT_MS, CONNECTION_LINGER_MS, CONNECTION_OUTPUT_BYTES_MAX,
+    CONNECTION_OUTPUT_PAUSE_BYTES, HANDSHAKE_TIMEOUT_MS, LANE_CONNECTIONS_MAX, LOOKUPS_PER_TRANSACTION_MAX,
     PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS,
 };
 use crate::base::sys::PeerCred;
@@ -78,26 +77,11 @@ impl std::fmt::Display for PgLinkError {
     }
 }
 
-/// Smallest CREDIT grant worth a frame (unless it fills the window).
-const CREDIT_GRANT_MIN_BYTES: usize = 64 * 1024;
-
 /// The driver's view of time: monotonic for deadlines, wall clock for ingest_time.
 #[derive(Clone, Copy, Debug)]
 pub struct Now {
     pub mono_ms: u64,
     pub wall_us: i64,
-}
-
-/// What the lane knows about one producer.
-#[derive(Debug, Clone)]
-pub(super) struct Producer {
-    pub epoch: u64,
-    pub committed_seq: u64,
-    pub received_seq: u64,
-    pub active: Option<(usize, u64)>,
-    /// When a connection of it was last welcomed (which producers to
-    /// forget first beyond `LANE_PRODUCERS_MAX`).
-    pub seen_ms: u64,
 }
 
 /// What becomes of a connection the driver accepted.
@@ -170,14 +154,12 @@ pub struct LaneStats {
 pub struct LaneCore {
     pub(super) module: Module,
     pub(super) policy: PeerPolicy,
-    pub(super) conns: Vec<Option<Conn>>,
-    next_generation: u64,
-    pub(super) producers: HashMap<u64, Producer>,
-    pub(super) lookups_wanted: VecDeque<u64>,
+    /// Connections and their credit (`conns.rs`).
+    pub(super) conns: Connections,
+    /// The producers known and the lookups waiting (`producers.rs`).
+    pub(super) producers: Producers,
     pub(super) pending: Batch,
     pub(super) sealed: VecDeque<Batch>,
-    /// Credit granted and bytes buffered (`credit.rs`).
-    pub(super) credit: CreditLedger,
     pub(super) pg: PgState,
     pub(super) pg_out: BytesMut,
     pg_in: BytesMut,
@@ -192,8 +174,6 @@ pub struct LaneCore {
     error_log: RateLimitedLog,
     /// Watermark lookups sent since the last spooled transaction started.
     lookups_in_a_row: u32,
-    /// The producer table's size after the last forgetting pass.
-    producers_after_forget: usize,
     pub(super) now: Now,
     /// The durable spool: every ACK waits for it (`spooling.rs`).
     pub(super) spool: SpoolLane,
@@ -219,13 +199,10 @@ impl LaneCore {
         let mut core = LaneCore {
             module,
             policy,
-            conns: (0..LANE_CONNECTIONS_MAX).map(|_| None).collect(),
-            next_generation: 1,
-            producers: HashMap::new(),
-            lookups_wanted: VecDeque::new(),
+            conns: Connections::new(),
+            producers: Producers::default(),
             pending: Batch::new(module, now.mono_ms),
             sealed: VecDeque::new(),
-            credit: CreditLedger::default(),
             pg: PgState::Down { retry_at_ms: 0, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS },
             pg_out: BytesMut::new(),
             pg_in: BytesMut::new(),
@@ -236,7 +213,6 @@ impl LaneCore {
             forget_log: RateLimitedLog::default(),
             error_log: RateLimitedLog::default(),
             lookups_in_a_row: 0,
-            producers_after_forget: 0,
             now,
             spool: SpoolLane::new(spool, disk_reserve),
             stop_after_send: None,
@@ -260,27 +236,11 @@ impl LaneCore {
 
     /// Whether a slot is free now.
     pub fn has_free_slot(&self) -> bool {
-        self.conns.iter().any(Option::is_none)
+        self.conns.free_slot().is_some()
     }
 
-    /// The connection to evict for a new one when every slot is taken: the
-    /// oldest that has not sent HELLO, else the one idle longest if idle
-    /// for at least `CONNECTION_IDLE_EVICTABLE_MS` with nothing in flight.
     fn eviction_candidate(&self) -> Option<usize> {
-        let now = self.now.mono_ms;
-        let live = || {
-            self.conns.iter().enumerate().filter_map(|(slot, c)| Some((slot, c.as_ref()?))).filter(|(_, c)| !c.closing)
-        };
-        let silent = live().filter(|(_, c)| c.state == ConnState::AwaitHello).min_by_key(|(_, c)| c.opened_ms);
-        silent
-            .or_else(|| {
-                live()
-                    .filter(|(_, c)| {
-                        c.unreleased == 0 && now.saturating_sub(c.active_ms) >= CONNECTION_IDLE_EVICTABLE_MS
-                    })
-                    .min_by_key(|(_, c)| c.active_ms)
-            })
-            .map(|(slot, _)| slot)
+        self.conns.eviction_candidate(self.now.mono_ms)
     }
 
     /// Decide on a new connection from its kernel credentials, before any
@@ -305,7 +265,7 @@ impl LaneCore {
             }
             return Admission::Refused;
         }
-        let Some(slot) = self.conns.iter().position(Option::is_none) else {
+        let Some(slot) = self.conns.free_slot() else {
             return match self.eviction_candidate() {
                 Some(victim) => {
                     self.evict(victim);
@@ -317,8 +277,6 @@ impl LaneCore {
                 }
             };
         };
-        let generation = self.next_generation;
-        self.next_generation += 1;
         if let Some(suppressed) = self.admission_log.allow(now.mono_ms) {
             tracing::info!(
                 lane = self.module.name(),
@@ -331,7 +289,7 @@ impl LaneCore {
                 "connection admitted"
             );
         }
-        self.conns[slot] = Some(Conn::new(generation, peer, now.mono_ms));
+        self.conns.open(slot, peer, now.mono_ms);
         self.check_invariants();
         Admission::Slot(slot)
     }
@@ -341,7 +299,7 @@ impl LaneCore {
     /// (it reconnects when it has events).
     fn evict(&mut self, slot: usize) {
         let now = self.now.mono_ms;
-        let Some(conn) = self.conns[slot].as_mut() else { return };
+        let Some(conn) = self.conns.get_mut(slot) else { return };
         if conn.state != ConnState::AwaitHello {
             let idle_ms = now.saturating_sub(conn.active_ms);
             frame::encode_error(
@@ -367,12 +325,12 @@ impl LaneCore {
     }
 
     pub fn client_wants_read(&self, slot: usize) -> bool {
-        !self.draining && self.conns.get(slot).and_then(Option::as_ref).is_some_and(|c| !c.closing)
+        !self.draining && self.conns.get(slot).is_some_and(|c| !c.closing)
     }
 
     /// Take the bytes queued for a client, if any.
     pub fn take_client_output(&mut self, slot: usize) -> Option<BytesMut> {
-        let conn = self.conns.get_mut(slot)?.as_mut()?;
+        let conn = self.conns.get_mut(slot)?;
         if conn.out.is_empty() {
             return None;
         }
@@ -382,28 +340,23 @@ impl LaneCore {
 
     /// Whether the driver should close this client now (all output sent).
     pub fn client_should_close(&self, slot: usize) -> bool {
-        self.conns.get(slot).and_then(Option::as_ref).is_some_and(|c| c.closing && c.out.is_empty())
+        self.conns.get(slot).is_some_and(|c| c.closing && c.out.is_empty())
     }
 
     /// Whether the driver must cut this client now, whatever is queued or
     /// in flight for it (shutdown(2) of its socket): evicted before HELLO,
     /// or closing for longer than `CONNECTION_LINGER_MS` (it does not read).
     pub fn client_must_abort(&self, slot: usize) -> bool {
-        self.conns.get(slot).and_then(Option::as_ref).is_some_and(|c| {
+        self.conns.get(slot).is_some_and(|c| {
             c.abort || (c.closing && self.now.mono_ms.saturating_sub(c.closing_since_ms) >= CONNECTION_LINGER_MS)
         })
     }
 
     /// The peer closed, a socket error happened, or the driver closed the fd.
     pub fn client_gone(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) else { return };
-        self.credit.take_back(conn.credit_left);
+        let Some(conn) = self.conns.remove(slot) else { return };
         if let ConnState::Streaming { producer_id, .. } = conn.state {
-            if let Some(p) = self.producers.get_mut(&producer_id) {
-                if p.active == Some((slot, conn.generation)) {
-                    p.active = None;
-                }
-            }
+            self.producers.disconnected(producer_id, slot, conn.generation);
         }
         self.regrant_all();
     }
@@ -411,13 +364,13 @@ impl LaneCore {
     /// Bytes arrived from a client.
     pub fn on_client_bytes(&mut self, slot: usize, data: &[u8], now: Now) {
         self.now = now;
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else { return };
         if conn.closing {
             return;
         }
         conn.inbuf.extend_from_slice(data);
         loop {
-            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+            let Some(conn) = self.conns.get_mut(slot) else { return };
             if conn.closing {
                 return;
             }
@@ -452,7 +405,7 @@ impl LaneCore {
     /// `CONNECTION_OUTPUT_BYTES_MAX` queued, it is closed with ERROR
     /// `NotReading` (cut after the linger if it still does not read).
     fn bound_output(&mut self, slot: usize) {
-        let Some(queued) = self.conns[slot].as_ref().filter(|c| !c.closing).map(|c| c.out.len()) else { return };
+        let Some(queued) = self.conns.get(slot).filter(|c| !c.closing).map(|c| c.out.len()) else { return };
         if queued > CONNECTION_OUTPUT_BYTES_MAX {
             self.stats.connections_timed_out += 1;
             let reason = format!("{queued} bytes of replies not read (at most {CONNECTION_OUTPUT_BYTES_MAX})");
@@ -463,7 +416,7 @@ impl LaneCore {
     /// The peer ended its side of the connection. Bytes of an unfinished
     /// frame are a protocol error (a truncated frame), answered with ERROR.
     pub fn on_client_eof(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else { return };
         if conn.closing {
             return;
         }
@@ -479,7 +432,7 @@ impl LaneCore {
     /// paused for unread replies may get credit again.
     pub fn client_sent(&mut self, slot: usize) {
         self.sent(SendTarget::Client);
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(slot) else { return };
         if conn.paused && conn.out.len() <= CONNECTION_OUTPUT_PAUSE_BYTES {
             conn.paused = false;
             self.regrant_all();
@@ -510,7 +463,7 @@ impl LaneCore {
 
     /// Send an ERROR frame and close the connection after it.
     pub(super) fn fail_connection(&mut self, slot: usize, error: frame::FrameError) {
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut).filter(|c| !c.closing) else { return };
+        let Some(conn) = self.conns.get_mut(slot).filter(|c| !c.closing) else { return };
         self.stats.protocol_errors += 1;
         if let Some(suppressed) = self.error_log.allow(self.now.mono_ms) {
             tracing::warn!(
@@ -530,59 +483,8 @@ impl LaneCore {
 
     // ----- credit -----
 
-    /// The budget kept for every slot that holds less than its guaranteed
-    /// share (`CONNECTION_CREDIT_GUARANTEED_BYTES`): free slots and
-    /// connections before HELLO count in full.
-    pub(super) fn reserved_shares(&self) -> usize {
-        self.conns
-            .iter()
-            .map(|c| match c {
-                Some(conn) if !conn.closing => CONNECTION_CREDIT_GUARANTEED_BYTES.saturating_sub(conn.held()),
-                Some(_) => 0,
-                None => CONNECTION_CREDIT_GUARANTEED_BYTES,
-            })
-            .sum()
-    }
-
-    /// Credit a connection may be granted now, given `reserved`
-    /// (`reserved_shares`): within its window; from the budget, never what
-    /// the other slots' guaranteed shares need; none while its replies are
-    /// not being read.
-    pub(super) fn grantable(&self, conn: &Conn, reserved: usize) -> usize {
-        if conn.out.len() > CONNECTION_OUTPUT_PAUSE_BYTES {
-            return 0;
-        }
-        let window = CONNECTION_CREDIT_BYTES as usize;
-        let window_left = window.saturating_sub(conn.held());
-        let own_share = CONNECTION_CREDIT_GUARANTEED_BYTES.saturating_sub(conn.held());
-        let reserved_for_others = reserved.saturating_sub(own_share);
-        let budget_left = self.credit.budget_left(reserved_for_others);
-        let amount = window_left.min(budget_left);
-        if amount == 0 || (amount < CREDIT_GRANT_MIN_BYTES && amount < window_left) { 0 } else { amount }
-    }
-
     pub(super) fn regrant_all(&mut self) {
-        // Computed once; a grant then lowers only its own connection's
-        // shortfall below the guaranteed share.
-        let mut reserved = self.reserved_shares();
-        for slot in 0..self.conns.len() {
-            let amount = match self.conns[slot].as_ref() {
-                Some(conn) if matches!(conn.state, ConnState::Streaming { .. }) && !conn.closing => {
-                    self.grantable(conn, reserved)
-                }
-                _ => 0,
-            };
-            if amount > 0 {
-                if let Some(conn) = self.conns[slot].as_mut() {
-                    let shortfall = CONNECTION_CREDIT_GUARANTEED_BYTES.saturating_sub(conn.held());
-                    conn.credit_left += amount;
-                    reserved -= shortfall - CONNECTION_CREDIT_GUARANTEED_BYTES.saturating_sub(conn.held());
-                    frame::encode_credit(&mut conn.out, amount as u32);
-                }
-                self.credit.grant(amount);
-            }
-        }
-        debug_assert_eq!(reserved, self.reserved_shares(), "reserved shares kept up to date");
+        self.conns.regrant_all();
     }
 
     // ----- batches -----
@@ -607,21 +509,12 @@ impl LaneCore {
     }
 
     pub(super) fn release(&mut self, batch: &Batch) {
-        for release in &batch.releases {
-            self.credit.release(release.bytes);
-            if let Some(conn) = self.conns.get_mut(release.slot).and_then(Option::as_mut) {
-                if conn.generation == release.generation {
-                    conn.unreleased -= release.bytes;
-                }
-            }
-        }
+        self.conns.release(&batch.releases);
     }
 
     /// Wanted a producer's watermark before answering its HELLO.
     pub(super) fn want_lookup(&mut self, producer_id: u64) {
-        if !self.lookups_wanted.contains(&producer_id) {
-            self.lookups_wanted.push_back(producer_id);
-        }
+        self.producers.want_lookup(producer_id);
     }
 
     // ----- time -----
@@ -636,7 +529,7 @@ impl LaneCore {
         self.start_request();
         self.enforce_deadlines();
         if self.drained() {
-            for conn in self.conns.iter_mut().flatten() {
+            for conn in self.conns.iter_mut() {
                 conn.close(now.mono_ms);
             }
         }
@@ -648,8 +541,8 @@ impl LaneCore {
     /// `CONNECTION_IDLE_TIMEOUT_MS`.
     fn enforce_deadlines(&mut self) {
         let now = self.now.mono_ms;
-        for slot in 0..self.conns.len() {
-            let Some(conn) = self.conns[slot].as_ref().filter(|c| !c.closing) else { continue };
+        for slot in 0..LANE_CONNECTIONS_MAX {
+            let Some(conn) = self.conns.get(slot).filter(|c| !c.closing) else { continue };
             let why = match conn.state {
                 ConnState::AwaitHello if now.saturating_sub(conn.opened_ms) >= HANDSHAKE_TIMEOUT_MS => {
                     format!("no HELLO within {HANDSHAKE_TIMEOUT_MS} ms")
@@ -666,19 +559,6 @@ impl LaneCore {
         }
     }
 
-    /// The earliest connection deadline (HELLO, idle, linger), if any.
-    fn connection_deadline(&self) -> Option<u64> {
-        self.conns
-            .iter()
-            .flatten()
-            .map(|c| match c.state {
-                _ if c.closing => c.closing_since_ms + CONNECTION_LINGER_MS,
-                ConnState::AwaitHello => c.opened_ms + HANDSHAKE_TIMEOUT_MS,
-                _ => c.active_ms + CONNECTION_IDLE_TIMEOUT_MS,
-            })
-            .min()
-    }
-
     /// The core's invariants, asserted after every entry point (debug
     /// builds and tests; `cargo test` runs them on every table test and the
     /// lane integration tests):
@@ -692,24 +572,14 @@ impl LaneCore {
         if !cfg!(debug_assertions) {
             return;
         }
-        let outstanding: usize = self.conns.iter().flatten().map(|c| c.credit_left).sum();
-        debug_assert_eq!(outstanding, self.credit.outstanding(), "credit outstanding equals what connections hold");
-        debug_assert!(
-            self.credit.outstanding() + self.credit.buffered()
-                <= LANE_BUFFER_BYTES_MAX + LANE_CONNECTIONS_MAX * CONNECTION_CREDIT_GUARANTEED_BYTES,
-            "lane budget: {} + {}",
-            self.credit.outstanding(),
-            self.credit.buffered()
-        );
-        for conn in self.conns.iter().flatten() {
-            debug_assert!(conn.held() <= CONNECTION_CREDIT_BYTES as usize, "window: {}", conn.held());
-        }
-        for (id, p) in &self.producers {
+        self.conns.check_invariants();
+        self.producers.check_invariants();
+        for (id, p) in self.producers.iter() {
             if let Some((slot, generation)) = p.active {
-                let conn = self.conns.get(slot).and_then(Option::as_ref);
+                let conn = self.conns.get(slot);
                 debug_assert!(
                     conn.is_none_or(|c| c.generation != generation
-                        || matches!(c.state, ConnState::Streaming { producer_id, .. } if producer_id == *id)),
+                        || matches!(c.state, ConnState::Streaming { producer_id, .. } if producer_id == id)),
                     "producer {id} is active on a connection streaming for another"
                 );
             }
@@ -728,7 +598,7 @@ impl LaneCore {
         if let Some(retry_at_ms) = self.spool_deadline() {
             deadline = deadline.min(retry_at_ms);
         }
-        if let Some(at) = self.connection_deadline() {
+        if let Some(at) = self.conns.deadline() {
             deadline = deadline.min(at);
         }
         deadline.max(self.now.mono_ms)
@@ -881,14 +751,14 @@ impl LaneCore {
         if !matches!(self.pg, PgState::Idle) {
             return;
         }
-        if self.lookups_in_a_row >= LOOKUPS_PER_TRANSACTION_MAX || self.lookups_wanted.is_empty() {
+        if self.lookups_in_a_row >= LOOKUPS_PER_TRANSACTION_MAX || !self.producers.lookups_waiting() {
             self.spool_start_request();
             if !matches!(self.pg, PgState::Idle) {
                 self.lookups_in_a_row = 0;
                 return;
             }
         }
-        if let Some(producer_id) = self.lookups_wanted.pop_front() {
+        if let Some(producer_id) = self.producers.next_lookup() {
             self.lookups_in_a_row += 1;
             self.query_watermark(producer_id, Request::Lookup(producer_id));
         }
@@ -904,60 +774,31 @@ impl LaneCore {
     }
 
     fn lookup_done(&mut self, producer_id: u64, rows: &[crate::pg::Row]) {
-        let (epoch, seq) = match parse_watermark(rows) {
+        let mark = match parse_watermark(rows) {
             Ok(mark) => mark,
             Err(why) => return self.reset(why),
         };
-        self.spool.note_mark(producer_id, (epoch, seq));
-        // A second lookup for a producer already known (two HELLOs raced)
-        // must not roll back what the lane learnt since the first.
-        self.producers.entry(producer_id).or_insert(Producer {
-            epoch,
-            committed_seq: seq,
-            received_seq: seq,
-            active: None,
-            seen_ms: self.now.mono_ms,
-        });
+        self.spool.note_mark(producer_id, mark);
+        self.producers.learn_from_lookup(producer_id, mark, self.now.mono_ms);
         self.welcome_waiting(producer_id);
         self.forget_producers();
     }
 
-    /// Beyond `LANE_PRODUCERS_MAX` producers, forget the least recently
-    /// seen of those PostgreSQL knows as well as the lane does: no
-    /// connection, everything received acknowledged (spooled), and nothing
-    /// of it in a spooled record not yet committed (nor in an undecided
-    /// damaged one), so its watermark in PostgreSQL is its acknowledged
-    /// position and a later HELLO reads the same. Down to 7/8 of the bound,
-    /// so this scan runs once per `LANE_PRODUCERS_MAX / 8` new producers.
+    /// Beyond `LANE_PRODUCERS_MAX` producers, forget idle ones whose
+    /// watermark PostgreSQL holds (`Producers::forget_idle`), and their
+    /// marks in the spool's bookkeeping.
     fn forget_producers(&mut self) {
         let max = crate::base::limits::lane_producers_max();
-        // Also when the last pass could not get under the bound (producers
-        // with spooled events are kept), scan again only after another
-        // eighth of the bound: not on every HELLO.
-        if self.producers.len() <= max.max(self.producers_after_forget + max / 8) {
-            return;
+        let spool = &self.spool;
+        let Some(forgotten) = self.producers.forget_idle(max, || spool.producers_unsent()) else { return };
+        for id in &forgotten {
+            self.spool.forget_mark(*id);
         }
-        let unsent = self.spool.producers_unsent();
-        let mut idle: Vec<(u64, u64)> = self
-            .producers
-            .iter()
-            .filter(|(id, p)| p.active.is_none() && p.received_seq == p.committed_seq && !unsent.contains(*id))
-            .map(|(id, p)| (p.seen_ms, *id))
-            .collect();
-        idle.sort_unstable();
-        let excess = self.producers.len() - max * 7 / 8;
-        let mut forgotten = 0;
-        for (_, id) in idle.into_iter().take(excess) {
-            self.producers.remove(&id);
-            self.spool.forget_mark(id);
-            forgotten += 1;
-        }
-        self.stats.producers_forgotten += forgotten;
-        self.producers_after_forget = self.producers.len();
+        self.stats.producers_forgotten += forgotten.len() as u64;
         if let Some(suppressed) = self.forget_log.allow(self.now.mono_ms) {
             tracing::info!(
                 lane = self.module.name(),
-                forgotten,
+                forgotten = forgotten.len(),
                 producers = self.producers.len(),
                 bound = max,
                 suppressed,
@@ -972,41 +813,26 @@ impl LaneCore {
     /// that it reports a position PostgreSQL agrees with and any loss
     /// notice follows it at once.
     pub(super) fn welcome_waiting(&mut self, producer_id: u64) {
-        if !self.producers.contains_key(&producer_id) || self.spool.loss_pending(producer_id) {
+        if !self.producers.contains(producer_id) || self.spool.loss_pending(producer_id) {
             return;
         }
-        let waiting: Vec<usize> = (0..self.conns.len())
-            .filter(|slot| {
-                matches!(self.conns[*slot].as_ref().map(|c| &c.state), Some(ConnState::Waiting { producer_id: p, .. }) if *p == producer_id)
-            })
-            .collect();
+        let waiting = self
+            .conns
+            .slots_where(|c| matches!(c.state, ConnState::Waiting { producer_id: p, .. } if p == producer_id));
         for slot in waiting {
             self.welcome(slot);
         }
     }
 
-    /// Everything in `ranges` is durable: advance and acknowledge.
+    /// Everything in `ranges` is durable: advance and acknowledge, on each
+    /// producer's active connection, unless it was told already.
     pub(super) fn ack_ranges(&mut self, ranges: &[super::batch::ProducerRange]) {
-        let mut touched = Vec::new();
-        for range in ranges {
-            if let Some(p) = self.producers.get_mut(&range.producer_id) {
-                if p.epoch == range.epoch && range.last_seq > p.committed_seq {
-                    p.committed_seq = range.last_seq;
-                    touched.push(range.producer_id);
-                }
-            }
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        for producer_id in touched {
-            let Some(p) = self.producers.get(&producer_id) else { continue };
-            let (epoch, seq, active) = (p.epoch, p.committed_seq, p.active);
-            if let Some((slot, generation)) = active {
-                let conn = self.conns[slot].as_mut().filter(|c| c.generation == generation && seq > c.acked_seq);
-                if let Some(conn) = conn {
-                    conn.acked_seq = seq;
-                    frame::encode_ack(&mut conn.out, epoch, seq);
-                }
+        for ack in self.producers.acknowledge(ranges) {
+            let Some((slot, generation)) = ack.active else { continue };
+            let conn = self.conns.get_mut(slot).filter(|c| c.generation == generation && ack.seq > c.acked_seq);
+            if let Some(conn) = conn {
+                conn.acked_seq = ack.seq;
+                frame::encode_ack(&mut conn.out, ack.epoch, ack.seq);
             }
         }
     }
@@ -1092,6 +918,9 @@ mod tests {
     //! `lookup_done` as the reply would. The data path with PostgreSQL
     //! replies and spool faults scripted is tested in `lane::scripted`.
     use super::*;
+    use crate::base::limits::{
+        CONNECTION_CREDIT_GUARANTEED_BYTES, CONNECTION_IDLE_EVICTABLE_MS, LANE_BUFFER_BYTES_MAX,
+    };
     use crate::codec::frame::Kind;
     use crate::lane::ingress::PeerGrant;
     use crate::storage::spool::MemorySpool;
@@ -1140,11 +969,11 @@ mod tests {
         let mut hello = BytesMut::new();
         frame::encode_hello(&mut hello, 2, producer, 1);
         core.on_client_bytes(slot, &hello, now(at));
-        if !core.producers.contains_key(&producer) {
-            core.lookups_wanted.retain(|p| *p != producer);
+        if !core.producers.contains(producer) {
+            core.producers.cancel_lookup(producer);
             core.lookup_done(producer, &[vec![Some("1".into()), Some("0".into())]]);
         }
-        assert!(matches!(core.conns[slot].as_ref().unwrap().state, ConnState::Streaming { .. }));
+        assert!(matches!(core.conns.get(slot).unwrap().state, ConnState::Streaming { .. }));
         slot
     }
 
@@ -1167,9 +996,8 @@ mod tests {
                 _ => {
                     let slot = streaming(&mut core, 100 + i as u64, 0);
                     // 1,000 bytes of credit left (the lane's count follows).
-                    let conn = core.conns[slot].as_mut().unwrap();
-                    core.credit.take_back(conn.credit_left - 1000);
-                    conn.credit_left = 1000;
+                    let held = core.conns.get(slot).unwrap().credit_left;
+                    core.conns.shrink_credit(slot, held - 1000);
                     slot
                 }
             };
@@ -1184,7 +1012,7 @@ mod tests {
                 expected.map(|c| c as u16),
                 "case {i}: {state} {kind:?} {body_len}"
             );
-            let conn = core.conns[slot].as_ref().unwrap();
+            let conn = core.conns.get(slot).unwrap();
             assert!(conn.closing && conn.inbuf.is_empty(), "case {i}: nothing buffered, closing");
             core.client_gone(slot);
         }
@@ -1196,12 +1024,12 @@ mod tests {
         let mut held = 0;
         for producer in 0..40 {
             let slot = streaming(&mut core, producer, 0);
-            held += core.conns[slot].as_ref().unwrap().credit_left;
+            held += core.conns.get(slot).unwrap().credit_left;
         }
         assert!(held <= LANE_BUFFER_BYTES_MAX - 24 * CONNECTION_CREDIT_GUARANTEED_BYTES, "{held}");
         for producer in 40..LANE_CONNECTIONS_MAX as u64 {
             let slot = streaming(&mut core, producer, 0);
-            let credit = core.conns[slot].as_ref().unwrap().credit_left;
+            let credit = core.conns.get(slot).unwrap().credit_left;
             assert!(credit >= CONNECTION_CREDIT_GUARANTEED_BYTES, "producer {producer}: {credit}");
         }
         core.check_invariants();
@@ -1232,7 +1060,7 @@ mod tests {
         // Streaming connections idle for less than a second keep their slot...
         let victim_streaming = busy[0];
         for slot in 0..LANE_CONNECTIONS_MAX {
-            if core.conns[slot].as_ref().is_some_and(|c| c.state == ConnState::AwaitHello) {
+            if core.conns.get(slot).is_some_and(|c| c.state == ConnState::AwaitHello) {
                 core.client_gone(slot);
                 assert!(matches!(core.admit(peer(), false, now(40)), Admission::Slot(_)));
                 let mut hello = BytesMut::new();
@@ -1247,8 +1075,8 @@ mod tests {
         let at = 10 + CONNECTION_IDLE_EVICTABLE_MS;
         core.tick(now(at));
         assert_eq!(core.admit(peer(), false, now(at)), Admission::Wait);
-        let evicted = (0..LANE_CONNECTIONS_MAX).find(|s| core.conns[*s].as_ref().is_some_and(|c| c.closing)).unwrap();
-        assert_eq!(core.conns[evicted].as_ref().unwrap().active_ms, 10, "{victim_streaming} {evicted}");
+        let evicted = (0..LANE_CONNECTIONS_MAX).find(|s| core.conns.get(*s).is_some_and(|c| c.closing)).unwrap();
+        assert_eq!(core.conns.get(evicted).unwrap().active_ms, 10, "{victim_streaming} {evicted}");
         assert_eq!(error_code(&mut core, evicted), Some(ErrorCode::Evicted as u16));
     }
 
@@ -1276,15 +1104,15 @@ mod tests {
         let slot = streaming(&mut core, 9, 0);
         // Replies it never read (CREDIT frames), as the driver leaves them queued.
         let unread = |core: &mut LaneCore, bytes: usize| {
-            let out = &mut core.conns[slot].as_mut().unwrap().out;
+            let out = &mut core.conns.get_mut(slot).unwrap().out;
             let target = out.len() + bytes;
             while out.len() < target {
                 frame::encode_credit(out, 1);
             }
         };
         unread(&mut core, CONNECTION_OUTPUT_PAUSE_BYTES + 1);
-        let reserved = core.reserved_shares();
-        assert_eq!(core.grantable(core.conns[slot].as_ref().unwrap(), reserved), 0, "paused: no credit");
+        let reserved = core.conns.reserved_shares();
+        assert_eq!(core.conns.grantable(core.conns.get(slot).unwrap(), reserved), 0, "paused: no credit");
         unread(&mut core, CONNECTION_OUTPUT_BYTES_MAX);
         let mut body = BytesMut::new();
         frame::encode_events_header(&mut body, 1, 1);

@@ -11,6 +11,8 @@
 
 pub mod batch;
 pub mod connector;
+/// Connections, their protocol state and the credit they hold.
+mod conns;
 pub mod core;
 /// The credit ledger: granted and buffered bytes within the lane's budget.
 mod credit;
@@ -19,6 +21,8 @@ pub mod ingress;
 pub mod links;
 pub mod poll;
 pub mod probe;
+/// The producers a lane knows, bounded.
+mod producers;
 pub mod process;
 pub mod runtime;
 /// A scripted PostgreSQL backend for the core's tests and fuzz target.

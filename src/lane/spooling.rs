@@ -27,8 +27,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::batch::{Batch, ProducerRange, Quarantined};
-use super::core::{LaneCore, LaneFatal, PgState, Producer, Request, SendTarget};
-use super::session::ConnState;
+use super::conns::ConnState;
+use super::core::{LaneCore, LaneFatal, PgState, Request, SendTarget};
 use crate::base::failpoint;
 use crate::base::limits::{
     DISK_RESERVE_RECHECK_MS, DISK_RESERVE_RESUME_BYTES, PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS,
@@ -226,22 +226,8 @@ impl LaneCore {
                     }
                 }
             };
-            for r in &ranges {
-                let seen_ms = self.now.mono_ms;
-                let p = self.producers.entry(r.producer_id).or_insert(Producer {
-                    epoch: r.epoch,
-                    committed_seq: 0,
-                    received_seq: 0,
-                    active: None,
-                    seen_ms,
-                });
-                if r.epoch > p.epoch {
-                    *p = Producer { epoch: r.epoch, committed_seq: 0, received_seq: 0, active: None, seen_ms };
-                }
-                if r.epoch == p.epoch && r.last_seq > p.committed_seq {
-                    p.committed_seq = r.last_seq;
-                    p.received_seq = r.last_seq;
-                }
+            for range in &ranges {
+                self.producers.learn_from_spool(range, self.now.mono_ms);
             }
             self.spool.unsent.push_back(Spooled { location, ranges, kind });
         }
@@ -386,17 +372,13 @@ impl LaneCore {
     /// (the others were told when it began).
     pub(super) fn tell_push_back(&mut self, slot: usize) {
         let Some(code) = self.spool.blocked else { return };
-        if let Some(conn) = self.conns[slot].as_mut() {
+        if let Some(conn) = self.conns.get_mut(slot) {
             frame::encode_status(&mut conn.out, code, &self.spool.blocked_reason);
         }
     }
 
     fn broadcast_status(&mut self, code: StatusCode, reason: &str) {
-        for conn in self.conns.iter_mut().flatten() {
-            if matches!(conn.state, ConnState::Streaming { .. }) && !conn.closing {
-                frame::encode_status(&mut conn.out, code, reason);
-            }
-        }
+        self.conns.broadcast_status(code, reason);
     }
 
     /// A (re)connect: every unsent record is in doubt until the watermarks
@@ -658,8 +640,7 @@ impl LaneCore {
         let waiting: Vec<u64> = self
             .conns
             .iter()
-            .flatten()
-            .filter_map(|c| match c.state {
+            .filter_map(|(_, c)| match c.state {
                 ConnState::Waiting { producer_id, .. } => Some(producer_id),
                 _ => None,
             })
@@ -682,8 +663,8 @@ impl LaneCore {
 
     /// Send a producer its pending loss notices, if it has a connection.
     pub(super) fn send_loss_notices(&mut self, producer_id: u64) {
-        let Some((slot, generation)) = self.producers.get(&producer_id).and_then(|p| p.active) else { return };
-        let Some(conn) = self.conns[slot].as_mut().filter(|c| c.generation == generation && !c.closing) else {
+        let Some((slot, generation)) = self.producers.get(producer_id).and_then(|p| p.active) else { return };
+        let Some(conn) = self.conns.get_mut(slot).filter(|c| c.generation == generation && !c.closing) else {
             return;
         };
         for range in self.spool.loss_notices.remove(&producer_id).unwrap_or_default() {
