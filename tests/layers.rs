@@ -223,18 +223,13 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     state.found
 }
 
-/// No two source files import each other, directly or around a loop, but
-/// for one known cycle: the lane core's `impl LaneCore` is spread over
-/// `core.rs`, `session.rs` and `spooling.rs`, which reach into each other's
-/// fields (DATA-PLANE §7: the redesign into owned sub-states is not done).
-/// Any other cycle fails here.
+/// No two source files import each other, directly or around a loop.
 #[test]
-fn no_cycles_between_source_files_but_the_known_one() {
+fn no_cycles_between_source_files() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let modules = modules(&src);
     let graph: BTreeMap<String, BTreeSet<String>> =
         modules.keys().map(|m| (m.clone(), module_edges(&modules, m))).collect();
-    let known = vec!["lane::core".to_string(), "lane::session".to_string(), "lane::spooling".to_string()];
-    let found: Vec<Vec<String>> = cycles(&graph).into_iter().filter(|c| *c != known).collect();
+    let found = cycles(&graph);
     assert!(found.is_empty(), "import cycles between source files: {found:?}");
 }

@@ -17,9 +17,10 @@ use bytes::BytesMut;
 use postgres_protocol::message::backend::Message;
 
 use super::batch::Batch;
+use super::commit_queue::CommitQueue;
 use super::conns::{Conn, ConnState, Connections};
+pub use super::error::{LaneFatal, PgLinkError};
 use super::producers::Producers;
-use super::spooling::SpoolLane;
 use crate::base::limits::{
     BATCH_FLUSH_INTERVAL_MS, CONNECTION_IDLE_TIMEOUT_MS, CONNECTION_LINGER_MS, CONNECTION_OUTPUT_BYTES_MAX,
     CONNECTION_OUTPUT_PAUSE_BYTES, HANDSHAKE_TIMEOUT_MS, LANE_CONNECTIONS_MAX, LOOKUPS_PER_TRANSACTION_MAX,
@@ -31,51 +32,7 @@ use crate::lane::ingress::{PeerPolicy, RateLimitedLog};
 use crate::model::matrix::Module;
 use crate::pg::pipeline::{self, Outcome, Pipeline};
 use crate::pg::wire::decode_message;
-use crate::storage::spool::{Recovery, SpoolError, SpoolStore};
-
-/// Why the lane must exit: the restarted lane recovers from its spool on
-/// disk, so nothing acknowledged is lost.
-#[derive(Debug)]
-pub enum LaneFatal {
-    /// An fdatasync of the spool failed: the page cache can no longer be
-    /// trusted for it, so nothing in it may be acknowledged.
-    SpoolSync(SpoolError),
-    /// A spooled record could not be read back (an I/O error, not a
-    /// checksum mismatch).
-    SpoolRead(SpoolError),
-}
-
-impl std::fmt::Display for LaneFatal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LaneFatal::SpoolSync(e) => write!(f, "spool fdatasync failed: {e}"),
-            LaneFatal::SpoolRead(e) => write!(f, "spool read back failed: {e}"),
-        }
-    }
-}
-
-/// Why the lane's PostgreSQL connection is given up (it reconnects, and
-/// the request in flight is decided by the watermarks).
-#[derive(Debug)]
-pub enum PgLinkError {
-    /// The bytes do not decode, or a reply does not fit its request.
-    Wire(crate::pg::PgError),
-    /// A message arrived while no request was in flight.
-    Unsolicited,
-    /// A request ended with an outcome of the wrong kind (rows for a
-    /// transaction, a commit for a query).
-    Mismatched,
-}
-
-impl std::fmt::Display for PgLinkError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PgLinkError::Wire(e) => write!(f, "{e}"),
-            PgLinkError::Unsolicited => write!(f, "PostgreSQL sent a message while no request was in flight"),
-            PgLinkError::Mismatched => write!(f, "PostgreSQL's reply does not fit the request in flight"),
-        }
-    }
-}
+use crate::storage::spool::{Recovery, SpoolStore};
 
 /// The driver's view of time: monotonic for deadlines, wall clock for ingest_time.
 #[derive(Clone, Copy, Debug)]
@@ -175,8 +132,9 @@ pub struct LaneCore {
     /// Watermark lookups sent since the last spooled transaction started.
     lookups_in_a_row: u32,
     pub(super) now: Now,
-    /// The durable spool: every ACK waits for it (`spooling.rs`).
-    pub(super) spool: SpoolLane,
+    /// The durable spool and the records not yet committed: every ACK
+    /// waits for it (`commit_queue.rs`, used by `spooling.rs`).
+    pub(super) spool: CommitQueue,
     /// A failpoint that stops the lane once the next write to this peer completed.
     pub(super) stop_after_send: Option<(SendTarget, &'static str)>,
     /// An error after which the lane must exit (a failed spool fsync).
@@ -214,11 +172,13 @@ impl LaneCore {
             error_log: RateLimitedLog::default(),
             lookups_in_a_row: 0,
             now,
-            spool: SpoolLane::new(spool, disk_reserve),
+            spool: CommitQueue::new(module, spool, disk_reserve),
             stop_after_send: None,
             fatal: None,
         };
-        core.recover_spool(recovery);
+        for range in core.spool.recover(recovery) {
+            core.producers.learn_from_spool(&range, now.mono_ms);
+        }
         core
     }
 
@@ -595,7 +555,7 @@ impl LaneCore {
         if let PgState::Down { retry_at_ms, .. } = self.pg {
             deadline = deadline.min(retry_at_ms);
         }
-        if let Some(retry_at_ms) = self.spool_deadline() {
+        if let Some(retry_at_ms) = self.spool.deadline() {
             deadline = deadline.min(retry_at_ms);
         }
         if let Some(at) = self.conns.deadline() {
@@ -628,7 +588,7 @@ impl LaneCore {
         self.pg = PgState::Idle;
         self.pg_in = leftover;
         self.pg_out.clear();
-        self.spool_connected();
+        self.spool.connected();
         self.start_request();
     }
 

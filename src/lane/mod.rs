@@ -1,16 +1,27 @@
 //! The ingest lane of one module: a process of its own, running one small
 //! event loop over a sans-I/O core.
 //!
-//! `core` and `session` hold the state machine (connections, producers,
-//! credit, batches, the PostgreSQL request in flight); `batch` builds one
-//! transaction; `uring` drives the core over io_uring, `poll` over poll(2)
-//! where io_uring is unavailable; `links` are the lane's control socket
-//! and the socket to its `connector`, the process that opens its
+//! One event, by file: `ingress` admits its connection by SO_PEERCRED;
+//! `core` is the state machine the drivers call (`uring` over io_uring,
+//! `poll` over poll(2) where io_uring is unavailable); `session` answers
+//! HELLO and takes EVENTS in (sequence, validation, deduplication) into
+//! the pending `batch`; `spooling` appends the sealed batch through the
+//! `commit_queue` (the spool's records until committed), acknowledges it
+//! once durable, and sends it to PostgreSQL as one transaction. The core's
+//! state is owned by sub-states with their own invariants: `conns` (slots,
+//! deadlines, and the `credit` ledger), `producers` (the bounded table and
+//! the lookups waiting), `commit_queue`. `links` are the lane's control
+//! socket and the socket to its `connector`, the process that opens its
 //! PostgreSQL connections; `process` is the lane process's entry and
 //! `probe` the sandbox probes a lane process can run instead of serving.
+//! No file of the core imports a file that imports it (`tests/layers.rs`).
 
 pub mod batch;
+/// The spool's records until committed, and every decision about them.
+mod commit_queue;
 pub mod connector;
+/// The core's errors: why a lane exits, why a connection is given up.
+pub mod error;
 /// Connections, their protocol state and the credit they hold.
 mod conns;
 pub mod core;
@@ -30,6 +41,8 @@ pub mod runtime;
 pub mod scripted;
 #[cfg(test)]
 mod scripted_tests;
-pub mod session;
-pub mod spooling;
+/// HELLO and EVENTS: the protocol steps of one connection.
+mod session;
+/// Appending, acknowledging and committing through the commit queue.
+mod spooling;
 pub mod uring;

@@ -1,7 +1,7 @@
 //! What a lane process is given and what it shares with its drivers: its
 //! arguments, its descriptors, its clock, its error.
 
-use super::core::LaneFatal;
+use super::error::LaneFatal;
 use crate::sandbox::SandboxError;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
