@@ -19,23 +19,31 @@ pub mod model;
 /// COPY BINARY, the key = value files.
 pub mod codec;
 /// The durable per-lane spool and the free-space reserve.
+#[cfg(feature = "server")]
 pub mod storage;
 /// PostgreSQL wire client on postgres-protocol: sans-I/O framing + blocking transport.
+#[cfg(feature = "server")]
 pub mod pg;
 /// The per-lane sandbox and co-location (CPU placement, I/O priority).
+#[cfg(feature = "server")]
 pub mod sandbox;
 /// The producer side: the module client library, the load client and
 /// synthetic events. Imports only base, model and codec.
 pub mod producer;
 /// The per-module lane: admission, sans-I/O core, batches, drivers.
+#[cfg(feature = "server")]
 pub mod lane;
 /// The appliance's control plane: accounts, the embedded cluster,
 /// configuration, migrations and grants, launching and supervising lanes,
 /// partition maintenance.
+#[cfg(feature = "server")]
 pub mod control;
 /// `applianced selftest`: health and privilege checks of a live installation.
+#[cfg(feature = "server")]
 pub mod selftest;
 /// `applianced demo` and `applianced bench` helpers, the matrix's renderings.
+#[cfg(feature = "server")]
 pub mod tools;
 /// Command orchestration and exit codes.
+#[cfg(feature = "server")]
 pub mod app;

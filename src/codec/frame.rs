@@ -93,6 +93,9 @@ pub struct EventsHeader {
     pub reserved: U32,
 }
 
+/// Bytes of an EVENTS body before its first record.
+pub const EVENTS_HEADER_BYTES: usize = size_of::<EventsHeader>();
+
 /// Header of one event record inside an EVENTS body.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]

@@ -109,6 +109,12 @@ pub fn lane_address(instance: &str, module: Module) -> std::io::Result<SocketAdd
     SocketAddr::from_abstract_name(module.socket_name(instance).as_bytes())
 }
 
+impl std::os::fd::AsRawFd for ModuleClient {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
 impl ModuleClient {
     /// Connect, verify the server's uid, send HELLO and wait for WELCOME.
     pub fn connect(

@@ -6,6 +6,7 @@
 
 pub mod fdpass;
 pub mod spawn;
+#[cfg(feature = "server")]
 pub mod uring;
 
 use std::ffi::{CStr, CString};

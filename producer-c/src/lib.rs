@@ -1,0 +1,546 @@
+//! The C ABI of the RansomEye producer library (`libransomeye_producer`):
+//! a module written in C, C++, Go or Python sends its events to its lane
+//! through these functions. The header is `include/ransomeye_producer.h`;
+//! every function there is defined here, with the same names and types.
+//!
+//! Conventions: functions returning `int` return `RP_OK` (0) or a negative
+//! `RP_ERR_*`; after an error, `rp_stream_last_error` names the cause and
+//! `rp_stream_last_code` the lane's ERROR or REJECT code when there is one.
+//! Strings in are NUL-terminated UTF-8 (text values: pointer and length).
+//! A stream and an event are used by one thread at a time. No function
+//! panics across the boundary: a Rust panic is caught and reported as
+//! `RP_ERR_INTERNAL`.
+
+use std::ffi::{CStr, CString, c_char, c_int};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use applianced::model::matrix::Module;
+use applianced::producer::event::{EventBuilder, EventError, Value};
+use applianced::producer::stream::{Stream, StreamConfig, StreamError};
+
+pub const RP_OK: c_int = 0;
+/// The lane is not reachable now; events are kept and resent (retry pump/flush).
+pub const RP_ERR_DISCONNECTED: c_int = -1;
+/// The lane refused this producer for good (`rp_stream_last_code`: its ERROR code).
+pub const RP_ERR_REFUSED: c_int = -2;
+/// The event is invalid and was not queued (`rp_stream_last_code`: its REJECT code, or 0).
+pub const RP_ERR_EVENT: c_int = -3;
+/// Too many events wait for acknowledgement: pump or flush first.
+pub const RP_ERR_FULL: c_int = -4;
+/// `rp_stream_flush` ran out of time.
+pub const RP_ERR_TIMEOUT: c_int = -5;
+/// A NULL pointer, a bad string, an unknown module or table.
+pub const RP_ERR_ARGUMENT: c_int = -6;
+/// A bug in the library (a caught panic).
+pub const RP_ERR_INTERNAL: c_int = -7;
+
+/// An open stream and its last error.
+pub struct RpStream {
+    stream: Stream,
+    last_error: CString,
+    last_code: u16,
+}
+
+/// An event being built, value by value, and its last error.
+pub struct RpEvent {
+    builder: EventBuilder,
+    failed: Option<EventError>,
+}
+
+fn module_named(name: &str) -> Option<Module> {
+    Module::ALL.into_iter().find(|m| m.name() == name)
+}
+
+/// A C string argument as UTF-8.
+///
+/// # Safety
+/// `text` is NULL or points to a NUL-terminated string valid for the call.
+unsafe fn text_arg<'a>(text: *const c_char) -> Option<&'a str> {
+    if text.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL and NUL-terminated, by this function's contract.
+    unsafe { CStr::from_ptr(text) }.to_str().ok()
+}
+
+/// Copy `message` into the caller's buffer (cut to fit, NUL-terminated).
+///
+/// # Safety
+/// `out` is NULL or points to `len` writable bytes.
+unsafe fn write_error(out: *mut c_char, len: usize, message: &str) {
+    if out.is_null() || len == 0 {
+        return;
+    }
+    let n = message.len().min(len - 1);
+    // SAFETY: `out` has `len` writable bytes and `n + 1 <= len`; the source
+    // is `message`'s own bytes, which cannot overlap a caller's buffer.
+    unsafe {
+        std::ptr::copy_nonoverlapping(message.as_ptr(), out.cast::<u8>(), n);
+        *out.add(n) = 0;
+    }
+}
+
+fn c_string(message: String) -> CString {
+    CString::new(message.replace('\0', " ")).unwrap_or_default()
+}
+
+impl RpStream {
+    fn fail(&mut self, error: &StreamError) -> c_int {
+        self.last_code = 0;
+        self.last_error = c_string(error.to_string());
+        match error {
+            StreamError::Disconnected(_) => RP_ERR_DISCONNECTED,
+            StreamError::Refused { code, .. } => {
+                self.last_code = *code;
+                RP_ERR_REFUSED
+            }
+            StreamError::Event(e) => {
+                if let EventError::Rejected { code, .. } = e {
+                    self.last_code = *code as u16;
+                }
+                RP_ERR_EVENT
+            }
+            StreamError::Full => RP_ERR_FULL,
+            StreamError::Timeout { .. } => RP_ERR_TIMEOUT,
+        }
+    }
+}
+
+/// Run `f`, turning a panic into `fallback`.
+fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
+/// Open a stream to the lane of `module` of appliance `instance`, as
+/// producer `producer_id` in `epoch`, refusing a socket not owned by
+/// `server_uid`. NULL on failure, with the reason in `error`.
+///
+/// # Safety
+/// String arguments are NULL or NUL-terminated; `error` is NULL or has
+/// `error_len` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_open(
+    instance: *const c_char,
+    module: *const c_char,
+    producer_id: u64,
+    epoch: u64,
+    server_uid: u32,
+    error: *mut c_char,
+    error_len: usize,
+) -> *mut RpStream {
+    // SAFETY: the caller passes NUL-terminated strings or NULL.
+    let (instance, module) = unsafe { (text_arg(instance), text_arg(module)) };
+    let opened = guarded(Err("internal error".to_string()), || {
+        let instance = instance.ok_or("instance is not a UTF-8 string")?;
+        let module = module.and_then(module_named).ok_or("module is not core, dpi, linux_agent or windows_agent")?;
+        let config = StreamConfig { instance: instance.to_string(), module, producer_id, epoch, server_uid };
+        Stream::connect(config).map_err(|e| e.to_string())
+    });
+    match opened {
+        Ok(stream) => Box::into_raw(Box::new(RpStream { stream, last_error: CString::default(), last_code: 0 })),
+        Err(message) => {
+            // SAFETY: `error` has `error_len` writable bytes or is NULL.
+            unsafe { write_error(error, error_len, &message) };
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Close a stream (events not yet acknowledged are dropped: flush first).
+///
+/// # Safety
+/// `stream` is NULL or was returned by `rp_stream_open` and not closed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_close(stream: *mut RpStream) {
+    if !stream.is_null() {
+        // SAFETY: allocated by `rp_stream_open` with Box, closed once.
+        drop(unsafe { Box::from_raw(stream) });
+    }
+}
+
+/// The stream behind a handle.
+///
+/// # Safety
+/// `stream` is NULL or a live handle not used by another thread.
+unsafe fn stream_mut<'a>(stream: *mut RpStream) -> Option<&'a mut RpStream> {
+    // SAFETY: by this function's contract.
+    unsafe { stream.as_mut() }
+}
+
+/// Start an event of `module`'s table `table` (e.g. "dpi", "flows").
+/// NULL on failure, with the reason in `error`.
+///
+/// # Safety
+/// As `rp_stream_open`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_event_new(
+    module: *const c_char,
+    table: *const c_char,
+    error: *mut c_char,
+    error_len: usize,
+) -> *mut RpEvent {
+    // SAFETY: the caller passes NUL-terminated strings or NULL.
+    let (module, table) = unsafe { (text_arg(module), text_arg(table)) };
+    let built = guarded(Err("internal error".to_string()), || {
+        let module = module.and_then(module_named).ok_or("unknown module")?;
+        EventBuilder::new(module, table.ok_or("table is not a UTF-8 string")?).map_err(|e| e.to_string())
+    });
+    match built {
+        Ok(builder) => Box::into_raw(Box::new(RpEvent { builder, failed: None })),
+        Err(message) => {
+            // SAFETY: `error` has `error_len` writable bytes or is NULL.
+            unsafe { write_error(error, error_len, &message) };
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Free an event.
+///
+/// # Safety
+/// `event` is NULL or was returned by `rp_event_new` and not freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_event_free(event: *mut RpEvent) {
+    if !event.is_null() {
+        // SAFETY: allocated by `rp_event_new` with Box, freed once.
+        drop(unsafe { Box::from_raw(event) });
+    }
+}
+
+/// The number of values an event of this table takes.
+///
+/// # Safety
+/// `event` is NULL or a live event.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_event_column_count(event: *const RpEvent) -> usize {
+    // SAFETY: by the contract, NULL or live.
+    unsafe { event.as_ref() }.map_or(0, |e| e.builder.columns().count())
+}
+
+/// Column `index`'s SQL type ("smallint", "integer", "bigint", "real",
+/// "text", "bytea", "uuid", "inet", "timestamp with time zone"), or NULL.
+/// The string is static.
+///
+/// # Safety
+/// `event` is NULL or a live event.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_event_column_type(event: *const RpEvent, index: usize) -> *const c_char {
+    // SAFETY: by the contract, NULL or live.
+    let Some(event) = (unsafe { event.as_ref() }) else { return std::ptr::null() };
+    match event.builder.columns().nth(index).map(|(_, sql_type, _)| sql_type) {
+        Some("smallint") => c"smallint".as_ptr(),
+        Some("integer") => c"integer".as_ptr(),
+        Some("bigint") => c"bigint".as_ptr(),
+        Some("real") => c"real".as_ptr(),
+        Some("text") => c"text".as_ptr(),
+        Some("bytea") => c"bytea".as_ptr(),
+        Some("uuid") => c"uuid".as_ptr(),
+        Some("inet") => c"inet".as_ptr(),
+        Some("timestamp with time zone") => c"timestamp with time zone".as_ptr(),
+        _ => std::ptr::null(),
+    }
+}
+
+/// Add the next column's value; a wrong value is remembered and reported
+/// by `rp_stream_send` (the event is then not queued).
+///
+/// # Safety
+/// `event` is NULL or a live event.
+unsafe fn push(event: *mut RpEvent, value: Value<'_>) -> c_int {
+    // SAFETY: by the contract, NULL or live and not shared.
+    let Some(event) = (unsafe { event.as_mut() }) else { return RP_ERR_ARGUMENT };
+    if event.failed.is_some() {
+        return RP_ERR_EVENT;
+    }
+    match event.builder.push(value) {
+        Ok(_) => RP_OK,
+        Err(e) => {
+            event.failed = Some(e);
+            RP_ERR_EVENT
+        }
+    }
+}
+
+/// # Safety
+/// `event` is NULL or a live event.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_event_null(event: *mut RpEvent) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { push(event, Value::Null) }
+}
+
+/// smallint, integer or bigint.
+///
+/// # Safety
+/// `event` is NULL or a live event.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_event_int(event: *mut RpEvent, value: i64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { push(event, Value::Int(value)) }
+}
+
+/// real.
+///
+/// # Safety
+/// `event` is NULL or a live event.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_event_float(event: *mut RpEvent, value: f32) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { push(event, Value::Float(value)) }
+}
+
+/// text: `len` bytes of UTF-8 at `text`.
+///
+/// # Safety
+/// `event` is NULL or a live event; `text` points to `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_event_text(event: *mut RpEvent, text: *const c_char, len: usize) -> c_int {
+    if text.is_null() {
+        return RP_ERR_ARGUMENT;
+    }
+    // SAFETY: `text` has `len` readable bytes by the contract.
+    let bytes = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) };
+    match std::str::from_utf8(bytes) {
+        // SAFETY: forwarded contract.
+        Ok(text) => unsafe { push(event, Value::Text(text)) },
+        Err(_) => {
+            // SAFETY: by the contract, NULL or live.
+            if let Some(event) = unsafe { event.as_mut() } {
+                event.failed.get_or_insert(EventError::Rejected {
+                    code: applianced::codec::frame::RejectCode::TextNotUtf8,
+                    reason: "text is not UTF-8".into(),
+                });
+            }
+            RP_ERR_EVENT
+        }
+    }
+}
+
+/// bytea: `len` bytes at `bytes`.
+///
+/// # Safety
+/// `event` is NULL or a live event; `bytes` points to `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_event_bytes(event: *mut RpEvent, bytes: *const u8, len: usize) -> c_int {
+    if bytes.is_null() && len > 0 {
+        return RP_ERR_ARGUMENT;
+    }
+    let value: &[u8] = if len == 0 {
+        &[]
+    } else {
+        // SAFETY: `bytes` has `len` readable bytes by the contract.
+        unsafe { std::slice::from_raw_parts(bytes, len) }
+    };
+    // SAFETY: forwarded contract.
+    unsafe { push(event, Value::Bytes(value)) }
+}
+
+/// uuid: 16 bytes.
+///
+/// # Safety
+/// `event` is NULL or a live event; `uuid` points to 16 readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_event_uuid(event: *mut RpEvent, uuid: *const u8) -> c_int {
+    if uuid.is_null() {
+        return RP_ERR_ARGUMENT;
+    }
+    // SAFETY: 16 readable bytes by the contract.
+    let value: [u8; 16] = unsafe { std::ptr::read_unaligned(uuid.cast::<[u8; 16]>()) };
+    // SAFETY: forwarded contract.
+    unsafe { push(event, Value::Uuid(value)) }
+}
+
+/// inet: an IPv4 (`len` 4) or IPv6 (`len` 16) address in network order,
+/// and its prefix length (32 or 128 for one host).
+///
+/// # Safety
+/// `event` is NULL or a live event; `address` points to `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_event_inet(event: *mut RpEvent, address: *const u8, len: usize, bits: u8) -> c_int {
+    if address.is_null() {
+        return RP_ERR_ARGUMENT;
+    }
+    // SAFETY: `address` has `len` readable bytes by the contract.
+    let bytes = unsafe { std::slice::from_raw_parts(address, len) };
+    let ip = match bytes.len() {
+        4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        16 => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(bytes);
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return RP_ERR_ARGUMENT,
+    };
+    // SAFETY: forwarded contract.
+    unsafe { push(event, Value::Inet(ip, bits)) }
+}
+
+/// timestamp with time zone: microseconds since 1970-01-01 UTC.
+///
+/// # Safety
+/// `event` is NULL or a live event.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_event_time(event: *mut RpEvent, unix_us: i64) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { push(event, Value::Time(unix_us)) }
+}
+
+/// Queue the event `event` holds (checked as the lane checks it), with its
+/// 16-byte source id and event time; returns its seq (> 0), or a negative
+/// `RP_ERR_*`. The event is emptied either way, ready for the next values.
+///
+/// # Safety
+/// `stream` and `event` are live handles; `source_id` points to 16 bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_send(
+    stream: *mut RpStream,
+    event: *mut RpEvent,
+    source_id: *const u8,
+    event_time_us: i64,
+) -> i64 {
+    // SAFETY: live handles by the contract; distinct objects.
+    let (Some(s), Some(e)) = (unsafe { stream_mut(stream) }, unsafe { event.as_mut() }) else {
+        return i64::from(RP_ERR_ARGUMENT);
+    };
+    if source_id.is_null() {
+        return i64::from(RP_ERR_ARGUMENT);
+    }
+    // SAFETY: 16 readable bytes by the contract.
+    let source: [u8; 16] = unsafe { std::ptr::read_unaligned(source_id.cast::<[u8; 16]>()) };
+    if let Some(failed) = e.failed.take() {
+        e.builder.clear();
+        return i64::from(s.fail(&StreamError::Event(failed)));
+    }
+    let result = guarded(Err(StreamError::Full), || s.stream.send_event(&mut e.builder, &source, event_time_us));
+    match result {
+        Ok(seq) => seq as i64,
+        Err(error) => i64::from(s.fail(&error)),
+    }
+}
+
+/// Queue one pre-encoded EVENTS record (PROTOCOL.md §5: record header and
+/// COPY BINARY fields); returns its seq (> 0) or a negative `RP_ERR_*`.
+///
+/// # Safety
+/// `stream` is a live handle; `record` points to `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_send_record(stream: *mut RpStream, record: *const u8, len: usize) -> i64 {
+    // SAFETY: live handle by the contract.
+    let Some(s) = (unsafe { stream_mut(stream) }) else { return i64::from(RP_ERR_ARGUMENT) };
+    if record.is_null() {
+        return i64::from(RP_ERR_ARGUMENT);
+    }
+    // SAFETY: `record` has `len` readable bytes by the contract.
+    let bytes = unsafe { std::slice::from_raw_parts(record, len) };
+    match s.stream.send_record(bytes) {
+        Ok(seq) => seq as i64,
+        Err(error) => i64::from(s.fail(&error)),
+    }
+}
+
+/// Send what the credit allows and take in replies, waiting up to
+/// `wait_ms` (0: only what is there). For event loops: call when
+/// `rp_stream_fd` is readable, or on a timer.
+///
+/// # Safety
+/// `stream` is a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_pump(stream: *mut RpStream, wait_ms: u32) -> c_int {
+    // SAFETY: live handle by the contract.
+    let Some(s) = (unsafe { stream_mut(stream) }) else { return RP_ERR_ARGUMENT };
+    let result = guarded(Ok(()), || s.stream.pump(Duration::from_millis(wait_ms.into())));
+    match result {
+        Ok(()) => RP_OK,
+        Err(error) => s.fail(&error),
+    }
+}
+
+/// Wait until every queued event is acknowledged (durable in the
+/// appliance), reconnecting as needed, for at most `timeout_ms`.
+///
+/// # Safety
+/// `stream` is a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_flush(stream: *mut RpStream, timeout_ms: u32) -> c_int {
+    // SAFETY: live handle by the contract.
+    let Some(s) = (unsafe { stream_mut(stream) }) else { return RP_ERR_ARGUMENT };
+    let result = guarded(Ok(()), || s.stream.flush(Duration::from_millis(timeout_ms.into())));
+    match result {
+        Ok(()) => RP_OK,
+        Err(error) => s.fail(&error),
+    }
+}
+
+/// The connection's descriptor (-1 while disconnected), to poll for reading.
+///
+/// # Safety
+/// `stream` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_fd(stream: *const RpStream) -> c_int {
+    // SAFETY: by the contract, NULL or live.
+    unsafe { stream.as_ref() }.and_then(|s| s.stream.fd()).unwrap_or(-1)
+}
+
+/// Events acknowledged so far.
+///
+/// # Safety
+/// `stream` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_acked(stream: *const RpStream) -> u64 {
+    // SAFETY: by the contract, NULL or live.
+    unsafe { stream.as_ref() }.map_or(0, |s| s.stream.stats().acked)
+}
+
+/// Events the lane rejected so far (each also acknowledged: it is stored
+/// in the module's quarantine table).
+///
+/// # Safety
+/// `stream` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_rejected(stream: *const RpStream) -> u64 {
+    // SAFETY: by the contract, NULL or live.
+    unsafe { stream.as_ref() }.map_or(0, |s| s.stream.stats().rejected)
+}
+
+/// Reports of acknowledged events the appliance lost (should stay 0).
+///
+/// # Safety
+/// `stream` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_lost_reports(stream: *const RpStream) -> u64 {
+    // SAFETY: by the contract, NULL or live.
+    unsafe { stream.as_ref() }.map_or(0, |s| s.stream.stats().lost.len() as u64)
+}
+
+/// The seq the next event gets.
+///
+/// # Safety
+/// `stream` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_next_seq(stream: *const RpStream) -> u64 {
+    // SAFETY: by the contract, NULL or live.
+    unsafe { stream.as_ref() }.map_or(0, |s| s.stream.next_seq())
+}
+
+/// The last error's text ("" if none); valid until the next call on `stream`.
+///
+/// # Safety
+/// `stream` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_last_error(stream: *const RpStream) -> *const c_char {
+    // SAFETY: by the contract, NULL or live.
+    unsafe { stream.as_ref() }.map_or(c"".as_ptr(), |s| s.last_error.as_ptr())
+}
+
+/// The lane's ERROR code (`RP_ERR_REFUSED`) or REJECT code (`RP_ERR_EVENT`)
+/// of the last error, 0 if it had none.
+///
+/// # Safety
+/// `stream` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_last_code(stream: *const RpStream) -> u16 {
+    // SAFETY: by the contract, NULL or live.
+    unsafe { stream.as_ref() }.map_or(0, |s| s.last_code)
+}

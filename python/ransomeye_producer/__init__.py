@@ -1,0 +1,225 @@
+"""RansomEye producer library for Python: send a module's events to its
+applianced lane at native speed, through the C ABI of libransomeye_producer.
+
+    from ransomeye_producer import Stream, Event
+    with Stream("demo", "dpi", producer_id=7, epoch=1, server_uid=uid) as s:
+        e = Event("dpi", "flows")
+        for values in rows:
+            s.send(e, values, source_id=b"\\x00" * 16, event_time_us=t)
+        s.flush(30_000)          # every event durable in the appliance
+
+Values are given per column, in column order (Event.columns lists the SQL
+types): int for smallint/integer/bigint, float for real, str for text,
+bytes for bytea, 16 bytes for uuid, ipaddress.IPv4Address/IPv6Address or
+"a.b.c.d" for inet, int microseconds since 1970 for timestamptz, None for
+NULL. The library is found through $RANSOMEYE_PRODUCER_LIB, then the system
+library path (libransomeye_producer.so).
+"""
+
+import ctypes
+import ctypes.util
+import ipaddress
+import os
+
+RP_OK = 0
+RP_ERR_DISCONNECTED = -1
+RP_ERR_REFUSED = -2
+RP_ERR_EVENT = -3
+RP_ERR_FULL = -4
+RP_ERR_TIMEOUT = -5
+RP_ERR_ARGUMENT = -6
+RP_ERR_INTERNAL = -7
+
+_ERROR_BYTES = 512
+
+
+class ProducerError(Exception):
+    """A call failed: `status` is the RP_ERR_* value, `code` the lane's
+    ERROR or REJECT code (0 if none)."""
+
+    def __init__(self, status, code, message):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def _load():
+    path = os.environ.get("RANSOMEYE_PRODUCER_LIB") or ctypes.util.find_library("ransomeye_producer")
+    if not path:
+        raise OSError("libransomeye_producer not found: install libransomeye-producer or set RANSOMEYE_PRODUCER_LIB")
+    lib = ctypes.CDLL(path)
+    c = ctypes
+    sigs = {
+        "rp_stream_open": (c.c_void_p, [c.c_char_p, c.c_char_p, c.c_uint64, c.c_uint64, c.c_uint32, c.c_char_p, c.c_size_t]),
+        "rp_stream_close": (None, [c.c_void_p]),
+        "rp_event_new": (c.c_void_p, [c.c_char_p, c.c_char_p, c.c_char_p, c.c_size_t]),
+        "rp_event_free": (None, [c.c_void_p]),
+        "rp_event_column_count": (c.c_size_t, [c.c_void_p]),
+        "rp_event_column_type": (c.c_char_p, [c.c_void_p, c.c_size_t]),
+        "rp_event_null": (c.c_int, [c.c_void_p]),
+        "rp_event_int": (c.c_int, [c.c_void_p, c.c_int64]),
+        "rp_event_float": (c.c_int, [c.c_void_p, c.c_float]),
+        "rp_event_text": (c.c_int, [c.c_void_p, c.c_char_p, c.c_size_t]),
+        "rp_event_bytes": (c.c_int, [c.c_void_p, c.c_char_p, c.c_size_t]),
+        "rp_event_uuid": (c.c_int, [c.c_void_p, c.c_char_p]),
+        "rp_event_inet": (c.c_int, [c.c_void_p, c.c_char_p, c.c_size_t, c.c_uint8]),
+        "rp_event_time": (c.c_int, [c.c_void_p, c.c_int64]),
+        "rp_stream_send": (c.c_int64, [c.c_void_p, c.c_void_p, c.c_char_p, c.c_int64]),
+        "rp_stream_send_record": (c.c_int64, [c.c_void_p, c.c_char_p, c.c_size_t]),
+        "rp_stream_pump": (c.c_int, [c.c_void_p, c.c_uint32]),
+        "rp_stream_flush": (c.c_int, [c.c_void_p, c.c_uint32]),
+        "rp_stream_fd": (c.c_int, [c.c_void_p]),
+        "rp_stream_acked": (c.c_uint64, [c.c_void_p]),
+        "rp_stream_rejected": (c.c_uint64, [c.c_void_p]),
+        "rp_stream_lost_reports": (c.c_uint64, [c.c_void_p]),
+        "rp_stream_next_seq": (c.c_uint64, [c.c_void_p]),
+        "rp_stream_last_error": (c.c_char_p, [c.c_void_p]),
+        "rp_stream_last_code": (c.c_uint16, [c.c_void_p]),
+    }
+    for name, (restype, argtypes) in sigs.items():
+        f = getattr(lib, name)
+        f.restype = restype
+        f.argtypes = argtypes
+    return lib
+
+
+_lib = None
+
+
+def _library():
+    global _lib
+    if _lib is None:
+        _lib = _load()
+    return _lib
+
+
+class Event:
+    """A reusable event of one table: its values are given to Stream.send."""
+
+    def __init__(self, module, table):
+        lib = _library()
+        error = ctypes.create_string_buffer(_ERROR_BYTES)
+        self._handle = lib.rp_event_new(module.encode(), table.encode(), error, _ERROR_BYTES)
+        if not self._handle:
+            raise ProducerError(RP_ERR_ARGUMENT, 0, error.value.decode(errors="replace"))
+        count = lib.rp_event_column_count(self._handle)
+        self.columns = [lib.rp_event_column_type(self._handle, i).decode() for i in range(count)]
+        # One setter per column, chosen once (the per-event cost is the calls alone).
+        setters = {
+            "smallint": lib.rp_event_int,
+            "integer": lib.rp_event_int,
+            "bigint": lib.rp_event_int,
+            "real": lib.rp_event_float,
+            "timestamp with time zone": lib.rp_event_time,
+        }
+        self._setters = [setters.get(t) for t in self.columns]
+
+    def _put(self, values):
+        lib, h = _lib, self._handle
+        if len(values) != len(self.columns):
+            raise ProducerError(RP_ERR_EVENT, 0, f"{len(self.columns)} values expected, {len(values)} given")
+        for setter, sql_type, value in zip(self._setters, self.columns, values):
+            if value is None:
+                lib.rp_event_null(h)
+            elif setter is not None:
+                setter(h, value)
+            elif sql_type == "text":
+                data = value.encode()
+                lib.rp_event_text(h, data, len(data))
+            elif sql_type == "bytea":
+                lib.rp_event_bytes(h, value, len(value))
+            elif sql_type == "uuid":
+                lib.rp_event_uuid(h, bytes(value))
+            elif sql_type == "inet":
+                address = ipaddress.ip_address(value)
+                packed = address.packed
+                lib.rp_event_inet(h, packed, len(packed), len(packed) * 8)
+            else:
+                raise ProducerError(RP_ERR_EVENT, 0, f"unsupported column type {sql_type}")
+
+    def close(self):
+        if self._handle:
+            _lib.rp_event_free(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        self.close()
+
+
+class Stream:
+    """A producer's reliable stream to its lane (see the module docstring)."""
+
+    def __init__(self, instance, module, producer_id, epoch=1, server_uid=None):
+        lib = _library()
+        if server_uid is None:
+            server_uid = os.geteuid()
+        error = ctypes.create_string_buffer(_ERROR_BYTES)
+        self._handle = lib.rp_stream_open(
+            instance.encode(), module.encode(), producer_id, epoch, server_uid, error, _ERROR_BYTES
+        )
+        if not self._handle:
+            raise ProducerError(RP_ERR_DISCONNECTED, 0, error.value.decode(errors="replace"))
+
+    def _check(self, status):
+        if status < 0:
+            lib = _lib
+            raise ProducerError(
+                status,
+                lib.rp_stream_last_code(self._handle),
+                lib.rp_stream_last_error(self._handle).decode(errors="replace"),
+            )
+        return status
+
+    def send(self, event, values, source_id, event_time_us):
+        """Queue one event; returns its seq. Waits for acknowledgements when
+        64 MiB of events are unacknowledged."""
+        lib = _lib
+        while True:
+            event._put(values)
+            seq = lib.rp_stream_send(self._handle, event._handle, source_id, event_time_us)
+            if seq != RP_ERR_FULL:
+                return self._check(seq)
+            self._check(lib.rp_stream_pump(self._handle, 10))
+
+    def send_record(self, record):
+        """Queue one pre-encoded EVENTS record (PROTOCOL.md section 5)."""
+        return self._check(_lib.rp_stream_send_record(self._handle, record, len(record)))
+
+    def pump(self, wait_ms=0):
+        self._check(_lib.rp_stream_pump(self._handle, wait_ms))
+
+    def flush(self, timeout_ms=30_000):
+        self._check(_lib.rp_stream_flush(self._handle, timeout_ms))
+
+    def fileno(self):
+        return _lib.rp_stream_fd(self._handle)
+
+    @property
+    def next_seq(self):
+        return _lib.rp_stream_next_seq(self._handle)
+
+    @property
+    def acked(self):
+        return _lib.rp_stream_acked(self._handle)
+
+    @property
+    def rejected(self):
+        return _lib.rp_stream_rejected(self._handle)
+
+    @property
+    def lost_reports(self):
+        return _lib.rp_stream_lost_reports(self._handle)
+
+    def close(self):
+        if self._handle:
+            _lib.rp_stream_close(self._handle)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()

@@ -1,0 +1,217 @@
+//! The producer library from where a module team stands: the C ABI
+//! (`libransomeye_producer.so`, `producer-c/include/ransomeye_producer.h`)
+//! used by the C example built with `cc`, and the Python bindings used by
+//! the Python example, each sending events to a running appliance. The
+//! rows are read back from PostgreSQL: every event stored exactly once, and
+//! a sample row compared column by column with the value the example gave.
+//! Throughput is printed beside `applianced load`'s in the same run, never
+//! asserted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use applianced::model::matrix::Module;
+use applianced::model::schema::{ColumnType, tables_of};
+use common::{TestCluster, instance};
+
+const EVENTS: u64 = 20_000;
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Build the C ABI library (debug profile) and return its directory.
+fn library_dir() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "ransomeye-producer"])
+        .current_dir(workspace())
+        .status()
+        .expect("cargo build -p ransomeye-producer");
+    assert!(status.success(), "building the C ABI library failed");
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| workspace().join("target"), PathBuf::from);
+    let dir = target.join("debug");
+    assert!(dir.join("libransomeye_producer.so").exists(), "no libransomeye_producer.so in {}", dir.display());
+    dir
+}
+
+/// What both examples give column `type` of event `seq` (the test's copy of
+/// their rule), as PostgreSQL prints it; None: not compared (event time).
+fn expected_text(column_type: ColumnType, seq: u64) -> Option<String> {
+    let bytes: Vec<u8> = (0..16u64).map(|b| ((seq >> ((b % 8) * 8)) as u8) ^ b as u8).collect();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Some(match column_type {
+        ColumnType::Int2 => (seq % 3).to_string(),
+        ColumnType::Int4 => (seq % 65536).to_string(),
+        ColumnType::Int8 => seq.to_string(),
+        ColumnType::Float4 => format!("{}", ((seq % 100) as f32) / 100.0),
+        ColumnType::Text => format!("example-{seq}"),
+        ColumnType::Bytea => format!("\\x{hex}"),
+        ColumnType::Uuid => {
+            format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+        }
+        ColumnType::Inet => format!("10.{}.{}.{}/32", (seq >> 16) & 255, (seq >> 8) & 255, seq & 255),
+        ColumnType::Timestamptz => return None,
+    })
+}
+
+/// Compare every column (but the event time) of the row of `seq`.
+fn check_sample(cluster: &TestCluster, module: Module, table: &str, producer: u64, seq: u64) {
+    let table = tables_of(module).find(|t| t.name == table).unwrap();
+    let columns: Vec<String> = table.columns.iter().map(|c| format!("{}::text", c.name)).collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE producer_id = {producer} AND producer_seq = {seq}",
+        columns.join(", "),
+        table.qualified_name()
+    );
+    let rows = cluster.admin().simple_query(&sql).unwrap();
+    assert_eq!(rows.len(), 1, "{sql}");
+    for (column, value) in table.columns.iter().zip(&rows[0]) {
+        if let Some(expected) = expected_text(column.column_type, seq) {
+            assert_eq!(value.as_deref(), Some(expected.as_str()), "{}.{}", table.qualified_name(), column.name);
+        }
+    }
+}
+
+/// Run an example; it must exit 0 and report every event acknowledged.
+fn run_example(mut command: Command, what: &str) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{what} failed: {stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("acked={EVENTS} rejected=0")), "{what}: {stdout}");
+    println!("{what}: {}", stdout.trim());
+    stdout
+}
+
+#[test]
+fn c_and_python_modules_send_through_the_library_and_every_event_is_stored_once() {
+    let lib = library_dir();
+    let build = std::env::temp_dir().join(format!("rp-example-{}", std::process::id()));
+    std::fs::create_dir_all(&build).unwrap();
+    let binary = build.join("send_events");
+    let status = Command::new("cc")
+        .args(["-Wall", "-Wextra", "-Werror", "-O2", "-o"])
+        .arg(&binary)
+        .arg(workspace().join("examples/c/send_events.c"))
+        .arg(format!("-I{}", workspace().join("producer-c/include").display()))
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lransomeye_producer")
+        .status()
+        .expect("cc (install a C compiler)");
+    assert!(status.success(), "the C example does not build against the header");
+
+    let cluster = TestCluster::start();
+    let name = instance();
+    let _appliance = cluster.appliance(&name, &[]);
+
+    // C, every lane.
+    for (i, module) in Module::ALL.into_iter().enumerate() {
+        let producer = 7100 + i as u64;
+        let mut command = Command::new(&binary);
+        command
+            .args(["--module", module.name(), "--events", &EVENTS.to_string(), "--producer-id"])
+            .arg(producer.to_string())
+            .args(["--instance", &name])
+            .env("LD_LIBRARY_PATH", &lib);
+        run_example(command, &format!("C example, {}", module.name()));
+        assert_eq!(cluster.committed_rows(module, producer, 1, EVENTS), (EVENTS, EVENTS), "{module:?}");
+    }
+    check_sample(&cluster, Module::LinuxAgent, "process_events", 7102, 4242);
+    check_sample(&cluster, Module::Dpi, "flows", 7101, 17);
+
+    // Python, every lane, through the bindings.
+    let mut python_rates = Vec::new();
+    for (i, module) in Module::ALL.into_iter().enumerate() {
+        let producer = 7200 + i as u64;
+        let mut command = Command::new("python3");
+        command
+            .arg(workspace().join("examples/python/send_events.py"))
+            .args(["--module", module.name(), "--events", &EVENTS.to_string(), "--producer-id"])
+            .arg(producer.to_string())
+            .args(["--instance", &name])
+            .env("PYTHONPATH", workspace().join("python"))
+            .env("RANSOMEYE_PRODUCER_LIB", lib.join("libransomeye_producer.so"));
+        let out = run_example(command, &format!("Python example, {}", module.name()));
+        python_rates.push(out.split("events/s=").nth(1).unwrap_or("?").trim().to_string());
+        assert_eq!(cluster.committed_rows(module, producer, 1, EVENTS), (EVENTS, EVENTS), "{module:?}");
+    }
+    check_sample(&cluster, Module::Dpi, "flows", 7201, 99);
+    check_sample(&cluster, Module::WindowsAgent, "process_events", 7203, 12345);
+
+    // applianced load in the same run, for the printed comparison.
+    let load = common::applianced(&[
+        "load",
+        "--module",
+        "dpi",
+        "--events",
+        &EVENTS.to_string(),
+        "--producer-id",
+        "7300",
+        "--instance",
+        &name,
+    ]);
+    println!("Python example events/s per module: {python_rates:?}; applianced load: {}", common::stdout(&load).trim());
+}
+
+/// The Rust stream across a lane killed while events are in flight: the
+/// stream reconnects, resends from the lane's WELCOME, and every event is
+/// stored exactly once. Waits for events (the lane's new pid, the flush),
+/// never for a time.
+#[test]
+fn the_stream_resends_across_a_lane_restart_and_stores_every_event_once() {
+    use applianced::producer::event::{EventBuilder, Value};
+    use applianced::producer::stream::{Stream, StreamConfig};
+    use std::time::Duration;
+
+    let cluster = TestCluster::start();
+    let name = instance();
+    let _appliance = cluster.appliance(&name, &[]);
+    let config = StreamConfig {
+        instance: name.clone(),
+        module: Module::Dpi,
+        producer_id: 7400,
+        epoch: 1,
+        server_uid: applianced::base::sys::effective_uid(),
+    };
+    let mut stream = Stream::connect(config).unwrap();
+    let mut event = EventBuilder::new(Module::Dpi, "dns").unwrap();
+    let types: Vec<&str> = event.columns().map(|(_, t, _)| t).collect();
+    let total = 60_000u64;
+    let pid = cluster.lane_pid(Module::Dpi);
+    for seq in 1..=total {
+        for t in &types {
+            let text = format!("example-{seq}");
+            let value = match *t {
+                "smallint" => Value::Int((seq % 3) as i64),
+                "integer" => Value::Int((seq % 65536) as i64),
+                "bigint" => Value::Int(seq as i64),
+                "text" => Value::Text(&text),
+                "uuid" => Value::Uuid([seq as u8; 16]),
+                "inet" => Value::Inet(std::net::IpAddr::from([10, 0, 0, seq as u8]), 32),
+                "real" => Value::Float(0.25),
+                "bytea" => Value::Bytes(b"x"),
+                _ => Value::Time(1_800_000_000_000_000),
+            };
+            event.push(value).unwrap();
+        }
+        assert_eq!(stream.send_event(&mut event, &[1; 16], 1_800_000_000_000_000).unwrap(), seq);
+        if seq == total / 2 {
+            // Half sent: kill the lane; the supervisor restarts it.
+            let _ = stream.pump(Duration::ZERO);
+            let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+            assert!(status.success());
+        }
+        if seq % 1024 == 0 {
+            let _ = stream.pump(Duration::ZERO);
+        }
+    }
+    stream.flush(Duration::from_secs(120)).unwrap();
+    assert_ne!(cluster.lane_pid(Module::Dpi), pid, "the lane was restarted");
+    assert_eq!(stream.acked_seq(), total);
+    assert!(stream.stats().reconnects >= 1, "{:?}", stream.stats());
+    println!("stream stats: {:?}", stream.stats());
+    assert_eq!(cluster.committed_rows(Module::Dpi, 7400, 1, total), (total, total));
+}
