@@ -23,6 +23,21 @@ fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A C compiler and python3, installed from Debian's archive when missing
+/// and the tests run as root (a fresh CI machine), as the cluster's server
+/// binaries are.
+fn ensure_tools() {
+    let missing = |tool: &str| {
+        Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map_or(true, |o| !o.status.success())
+    };
+    if !(missing("cc") || missing("python3")) {
+        return;
+    }
+    assert!(common::is_root(), "install a C compiler (cc) and python3 to run the producer library tests");
+    let install = "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev python3";
+    assert!(Command::new("sh").args(["-c", install]).status().unwrap().success(), "{install}");
+}
+
 /// Build the C ABI library (debug profile) and return its directory.
 fn library_dir() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -88,6 +103,7 @@ fn run_example(mut command: Command, what: &str) -> String {
 
 #[test]
 fn c_and_python_modules_send_through_the_library_and_every_event_is_stored_once() {
+    ensure_tools();
     let lib = library_dir();
     let build = std::env::temp_dir().join(format!("rp-example-{}", std::process::id()));
     std::fs::create_dir_all(&build).unwrap();
