@@ -8,7 +8,8 @@
 # root and they are missing.
 #
 # Output: target/packages/applianced_<version>_<arch>.deb and
-#         target/packages/applianced-<version>-1.<arch>.rpm
+#         target/packages/applianced-<version>-1.<arch>.rpm, and the producer
+#         library's packages (packaging/build-producer-packages.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -117,4 +118,7 @@ mv "$rpm_file" "$out/"
 
 rm -rf "$stage"
 echo "build-packages: built"
-ls -l "$out"/*.deb "$out"/*.rpm | awk '{ print "  " $5 " bytes  " $9 }'
+ls -l "$out"/applianced*.deb "$out"/applianced*.rpm | awk '{ print "  " $5 " bytes  " $9 }'
+
+# The producer library's packages (libransomeye-producer, -dev/-devel).
+packaging/build-producer-packages.sh

@@ -31,6 +31,11 @@ CI_MARKER=/etc/ransomeye/.installed-by-ci-packages
 CI_INSTANCE=ci-packages
 EVENTS_PER_MODULE=1000
 PRODUCER_ID=7
+# The producer library's examples: events per lane, and their producer ids.
+LIBRARY_EVENTS=100000
+PRODUCER_C=107
+PRODUCER_PY=207
+PRODUCER_LOAD=307
 
 step() { echo; echo "ci-packages: == $*"; }
 fail() { echo "ci-packages: FAIL: $*" >&2; exit 1; }
@@ -253,9 +258,9 @@ psql_admin() {
     as_user "$unit_user" psql -X -q -A -t -h "$STATE_DIR/run" -U ransomeye_admin -d ransomeye -c "$1"
 }
 # Rows of the CI producer across every module's event parents.
-count_rows() {
+count_rows() { # [producer id, default $PRODUCER_ID]
     psql_admin "SELECT coalesce(sum((xpath('/row/c/text()', query_to_xml(format(
-        'SELECT count(*) AS c FROM %s WHERE producer_id = $PRODUCER_ID', c.oid::regclass), false, true, '')))[1]::text::bigint), 0)
+        'SELECT count(*) AS c FROM %s WHERE producer_id = ${1:-$PRODUCER_ID}', c.oid::regclass), false, true, '')))[1]::text::bigint), 0)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname IN ('core', 'dpi', 'linux_agent', 'windows_agent') AND c.relkind = 'p' AND NOT c.relispartition"
 }
@@ -263,6 +268,84 @@ rows=$(count_rows)
 expected_rows=$((4 * EVENTS_PER_MODULE))
 [ "$rows" = "$expected_rows" ] || fail "$rows rows of producer $PRODUCER_ID, expected $expected_rows"
 echo "  $rows rows of producer $PRODUCER_ID in PostgreSQL"
+step "the producer library's packages: C and Python modules, $LIBRARY_EVENTS events per lane each"
+# libransomeye-producer and -dev, installed as a module team would; the C
+# example built with pkg-config, the Python example through the bindings
+# (the system python3, whose path the -dev package extends), each run as
+# the module's OS identity. Purged again at the end of this step.
+apt_install gcc libc6-dev pkg-config python3
+dpkg -i target/packages/libransomeye-producer_*.deb target/packages/libransomeye-producer-dev_*.deb >/dev/null ||
+    fail "installing the producer library's packages"
+examples=/usr/share/doc/libransomeye-producer-dev/examples
+bin_dir=$(mktemp -d)
+chmod 755 "$bin_dir"
+# shellcheck disable=SC2046 # pkg-config prints separate flags
+cc -O2 -Wall -Werror -o "$bin_dir/send_events" "$examples/send_events.c" $(pkg-config --cflags --libs ransomeye-producer) ||
+    fail "the C example does not build against the installed -dev package"
+for pair in core=ransomeye-core dpi=ransomeye-dpi linux_agent=ransomeye-linux-agent windows_agent=ransomeye-windows-relay; do
+    module=${pair%%=*}
+    user=${pair#*=}
+    as_user "$user" timeout 300 "$bin_dir/send_events" --module "$module" --events "$LIBRARY_EVENTS" \
+        --producer-id "$PRODUCER_C" --instance "$instance" --server-uid "$server_uid" > "$work/c.out" 2>&1 ||
+        { cat "$work/c.out"; fail "C example as $user on lane $module"; }
+    as_user "$user" timeout 300 /usr/bin/python3 "$examples/send_events.py" --module "$module" --events "$LIBRARY_EVENTS" \
+        --producer-id "$PRODUCER_PY" --instance "$instance" --server-uid "$server_uid" > "$work/py.out" 2>&1 ||
+        { cat "$work/py.out"; fail "Python example as $user on lane $module"; }
+    # applianced load beside it, for the Python example's events/s against load's.
+    as_user "$user" timeout 300 /usr/bin/applianced load --module "$module" --events "$LIBRARY_EVENTS" \
+        --producer-id "$PRODUCER_LOAD" --instance "$instance" --server-uid "$server_uid" > "$work/load.out" 2>&1 ||
+        { cat "$work/load.out"; fail "load as $user on lane $module"; }
+    load_rate=$(sed -n 's/.* rate=\([0-9]*\) events\/s.*/\1/p' "$work/load.out" | head -n 1)
+    echo "  $module: C $(cat "$work/c.out"); Python $(cat "$work/py.out"); applianced load events/s=$load_rate"
+done
+for producer in "$PRODUCER_C" "$PRODUCER_PY" "$PRODUCER_LOAD"; do
+    rows=$(count_rows "$producer")
+    [ "$rows" = "$((4 * LIBRARY_EVENTS))" ] || fail "$rows rows of producer $producer, expected $((4 * LIBRARY_EVENTS))"
+    echo "  $rows rows of producer $producer in PostgreSQL"
+done
+# A sample row of each producer and module, every column but the event
+# time compared with the value the examples give (their rule, in one place here).
+sample_sql=$(/usr/bin/python3 - "$PRODUCER_C" "$PRODUCER_PY" <<'PY'
+import sys
+tables = {"core": "detections", "dpi": "flows", "linux_agent": "process_events", "windows_agent": "process_events"}
+checks = []
+for producer in sys.argv[1:]:
+    for module, table in tables.items():
+        checks.append(f"SELECT '{module}.{table} {producer}', to_jsonb(t) FROM {module}.{table} t "
+                      f"WHERE producer_id = {producer} AND producer_seq = 4242")
+print(" UNION ALL ".join(checks))
+PY
+)
+psql_admin "$sample_sql" > "$work/sample.out" || fail "reading the sample rows"
+/usr/bin/python3 - "$work/sample.out" <<'PY' || fail "a sample row differs from what the example sent"
+import ipaddress, json, sys
+seq = 4242
+lines = [l for l in open(sys.argv[1]) if l.strip()]
+assert len(lines) == 8, f"{len(lines)} sample rows, expected 8"
+common = {"producer_id", "producer_epoch", "producer_seq", "source_id", "event_time", "ingest_time"}
+for line in lines:
+    name, row = line.split("|", 1)
+    row = json.loads(row)
+    for column, value in row.items():
+        if column in common or (isinstance(value, str) and value[:4].isdigit() and "T" in value[:11]):
+            continue  # the common columns, and timestamps (the example's clock)
+        if isinstance(value, int):
+            ok = value in (seq % 3, seq % 65536, seq)
+        elif isinstance(value, float):
+            ok = abs(value - (seq % 100) / 100) < 1e-6
+        elif isinstance(value, str) and value.startswith("example-"):
+            ok = value == f"example-{seq}"
+        elif isinstance(value, str) and value.startswith("10."):
+            ok = ipaddress.ip_interface(value).ip == ipaddress.ip_address(f"10.{(seq >> 16) & 255}.{(seq >> 8) & 255}.{seq & 255}")
+        else:
+            data = bytes(((seq >> ((b % 8) * 8)) & 0xFF) ^ b for b in range(16))
+            ok = value in (data.hex(), "\\x" + data.hex(), str(__import__("uuid").UUID(bytes=data)))
+        assert ok, f"{name}: {column} = {value!r}"
+print("  sample rows: every column matches what the examples sent (8 rows)")
+PY
+dpkg --purge libransomeye-producer-dev libransomeye-producer >/dev/null
+echo "  producer library packages purged"
+
 jit=$(psql_admin "SHOW jit")
 # MemoryDenyWriteExecute=yes makes every JIT-compiled query fail.
 [ "$jit" = off ] || fail "jit = $jit in the cluster the unit started; MemoryDenyWriteExecute=yes needs off"

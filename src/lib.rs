@@ -6,7 +6,7 @@
 //! from the file names: `producer/client` frames it (`codec/frame`), the
 //! lane admits and decodes it (`lane/ingress`, `lane/session`), validates
 //! it (`codec/validate`), batches it as COPY rows (`lane/batch`,
-//! `codec/copy`), makes it durable (`lane/spooling`, `storage/spool`) and
+//! `codec/copy`), makes it durable (`lane/spooling`, `lane/commit_queue`, `storage/spool`) and
 //! acknowledges it, then commits it (`pg/pipeline`).
 #![deny(unsafe_code)]
 

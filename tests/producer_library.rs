@@ -48,8 +48,16 @@ fn library_dir() -> PathBuf {
         .expect("cargo build -p ransomeye-producer");
     assert!(status.success(), "building the C ABI library failed");
     let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| workspace().join("target"), PathBuf::from);
-    let dir = target.join("debug");
-    assert!(dir.join("libransomeye_producer.so").exists(), "no libransomeye_producer.so in {}", dir.display());
+    let built = target.join("debug/libransomeye_producer.so");
+    assert!(built.exists(), "no {}", built.display());
+    // The library's soname is libransomeye_producer.so.0 (what a linked
+    // program loads); a directory with both names, as an install has.
+    let dir = std::env::temp_dir().join(format!("rp-lib-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["libransomeye_producer.so", "libransomeye_producer.so.0"] {
+        let _ = std::fs::remove_file(dir.join(name));
+        std::fs::copy(&built, dir.join(name)).unwrap();
+    }
     dir
 }
 
@@ -230,4 +238,44 @@ fn the_stream_resends_across_a_lane_restart_and_stores_every_event_once() {
     assert!(stream.stats().reconnects >= 1, "{:?}", stream.stats());
     println!("stream stats: {:?}", stream.stats());
     assert_eq!(cluster.committed_rows(Module::Dpi, 7400, 1, total), (total, total));
+}
+
+/// The header declares exactly the functions the library defines, and the
+/// same `RP_*` values (the C compiler checks the signatures when the
+/// example builds with -Werror against it).
+#[test]
+fn the_header_declares_exactly_what_the_library_exports() {
+    let header = std::fs::read_to_string(workspace().join("producer-c/include/ransomeye_producer.h")).unwrap();
+    let source = std::fs::read_to_string(workspace().join("producer-c/src/lib.rs")).unwrap();
+    let names = |text: &str, marker: &str| -> std::collections::BTreeSet<String> {
+        text.match_indices(marker)
+            .map(|(at, _)| {
+                let rest = &text[at + marker.len()..];
+                let start = rest.find("rp_").unwrap();
+                rest[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
+            })
+            .collect()
+    };
+    let declared: std::collections::BTreeSet<String> = header
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('*') && !l.trim_start().starts_with("/*"))
+        .flat_map(|l| {
+            l.match_indices("rp_")
+                .filter_map(|(at, _)| {
+                    let name: String = l[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    l[at + name.len()..].starts_with('(').then_some(name)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let defined = names(&source, "extern \"C\" fn ");
+    assert_eq!(declared, defined, "header and library differ");
+    for line in header.lines().filter(|l| l.starts_with("#define RP_")) {
+        let mut parts = line.split_whitespace().skip(1);
+        let (name, value) = (parts.next().unwrap(), parts.next().unwrap().trim_matches(['(', ')']));
+        assert!(
+            source.contains(&format!("pub const {name}: c_int = {value};")),
+            "{name} = {value} in the header, not in the library"
+        );
+    }
 }

@@ -29,7 +29,7 @@ def value(sql_type, seq, now_us):
     if sql_type == "text":
         return f"example-{seq}"
     if sql_type in ("bytea", "uuid"):
-        return bytes(((seq >> ((b % 8) * 8)) & 0xFF) ^ b for b in range(16))
+        return bytes(x ^ b for b, x in enumerate(seq.to_bytes(8, "little") * 2))
     if sql_type == "inet":
         return f"10.{(seq >> 16) & 255}.{(seq >> 8) & 255}.{seq & 255}"
     if sql_type == "timestamp with time zone":

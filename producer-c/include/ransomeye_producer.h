@@ -80,6 +80,13 @@ int rp_event_time(rp_event *event, int64_t unix_us);
  * id and event time; returns its seq (> 0) or a negative RP_ERR_*. The
  * event is emptied either way, ready for the next values. */
 int64_t rp_stream_send(rp_stream *stream, rp_event *event, const uint8_t *source_id16, int64_t event_time_us);
+/* Queue an event of `event`'s table given as its fields already encoded
+ * (COPY BINARY field encoding of every column, PROTOCOL.md section 5: per
+ * field a big-endian int32 length, -1 for NULL, then PostgreSQL's binary
+ * form), checked as the lane checks it; returns its seq or RP_ERR_*.
+ * Values pushed into `event` so far are dropped. */
+int64_t rp_stream_send_fields(rp_stream *stream, rp_event *event, const uint8_t *fields, size_t len,
+                              const uint8_t *source_id16, int64_t event_time_us);
 /* Queue one pre-encoded EVENTS record (PROTOCOL.md section 5). */
 int64_t rp_stream_send_record(rp_stream *stream, const uint8_t *record, size_t len);
 

@@ -420,6 +420,48 @@ pub unsafe extern "C" fn rp_stream_send(
     }
 }
 
+/// Queue an event of `event`'s table given as its fields already encoded
+/// (COPY BINARY field encoding of every column, PROTOCOL.md §5: per field
+/// a big-endian i32 length, -1 for NULL, then PostgreSQL's binary form),
+/// checked as the lane checks it; returns its seq (> 0) or a negative
+/// `RP_ERR_*`. Values pushed into `event` so far are dropped.
+///
+/// # Safety
+/// `stream` and `event` are live handles; `fields` points to `len`
+/// readable bytes; `source_id` to 16.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_send_fields(
+    stream: *mut RpStream,
+    event: *mut RpEvent,
+    fields: *const u8,
+    len: usize,
+    source_id: *const u8,
+    event_time_us: i64,
+) -> i64 {
+    // SAFETY: live handles by the contract; distinct objects.
+    let (Some(s), Some(e)) = (unsafe { stream_mut(stream) }, unsafe { event.as_mut() }) else {
+        return i64::from(RP_ERR_ARGUMENT);
+    };
+    if source_id.is_null() || (fields.is_null() && len > 0) {
+        return i64::from(RP_ERR_ARGUMENT);
+    }
+    // SAFETY: 16 readable bytes by the contract.
+    let source: [u8; 16] = unsafe { std::ptr::read_unaligned(source_id.cast::<[u8; 16]>()) };
+    let bytes: &[u8] = if len == 0 {
+        &[]
+    } else {
+        // SAFETY: `fields` has `len` readable bytes by the contract.
+        unsafe { std::slice::from_raw_parts(fields, len) }
+    };
+    e.failed = None;
+    let result =
+        guarded(Err(StreamError::Full), || s.stream.send_encoded(&mut e.builder, bytes, &source, event_time_us));
+    match result {
+        Ok(seq) => seq as i64,
+        Err(error) => i64::from(s.fail(&error)),
+    }
+}
+
 /// Queue one pre-encoded EVENTS record (PROTOCOL.md §5: record header and
 /// COPY BINARY fields); returns its seq (> 0) or a negative `RP_ERR_*`.
 ///

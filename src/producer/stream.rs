@@ -185,6 +185,23 @@ impl Stream {
         Ok(self.next_seq() - 1)
     }
 
+    /// Queue an event of `builder`'s table whose fields are encoded already
+    /// (COPY BINARY field encoding), checked as the lane would; returns its seq.
+    pub fn send_encoded(
+        &mut self,
+        builder: &mut EventBuilder,
+        fields: &[u8],
+        source_id: &[u8; 16],
+        event_time_us: i64,
+    ) -> Result<u64, StreamError> {
+        if self.records.len() + fields.len() + RECORD_BYTES_MAX > PRODUCER_UNACKED_BYTES_MAX {
+            return Err(StreamError::Full);
+        }
+        builder.finish_encoded(fields, source_id, event_time_us, &mut self.records).map_err(StreamError::Event)?;
+        self.ends.push_back(self.dropped + self.records.len());
+        Ok(self.next_seq() - 1)
+    }
+
     /// Send what the credit allows and take in the replies that arrive
     /// within `wait` (zero: only those already there). A broken connection
     /// is reopened (after a backoff) and everything unacknowledged resent.
