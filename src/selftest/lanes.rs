@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use super::Check;
 use super::catalog::text;
 use crate::base::sys;
+use crate::codec::frame;
 use crate::control::cluster::Embedded;
 use crate::control::launch::read_status;
 use crate::control::maintenance::MaintenanceStatus;
@@ -21,7 +22,8 @@ use crate::control::supervisor::RunningAppliance;
 use crate::model::matrix::Module;
 use crate::model::schema::tables_of;
 use crate::pg::Connection;
-use crate::producer::client::{ModuleClient, Reply, lane_address};
+use crate::producer::client::lane_address;
+use crate::producer::stream::{Stream, StreamConfig};
 use crate::producer::synth;
 
 /// The producer id selftest's round-trip events carry (the largest valid id,
@@ -117,32 +119,39 @@ pub fn maintenance(embedded: &Embedded) -> Check {
     Check::from_failures(NAME, detail, failures)
 }
 
+/// One event through the producer library's stream: sent unless the lane
+/// already holds it for this epoch, then its ACK awaited.
 fn round_trip(appliance: &RunningAppliance, module: Module, epoch: u64) -> Result<u8, String> {
-    let mut client = ModuleClient::connect(&appliance.instance, module, appliance.uid, SELFTEST_PRODUCER_ID, epoch)
-        .map_err(|e| e.to_string())?;
+    let config = StreamConfig {
+        instance: appliance.instance.clone(),
+        module,
+        producer_id: SELFTEST_PRODUCER_ID,
+        epoch,
+        server_uid: appliance.uid,
+    };
+    let mut stream = Stream::connect(config).map_err(|e| e.to_string())?;
     let mut fields = BytesMut::new();
     let event = synth::synthesize(module, SELFTEST_PRODUCER_ID, 1, &mut fields);
-    let body = synth::events_body(module, SELFTEST_PRODUCER_ID, 1, 1);
-    if client.watermark_seq < 1 || client.watermark_epoch != epoch {
-        client.send_events(&body).map_err(|e| e.to_string())?;
+    if stream.next_seq() == 1 {
+        let mut record = BytesMut::new();
+        frame::encode_record(
+            &mut record,
+            event.table,
+            &event.source_id,
+            event.event_time_us,
+            event.field_count,
+            &fields,
+        );
+        stream.send_record(&record).map_err(|e| e.to_string())?;
         let started = Instant::now();
-        loop {
-            let replies = client.poll_replies(Duration::from_millis(100)).map_err(|e| e.to_string())?;
-            if replies
-                .iter()
-                .any(|r| matches!(r, Reply::Ack { durable_seq, epoch: e } if *durable_seq >= 1 && *e == epoch))
-            {
-                break;
-            }
+        while stream.acked_seq() < 1 {
+            stream.pump(Duration::from_millis(100)).map_err(|e| e.to_string())?;
             // A lane that pushes back says why; waiting out the timeout
             // would only hide it.
-            if let Some(reason) = replies.iter().find_map(|r| match r {
-                Reply::Status { code, reason } if *code != crate::codec::frame::StatusCode::Resumed as u16 => {
-                    Some(reason)
+            if let Some((code, reason)) = &stream.stats().status {
+                if *code != frame::StatusCode::Resumed as u16 {
+                    return Err(format!("pushed back: {reason}"));
                 }
-                _ => None,
-            }) {
-                return Err(format!("pushed back: {reason}"));
             }
             if started.elapsed() > Duration::from_millis(ROUND_TRIP_TIMEOUT_MS) {
                 return Err("no ACK within the timeout".into());
