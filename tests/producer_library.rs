@@ -279,3 +279,101 @@ fn the_header_declares_exactly_what_the_library_exports() {
         );
     }
 }
+
+/// A scripted lane on the module's socket (this test's own uid owns it):
+/// the stream is acknowledged up to seq 3, reconnects, and is WELCOMEd at
+/// seq 1, below its own ACK: the appliance lost seqs 2..3. The stream must
+/// report the loss and continue in the next epoch from seq 1 with the
+/// events not yet acknowledged (PROTOCOL.md §4.2), never from seq 4.
+#[test]
+fn the_stream_reports_a_welcome_below_its_ack_and_continues_in_a_new_epoch() {
+    use applianced::codec::frame::{self, Kind};
+    use applianced::producer::stream::{Stream, StreamConfig};
+    use bytes::BytesMut;
+    use std::io::{Read, Write};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+    use std::time::Duration;
+
+    let name = instance();
+    let address = SocketAddr::from_abstract_name(Module::Dpi.socket_name(&name).as_bytes()).unwrap();
+    let listener = UnixListener::bind_addr(&address).unwrap();
+    // Read frames until one of `kind` arrives.
+    fn next_frame(socket: &mut UnixStream, buffer: &mut BytesMut, kind: Kind) -> frame::Frame {
+        loop {
+            if let Some(f) = frame::decode_frame(buffer).unwrap() {
+                if f.kind == kind {
+                    return f;
+                }
+                continue;
+            }
+            let mut chunk = [0u8; 65536];
+            let n = socket.read(&mut chunk).unwrap();
+            assert!(n > 0, "the stream closed while {kind:?} was expected");
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+    let lane = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        // (WELCOME epoch and seq, EVENTS expected: first seq and how many, then ACK)
+        type Welcome = (u64, u64);
+        type Expected = Option<(u64, u32)>;
+        let script: [(Welcome, Expected); 3] = [((1, 0), Some((1, 3))), ((1, 1), None), ((2, 0), Some((1, 2)))];
+        for ((epoch, seq), events) in script {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut buffer = BytesMut::new();
+            let hello = next_frame(&mut socket, &mut buffer, Kind::Hello);
+            let hello = frame::decode_hello(&hello.body).unwrap();
+            seen.push(hello.producer_epoch.get());
+            let mut out = BytesMut::new();
+            let welcome_epoch = epoch.max(hello.producer_epoch.get());
+            frame::encode_welcome(&mut out, welcome_epoch, seq, 1 << 20);
+            socket.write_all(&out).unwrap();
+            let Some((first, count)) = events else { continue };
+            let mut received = 0;
+            while received < count {
+                let f = next_frame(&mut socket, &mut buffer, Kind::Events);
+                let events = frame::decode_events(&f.body).unwrap();
+                assert_eq!(events.first_seq, first + u64::from(received), "epoch {welcome_epoch}");
+                received += events.records.len() as u32;
+            }
+            out.clear();
+            frame::encode_ack(&mut out, welcome_epoch, first + u64::from(count) - 1);
+            socket.write_all(&out).unwrap();
+            if welcome_epoch == 1 {
+                // Wait for the two events sent after the ACK, then break the connection.
+                next_frame(&mut socket, &mut buffer, Kind::Events);
+            }
+        }
+        seen
+    });
+    let config = StreamConfig {
+        instance: name,
+        module: Module::Dpi,
+        producer_id: 4,
+        epoch: 1,
+        server_uid: applianced::base::sys::effective_uid(),
+    };
+    let mut stream = Stream::connect(config).unwrap();
+    let record = |seq: u64| {
+        let mut fields = BytesMut::new();
+        let event = applianced::producer::synth::synthesize(Module::Dpi, 4, seq, &mut fields);
+        let mut out = BytesMut::new();
+        frame::encode_record(&mut out, event.table, &event.source_id, event.event_time_us, event.field_count, &fields);
+        out
+    };
+    for seq in 1..=3 {
+        stream.send_record(&record(seq)).unwrap();
+    }
+    stream.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!((stream.epoch(), stream.acked_seq()), (1, 3));
+    for seq in 4..=5 {
+        stream.send_record(&record(seq)).unwrap();
+    }
+    stream.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(lane.join().unwrap(), [1, 1, 2], "HELLO epochs");
+    assert_eq!((stream.epoch(), stream.acked_seq()), (2, 2), "continued in epoch 2 from seq 1");
+    let lost = &stream.stats().lost;
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(lost[0].contains("seqs 2..3 of epoch 1 were lost"), "{lost:?}");
+}

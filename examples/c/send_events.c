@@ -6,6 +6,10 @@
  *
  *   cc -o send_events send_events.c $(pkg-config --cflags --libs ransomeye-producer)
  *   ./send_events --module dpi --events 100000 --producer-id 9001 [--instance demo] [--server-uid UID] [--table flows]
+ *
+ * --server-uid: the uid the appliance runs as (the packaged appliance: the
+ * user ransomeye); the default, your own uid, fits an appliance you started
+ * yourself.
  */
 #include <ransomeye_producer.h>
 

@@ -43,7 +43,12 @@ def main():
     p.add_argument("--events", type=int, required=True)
     p.add_argument("--producer-id", type=int, required=True)
     p.add_argument("--instance", default="demo")
-    p.add_argument("--server-uid", type=int, default=os.geteuid())
+    p.add_argument(
+        "--server-uid",
+        type=int,
+        default=os.geteuid(),
+        help="the uid the appliance runs as (default: your own, for an appliance you started yourself)",
+    )
     p.add_argument("--table")
     a = p.parse_args()
     table = a.table or DEFAULT_TABLES[a.module]

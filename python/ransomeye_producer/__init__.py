@@ -2,7 +2,7 @@
 applianced lane at native speed, through the C ABI of libransomeye_producer.
 
     from ransomeye_producer import Stream, Event
-    with Stream("demo", "dpi", producer_id=7, epoch=1, server_uid=uid) as s:
+    with Stream("demo", "dpi", producer_id=7, epoch=1, server_uid=appliance_uid) as s:
         e = Event("dpi", "flows")
         for values in rows:
             s.send(e, values, source_id=b"\\x00" * 16, event_time_us=t)
@@ -222,10 +222,11 @@ class Event:
 class Stream:
     """A producer's reliable stream to its lane (see the module docstring)."""
 
-    def __init__(self, instance, module, producer_id, epoch=1, server_uid=None):
+    def __init__(self, instance, module, producer_id, epoch, server_uid):
+        """`server_uid`: the uid the appliance runs as (the packaged
+        appliance: the user ransomeye, pwd.getpwnam("ransomeye").pw_uid);
+        a socket bound by any other uid gets no byte (PROTOCOL.md §1.3)."""
         lib = _library()
-        if server_uid is None:
-            server_uid = os.geteuid()
         error = ctypes.create_string_buffer(_ERROR_BYTES)
         self._handle = lib.rp_stream_open(
             instance.encode(), module.encode(), producer_id, epoch, server_uid, error, _ERROR_BYTES

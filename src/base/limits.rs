@@ -155,6 +155,9 @@ pub const LANE_CONNECTIONS_MAX: usize = 64;
 /// producer. 256 KiB is above what the reference client waits for before
 /// sending a frame (64 KiB + one maximal record).
 pub const CONNECTION_CREDIT_GUARANTEED_BYTES: usize = 256 * 1024;
+/// Smallest CREDIT grant worth a frame, unless it fills the window: fewer
+/// CREDIT frames, each worth at least one full frame of small events.
+pub const CREDIT_GRANT_MIN_BYTES: usize = 64 * 1024;
 /// Replies queued for a connection (not yet written to its socket) above
 /// which it gets no more credit: a producer that does not read is paused.
 pub const CONNECTION_OUTPUT_PAUSE_BYTES: usize = 64 * 1024;

@@ -513,7 +513,9 @@ pub fn decode_events(body: &[u8]) -> Result<Events<'_>, FrameError> {
     }
     let first_seq = head.first_seq.get();
     if first_seq == 0 || first_seq.checked_add(u64::from(count)).is_none_or(|end| end > i64::MAX as u64) {
-        return Err(malformed(format!("sequence range {first_seq}+{count} outside 1..2^63")));
+        return Err(malformed(format!(
+            "sequence range {first_seq}+{count}: first_seq must be at least 1 and first_seq + count at most 2^63 - 1"
+        )));
     }
     let mut records = Vec::with_capacity(count as usize);
     for index in 0..count {

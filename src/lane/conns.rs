@@ -18,14 +18,11 @@ use super::batch::Release;
 use super::credit::CreditLedger;
 use crate::base::limits::{
     CONNECTION_CREDIT_BYTES, CONNECTION_CREDIT_GUARANTEED_BYTES, CONNECTION_IDLE_EVICTABLE_MS,
-    CONNECTION_IDLE_TIMEOUT_MS, CONNECTION_LINGER_MS, CONNECTION_OUTPUT_PAUSE_BYTES, HANDSHAKE_TIMEOUT_MS,
-    LANE_BUFFER_BYTES_MAX, LANE_CONNECTIONS_MAX,
+    CONNECTION_IDLE_TIMEOUT_MS, CONNECTION_LINGER_MS, CONNECTION_OUTPUT_PAUSE_BYTES, CREDIT_GRANT_MIN_BYTES,
+    HANDSHAKE_TIMEOUT_MS, LANE_BUFFER_BYTES_MAX, LANE_CONNECTIONS_MAX,
 };
 use crate::base::sys::PeerCred;
 use crate::codec::frame::{self, StatusCode};
-
-/// Smallest CREDIT grant worth a frame (unless it fills the window).
-const CREDIT_GRANT_MIN_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnState {

@@ -776,9 +776,9 @@ impl LaneCore {
         if !self.producers.contains(producer_id) || self.spool.loss_pending(producer_id) {
             return;
         }
-        let waiting = self
-            .conns
-            .slots_where(|c| matches!(c.state, ConnState::Waiting { producer_id: p, .. } if p == producer_id));
+        let waiting = self.conns.slots_where(|c| {
+            !c.closing && matches!(c.state, ConnState::Waiting { producer_id: p, .. } if p == producer_id)
+        });
         for slot in waiting {
             self.welcome(slot);
         }
@@ -1056,6 +1056,29 @@ mod tests {
         assert!(core.client_must_abort(silent), "cut after the linger");
         core.tick(now(CONNECTION_IDLE_TIMEOUT_MS));
         assert_eq!(error_code(&mut core, idle), Some(ErrorCode::Timeout as u16));
+    }
+
+    #[test]
+    fn a_connection_closed_while_its_hello_waits_is_never_welcomed() {
+        let (mut core, _spool) = core();
+        // A HELLO of a producer the lane does not know waits for its lookup.
+        let waiting = slot_of(core.admit(peer(), false, now(0)));
+        let mut hello = BytesMut::new();
+        frame::encode_hello(&mut hello, 2, 12, 1);
+        core.on_client_bytes(waiting, &hello, now(0));
+        assert!(matches!(core.conns.get(waiting).unwrap().state, ConnState::Waiting { .. }));
+        // EVENTS before WELCOME: ERROR 8, closing.
+        let mut early = BytesMut::new();
+        frame::encode_frame(&mut early, Kind::Events, &[0; 16]);
+        core.on_client_bytes(waiting, &early, now(0));
+        assert_eq!(error_code(&mut core, waiting), Some(ErrorCode::HandshakeRequired as u16));
+        // The lookup completes: the closing connection gets no WELCOME and
+        // does not become the producer's connection.
+        core.producers.cancel_lookup(12);
+        core.lookup_done(12, &[vec![Some("1".into()), Some("0".into())]]);
+        assert!(core.take_client_output(waiting).is_none(), "nothing queued after its ERROR");
+        assert_eq!(core.producers.get(12).unwrap().active, None);
+        core.check_invariants();
     }
 
     #[test]

@@ -73,7 +73,10 @@ impl LaneCore {
 
     /// Answer a waiting HELLO now that the producer's state is known.
     pub(super) fn welcome(&mut self, slot: usize) {
-        let Some(ConnState::Waiting { producer_id, epoch }) = self.conns.get(slot).map(|c| c.state) else {
+        // A connection closing (it got an ERROR, or ended) is never welcomed.
+        let Some(ConnState::Waiting { producer_id, epoch }) =
+            self.conns.get(slot).filter(|c| !c.closing).map(|c| c.state)
+        else {
             return;
         };
         let Some(known) = self.producers.get(producer_id).map(|p| p.epoch) else { return };

@@ -131,7 +131,8 @@ impl EventTable {
     }
 }
 
-/// Every event table, grouped by module in [`Module::ALL`] order.
+/// Every event table, grouped by module (a module's tables in the order of
+/// their wire index, PROTOCOL.md §5.4; the modules in no particular order).
 pub const EVENT_TABLES: &[EventTable] = &[
     // Linux agent: process, file and network events from the host sensor.
     EventTable {

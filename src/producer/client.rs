@@ -97,7 +97,7 @@ pub struct ModuleClient {
 
 /// A WELCOME below what this producer was already acknowledged (same
 /// epoch): the appliance lost acknowledged events; returns the lost seqs
-/// `(first, last)`. A producer MUST report this (PROTOCOL.md §9), and
+/// `(first, last)`. A producer MUST report this (PROTOCOL.md §4.2), and
 /// resend those events if it still holds them.
 pub fn welcome_regression(welcome: (u64, u64), acked: (u64, u64)) -> Option<(u64, u64)> {
     let ((welcome_epoch, welcome_seq), (acked_epoch, acked_seq)) = (welcome, acked);

@@ -140,6 +140,12 @@ impl Stream {
         self.first_seq + self.ends.len() as u64
     }
 
+    /// The epoch the stream sends in (one above the configured one after
+    /// the appliance reported acknowledged events lost, PROTOCOL.md §4.2).
+    pub fn epoch(&self) -> u64 {
+        self.config.epoch
+    }
+
     /// Every seq at or below this is durable in the appliance.
     pub fn acked_seq(&self) -> u64 {
         self.first_seq - 1
@@ -269,11 +275,22 @@ impl Stream {
         }
         let welcome = (client.watermark_epoch, client.watermark_seq);
         if let Some((first, last)) = welcome_regression(welcome, (self.config.epoch, self.acked_seq())) {
+            // PROTOCOL.md §4.2: acknowledged events were lost in the
+            // appliance. The stream no longer holds them (dropped at their
+            // ACK), so it cannot continue in this epoch: reported, and the
+            // events not yet acknowledged continue in the next epoch from seq 1.
             self.stats.lost.push(format!(
-                "the appliance acknowledged seqs up to {last} but its WELCOME reports {}: seqs {first}..{last} of epoch {} were lost there",
+                "the appliance acknowledged seqs up to {last} but its WELCOME reports {}: seqs {first}..{last} of epoch {} were lost there; continuing in epoch {}",
                 first - 1,
-                self.config.epoch
+                self.config.epoch,
+                self.config.epoch + 1
             ));
+            drop(client);
+            self.config.epoch += 1;
+            self.first_seq = 1;
+            self.sent_through = 0;
+            self.highest_sent = 0;
+            return self.reconnect();
         }
         if client.watermark_epoch == self.config.epoch {
             self.acknowledge(client.watermark_seq);
