@@ -263,6 +263,8 @@ unsafe fn push(event: *mut RpEvent, value: Value<'_>) -> c_int {
     }
 }
 
+/// NULL (only in a nullable column).
+///
 /// # Safety
 /// `event` is NULL or a live event.
 #[unsafe(no_mangle)]
