@@ -356,10 +356,8 @@ fn the_stream_reports_a_welcome_below_its_ack_and_continues_in_a_new_epoch() {
     };
     let mut stream = Stream::connect(config).unwrap();
     let record = |seq: u64| {
-        let mut fields = BytesMut::new();
-        let event = applianced::producer::synth::synthesize(Module::Dpi, 4, seq, &mut fields);
         let mut out = BytesMut::new();
-        frame::encode_record(&mut out, event.table, &event.source_id, event.event_time_us, event.field_count, &fields);
+        applianced::producer::synth::record(Module::Dpi, 4, seq, &mut BytesMut::new(), &mut out);
         out
     };
     for seq in 1..=3 {

@@ -131,16 +131,7 @@ impl Harness {
         let mut sent = 0;
         for seq in p.next_seq..p.next_seq + u64::from(count) {
             let mut record = BytesMut::new();
-            let mut fields = BytesMut::new();
-            let event = crate::producer::synth::synthesize(MODULE, id, seq, &mut fields);
-            frame::encode_record(
-                &mut record,
-                event.table,
-                &event.source_id,
-                event.event_time_us,
-                event.field_count,
-                &fields,
-            );
+            crate::producer::synth::record(MODULE, id, seq, &mut BytesMut::new(), &mut record);
             if body.len() + record.len() > p.credit {
                 break;
             }

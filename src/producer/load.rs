@@ -68,7 +68,7 @@ impl Prepared {
         let mut fields = BytesMut::with_capacity(RECORD_BYTES_MAX);
         let mut ends = Vec::with_capacity(events as usize);
         for seq in first_seq..first_seq + events {
-            synthesize_record(module, producer_id, seq, &mut fields, &mut records);
+            synth::record(module, producer_id, seq, &mut fields, &mut records);
             ends.push(records.len());
         }
         Prepared { module, producer_id, first_seq, records: Vec::from(records), ends }
@@ -84,14 +84,6 @@ impl Prepared {
         let start = index.checked_sub(1).map_or(0, |i| self.ends[i]);
         Some(&self.records[start..end])
     }
-}
-
-/// Append the EVENTS record of event `seq` of (module, producer), as
-/// synthesized ([`crate::producer::synth`]); `fields` is scratch space.
-fn synthesize_record(module: Module, producer_id: u64, seq: u64, fields: &mut BytesMut, out: &mut BytesMut) {
-    fields.clear();
-    let event = synth::synthesize(module, producer_id, seq, fields);
-    frame::encode_record(out, event.table, &event.source_id, event.event_time_us, event.field_count, fields);
 }
 
 impl std::fmt::Debug for Prepared {
@@ -287,7 +279,7 @@ fn session_inner(options: &LoadOptions, progress: &mut Progress, report: &mut Lo
                     Some(record) => record,
                     None => {
                         synthesized.clear();
-                        synthesize_record(options.module, options.producer_id, next, &mut fields, &mut synthesized);
+                        synth::record(options.module, options.producer_id, next, &mut fields, &mut synthesized);
                         &synthesized[..]
                     }
                 };
@@ -361,7 +353,7 @@ mod tests {
     /// What a load client sends for `seq` when it synthesizes as it goes.
     fn synthesized(module: Module, producer_id: u64, seq: u64) -> Vec<u8> {
         let mut out = BytesMut::new();
-        synthesize_record(module, producer_id, seq, &mut BytesMut::new(), &mut out);
+        synth::record(module, producer_id, seq, &mut BytesMut::new(), &mut out);
         out.to_vec()
     }
 

@@ -130,18 +130,9 @@ fn round_trip(appliance: &RunningAppliance, module: Module, epoch: u64) -> Resul
         server_uid: appliance.uid,
     };
     let mut stream = Stream::connect(config).map_err(|e| e.to_string())?;
-    let mut fields = BytesMut::new();
-    let event = synth::synthesize(module, SELFTEST_PRODUCER_ID, 1, &mut fields);
+    let mut record = BytesMut::new();
+    let table = synth::record(module, SELFTEST_PRODUCER_ID, 1, &mut BytesMut::new(), &mut record);
     if stream.next_seq() == 1 {
-        let mut record = BytesMut::new();
-        frame::encode_record(
-            &mut record,
-            event.table,
-            &event.source_id,
-            event.event_time_us,
-            event.field_count,
-            &fields,
-        );
         stream.send_record(&record).map_err(|e| e.to_string())?;
         let started = Instant::now();
         while stream.acked_seq() < 1 {
@@ -158,7 +149,7 @@ fn round_trip(appliance: &RunningAppliance, module: Module, epoch: u64) -> Resul
             }
         }
     }
-    Ok(event.table)
+    Ok(table)
 }
 
 pub fn lane_round_trip(embedded: &Embedded, conn: &mut Connection) -> Check {

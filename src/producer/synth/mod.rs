@@ -96,6 +96,22 @@ pub fn synthesize(module: Module, producer_id: u64, seq: u64, fields: &mut Bytes
     SyntheticEvent { table, source_id: source_id(producer_id, host), event_time_us, field_count: writer.count }
 }
 
+/// Append the EVENTS record of synthetic event `seq` of (module, producer)
+/// to `out`; `fields` is scratch space. Returns the event's table index.
+pub fn record(module: Module, producer_id: u64, seq: u64, fields: &mut BytesMut, out: &mut BytesMut) -> u8 {
+    fields.clear();
+    let event = synthesize(module, producer_id, seq, fields);
+    crate::codec::frame::encode_record(
+        out,
+        event.table,
+        &event.source_id,
+        event.event_time_us,
+        event.field_count,
+        fields,
+    );
+    event.table
+}
+
 /// An EVENTS body holding the synthetic events `first_seq ..
 /// first_seq + count` of one producer, ready for `frame::encode_frame` or
 /// `ModuleClient::send_events`.
@@ -104,16 +120,7 @@ pub fn events_body(module: Module, producer_id: u64, first_seq: u64, count: u32)
     let mut fields = BytesMut::new();
     crate::codec::frame::encode_events_header(&mut body, first_seq, count);
     for seq in first_seq..first_seq + u64::from(count) {
-        fields.clear();
-        let event = synthesize(module, producer_id, seq, &mut fields);
-        crate::codec::frame::encode_record(
-            &mut body,
-            event.table,
-            &event.source_id,
-            event.event_time_us,
-            event.field_count,
-            &fields,
-        );
+        record(module, producer_id, seq, &mut fields, &mut body);
     }
     body
 }
