@@ -239,12 +239,13 @@ impl Stream {
             if now >= deadline {
                 return Err(StreamError::Timeout { unacked: self.unacked() });
             }
-            match self.pump((deadline - now).min(Duration::from_millis(50))) {
-                Ok(()) => {}
-                Err(StreamError::Disconnected(_)) => {
-                    let pause = self.retry_at.map_or(Duration::ZERO, |at| at.saturating_duration_since(Instant::now()));
-                    std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-                }
+            // Disconnected: sleep until the next attempt is due (pump would
+            // return at once until then).
+            if let Some(at) = self.retry_at.filter(|_| self.client.is_none()) {
+                std::thread::sleep(at.saturating_duration_since(now).min(deadline - now));
+            }
+            match self.pump(deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(50))) {
+                Ok(()) | Err(StreamError::Disconnected(_)) => {}
                 Err(e) => return Err(e),
             }
         }
