@@ -35,6 +35,7 @@ enum Command {
     Demo(DemoCmd),
     Bench(BenchCmd),
     Load(LoadCmd),
+    Metrics(MetricsCmd),
     Lane(LaneCmd),
     LaneConnector(LaneConnectorCmd),
     SandboxProbe(SandboxProbeCmd),
@@ -241,6 +242,15 @@ struct SelftestCmd {
     /// print the report as JSON
     #[argh(switch)]
     json: bool,
+}
+
+/// Print every lane's metrics once, in the OpenMetrics text format.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "metrics")]
+struct MetricsCmd {
+    /// state directory of the running appliance
+    #[argh(option)]
+    state_dir: PathBuf,
 }
 
 /// The main job on the embedded default: init a private cluster, run the appliance, load all four lanes, selftest, stop.
@@ -587,6 +597,7 @@ fn main() -> ExitCode {
         Command::LaneConnector(cmd) => return lane_connector(cmd),
         Command::SandboxProbe(cmd) => sandbox_probe(cmd),
         Command::Stop(cmd) => app::stop(&cmd.state_dir),
+        Command::Metrics(cmd) => app::metrics(&cmd.state_dir),
         Command::Selftest(cmd) => app::selftest(cmd.state_dir.as_deref(), cmd.config.as_deref(), cmd.json),
         Command::Demo(cmd) => {
             app::demo(cmd.state_dir.as_deref(), cmd.pg_bin_dir.as_deref(), cmd.events, &cmd.instance).map(|_| ())

@@ -22,6 +22,18 @@ pub fn stop(state_dir: &Path) -> Result<(), AppError> {
     Ok(())
 }
 
+/// `applianced metrics`: every lane's last metrics report, in the
+/// OpenMetrics text format, once (for scripts and textfile collectors).
+pub fn metrics(state_dir: &Path) -> Result<(), AppError> {
+    let dir = crate::control::cluster::StateDir::new(state_dir)?;
+    let samples: Vec<_> = crate::model::matrix::Module::ALL
+        .into_iter()
+        .filter_map(|m| crate::control::launch::read_metrics(&dir, m))
+        .collect();
+    print!("{}", crate::lane::metrics::render(&samples));
+    Ok(())
+}
+
 /// `applianced selftest`; prints the report and fails if any check fails.
 pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> Result<(), AppError> {
     let target = match (state_dir, config) {

@@ -158,6 +158,8 @@ pub const CONNECTION_CREDIT_GUARANTEED_BYTES: usize = 256 * 1024;
 /// Smallest CREDIT grant worth a frame, unless it fills the window: fewer
 /// CREDIT frames, each worth at least one full frame of small events.
 pub const CREDIT_GRANT_MIN_BYTES: usize = 64 * 1024;
+/// How often a lane reports its metrics to the supervisor.
+pub const LANE_METRICS_INTERVAL_MS: u64 = 1_000;
 /// Replies queued for a connection (not yet written to its socket) above
 /// which it gets no more credit: a producer that does not read is paused.
 pub const CONNECTION_OUTPUT_PAUSE_BYTES: usize = 64 * 1024;

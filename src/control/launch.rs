@@ -290,6 +290,30 @@ pub fn status_path(dir: &StateDir, module: Module) -> std::path::PathBuf {
     dir.run_dir().join(format!("lane-{}.status", module.name()))
 }
 
+/// `<state>/run/lane-<module>.metrics`: the lane's last metrics report
+/// (`lane::metrics`), replaced every `LANE_METRICS_INTERVAL_MS` while it
+/// serves, with the pid of the lane that sent it.
+pub fn metrics_path(dir: &StateDir, module: Module) -> std::path::PathBuf {
+    dir.run_dir().join(format!("lane-{}.metrics", module.name()))
+}
+
+/// A lane's last metrics report and its age; None while it has none.
+pub fn read_metrics(dir: &StateDir, module: Module) -> Option<crate::lane::metrics::LaneSample> {
+    let path = metrics_path(dir, module);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let age_s = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .map(|d| d.as_secs_f64());
+    let values = crate::codec::pairs::parse_pairs(&text)
+        .ok()?
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value.parse().ok()?)))
+        .collect();
+    Some(crate::lane::metrics::LaneSample { module, values, age_s })
+}
+
 /// The key/value pairs of a lane's status file; empty while it is absent
 /// or not yet written.
 pub fn read_status(dir: &StateDir, module: Module) -> BTreeMap<String, String> {

@@ -31,10 +31,10 @@ use crate::base::sys::fdpass::{receive_message, send_message};
 use crate::control::cluster::{Embedded, StateDir};
 use crate::control::error::AppError;
 use crate::control::launch::{LaneIdentities, LaneOptions, Launcher};
-use crate::control::launch::{spool_dir, status_path};
+use crate::control::launch::{metrics_path, spool_dir, status_path};
 use crate::control::maintenance::{MaintenanceOptions, MaintenanceThread};
 use crate::lane::ingress::PeerGrant;
-use crate::lane::links::{CONTROL_DRAIN, CONTROL_MESSAGE_BYTES_MAX, CONTROL_STATUS};
+use crate::lane::links::{CONTROL_DRAIN, CONTROL_MESSAGE_BYTES_MAX, CONTROL_METRICS, CONTROL_STATUS};
 use crate::lane::process::IoMode;
 use crate::model::matrix::Module;
 
@@ -217,6 +217,14 @@ fn on_control(lane: &mut Lane, dir: &StateDir, identities: &LaneIdentities) -> b
                 }
                 lane.reported = true;
                 serving = true;
+            }
+            Ok(Some(message)) if message.len > 1 && buffer[0] == CONTROL_METRICS && lane.reported => {
+                // Only known metric lines with integer values are kept.
+                let report = crate::lane::metrics::accepted_lines(&String::from_utf8_lossy(&buffer[1..message.len]));
+                let text = format!("pid = {}\n{report}", child.id());
+                if let Err(e) = write_replacing(&metrics_path(dir, lane.module), &text) {
+                    tracing::warn!(lane = lane.module.name(), error = %e, "cannot write the lane metrics file");
+                }
             }
             Ok(Some(message)) if message.len == 0 => {
                 // The lane closed its end (it is exiting); the reap restarts it.

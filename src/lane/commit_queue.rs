@@ -91,6 +91,9 @@ struct Spooled {
     location: Option<Location>,
     ranges: Vec<ProducerRange>,
     kind: SpooledKind,
+    /// When this lane process acknowledged it (recovered records: when
+    /// the lane started): the commit lag counts from here.
+    since_ms: u64,
 }
 
 enum SpooledKind {
@@ -249,7 +252,7 @@ impl CommitQueue {
     /// whose summary survived); returns every producer range they hold,
     /// from which the core learns each producer's acknowledged position.
     /// Each damaged record is described beside its quarantined copy.
-    pub fn recover(&mut self, recovery: Recovery<Vec<ProducerRange>>) -> Vec<ProducerRange> {
+    pub fn recover(&mut self, recovery: Recovery<Vec<ProducerRange>>, now_ms: u64) -> Vec<ProducerRange> {
         let (truncated_bytes, repaired) = (recovery.truncated_bytes, recovery.repaired);
         let mut learnt = Vec::new();
         for entry in recovery.entries {
@@ -275,7 +278,7 @@ impl CommitQueue {
                 }
             };
             learnt.extend_from_slice(&ranges);
-            self.unsent.push_back(Spooled { location, ranges, kind });
+            self.unsent.push_back(Spooled { location, ranges, kind, since_ms: now_ms });
         }
         let lost = self.unsent.iter().filter(|s| matches!(s.kind, SpooledKind::Lost { .. })).count();
         tracing::info!(
@@ -380,7 +383,13 @@ impl CommitQueue {
                 self.cached_bytes += batch.bytes;
                 Box::new(batch)
             });
-            self.unsent.push_back(Spooled { location: Some(location), ranges, kind: SpooledKind::Record { cached } });
+            let since_ms = now_ms;
+            self.unsent.push_back(Spooled {
+                location: Some(location),
+                ranges,
+                kind: SpooledKind::Record { cached },
+                since_ms,
+            });
         }
         match blocked {
             Some((code, reason)) if self.blocked != Some(code) => {
@@ -602,6 +611,17 @@ impl CommitQueue {
     /// The loss notices a producer has not been told yet.
     pub fn take_loss_notices(&mut self, producer_id: u64) -> Vec<ProducerRange> {
         self.loss_notices.remove(&producer_id).unwrap_or_default()
+    }
+
+    /// The records waiting to be committed, and since when the oldest has
+    /// been acknowledged (the commit lag counts from it).
+    pub fn backlog(&self) -> (usize, Option<u64>) {
+        (self.unsent.len(), self.unsent.front().map(|s| s.since_ms))
+    }
+
+    /// Spool bytes in use and the quota.
+    pub fn spool_bytes(&self) -> (u64, u64) {
+        (self.spool.used_bytes(), self.spool.quota_bytes())
     }
 
     /// Whether nothing waits to be committed.

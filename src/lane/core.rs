@@ -87,6 +87,9 @@ pub(super) enum PgState {
 /// Counters reported in logs and by the supervisor.
 #[derive(Debug, Default, Clone)]
 pub struct LaneStats {
+    /// Events acknowledged to producers (durable in the spool), rejected
+    /// ones included.
+    pub events_acknowledged: u64,
     pub events_committed: u64,
     pub events_rejected: u64,
     pub duplicates_skipped: u64,
@@ -176,7 +179,7 @@ impl LaneCore {
             stop_after_send: None,
             fatal: None,
         };
-        for range in core.spool.recover(recovery) {
+        for range in core.spool.recover(recovery, now.mono_ms) {
             core.producers.learn_from_spool(&range, now.mono_ms);
         }
         core
@@ -817,6 +820,50 @@ impl LaneCore {
     pub fn drained(&self) -> bool {
         self.draining && !matches!(self.pg, PgState::Busy(..)) && self.spool_drained()
     }
+
+    // ----- metrics -----
+
+    /// The lane's counters and gauges now, as `key = value` lines (the
+    /// lane sends them to its supervisor every `LANE_METRICS_INTERVAL_MS`;
+    /// `applianced metrics` renders them, `tools::metrics`). Counters count
+    /// from the lane process's start.
+    pub fn metrics_lines(&self) -> String {
+        let s = &self.stats;
+        let (unsent, oldest) = self.spool.backlog();
+        let commit_lag_ms = oldest.map_or(0, |since| self.now.mono_ms.saturating_sub(since));
+        let (used, quota) = self.spool.spool_bytes();
+        let pushed_back = self.spool.blocked().map_or(0, |(code, _)| code as u16);
+        let value = |key: &str| -> u64 {
+            match key {
+                "events_acknowledged" => s.events_acknowledged,
+                "events_committed" => s.events_committed,
+                "events_rejected" => s.events_rejected,
+                "events_lost" => s.events_lost,
+                "duplicates_skipped" => s.duplicates_skipped,
+                "batches_committed" => s.batches_committed,
+                "batches_read_back" => s.batches_read_back,
+                "connections_refused" => s.connections_refused,
+                "connections_evicted" => s.connections_evicted,
+                "connections_timed_out" => s.connections_timed_out,
+                "protocol_errors" => s.protocol_errors,
+                "database_resets" => s.resets,
+                "producers_forgotten" => s.producers_forgotten,
+                "connections_open" => self.conns.iter().count() as u64,
+                "producers" => self.producers.len() as u64,
+                "spool_used_bytes" => used,
+                "spool_quota_bytes" => quota,
+                "unsent_records" => unsent as u64,
+                "commit_lag_ms" => commit_lag_ms,
+                "pushed_back" => u64::from(pushed_back),
+                "postgresql_connected" => u64::from(self.pg_is_connected()),
+                other => {
+                    debug_assert!(false, "metric {other} has no value");
+                    0
+                }
+            }
+        };
+        super::metrics::LANE_METRICS.iter().map(|m| format!("{} = {}\n", m.key, value(m.key))).collect()
+    }
 }
 
 /// A `watermark_get` result: (epoch, last seq), (0, 0) for an unknown producer.
@@ -1056,6 +1103,16 @@ mod tests {
         assert!(core.client_must_abort(silent), "cut after the linger");
         core.tick(now(CONNECTION_IDLE_TIMEOUT_MS));
         assert_eq!(error_code(&mut core, idle), Some(ErrorCode::Timeout as u16));
+    }
+
+    #[test]
+    fn metrics_report_every_known_metric_and_only_those() {
+        let (mut core, _spool) = core();
+        let _ = streaming(&mut core, 3, 0);
+        let lines = core.metrics_lines();
+        assert_eq!(lines.lines().count(), super::super::metrics::LANE_METRICS.len());
+        assert_eq!(super::super::metrics::accepted_lines(&lines), lines, "every line is a known metric");
+        assert!(lines.contains("connections_open = 1\n") && lines.contains("producers = 1\n"), "{lines}");
     }
 
     #[test]

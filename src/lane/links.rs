@@ -17,12 +17,14 @@ use std::os::unix::net::UnixStream;
 use super::connector::{self, ConnectorReply};
 use super::core::{LaneCore, Now};
 use super::runtime::LaneError;
-use crate::base::sys::fdpass::{receive_message, send_message};
+use crate::base::sys::fdpass::{receive_message, send_message, send_message_nowait};
 
 /// The lane's status, once it serves.
 pub const CONTROL_STATUS: u8 = b'S';
 /// Drain and exit.
 pub const CONTROL_DRAIN: u8 = b'D';
+/// The lane's metrics (`LaneCore::metrics_lines`), every `LANE_METRICS_INTERVAL_MS`.
+pub const CONTROL_METRICS: u8 = b'M';
 /// Largest control message: the status lines of a lane.
 pub const CONTROL_MESSAGE_BYTES_MAX: usize = 4096;
 
@@ -31,6 +33,8 @@ pub struct Links {
     pub control: OwnedFd,
     /// To the connector (the lane's child process).
     pub connector: OwnedFd,
+    /// When the next metrics message is due (monotonic ms).
+    pub metrics_due_ms: std::cell::Cell<u64>,
 }
 
 impl Links {
@@ -42,6 +46,21 @@ impl Links {
             return Err(LaneError::Io { step: "send status", source: std::io::Error::other("status too long") });
         }
         send_message(self.control.as_fd(), &message, None).map_err(LaneError::io("send status"))
+    }
+
+    /// Send the lane's metrics to the supervisor when they are due. A full
+    /// control socket (a supervisor that does not read) skips this report:
+    /// metrics never block the lane.
+    pub fn report_metrics_if_due(&self, core: &LaneCore, now: Now) {
+        if now.mono_ms < self.metrics_due_ms.get() {
+            return;
+        }
+        self.metrics_due_ms.set(now.mono_ms + crate::base::limits::LANE_METRICS_INTERVAL_MS);
+        let mut message = vec![CONTROL_METRICS];
+        message.extend_from_slice(core.metrics_lines().as_bytes());
+        if message.len() <= CONTROL_MESSAGE_BYTES_MAX {
+            let _ = send_message_nowait(self.control.as_fd(), &message);
+        }
     }
 
     /// The control socket is readable: a drain request, or the supervisor is gone.

@@ -30,6 +30,8 @@ mod credit;
 /// Peer admission by SO_PEERCRED and rate-limited logs.
 pub mod ingress;
 pub mod links;
+/// What a lane counts, and the OpenMetrics exposition of it.
+pub mod metrics;
 pub mod poll;
 pub mod probe;
 /// The producers a lane knows, bounded.

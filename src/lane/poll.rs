@@ -72,6 +72,7 @@ pub fn run(
             pg_stream = None;
         }
         core.tick(clock.now());
+        links.report_metrics_if_due(core, clock.now());
         // Move queued output to the sockets.
         if let Some((stream, out)) = pg_stream.as_mut() {
             if let Some(more) = core.take_pg_output() {

@@ -21,6 +21,7 @@ impl LaneCore {
             return;
         }
         for durable in &appended.durable {
+            self.stats.events_acknowledged += durable.ranges.iter().map(|r| r.last_seq - r.first_seq + 1).sum::<u64>();
             self.ack_ranges(&durable.ranges);
             self.conns.release(&durable.releases);
             if failpoint::fires(failpoint::ACK_SENT) {

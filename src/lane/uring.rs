@@ -78,6 +78,7 @@ pub fn run(
             links.request_if_wanted(core, clock.now())?;
         }
         core.tick(clock.now());
+        links.report_metrics_if_due(core, clock.now());
         if !core.pg_is_connected() {
             if let Some(socket) = pg_socket.as_mut() {
                 shut(socket);

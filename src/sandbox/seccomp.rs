@@ -44,7 +44,7 @@ pub fn lane_allow_list() -> Vec<Allowed> {
         allow(SYS_recvfrom, "recvfrom", "the poll(2) path reads producers and PostgreSQL (std's recv)"),
         allow(SYS_sendto, "sendto", "the poll(2) path writes to producers and PostgreSQL (std's send)"),
         allow(SYS_recvmsg, "recvmsg", "a connection handed over by the connector (SCM_RIGHTS); control messages"),
-        allow(SYS_sendmsg, "sendmsg", "requests to the connector; the status message to the supervisor"),
+        allow(SYS_sendmsg, "sendmsg", "requests to the connector; the status and metrics messages to the supervisor"),
         allow(SYS_close, "close", "closing producer and PostgreSQL sockets"),
         allow(SYS_shutdown, "shutdown", "waking a pending ring receive before closing a socket"),
         Allowed {

@@ -32,6 +32,16 @@ const _: () = assert!(size_of::<libc::cmsghdr>() + 8 == 24);
 /// Send one message, with `fd` attached when given. Never blocks for long
 /// on a message socket with room; `MSG_NOSIGNAL`: a closed peer is an error, not SIGPIPE.
 pub fn send_message(socket: BorrowedFd<'_>, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    send_message_flags(socket, bytes, fd, libc::MSG_NOSIGNAL)
+}
+
+/// Send one message without waiting: `WouldBlock` when the peer's queue
+/// is full (`MSG_DONTWAIT`), nothing sent.
+pub fn send_message_nowait(socket: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<()> {
+    send_message_flags(socket, bytes, None, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+}
+
+fn send_message_flags(socket: BorrowedFd<'_>, bytes: &[u8], fd: Option<BorrowedFd<'_>>, flags: i32) -> io::Result<()> {
     let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
     let mut control = OneFdControl([0; 24]);
     // SAFETY: msghdr is plain data; all-zero is a valid empty header.
@@ -52,7 +62,7 @@ pub fn send_message(socket: BorrowedFd<'_>, bytes: &[u8], fd: Option<BorrowedFd<
         }
     }
     // SAFETY: header and everything it points to are alive for the call.
-    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, libc::MSG_NOSIGNAL) };
+    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, flags) };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }

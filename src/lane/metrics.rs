@@ -1,0 +1,174 @@
+//! A lane's metrics: what it counts, and their exposition in the
+//! OpenMetrics / Prometheus text format (sans-I/O).
+//!
+//! The lane sends its values to the supervisor every
+//! `LANE_METRICS_INTERVAL_MS` as `key = value` lines
+//! (`LaneCore::metrics_lines`, in the order of [`LANE_METRICS`]); the
+//! supervisor keeps only lines whose key is listed here and whose value is
+//! an unsigned integer, and writes them to `run/lane-<module>.metrics`
+//! (`control::launch::metrics_path`); `applianced metrics` renders every
+//! lane's file ([`render`]). Counters count from the lane process's start
+//! (a restarted lane starts again at 0, which Prometheus reads as a reset).
+
+use crate::model::matrix::Module;
+
+/// Counter or gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+/// One lane metric: its key in the lane's report, its kind, its help text,
+/// and the divisor to its exposed unit (milliseconds to seconds: 1000).
+#[derive(Debug, Clone, Copy)]
+pub struct LaneMetric {
+    pub key: &'static str,
+    pub kind: MetricKind,
+    pub help: &'static str,
+    pub divisor: u64,
+}
+
+const fn counter(key: &'static str, help: &'static str) -> LaneMetric {
+    LaneMetric { key, kind: MetricKind::Counter, help, divisor: 1 }
+}
+
+const fn gauge(key: &'static str, help: &'static str) -> LaneMetric {
+    LaneMetric { key, kind: MetricKind::Gauge, help, divisor: 1 }
+}
+
+/// Every lane metric, in the order the lane reports them.
+pub const LANE_METRICS: [LaneMetric; 21] = [
+    counter(
+        "events_acknowledged",
+        "Events acknowledged to producers (durable in the lane's spool), rejected ones included.",
+    ),
+    counter("events_committed", "Events committed into PostgreSQL (rows of event tables and quarantine rows)."),
+    counter("events_rejected", "Events rejected by validation (stored in the module's quarantine table)."),
+    counter("events_lost", "Acknowledged events recorded as lost (damaged spool records)."),
+    counter("duplicates_skipped", "Events received again and skipped (already held or durable)."),
+    counter("batches_committed", "Transactions of spooled records committed."),
+    counter("batches_read_back", "Spooled batches read back from disk to be sent (beyond the cache)."),
+    counter("connections_refused", "Connections refused (peer not admitted, draining, or no slot)."),
+    counter("connections_evicted", "Connections whose slot was given to a new one."),
+    counter("connections_timed_out", "Connections closed for a missed deadline (no HELLO, idle, replies not read)."),
+    counter("protocol_errors", "Connections closed with an ERROR frame."),
+    counter("database_resets", "PostgreSQL requests failed or connections lost (retried with backoff)."),
+    counter("producers_forgotten", "Idle producers dropped from the lane's bounded producer table."),
+    gauge("connections_open", "Producer connections open."),
+    gauge("producers", "Producers in the lane's producer table."),
+    gauge("spool_used_bytes", "Bytes of the lane's spool segments."),
+    gauge("spool_quota_bytes", "The lane's spool quota."),
+    gauge("unsent_records", "Spooled records not yet committed into PostgreSQL."),
+    LaneMetric {
+        key: "commit_lag_ms",
+        kind: MetricKind::Gauge,
+        help: "Age of the oldest acknowledged record not yet committed (0: none waiting).",
+        divisor: 1000,
+    },
+    gauge("pushed_back", "The STATUS code producers are pushed back with (0: none)."),
+    gauge("postgresql_connected", "Whether the lane holds a PostgreSQL connection (1) or not (0)."),
+];
+
+/// The exposed name of a metric: `applianced_lane_<key>`, a millisecond
+/// key in seconds (a counter's samples add `_total`).
+pub fn exposed_name(metric: &LaneMetric) -> String {
+    let base = metric.key.strip_suffix("_ms").map_or_else(|| metric.key.to_string(), |k| format!("{k}_seconds"));
+    format!("applianced_lane_{base}")
+}
+
+/// What the supervisor recorded of one lane: its values (key → value) and
+/// how old they are.
+#[derive(Debug, Clone)]
+pub struct LaneSample {
+    pub module: Module,
+    pub values: std::collections::BTreeMap<String, u64>,
+    /// Seconds since the lane last reported (None: never).
+    pub age_s: Option<f64>,
+}
+
+/// Keep only the lines of a lane's report that name a known metric with an
+/// unsigned integer value (what a compromised lane sends can change its own
+/// numbers, nothing else).
+pub fn accepted_lines(report: &str) -> String {
+    report
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            let (key, value) = (key.trim(), value.trim());
+            let known = LANE_METRICS.iter().any(|m| m.key == key);
+            (known && value.parse::<u64>().is_ok()).then(|| format!("{key} = {value}\n"))
+        })
+        .take(LANE_METRICS.len())
+        .collect()
+}
+
+/// The OpenMetrics text exposition of every lane's sample, ending in `# EOF`.
+pub fn render(samples: &[LaneSample]) -> String {
+    let mut out = String::new();
+    for metric in &LANE_METRICS {
+        let name = exposed_name(metric);
+        let kind = match metric.kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+        };
+        out.push_str(&format!("# TYPE {name} {kind}\n# HELP {name} {}\n", metric.help));
+        let sample_name = if metric.kind == MetricKind::Counter { format!("{name}_total") } else { name };
+        for sample in samples {
+            if let Some(value) = sample.values.get(metric.key) {
+                let value = if metric.divisor == 1 {
+                    value.to_string()
+                } else {
+                    format!("{:.3}", *value as f64 / metric.divisor as f64)
+                };
+                out.push_str(&format!("{sample_name}{{lane=\"{}\"}} {value}\n", sample.module.name()));
+            }
+        }
+    }
+    let name = "applianced_lane_report_age_seconds";
+    out.push_str(&format!(
+        "# TYPE {name} gauge\n# HELP {name} Seconds since the lane last reported its metrics (a lane that stopped reporting is stale).\n"
+    ));
+    for sample in samples {
+        if let Some(age) = sample.age_s {
+            out.push_str(&format!("{name}{{lane=\"{}\"}} {age:.3}\n", sample.module.name()));
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_integer_lines_of_a_report_are_kept() {
+        // (line, kept)
+        let cases = [
+            ("events_committed = 12", true),
+            ("commit_lag_ms = 0", true),
+            ("events_committed = -1", false),
+            ("events_committed = 1.5", false),
+            ("pid = 1", false),
+            ("identity = \"x\"", false),
+            ("garbage", false),
+        ];
+        for (line, kept) in cases {
+            assert_eq!(!accepted_lines(line).is_empty(), kept, "{line}");
+        }
+    }
+
+    #[test]
+    fn the_exposition_names_counters_total_and_milliseconds_seconds() {
+        let mut values = std::collections::BTreeMap::new();
+        values.insert("events_committed".to_string(), 7);
+        values.insert("commit_lag_ms".to_string(), 1500);
+        let text = render(&[LaneSample { module: Module::Dpi, values, age_s: Some(0.25) }]);
+        assert!(text.contains("# TYPE applianced_lane_events_committed counter\n"));
+        assert!(text.contains("applianced_lane_events_committed_total{lane=\"dpi\"} 7\n"));
+        assert!(text.contains("applianced_lane_commit_lag_seconds{lane=\"dpi\"} 1.500\n"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
