@@ -101,3 +101,90 @@ fn metrics_parse_as_openmetrics_and_count_what_every_lane_acknowledged_and_commi
         assert!(value("applianced_lane_report_age_seconds") < 60.0, "{module:?}");
     }
 }
+
+/// The metrics of one lane from `applianced metrics`, parsed.
+#[cfg(feature = "failpoints")]
+fn lane_values(python: &str, cluster: &TestCluster, module: Module) -> BTreeMap<String, f64> {
+    let output = common::applianced(&["metrics", "--state-dir", cluster.path()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    parse(python, &common::stdout(&output))
+        .into_iter()
+        .filter(|((_, lane), _)| lane == module.name())
+        .map(|((name, _), value)| (name, value))
+        .collect()
+}
+
+/// Wait (bounded, for a hung test only) until `ready` holds for the lane's metrics.
+#[cfg(feature = "failpoints")]
+fn wait_for(
+    python: &str,
+    cluster: &TestCluster,
+    module: Module,
+    what: &str,
+    ready: impl Fn(&BTreeMap<String, f64>) -> bool,
+) {
+    let started = Instant::now();
+    loop {
+        let values = lane_values(python, cluster, module);
+        if ready(&values) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "never {what}: {values:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// selftest's `commit lag` check as printed, with the lag bound lowered to 1 s
+/// (`APPLIANCED_TEST_COMMIT_LAG_MAX_MS`, test builds only).
+#[cfg(feature = "failpoints")]
+fn commit_lag_line(cluster: &TestCluster) -> String {
+    let output = Command::new(common::BIN)
+        .args(["selftest", "--state-dir", cluster.path()])
+        .env(applianced::base::limits::TEST_COMMIT_LAG_MAX_ENV, "1000")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    // The check's line and the problems listed under it.
+    let mut lines = text.lines().skip_while(|l| !l.contains(" commit lag:"));
+    let first = lines.next().unwrap_or_else(|| panic!("no commit lag check: {text}"));
+    let problems: Vec<&str> = lines.take_while(|l| l.starts_with("       ")).collect();
+    format!("{first}\n{}", problems.join("\n"))
+}
+
+/// A lane stalled by a refusal PostgreSQL repeats (its writer role lost
+/// INSERT: 42501 on every retry): the commit-lag metric rises, the unsent
+/// records and database resets grow, selftest's `commit lag` fails naming
+/// the lane; once the privilege is back, everything recovers.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_stalled_lane_shows_in_its_metrics_and_fails_selftest_until_it_recovers() {
+    let python = parser_python();
+    let cluster = TestCluster::start();
+    let name = instance();
+    let _appliance = cluster.appliance(&name, &[]);
+    let producer = 960;
+    assert_eq!(run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 500)).acked, 500);
+    assert_eq!(cluster.committed_rows(Module::Dpi, producer, 1, 500), (500, 500));
+    let tables: Vec<String> = applianced::model::schema::tables_of(Module::Dpi).map(|t| t.qualified_name()).collect();
+    let writer = "ransomeye_dpi_writer";
+    cluster.admin().simple_query(&format!("REVOKE INSERT ON {} FROM {writer}", tables.join(", "))).unwrap();
+    // Acknowledged from the spool; every commit is refused.
+    assert_eq!(run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 1000)).acked, 1000);
+    wait_for(python, &cluster, Module::Dpi, "stalled", |v| {
+        v.get("applianced_lane_unsent_records").is_some_and(|n| *n > 0.0)
+            && v.get("applianced_lane_database_resets_total").is_some_and(|n| *n >= 2.0)
+            && v.get("applianced_lane_commit_lag_seconds").is_some_and(|s| *s > 1.5)
+    });
+    let line = commit_lag_line(&cluster);
+    assert!(line.starts_with("FAIL") && line.contains("dpi:"), "{line}");
+    println!("stalled: {line}");
+    // The cause removed: the lane commits its backlog, and all recovers.
+    cluster.admin().simple_query(&format!("GRANT INSERT ON {} TO {writer}", tables.join(", "))).unwrap();
+    assert_eq!(cluster.committed_rows(Module::Dpi, producer, 1, 1000), (1000, 1000));
+    wait_for(python, &cluster, Module::Dpi, "recovered", |v| {
+        v.get("applianced_lane_unsent_records") == Some(&0.0)
+            && v.get("applianced_lane_commit_lag_seconds") == Some(&0.0)
+    });
+    let line = commit_lag_line(&cluster);
+    assert!(line.starts_with("ok"), "{line}");
+}

@@ -58,6 +58,7 @@ pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> 
                 checks.push(selftest::lanes::spool_integrity(embedded, &mut conn));
                 checks.push(selftest::lanes::disk_space(embedded));
                 checks.push(selftest::lanes::maintenance(embedded));
+                checks.push(selftest::lanes::commit_lag(embedded));
             }
             checks
         }

@@ -160,6 +160,28 @@ pub const CONNECTION_CREDIT_GUARANTEED_BYTES: usize = 256 * 1024;
 pub const CREDIT_GRANT_MIN_BYTES: usize = 64 * 1024;
 /// How often a lane reports its metrics to the supervisor.
 pub const LANE_METRICS_INTERVAL_MS: u64 = 1_000;
+/// selftest's `commit lag` fails beyond this: a healthy lane commits what it
+/// acknowledged within seconds (a 16 MiB transaction of 50,000 rows
+/// commits in well under 1 s), so two minutes means PostgreSQL refuses it,
+/// or is gone.
+pub const LANE_COMMIT_LAG_MAX_MS: u64 = 120_000;
+/// Environment variable with which test builds (`failpoints`) lower
+/// `LANE_COMMIT_LAG_MAX_MS` for selftest, so a stall test need not wait
+/// two minutes.
+pub const TEST_COMMIT_LAG_MAX_ENV: &str = "APPLIANCED_TEST_COMMIT_LAG_MAX_MS";
+
+/// `LANE_COMMIT_LAG_MAX_MS`, or in test builds the value of
+/// `APPLIANCED_TEST_COMMIT_LAG_MAX_MS`.
+pub fn lane_commit_lag_max_ms() -> u64 {
+    #[cfg(feature = "failpoints")]
+    if let Some(ms) = std::env::var(TEST_COMMIT_LAG_MAX_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
+        return ms;
+    }
+    LANE_COMMIT_LAG_MAX_MS
+}
+/// selftest's `commit lag` fails when a lane's last metrics report is older
+/// than this (it reports every `LANE_METRICS_INTERVAL_MS`).
+pub const LANE_REPORT_AGE_MAX_MS: u64 = 30_000;
 /// Replies queued for a connection (not yet written to its socket) above
 /// which it gets no more credit: a producer that does not read is paused.
 pub const CONNECTION_OUTPUT_PAUSE_BYTES: usize = 64 * 1024;

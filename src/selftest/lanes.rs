@@ -453,3 +453,41 @@ pub fn spool_integrity(embedded: &Embedded, conn: &mut Connection) -> Check {
     };
     Check::from_failures(NAME, detail, failures)
 }
+
+/// Every running lane commits: its oldest acknowledged record not yet
+/// committed is younger than `LANE_COMMIT_LAG_MAX_MS`, and its last
+/// metrics report is recent (`LANE_REPORT_AGE_MAX_MS`). A lane stalled by a
+/// refusal PostgreSQL repeats (DATA-PLANE §7 item 3) fails here, named with
+/// its lag and its count of database resets.
+pub fn commit_lag(embedded: &Embedded) -> Check {
+    const NAME: &str = "commit lag";
+    use crate::base::limits::LANE_REPORT_AGE_MAX_MS;
+    let lag_max_ms = crate::base::limits::lane_commit_lag_max_ms();
+    if running(embedded).is_none() {
+        return Check::from_failures(NAME, "appliance not running: skipped".into(), Vec::new());
+    }
+    let mut detail = Vec::new();
+    let mut failures = Vec::new();
+    for module in Module::ALL {
+        let Some(sample) = crate::control::launch::read_metrics(&embedded.dir, module) else {
+            failures.push(format!("{}: no metrics report", module.name()));
+            continue;
+        };
+        let value = |key: &str| sample.values.get(key).copied().unwrap_or(0);
+        let (lag_ms, unsent, resets) = (value("commit_lag_ms"), value("unsent_records"), value("database_resets"));
+        detail.push(format!("{} {:.1} s ({unsent} records)", module.name(), lag_ms as f64 / 1000.0));
+        if lag_ms > lag_max_ms {
+            failures.push(format!(
+                "{}: the oldest acknowledged record has waited {:.1} s to commit (bound {:.1} s); {unsent} records unsent, \
+                 {resets} database resets: see the lane's ERROR lines",
+                module.name(),
+                lag_ms as f64 / 1000.0,
+                lag_max_ms as f64 / 1000.0
+            ));
+        }
+        if let Some(age) = sample.age_s.filter(|age| *age * 1000.0 > LANE_REPORT_AGE_MAX_MS as f64) {
+            failures.push(format!("{}: last metrics report {age:.1} s ago (the lane is not serving)", module.name()));
+        }
+    }
+    Check::from_failures(NAME, detail.join(", "), failures)
+}
