@@ -223,11 +223,17 @@ impl Stream {
             Err(ClientError::Refused { code, reason }) if is_final(code) => Err(StreamError::Refused { code, reason }),
             Err(e) => {
                 self.client = None;
-                self.retry_at = Some(Instant::now() + Duration::from_millis(self.retry_ms));
-                self.retry_ms = (self.retry_ms * 2).min(PRODUCER_RETRY_MAX_MS);
-                Err(StreamError::Disconnected(e))
+                Err(self.disconnected(e))
             }
         }
+    }
+
+    /// The connection is gone or could not be made: the next attempt waits
+    /// the current backoff, which doubles up to `PRODUCER_RETRY_MAX_MS`.
+    fn disconnected(&mut self, error: ClientError) -> StreamError {
+        self.retry_at = Some(Instant::now() + Duration::from_millis(self.retry_ms));
+        self.retry_ms = (self.retry_ms * 2).min(PRODUCER_RETRY_MAX_MS);
+        StreamError::Disconnected(error)
     }
 
     /// Wait until every queued event is acknowledged, reconnecting as
@@ -260,11 +266,7 @@ impl Stream {
             Err(ClientError::Refused { code, reason }) if is_final(code) => {
                 return Err(StreamError::Refused { code, reason });
             }
-            Err(e) => {
-                self.retry_at = Some(Instant::now() + Duration::from_millis(self.retry_ms));
-                self.retry_ms = (self.retry_ms * 2).min(PRODUCER_RETRY_MAX_MS);
-                return Err(StreamError::Disconnected(e));
-            }
+            Err(e) => return Err(self.disconnected(e)),
         };
         if self.client.is_none() && self.stats.reconnects == 0 && self.ends.is_empty() && self.first_seq == 1 {
             // First connection: start after what the lane holds already.
@@ -297,7 +299,11 @@ impl Stream {
             self.acknowledge(client.watermark_seq);
         }
         self.sent_through = self.acked_seq();
-        for reply in client.poll_replies(Duration::from_millis(1)).map_err(StreamError::Disconnected)? {
+        let replies = match client.poll_replies(Duration::from_millis(1)) {
+            Ok(replies) => replies,
+            Err(e) => return Err(self.disconnected(e)),
+        };
+        for reply in replies {
             self.note(reply);
         }
         self.client = Some(client);
