@@ -232,8 +232,19 @@ fn postgres_immediate_stop_during_load() {
         let reports = loads_with_fault(&name, producer, events, || {
             std::thread::sleep(Duration::from_millis(300));
             let pgdata = cluster.dir.join("pgdata");
+            let postmaster: i32 = std::fs::read_to_string(pgdata.join("postmaster.pid"))
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            // `-W`: signal and return. pg_ctl's own wait watches postmaster.pid
+            // vanish, which never happens when the supervisor has already
+            // started the next postmaster: wait for this one to exit instead.
             let mut stop = Command::new("/usr/lib/postgresql/15/bin/pg_ctl");
-            stop.args(["stop", "-m", "immediate", "-D"]).arg(&pgdata);
+            stop.args(["stop", "-m", "immediate", "-W", "-D"]).arg(&pgdata);
             if common::is_root() {
                 use std::os::unix::process::CommandExt;
                 let server =
@@ -242,6 +253,11 @@ fn postgres_immediate_stop_during_load() {
             }
             let status = stop.stdout(Stdio::null()).status().unwrap();
             assert!(status.success(), "pg_ctl stop -m immediate failed");
+            let started = std::time::Instant::now();
+            while applianced::base::sys::process_exists(postmaster) {
+                assert!(started.elapsed() < Duration::from_secs(120), "postmaster {postmaster} never exited");
+                std::thread::sleep(Duration::from_millis(20));
+            }
             // The supervisor notices and restarts the cluster (crash recovery).
         });
         record(&mut expected, producer, events, &reports);
