@@ -30,6 +30,12 @@ pub struct ProducerRange {
     pub rows: u64,
 }
 
+impl std::fmt::Display for ProducerRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "producer {} epoch {} seqs {}..{}", self.producer_id, self.epoch, self.first_seq, self.last_seq)
+    }
+}
+
 /// An event recorded in the module's quarantine table instead of its table.
 #[derive(Clone, Debug)]
 pub struct Quarantined {
@@ -355,7 +361,7 @@ fn read_summary(payload: &[u8]) -> Result<(u32, Vec<ProducerRange>, usize), Unre
             rows: next()?,
         };
         if range.first_seq == 0 || range.last_seq < range.first_seq {
-            return Err(damaged(format!("spool payload range {range:?} is invalid")));
+            return Err(damaged(format!("spool payload range {range} is invalid")));
         }
         ranges.push(range);
     }

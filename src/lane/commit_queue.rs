@@ -453,7 +453,7 @@ impl CommitQueue {
                         lane = self.module.name(),
                         record,
                         why,
-                        ranges = ?done.ranges,
+                        ranges = %done.ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
                         "damaged spool record had committed before the damage: no event lost"
                     ),
                 }
@@ -564,7 +564,8 @@ impl CommitQueue {
             _ => None,
         };
         if window != self.window {
-            tracing::info!(lane = self.module.name(), ?window, "partition window");
+            let shown = window.map_or_else(|| "none".to_string(), |(lo, hi)| format!("[{lo}, {hi}) us"));
+            tracing::info!(lane = self.module.name(), window = shown, "partition window");
         }
         self.window = window;
         self.window_read_at_ms = Some(now_ms);
@@ -671,7 +672,7 @@ fn record_gaps(marks: &HashMap<u64, (u64, u64)>, batch: &mut Batch) {
                 last_seq: r.first_seq - 1,
                 rows: 0,
             };
-            tracing::error!(?gap, "acknowledged events lost to a damaged spool record: recorded in quarantine");
+            tracing::error!(%gap, "acknowledged events lost to a damaged spool record: recorded in quarantine");
             batch.lost.push(gap);
             batch.quarantined.push(Quarantined {
                 producer_id: gap.producer_id,

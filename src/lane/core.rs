@@ -909,9 +909,8 @@ fn refuse_by_header(conn: &Conn, kind: u8, body_len: usize) -> Option<frame::Fra
                 format!("{body_len} bytes announced with {} bytes of credit", conn.credit_left),
             ))
         }
-        ConnState::Streaming { .. } if kind != Kind::Events as u8 && Kind::from_u8(kind).is_some() => {
-            Some(FrameError::new(ErrorCode::UnknownKind, format!("{:?} is not sent by producers", Kind::from_u8(kind))))
-        }
+        ConnState::Streaming { .. } if kind != Kind::Events as u8 => Kind::from_u8(kind)
+            .map(|k| FrameError::new(ErrorCode::UnknownKind, format!("{k:?} is not sent by producers"))),
         _ => None,
     }
 }

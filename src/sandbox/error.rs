@@ -41,7 +41,8 @@ impl std::fmt::Display for SandboxError {
             SandboxError::SeccompCompile { syscall: None, source } => write!(f, "seccomp filter: {source}"),
             SandboxError::SeccompApply(e) => write!(f, "seccomp: {e}"),
             SandboxError::NotEnforced(report) => {
-                write!(f, "--sandbox required, but not everything is enforced: {report:?}")
+                let report = report.status_lines().trim_end().replace('\n', ", ");
+                write!(f, "--sandbox required, but not everything is enforced: {report}")
             }
             SandboxError::CpuList { text, why } => write!(f, "CPU list {text:?}: {why}"),
         }

@@ -234,7 +234,8 @@ pub fn enter(
         if mode == SandboxMode::Required {
             return Err(SandboxError::NotEnforced(Box::new(report)));
         }
-        tracing::error!(?report, "SANDBOX ONLY PARTIALLY ENFORCED on this kernel (best-effort mode)");
+        let report_line = report.status_lines().trim_end().replace('\n', ", ");
+        tracing::error!(report = report_line, "SANDBOX ONLY PARTIALLY ENFORCED on this kernel (best-effort mode)");
     }
     Ok(report)
 }

@@ -62,6 +62,16 @@ pub struct Location {
     pub payload_crc32c: u32,
 }
 
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "record {} (segment {:020}.seg offset {}, {} payload bytes, format {})",
+            self.id, self.segment, self.offset, self.length, self.version
+        )
+    }
+}
+
 #[derive(Debug)]
 pub enum SpoolError {
     /// The quota would be exceeded: producers are pushed back.
@@ -105,7 +115,7 @@ impl std::fmt::Display for SpoolError {
             SpoolError::TooLarge(n) => write!(f, "spool record of {n} bytes exceeds {SPOOL_RECORD_BYTES_MAX}"),
             SpoolError::Io { step, path, source } => write!(f, "spool {step} {}: {source}", path.display()),
             SpoolError::Sync { path, source } => write!(f, "spool fsync {}: {source} (fatal)", path.display()),
-            SpoolError::Corrupted { location, why } => write!(f, "spool record {location:?} corrupted: {why}"),
+            SpoolError::Corrupted { location, why } => write!(f, "spool {location} corrupted: {why}"),
             SpoolError::NewerFormat { path, offset, what } => write!(
                 f,
                 "spool {} holds at offset {offset} {what}, written by a newer release of applianced: \
@@ -343,7 +353,7 @@ impl Spool {
                         payload_crc32c: r.payload_crc32c,
                     };
                     if let Some(note) = r.note {
-                        tracing::warn!(?location, note, "spool record repaired: its payload is intact");
+                        tracing::warn!(%location, note, "spool record repaired: its payload is intact");
                         recovery.repaired += 1;
                     }
                     last_id = r.id;
@@ -360,7 +370,7 @@ impl Spool {
                                 payload: Some(r.payload),
                                 why: "payload intact but unreadable",
                             };
-                            tracing::error!(?location, why, "spool record unreadable: quarantined");
+                            tracing::error!(%location, why, "spool record unreadable: quarantined");
                             recovery
                                 .entries
                                 .push(Recovered::Damaged(self.quarantine(first_id, &bytes, extent, readers)?));
