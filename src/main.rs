@@ -36,6 +36,7 @@ enum Command {
     Bench(BenchCmd),
     Load(LoadCmd),
     Metrics(MetricsCmd),
+    Status(StatusCmd),
     Lane(LaneCmd),
     LaneConnector(LaneConnectorCmd),
     SandboxProbe(SandboxProbeCmd),
@@ -251,6 +252,21 @@ struct MetricsCmd {
     /// state directory of the running appliance
     #[argh(option)]
     state_dir: PathBuf,
+}
+
+/// Per lane: events/s acknowledged and committed, commit lag, spool, connections, PostgreSQL link.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+struct StatusCmd {
+    /// state directory of the running appliance
+    #[argh(option)]
+    state_dir: PathBuf,
+    /// print one table and exit (default: refresh until interrupted)
+    #[argh(switch)]
+    once: bool,
+    /// milliseconds between the two reports a rate is computed from (default 2000, at least 1000)
+    #[argh(option, default = "2000")]
+    interval_ms: u64,
 }
 
 /// The main job on the embedded default: init a private cluster, run the appliance, load all four lanes, selftest, stop.
@@ -598,6 +614,7 @@ fn main() -> ExitCode {
         Command::SandboxProbe(cmd) => sandbox_probe(cmd),
         Command::Stop(cmd) => app::stop(&cmd.state_dir),
         Command::Metrics(cmd) => app::metrics(&cmd.state_dir),
+        Command::Status(cmd) => app::status(&cmd.state_dir, cmd.once, cmd.interval_ms),
         Command::Selftest(cmd) => app::selftest(cmd.state_dir.as_deref(), cmd.config.as_deref(), cmd.json),
         Command::Demo(cmd) => {
             app::demo(cmd.state_dir.as_deref(), cmd.pg_bin_dir.as_deref(), cmd.events, &cmd.instance).map(|_| ())

@@ -100,6 +100,29 @@ fn metrics_parse_as_openmetrics_and_count_what_every_lane_acknowledged_and_commi
         assert!(value("applianced_lane_spool_quota_bytes") > 0.0, "{module:?}");
         assert!(value("applianced_lane_report_age_seconds") < 60.0, "{module:?}");
     }
+    // `status --once`: one line per lane, PostgreSQL up, nothing waiting.
+    let table = status_lines(&cluster);
+    for module in Module::ALL {
+        let fields = table.get(module.name()).unwrap_or_else(|| panic!("no {module:?} line: {table:?}"));
+        assert_eq!((fields[5].as_str(), fields[10].as_str()), ("0", "up"), "{module:?}: {fields:?}");
+    }
+}
+
+/// `applianced status --once`: each lane's line split into fields
+/// (lane, acked/s, committed/s, lag, "s", unsent, spool used, "/", quota,
+/// conns, pg, pushed back, report age, "s").
+fn status_lines(cluster: &TestCluster) -> BTreeMap<String, Vec<String>> {
+    let output = common::applianced(&["status", "--state-dir", cluster.path(), "--once", "--interval-ms", "1000"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = common::stdout(&output);
+    println!("{text}");
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            (fields[0].clone(), fields)
+        })
+        .collect()
 }
 
 /// The metrics of one lane from `applianced metrics`, parsed.
@@ -178,6 +201,9 @@ fn a_stalled_lane_shows_in_its_metrics_and_fails_selftest_until_it_recovers() {
     let line = commit_lag_line(&cluster);
     assert!(line.starts_with("FAIL") && line.contains("dpi:"), "{line}");
     println!("stalled: {line}");
+    let dpi = &status_lines(&cluster)["dpi"];
+    let (lag, unsent): (f64, u64) = (dpi[3].parse().unwrap(), dpi[5].parse().unwrap());
+    assert!(lag > 1.0 && unsent > 0, "status shows the stall: {dpi:?}");
     // The cause removed: the lane commits its backlog, and all recovers.
     cluster.admin().simple_query(&format!("GRANT INSERT ON {} TO {writer}", tables.join(", "))).unwrap();
     assert_eq!(cluster.committed_rows(Module::Dpi, producer, 1, 1000), (1000, 1000));

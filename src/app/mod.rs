@@ -34,6 +34,41 @@ pub fn metrics(state_dir: &Path) -> Result<(), AppError> {
     Ok(())
 }
 
+/// `applianced status`: per lane, rates from two metrics reports
+/// `interval_ms` apart, commit lag, spool, connections, PostgreSQL link;
+/// once (`once`) or refreshed until interrupted, like `top`.
+pub fn status(state_dir: &Path, once: bool, interval_ms: u64) -> Result<(), AppError> {
+    let dir = crate::control::cluster::StateDir::new(state_dir)?;
+    let read = || -> Vec<_> {
+        crate::model::matrix::Module::ALL
+            .into_iter()
+            .filter_map(|m| crate::control::launch::read_metrics(&dir, m))
+            .collect()
+    };
+    let interval = std::time::Duration::from_millis(interval_ms.max(crate::base::limits::LANE_METRICS_INTERVAL_MS));
+    let mut before = read();
+    loop {
+        let started = std::time::Instant::now();
+        std::thread::sleep(interval);
+        let after = read();
+        if after.is_empty() {
+            return Err(AppError::Refused(format!(
+                "no lane metrics in {}: is the appliance of this state directory running?",
+                dir.run_dir().display()
+            )));
+        }
+        let table = crate::lane::metrics::status_table(&before, &after, started.elapsed().as_secs_f64());
+        if once {
+            print!("{table}");
+            return Ok(());
+        }
+        // Clear the screen and redraw, as top does.
+        print!("\x1b[H\x1b[2J{table}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        before = after;
+    }
+}
+
 /// `applianced selftest`; prints the report and fails if any check fails.
 pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> Result<(), AppError> {
     let target = match (state_dir, config) {

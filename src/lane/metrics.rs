@@ -138,6 +138,51 @@ pub fn render(samples: &[LaneSample]) -> String {
     out
 }
 
+/// `applianced status`: one line per lane from two reports `seconds`
+/// apart: acknowledged and committed events per second, commit lag,
+/// unsent records, spool use, open connections, PostgreSQL link, push-back
+/// and the report's age. A counter that went down means the lane restarted
+/// between the reports (its rates show `restart`).
+pub fn status_table(before: &[LaneSample], after: &[LaneSample], seconds: f64) -> String {
+    let mut out = format!(
+        "{:<14} {:>10} {:>12} {:>10} {:>7} {:>19} {:>5} {:>4} {:>11} {:>7}\n",
+        "lane", "acked/s", "committed/s", "lag", "unsent", "spool MiB", "conns", "pg", "pushed back", "report"
+    );
+    for sample in after {
+        let value = |key: &str| sample.values.get(key).copied().unwrap_or(0);
+        let earlier = before.iter().find(|b| b.module == sample.module);
+        let rate = |key: &str| -> String {
+            match earlier.and_then(|b| b.values.get(key)) {
+                Some(old) if *old <= value(key) && seconds > 0.0 => {
+                    format!("{:.0}", (value(key) - old) as f64 / seconds)
+                }
+                Some(_) => "restart".into(),
+                None => "-".into(),
+            }
+        };
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let pushed = match value("pushed_back") {
+            0 => "-".to_string(),
+            code => format!("STATUS {code}"),
+        };
+        let age = sample.age_s.map_or_else(|| "-".to_string(), |a| format!("{a:.1} s"));
+        out.push_str(&format!(
+            "{:<14} {:>10} {:>12} {:>10} {:>7} {:>19} {:>5} {:>4} {:>11} {:>7}\n",
+            sample.module.name(),
+            rate("events_acknowledged"),
+            rate("events_committed"),
+            format!("{:.1} s", value("commit_lag_ms") as f64 / 1000.0),
+            value("unsent_records"),
+            format!("{:.1} / {:.0}", mib(value("spool_used_bytes")), mib(value("spool_quota_bytes"))),
+            value("connections_open"),
+            if value("postgresql_connected") == 1 { "up" } else { "DOWN" },
+            pushed,
+            age
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -158,6 +203,26 @@ mod tests {
         for (line, kept) in cases {
             assert_eq!(!accepted_lines(line).is_empty(), kept, "{line}");
         }
+    }
+
+    #[test]
+    fn status_shows_rates_from_two_reports_and_a_restart_as_such() {
+        let sample = |committed: u64, lag_ms: u64| {
+            let mut values = std::collections::BTreeMap::new();
+            values.insert("events_committed".to_string(), committed);
+            values.insert("events_acknowledged".to_string(), committed);
+            values.insert("commit_lag_ms".to_string(), lag_ms);
+            values.insert("postgresql_connected".to_string(), 1);
+            LaneSample { module: Module::Dpi, values, age_s: Some(0.5) }
+        };
+        let table = status_table(&[sample(1000, 0)], &[sample(3000, 2500)], 2.0);
+        let line = table.lines().nth(1).unwrap();
+        assert!(
+            line.starts_with("dpi") && line.contains(" 1000 ") && line.contains("2.5 s") && line.contains(" up "),
+            "{line}"
+        );
+        let restarted = status_table(&[sample(3000, 0)], &[sample(10, 0)], 1.0);
+        assert!(restarted.contains("restart"), "{restarted}");
     }
 
     #[test]
