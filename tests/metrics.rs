@@ -66,6 +66,13 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         .collect()
 }
 
+/// `applianced metrics` of the cluster's appliance, parsed.
+fn scrape(python: &str, cluster: &TestCluster) -> BTreeMap<(String, String), f64> {
+    let output = common::applianced(&["metrics", "--state-dir", cluster.path()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    parse(python, &common::stdout(&output))
+}
+
 #[test]
 fn metrics_parse_as_openmetrics_and_count_what_every_lane_acknowledged_and_committed() {
     let python = parser_python();
@@ -80,9 +87,7 @@ fn metrics_parse_as_openmetrics_and_count_what_every_lane_acknowledged_and_commi
     // The lanes report every second: wait for reports that show every commit.
     let started = Instant::now();
     let values = loop {
-        let output = common::applianced(&["metrics", "--state-dir", cluster.path()]);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let values = parse(python, &common::stdout(&output));
+        let values = scrape(python, &cluster);
         let committed = |m: Module| values.get(&("applianced_lane_events_committed_total".into(), m.name().into()));
         if Module::ALL.into_iter().all(|m| committed(m) == Some(&(EVENTS as f64))) {
             break values;
@@ -128,9 +133,7 @@ fn status_lines(cluster: &TestCluster) -> BTreeMap<String, Vec<String>> {
 /// The metrics of one lane from `applianced metrics`, parsed.
 #[cfg(feature = "failpoints")]
 fn lane_values(python: &str, cluster: &TestCluster, module: Module) -> BTreeMap<String, f64> {
-    let output = common::applianced(&["metrics", "--state-dir", cluster.path()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    parse(python, &common::stdout(&output))
+    scrape(python, cluster)
         .into_iter()
         .filter(|((_, lane), _)| lane == module.name())
         .map(|((name, _), value)| (name, value))

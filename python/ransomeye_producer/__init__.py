@@ -249,22 +249,28 @@ class Stream:
         checks it); returns its seq. Waits for acknowledgements while 64 MiB
         of events are unacknowledged."""
         fields = event.encode(values)
-        lib, handle = _lib, self._handle
-        while True:
-            seq = lib.rp_stream_send_fields(handle, event._handle, fields, len(fields), source_id, event_time_us)
-            if seq != RP_ERR_FULL:
-                return self._check(seq)
-            self._check(lib.rp_stream_pump(handle, 10))
+        handle = self._handle
+        return self._queue(
+            lambda: _lib.rp_stream_send_fields(handle, event._handle, fields, len(fields), source_id, event_time_us)
+        )
 
     def send_values(self, event, values, source_id, event_time_us):
         """The same, one library call per value (rp_event_<type>)."""
-        lib = _lib
-        while True:
+
+        def send():
             event._put(values)
-            seq = lib.rp_stream_send(self._handle, event._handle, source_id, event_time_us)
+            return _lib.rp_stream_send(self._handle, event._handle, source_id, event_time_us)
+
+        return self._queue(send)
+
+    def _queue(self, send):
+        """Call `send` until the event is queued: while 64 MiB wait for
+        acknowledgement (RP_ERR_FULL), take replies in first."""
+        while True:
+            seq = send()
             if seq != RP_ERR_FULL:
                 return self._check(seq)
-            self._check(lib.rp_stream_pump(self._handle, 10))
+            self._check(_lib.rp_stream_pump(self._handle, 10))
 
     def send_record(self, record):
         """Queue one pre-encoded EVENTS record (PROTOCOL.md section 5)."""

@@ -26,11 +26,7 @@ pub fn stop(state_dir: &Path) -> Result<(), AppError> {
 /// OpenMetrics text format, once (for scripts and textfile collectors).
 pub fn metrics(state_dir: &Path) -> Result<(), AppError> {
     let dir = crate::control::cluster::StateDir::new(state_dir)?;
-    let samples: Vec<_> = crate::model::matrix::Module::ALL
-        .into_iter()
-        .filter_map(|m| crate::control::launch::read_metrics(&dir, m))
-        .collect();
-    print!("{}", crate::lane::metrics::render(&samples));
+    print!("{}", crate::lane::metrics::render(&crate::control::launch::read_all_metrics(&dir)));
     Ok(())
 }
 
@@ -39,12 +35,7 @@ pub fn metrics(state_dir: &Path) -> Result<(), AppError> {
 /// once (`once`) or refreshed until interrupted, like `top`.
 pub fn status(state_dir: &Path, once: bool, interval_ms: u64) -> Result<(), AppError> {
     let dir = crate::control::cluster::StateDir::new(state_dir)?;
-    let read = || -> Vec<_> {
-        crate::model::matrix::Module::ALL
-            .into_iter()
-            .filter_map(|m| crate::control::launch::read_metrics(&dir, m))
-            .collect()
-    };
+    let read = || crate::control::launch::read_all_metrics(&dir);
     let interval = std::time::Duration::from_millis(interval_ms.max(crate::base::limits::LANE_METRICS_INTERVAL_MS));
     let mut before = read();
     loop {

@@ -314,6 +314,11 @@ pub fn read_metrics(dir: &StateDir, module: Module) -> Option<crate::lane::metri
     Some(crate::lane::metrics::LaneSample { module, values, age_s })
 }
 
+/// The last metrics report of every lane that has one.
+pub fn read_all_metrics(dir: &StateDir) -> Vec<crate::lane::metrics::LaneSample> {
+    Module::ALL.into_iter().filter_map(|module| read_metrics(dir, module)).collect()
+}
+
 /// The key/value pairs of a lane's status file; empty while it is absent
 /// or not yet written.
 pub fn read_status(dir: &StateDir, module: Module) -> BTreeMap<String, String> {

@@ -119,6 +119,16 @@ impl Harness {
         self.after_step();
     }
 
+    /// PostgreSQL connected, producer `id` connected, its watermark read and
+    /// its WELCOME read.
+    fn welcomed(&mut self, id: u64) {
+        self.database(Lose::No);
+        self.connect(id);
+        self.database(Lose::No);
+        self.read_all();
+        assert!(self.producers[&id].welcomed, "producer {id} was not welcomed");
+    }
+
     /// Producer `id` sends up to `count` events in one frame, within its credit.
     fn send(&mut self, id: u64, count: u32) {
         let Some(p) = self.producers.get_mut(&id) else { return };
@@ -402,10 +412,7 @@ fn one_batch_is_acknowledged_after_its_sync_and_committed_as_one_transaction() {
 #[test]
 fn a_failed_sync_is_fatal_and_acknowledges_nothing_of_its_record() {
     let mut h = Harness::new();
-    h.database(Lose::No);
-    h.connect(1);
-    h.database(Lose::No);
-    h.read_all();
+    h.welcomed(1);
     h.send(1, 5);
     h.spool.inject(Fault::Sync);
     h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
@@ -423,10 +430,7 @@ fn a_failed_sync_is_fatal_and_acknowledges_nothing_of_its_record() {
 #[test]
 fn a_failed_append_pushes_back_then_resumes_without_loss() {
     let mut h = Harness::new();
-    h.database(Lose::No);
-    h.connect(2);
-    h.database(Lose::No);
-    h.read_all();
+    h.welcomed(2);
     h.send(2, 8);
     h.spool.inject(Fault::Append);
     h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
@@ -445,10 +449,7 @@ fn a_failed_append_pushes_back_then_resumes_without_loss() {
 #[test]
 fn a_commit_whose_reply_is_lost_is_resolved_by_the_watermark_not_resent() {
     let mut h = Harness::new();
-    h.database(Lose::No);
-    h.connect(3);
-    h.database(Lose::No);
-    h.read_all();
+    h.welcomed(3);
     h.send(3, 6);
     h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
     h.database(Lose::No); // window
@@ -469,10 +470,7 @@ fn a_commit_whose_reply_is_lost_is_resolved_by_the_watermark_not_resent() {
 fn refused_and_lost_transactions_are_retried_until_committed() {
     for (fault, lose) in [(Some("40001"), Lose::No), (Some("53100"), Lose::No), (None, Lose::Before)] {
         let mut h = Harness::new();
-        h.database(Lose::No);
-        h.connect(4);
-        h.database(Lose::No);
-        h.read_all();
+        h.welcomed(4);
         h.send(4, 12);
         h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
         h.database(Lose::No); // window
@@ -496,10 +494,7 @@ fn a_full_spool_pushes_back_until_a_commit_frees_space() {
     let spool = MemorySpool::new(8 * 1024, 1 << 40);
     h.core = Harness::lane(&spool, h.now, Recovery::default());
     h.spool = spool;
-    h.database(Lose::No);
-    h.connect(5);
-    h.database(Lose::No);
-    h.read_all();
+    h.welcomed(5);
     for _ in 0..40 {
         h.send(5, 16);
         h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 
 use crate::base::sys;
 use crate::codec::frame::module_code;
-use crate::codec::frame::{self, Frame, FrameError, Kind};
+use crate::codec::frame::{self, ErrorCode, Frame, FrameError, Kind};
 use crate::model::matrix::Module;
 
 /// How long a client waits for any reply before giving up on a connection.
@@ -102,6 +102,15 @@ pub struct ModuleClient {
 pub fn welcome_regression(welcome: (u64, u64), acked: (u64, u64)) -> Option<(u64, u64)> {
     let ((welcome_epoch, welcome_seq), (acked_epoch, acked_seq)) = (welcome, acked);
     (welcome_epoch == acked_epoch && welcome_seq < acked_seq).then_some((welcome_seq + 1, acked_seq))
+}
+
+/// ERROR codes after which reconnecting with the same HELLO or frames
+/// cannot help (PROTOCOL.md §11.1): a fenced epoch, the wrong module, a
+/// gap the producer would cause, a producer id not granted to its uid.
+pub fn is_final(code: u16) -> bool {
+    [ErrorCode::EpochFenced, ErrorCode::WrongModule, ErrorCode::SequenceGap, ErrorCode::ProducerNotAllowed]
+        .iter()
+        .any(|c| *c as u16 == code)
 }
 
 /// The abstract socket address of a module's lane.

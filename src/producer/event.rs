@@ -168,28 +168,11 @@ impl EventBuilder {
             self.clear();
             return Err(error);
         }
-        let field_count = columns as u16;
-        let record =
-            RecordRef { table: self.index, field_count, source_id, event_time_us, fields: &self.fields, raw: &[] };
-        let verdict = validate_record(self.module, &record);
-        let result = match verdict {
-            Ok(_) => {
-                frame::encode_record(out, self.index, source_id, event_time_us, field_count, &self.fields);
-                Ok(())
-            }
-            Err(Invalid::Reject { code, reason }) => Err(EventError::Rejected { code, reason }),
-            // A field count or encoding the lane would close the connection
-            // for cannot come out of this builder; reported as malformed.
-            Err(Invalid::Protocol(error)) => {
-                Err(EventError::Rejected { code: RejectCode::FieldLength, reason: error.reason })
-            }
-        };
+        let result = self.checked_record(&self.fields, source_id, event_time_us, out);
         self.clear();
         result
     }
-}
 
-impl EventBuilder {
     /// The record of an event whose fields the caller encoded already (COPY
     /// BINARY field encoding, every column of this table, PROTOCOL.md §5),
     /// checked as the lane checks it. The values pushed so far are dropped.
@@ -201,6 +184,18 @@ impl EventBuilder {
         out: &mut BytesMut,
     ) -> Result<(), EventError> {
         self.clear();
+        self.checked_record(fields, source_id, event_time_us, out)
+    }
+
+    /// Append the record of `fields` (this table's columns) to `out` if the
+    /// lane would accept it, else say why.
+    fn checked_record(
+        &self,
+        fields: &[u8],
+        source_id: &[u8; 16],
+        event_time_us: i64,
+        out: &mut BytesMut,
+    ) -> Result<(), EventError> {
         let field_count = self.table.columns.len() as u16;
         let record = RecordRef { table: self.index, field_count, source_id, event_time_us, fields, raw: &[] };
         match validate_record(self.module, &record) {
@@ -209,6 +204,8 @@ impl EventBuilder {
                 Ok(())
             }
             Err(Invalid::Reject { code, reason }) => Err(EventError::Rejected { code, reason }),
+            // A field count or encoding the lane would close the connection
+            // for: reported as a bad field length, before anything is sent.
             Err(Invalid::Protocol(error)) => {
                 Err(EventError::Rejected { code: RejectCode::FieldLength, reason: error.reason })
             }

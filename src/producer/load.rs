@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use crate::base::limits::{FRAME_EVENTS_MAX, RECORD_BYTES_MAX};
 use crate::codec::frame::{self, ErrorCode, RECORD_HEADER_BYTES};
 use crate::model::matrix::Module;
-use crate::producer::client::{ClientError, ModuleClient, Reply};
+use crate::producer::client::{ClientError, ModuleClient, Reply, is_final};
 use crate::producer::synth;
 
 /// Target size of one EVENTS frame body: 256 KiB is about 1,000 events,
@@ -201,13 +201,6 @@ pub fn run_load(options: &LoadOptions) -> LoadReport {
     report.acked = progress.acked_seq.saturating_sub(start - 1).min(options.events);
     report.elapsed = started.elapsed();
     report
-}
-
-/// ERROR codes after which retrying the same HELLO or frames cannot help.
-fn is_final(code: u16) -> bool {
-    [ErrorCode::EpochFenced, ErrorCode::WrongModule, ErrorCode::SequenceGap, ErrorCode::ProducerNotAllowed]
-        .iter()
-        .any(|c| *c as u16 == code)
 }
 
 fn session(options: &LoadOptions, progress: &mut Progress, report: &mut LoadReport) -> Result<(), ClientError> {

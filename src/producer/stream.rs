@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use super::client::{ClientError, ModuleClient, Reply, welcome_regression};
+use super::client::{ClientError, ModuleClient, Reply, is_final, welcome_regression};
 use super::event::{EventBuilder, EventError};
 use crate::base::limits::{FRAME_EVENTS_MAX, RECORD_BYTES_MAX};
-use crate::codec::frame::{self, ErrorCode, StatusCode};
+use crate::codec::frame::{self, StatusCode};
 use crate::model::matrix::Module;
 
 /// Events kept until acknowledged, in bytes of encoded records.
@@ -170,8 +170,7 @@ impl Stream {
             return Err(StreamError::Full);
         }
         self.records.extend_from_slice(record);
-        self.ends.push_back(self.dropped + self.records.len());
-        Ok(self.next_seq() - 1)
+        Ok(self.queued())
     }
 
     /// Queue the event `builder` holds (validated as the lane would); returns its seq.
@@ -187,8 +186,7 @@ impl Stream {
             return Err(StreamError::Full);
         }
         builder.finish(source_id, event_time_us, &mut self.records).map_err(StreamError::Event)?;
-        self.ends.push_back(self.dropped + self.records.len());
-        Ok(self.next_seq() - 1)
+        Ok(self.queued())
     }
 
     /// Queue an event of `builder`'s table whose fields are encoded already
@@ -204,8 +202,13 @@ impl Stream {
             return Err(StreamError::Full);
         }
         builder.finish_encoded(fields, source_id, event_time_us, &mut self.records).map_err(StreamError::Event)?;
+        Ok(self.queued())
+    }
+
+    /// The record just appended to `records` is queued: its seq.
+    fn queued(&mut self) -> u64 {
         self.ends.push_back(self.dropped + self.records.len());
-        Ok(self.next_seq() - 1)
+        self.next_seq() - 1
     }
 
     /// Send what the credit allows and take in the replies that arrive
@@ -389,11 +392,4 @@ impl Stream {
         self.stats.acked += count as u64;
         self.sent_through = self.sent_through.max(self.first_seq - 1);
     }
-}
-
-/// ERROR codes after which retrying cannot help.
-fn is_final(code: u16) -> bool {
-    [ErrorCode::EpochFenced, ErrorCode::WrongModule, ErrorCode::SequenceGap, ErrorCode::ProducerNotAllowed]
-        .iter()
-        .any(|c| *c as u16 == code)
 }
