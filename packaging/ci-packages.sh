@@ -296,7 +296,9 @@ for pair in core=ransomeye-core dpi=ransomeye-dpi linux_agent=ransomeye-linux-ag
         --producer-id "$PRODUCER_LOAD" --instance "$instance" --server-uid "$server_uid" > "$work/load.out" 2>&1 ||
         { cat "$work/load.out"; fail "load as $user on lane $module"; }
     load_rate=$(sed -n 's/.* rate=\([0-9]*\) events\/s.*/\1/p' "$work/load.out" | head -n 1)
-    echo "  $module: C $(cat "$work/c.out"); Python $(cat "$work/py.out"); applianced load events/s=$load_rate"
+    py_rate=$(sed -n 's/.*events\/s=\([0-9]*\).*/\1/p' "$work/py.out" | head -n 1)
+    ratio=$(awk -v p="${py_rate:-0}" -v l="${load_rate:-0}" 'BEGIN { if (l > 0) printf "%.2f", p / l; else print "?" }')
+    echo "  $module: C $(cat "$work/c.out"); Python $(cat "$work/py.out"); applianced load events/s=$load_rate; Python/load=$ratio"
 done
 for producer in "$PRODUCER_C" "$PRODUCER_PY" "$PRODUCER_LOAD"; do
     rows=$(count_rows "$producer")

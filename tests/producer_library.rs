@@ -180,6 +180,74 @@ fn c_and_python_modules_send_through_the_library_and_every_event_is_stored_once(
     println!("Python example events/s per module: {python_rates:?}; applianced load: {}", common::stdout(&load).trim());
 }
 
+/// Python batches given column by column (`Stream.send_columns`) in every
+/// form the bindings take: NULL in a nullable column, text as str (not
+/// ASCII) and as bytes, inet as a string and as an ipaddress object. A
+/// batch with a bad row raises an error naming that row; the rows before
+/// it are queued and stored, the rows after it are not.
+#[test]
+fn python_batches_take_nulls_text_and_addresses_and_a_bad_row_is_named() {
+    ensure_tools();
+    let lib = library_dir();
+    let cluster = TestCluster::start();
+    let name = instance();
+    let _appliance = cluster.appliance(&name, &[]);
+    let script = r#"
+import ipaddress, sys
+from ransomeye_producer import Event, ProducerError, Stream, RP_ERR_EVENT
+instance, uid, t = sys.argv[1], int(sys.argv[2]), 1_800_000_000_000_000
+with Stream(instance, "core", 7500, 1, uid) as s:
+    e = Event("core", "detections")
+    s.send_columns(e, [[b"\x01" * 16, b"\x02" * 16], ["rule-\u00e4", b"rule-b"], [1, 2], [0.5, 0.75],
+                       [bytes(16)] * 2, ["one", "two"], [None, "why"]], b"S" * 16, t)
+    try:
+        s.send_columns(e, [[b"\x03" * 16] * 3, ["r3", "r4", "r5"], [3, 40000, 5], [0.0] * 3,
+                           [bytes(16)] * 3, ["a", "b", "c"], [None] * 3], b"S" * 16, [t, t, t])
+        raise SystemExit("a smallint of 40000 was accepted")
+    except ProducerError as err:
+        assert err.status == RP_ERR_EVENT and str(err).startswith("row 1:"), (err.status, str(err))
+    s.flush(60_000)
+    print(f"core acked={s.acked}")
+with Stream(instance, "dpi", 7501, 1, uid) as s:
+    e = Event("dpi", "flows")
+    s.send_columns(e, [[b"\x04" * 16] * 2, [6, 17], ["192.0.2.1", ipaddress.ip_address("2001:db8::1")], [1, 2],
+                       [b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02"], [80, 53], [1, 2], [3, 4], [5, 6], ["http", None]],
+                   b"S" * 16, t)
+    s.flush(60_000)
+    print(f"dpi acked={s.acked}")
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script, &name, &applianced::base::sys::effective_uid().to_string()])
+        .env("PYTHONPATH", workspace().join("python"))
+        .env("RANSOMEYE_PRODUCER_LIB", lib.join("libransomeye_producer.so"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("core acked=3") && stdout.contains("dpi acked=2"), "{stdout}");
+    assert_eq!(cluster.committed_rows(Module::Core, 7500, 1, 3), (3, 3));
+    let rows = cluster
+        .admin()
+        .simple_query(
+            "SELECT producer_seq::text, rule_id, severity::text, coalesce(evidence, 'NULL') \
+             FROM core.detections WHERE producer_id = 7500 ORDER BY producer_seq",
+        )
+        .unwrap();
+    let rows: Vec<Vec<&str>> = rows.iter().map(|r| r.iter().map(|v| v.as_deref().unwrap_or("")).collect()).collect();
+    assert_eq!(
+        rows,
+        vec![vec!["1", "rule-\u{e4}", "1", "NULL"], vec!["2", "rule-b", "2", "why"], vec!["3", "r3", "3", "NULL"]]
+    );
+    let rows = cluster
+        .admin()
+        .simple_query(
+            "SELECT src_addr::text, dst_addr::text FROM dpi.flows WHERE producer_id = 7501 ORDER BY producer_seq",
+        )
+        .unwrap();
+    let rows: Vec<Vec<&str>> = rows.iter().map(|r| r.iter().map(|v| v.as_deref().unwrap_or("")).collect()).collect();
+    assert_eq!(rows, vec![vec!["192.0.2.1/32", "10.0.0.1/32"], vec!["2001:db8::1/128", "10.0.0.2/32"]]);
+}
+
 /// The Rust stream across a lane killed while events are in flight: the
 /// stream reconnects, resends from the lane's WELCOME, and every event is
 /// stored exactly once. Waits for events (the lane's new pid, the flush),
@@ -274,7 +342,7 @@ fn the_header_declares_exactly_what_the_library_exports() {
         let mut parts = line.split_whitespace().skip(1);
         let (name, value) = (parts.next().unwrap(), parts.next().unwrap().trim_matches(['(', ')']));
         assert!(
-            source.contains(&format!("pub const {name}: c_int = {value};")),
+            ["c_int", "u32"].iter().any(|t| source.contains(&format!("pub const {name}: {t} = {value};"))),
             "{name} = {value} in the header, not in the library"
         );
     }

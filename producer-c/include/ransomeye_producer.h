@@ -62,6 +62,43 @@
 #define RP_ERR_INTERNAL -7
 
 /*
+ `RpColumn::kind`: an `int64_t` per row (smallint, integer, bigint).
+ */
+#define RP_COLUMN_INT 1
+
+/*
+ `RpColumn::kind`: a `float` per row (real).
+ */
+#define RP_COLUMN_FLOAT 2
+
+/*
+ `RpColumn::kind`: UTF-8 text back to back, `lengths` per row (text).
+ */
+#define RP_COLUMN_TEXT 3
+
+/*
+ `RpColumn::kind`: bytes back to back, `lengths` per row (bytea).
+ */
+#define RP_COLUMN_BYTES 4
+
+/*
+ `RpColumn::kind`: 16 bytes per row (uuid).
+ */
+#define RP_COLUMN_UUID 5
+
+/*
+ `RpColumn::kind`: addresses in network order back to back, `lengths`
+ per row 4 (IPv4) or 16 (IPv6), each one host (inet /32 or /128).
+ */
+#define RP_COLUMN_INET 6
+
+/*
+ `RpColumn::kind`: an `int64_t` per row, microseconds since 1970-01-01
+ UTC (timestamp with time zone).
+ */
+#define RP_COLUMN_TIME 7
+
+/*
  An event being built, value by value, and its last error.
  */
 typedef struct rp_event rp_event;
@@ -70,6 +107,30 @@ typedef struct rp_event rp_event;
  An open stream and its last error.
  */
 typedef struct rp_stream rp_stream;
+
+/*
+ One column of a batch of rows (`rp_stream_send_columns`): its values
+ for every row, as `kind` says, and which rows are NULL.
+ */
+typedef struct {
+  /*
+   `RP_COLUMN_*`.
+   */
+  uint32_t kind;
+  /*
+   The values: fixed-size kinds one per row; the others back to back.
+   */
+  const uint8_t *values;
+  /*
+   Per row, the byte length of its value (text, bytes, inet; NULL for
+   the fixed-size kinds). A NULL row's length is counted (give 0).
+   */
+  const uint32_t *lengths;
+  /*
+   NULL (no row is NULL) or one byte per row, non-zero for NULL.
+   */
+  const uint8_t *nulls;
+} rp_column;
 
 #ifdef __cplusplus
 extern "C" {
@@ -230,6 +291,35 @@ int64_t rp_stream_send_fields(rp_stream *stream,
                               size_t len,
                               const uint8_t *source_id,
                               int64_t event_time_us);
+
+/*
+ Queue rows `start..rows` of a batch given column by column (the fast
+ path for bindings: one call per batch, not one per value), each row an
+ event of `event`'s table checked as the lane checks it. `columns` has
+ one entry per column of the table, in column order; `source_ids` holds
+ 16 bytes per row, `event_times_us` one time per row.
+
+ Returns `RP_OK` when every row is queued. Otherwise `*next` is the first
+ row not queued (the rows before it are): `RP_ERR_FULL` (pump, then call
+ again from `*next`), `RP_ERR_EVENT` (that row is invalid:
+ `rp_stream_last_error` names the row and why), `RP_ERR_ARGUMENT`.
+
+ # Safety
+ `stream` and `event` are live handles; `columns` points to
+ `column_count` columns, each holding `rows` values as its kind says
+ (`lengths` and `nulls` as documented on `rp_column`); `source_ids`
+ points to `16 * rows` bytes and `event_times_us` to `rows` values;
+ `next` is NULL or writable.
+ */
+int rp_stream_send_columns(rp_stream *stream,
+                           rp_event *event,
+                           const rp_column *columns,
+                           size_t column_count,
+                           const uint8_t *source_ids,
+                           const int64_t *event_times_us,
+                           size_t rows,
+                           size_t start,
+                           size_t *next);
 
 /*
  Queue one pre-encoded EVENTS record (PROTOCOL.md §5: record header and

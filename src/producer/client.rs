@@ -216,10 +216,12 @@ impl ModuleClient {
         self.stream.write_all(bytes).map_err(ClientError::Io)
     }
 
-    /// Wait up to `timeout` for replies; returns those that arrived.
+    /// Wait up to `timeout` for replies (zero: only take those already
+    /// there); returns those that arrived.
     pub fn poll_replies(&mut self, timeout: Duration) -> Result<Vec<Reply>, ClientError> {
-        self.stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).map_err(ClientError::Io)?;
         let mut replies = Vec::new();
+        // A zero timeout only takes what is there; so does every read after the first.
+        let mut waited = timeout.is_zero();
         loop {
             while let Some(frame) = frame::decode_frame(&mut self.inbuf).map_err(ClientError::Protocol)? {
                 replies.push(self.decode_reply(frame)?);
@@ -228,14 +230,24 @@ impl ModuleClient {
                 return Ok(replies);
             }
             let mut buffer = [0u8; 64 * 1024];
-            match self.stream.read(&mut buffer) {
-                Ok(0) => return Err(ClientError::Closed),
-                Ok(n) => self.inbuf.extend_from_slice(&buffer[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Ok(replies),
-                Err(e) => return Err(ClientError::Io(e)),
+            let read = if waited {
+                match sys::fdpass::receive_message(self.stream.as_fd(), &mut buffer).map_err(ClientError::Io)? {
+                    None => return Ok(replies),
+                    Some(received) => received.len,
+                }
+            } else {
+                waited = true;
+                self.stream.set_read_timeout(Some(timeout)).map_err(ClientError::Io)?;
+                match self.stream.read(&mut buffer) {
+                    Ok(n) => n,
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Ok(replies),
+                    Err(e) => return Err(ClientError::Io(e)),
+                }
+            };
+            if read == 0 {
+                return Err(ClientError::Closed);
             }
-            // After the first read, only collect what is already there.
-            self.stream.set_read_timeout(Some(Duration::from_millis(1))).map_err(ClientError::Io)?;
+            self.inbuf.extend_from_slice(&buffer[..read]);
         }
     }
 

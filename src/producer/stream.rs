@@ -318,7 +318,7 @@ impl Stream {
     fn exchange(&mut self, wait: Duration) -> Result<(), ClientError> {
         self.send_within_credit()?;
         let Some(client) = self.client.as_mut() else { return Ok(()) };
-        let replies = client.poll_replies(wait.max(Duration::from_millis(1)))?;
+        let replies = client.poll_replies(wait)?;
         for reply in replies {
             self.note(reply);
         }
