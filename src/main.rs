@@ -113,6 +113,12 @@ struct RunCmd {
     /// disk quota of each lane's spool in MiB (default 1024); beyond it producers are pushed back
     #[argh(option, default = "applianced::base::limits::SPOOL_QUOTA_BYTES_DEFAULT / (1024 * 1024)")]
     spool_quota_mb: u64,
+    /// admit this uid on the metrics socket @ransomeye/<instance>/metrics, besides the appliance's own uid and root (repeatable)
+    #[argh(option)]
+    metrics_uid: Vec<u32>,
+    /// also write the metrics exposition to this file every second, by rename (for node_exporter's textfile collector: a path ending in .prom)
+    #[argh(option)]
+    metrics_textfile: Option<PathBuf>,
 }
 
 /// Send synthetic events for one module and wait until every one is acknowledged.
@@ -245,13 +251,19 @@ struct SelftestCmd {
     json: bool,
 }
 
-/// Print every lane's metrics once, in the OpenMetrics text format.
+/// Print the appliance's metrics once, in the OpenMetrics text format: from its state directory, or from its metrics socket.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "metrics")]
 struct MetricsCmd {
-    /// state directory of the running appliance
+    /// state directory of the running appliance (read its files)
     #[argh(option)]
-    state_dir: PathBuf,
+    state_dir: Option<PathBuf>,
+    /// instance name of the running appliance (read its socket @ransomeye/<instance>/metrics instead)
+    #[argh(option)]
+    instance: Option<String>,
+    /// with --instance: the uid the appliance runs as; a socket bound by another uid is refused (default: your own)
+    #[argh(option)]
+    server_uid: Option<u32>,
 }
 
 /// Per lane: events/s acknowledged and committed, commit lag, spool, connections, PostgreSQL link.
@@ -430,6 +442,8 @@ fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
         partition_days_ahead: cmd.partition_days_ahead,
         spool_quota_bytes: cmd.spool_quota_mb.saturating_mul(1024 * 1024),
         retention_days: parse_retention(&cmd.retention)?,
+        metrics_uids: cmd.metrics_uid.clone(),
+        metrics_textfile: cmd.metrics_textfile.clone(),
     };
     if options.spool_quota_bytes < applianced::base::limits::SPOOL_QUOTA_BYTES_MIN {
         return Err(app::AppError::Usage(format!(
@@ -579,15 +593,21 @@ fn sandbox_probe(cmd: &SandboxProbeCmd) -> Result<(), app::AppError> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("APPLIANCED_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         // A failed log write (stderr on a full disk) must not become an
         // eprintln! that panics: the log line is lost, the process goes on.
-        .log_internal_errors(false)
-        .init();
+        .log_internal_errors(false);
+    // Lines are `time LEVEL target: message key=value ...`, or with
+    // APPLIANCED_LOG_FORMAT=json one JSON object per line (log shippers).
+    if std::env::var("APPLIANCED_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
     let cli: Cli = argh::from_env();
     // The packaged unit grants CAP_SETUID and CAP_SETGID as ambient
     // capabilities to every command it runs; only `run` uses them, to start
@@ -613,7 +633,11 @@ fn main() -> ExitCode {
         Command::LaneConnector(cmd) => return lane_connector(cmd),
         Command::SandboxProbe(cmd) => sandbox_probe(cmd),
         Command::Stop(cmd) => app::stop(&cmd.state_dir),
-        Command::Metrics(cmd) => app::metrics(&cmd.state_dir),
+        Command::Metrics(cmd) => match (&cmd.state_dir, &cmd.instance) {
+            (Some(dir), None) => app::metrics(dir),
+            (None, Some(instance)) => app::scrape(instance, cmd.server_uid),
+            _ => Err(app::AppError::Usage("give --state-dir DIR or --instance NAME".into())),
+        },
         Command::Status(cmd) => app::status(&cmd.state_dir, cmd.once, cmd.interval_ms),
         Command::Selftest(cmd) => app::selftest(cmd.state_dir.as_deref(), cmd.config.as_deref(), cmd.json),
         Command::Demo(cmd) => {

@@ -203,10 +203,19 @@ fn a_stalled_lane_shows_in_its_metrics_and_fails_selftest_until_it_recovers() {
     });
     let line = commit_lag_line(&cluster);
     assert!(line.starts_with("FAIL") && line.contains("dpi:"), "{line}");
+    assert!(line.contains("last database error: database refused a request: 42501"), "{line}");
     println!("stalled: {line}");
+    wait_for(python, &cluster, Module::Dpi, "counting 42501", |v| {
+        v.get("applianced_lane_database_errors_total").is_some_and(|n| *n >= 2.0)
+    });
     let dpi = &status_lines(&cluster)["dpi"];
     let (lag, unsent): (f64, u64) = (dpi[3].parse().unwrap(), dpi[5].parse().unwrap());
     assert!(lag > 1.0 && unsent > 0, "status shows the stall: {dpi:?}");
+    let error_line = &status_lines(&cluster)["dpi:"];
+    assert!(
+        error_line.join(" ").contains("last database error") && error_line.join(" ").contains("42501"),
+        "{error_line:?}"
+    );
     // The cause removed: the lane commits its backlog, and all recovers.
     cluster.admin().simple_query(&format!("GRANT INSERT ON {} TO {writer}", tables.join(", "))).unwrap();
     assert_eq!(cluster.committed_rows(Module::Dpi, producer, 1, 1000), (1000, 1000));
@@ -216,4 +225,106 @@ fn a_stalled_lane_shows_in_its_metrics_and_fails_selftest_until_it_recovers() {
     });
     let line = commit_lag_line(&cluster);
     assert!(line.starts_with("ok"), "{line}");
+}
+
+/// The supervisor's metrics socket, scraped with `applianced metrics
+/// --instance` while four loads run and after: every scrape parses as
+/// OpenMetrics; the counters end equal to what the loads were acknowledged
+/// and PostgreSQL committed; the processes' CPU and memory, the lanes'
+/// sandbox layers and partition maintenance are there; the textfile is
+/// the same exposition. Logs are JSON (APPLIANCED_LOG_FORMAT) in this run,
+/// lanes included. As root, another uid connecting gets no byte.
+#[test]
+fn the_metrics_socket_serves_during_a_load_and_counts_what_was_acknowledged() {
+    const LOAD_EVENTS: u64 = 40_000;
+    let python = parser_python();
+    let cluster = TestCluster::start();
+    let name = instance();
+    let textfile = std::path::Path::new(cluster.path()).join("appliance.prom");
+    let _appliance = cluster.appliance_with_env(
+        &name,
+        &["--metrics-textfile", textfile.to_str().unwrap()],
+        &[("APPLIANCED_LOG_FORMAT", "json")],
+    );
+    let scrape_socket = || {
+        let output = common::applianced(&["metrics", "--instance", &name]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        common::stdout(&output)
+    };
+    let loads: Vec<_> = Module::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(i, module)| {
+            let name = name.clone();
+            std::thread::spawn(move || run_load(&LoadOptions::new(&name, module, 970 + i as u64, 1, LOAD_EVENTS)))
+        })
+        .collect();
+    // Scrape while the loads run (at least once, however fast they are).
+    let mut during = 0;
+    while during == 0 || loads.iter().any(|l| !l.is_finished()) {
+        parse(python, &scrape_socket());
+        during += 1;
+    }
+    for (load, module) in loads.into_iter().zip(Module::ALL) {
+        assert_eq!(load.join().unwrap().acked, LOAD_EVENTS, "{module:?}");
+    }
+    for (i, module) in Module::ALL.into_iter().enumerate() {
+        assert_eq!(cluster.committed_rows(module, 970 + i as u64, 1, LOAD_EVENTS), (LOAD_EVENTS, LOAD_EVENTS));
+    }
+    let started = Instant::now();
+    let (text, values) = loop {
+        let text = scrape_socket();
+        let values = parse(python, &text);
+        let equal =
+            |sample: &str, m: Module| values.get(&(sample.into(), m.name().into())) == Some(&(LOAD_EVENTS as f64));
+        if Module::ALL.into_iter().all(|m| {
+            equal("applianced_lane_events_acknowledged_total", m) && equal("applianced_lane_events_committed_total", m)
+        }) {
+            break (text, values);
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the socket never showed every commit: {values:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("{during} scrapes during the load parsed; after it:\n{text}");
+    for process in ["supervisor", "lane-core", "lane-dpi", "lane-linux_agent", "lane-windows_agent", "postgres"] {
+        let cpu = format!("applianced_process_cpu_seconds_total{{process=\"{process}\"}} ");
+        let rss = format!("applianced_process_resident_memory_bytes{{process=\"{process}\"}} ");
+        assert!(text.contains(&cpu) && text.contains(&rss), "{process}");
+    }
+    for module in Module::ALL {
+        let all = format!("applianced_lane_sandbox_enforced{{lane=\"{}\",layer=\"all\"}} ", module.name());
+        assert!(text.contains(&all), "{module:?}");
+        assert_eq!(values[&("applianced_lane_restarts_total".to_string(), module.name().to_string())], 0.0);
+    }
+    assert!(
+        values[&("applianced_partition_maintenance_last_success_timestamp_seconds".to_string(), String::new())] > 0.0
+    );
+    // The textfile: the same families, rewritten every second.
+    let file = std::fs::read_to_string(&textfile).unwrap();
+    let from_file = parse(python, &file);
+    assert!(from_file.contains_key(&("applianced_lane_events_committed_total".to_string(), "dpi".to_string())));
+    // Another uid gets no byte (as root: nobody, with a copy of the binary it may run).
+    if common::is_root() {
+        let dir = std::env::temp_dir().join(format!("metrics-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("applianced");
+        std::fs::copy(common::BIN, &bin).unwrap();
+        let mode = |path: &std::path::Path, mode| {
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+        };
+        mode(&dir, 0o755);
+        mode(&bin, 0o755);
+        let output = Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .arg(&bin)
+            .args(["metrics", "--instance", &name, "--server-uid", "0"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && output.stdout.is_empty(), "nobody was served: {stderr}");
+        assert!(stderr.contains("closed without a byte"), "{stderr}");
+        let text = scrape_socket();
+        assert!(!text.contains("applianced_metrics_scrapes_total{outcome=\"refused\"} 0\n"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -160,6 +160,17 @@ pub const CONNECTION_CREDIT_GUARANTEED_BYTES: usize = 256 * 1024;
 pub const CREDIT_GRANT_MIN_BYTES: usize = 64 * 1024;
 /// How often a lane reports its metrics to the supervisor.
 pub const LANE_METRICS_INTERVAL_MS: u64 = 1_000;
+/// Distinct SQLSTATEs a lane counts its database refusals under; new
+/// codes beyond these count as `other` (the report stays bounded).
+pub const LANE_SQLSTATES_MAX: usize = 16;
+/// The supervisor logs a lane stalled (commit lag beyond
+/// `lane_commit_lag_max_ms`) at most once per this interval.
+pub const LANE_STALL_LOG_INTERVAL_MS: u64 = 60_000;
+/// Metrics socket connections the supervisor answers per turn of its loop
+/// (the rest wait in the listen backlog for the next turn).
+pub const METRICS_ACCEPTS_PER_TICK_MAX: usize = 8;
+/// Bytes of the last database error a lane reports (cut beyond).
+pub const LANE_LAST_ERROR_BYTES_MAX: usize = 200;
 /// selftest's `commit lag` fails beyond this: a healthy lane commits what it
 /// acknowledged within seconds (a 16 MiB transaction of 50,000 rows
 /// commits in well under 1 s), so two minutes means PostgreSQL refuses it,

@@ -306,12 +306,10 @@ pub fn read_metrics(dir: &StateDir, module: Module) -> Option<crate::lane::metri
         .ok()
         .and_then(|t| t.elapsed().ok())
         .map(|d| d.as_secs_f64());
-    let values = crate::codec::pairs::parse_pairs(&text)
-        .ok()?
-        .into_iter()
-        .filter_map(|(key, value)| Some((key, value.parse().ok()?)))
-        .collect();
-    Some(crate::lane::metrics::LaneSample { module, values, age_s })
+    let mut pairs = crate::codec::pairs::parse_pairs(&text).ok()?;
+    let last_error = pairs.remove("last_error");
+    let values = pairs.into_iter().filter_map(|(key, value)| Some((key, value.parse().ok()?))).collect();
+    Some(crate::lane::metrics::LaneSample { module, values, age_s, last_error })
 }
 
 /// The last metrics report of every lane that has one.

@@ -23,3 +23,5 @@ pub mod launch;
 pub mod supervisor;
 /// Partition maintenance and retention, on the supervisor's own thread.
 pub mod maintenance;
+/// The appliance's metrics exposition, from its state directory and /proc.
+pub mod exposition;

@@ -54,6 +54,10 @@ pub struct RunOptions {
     pub spool_quota_bytes: u64,
     /// Days of day partitions kept per module (older ones are detached and dropped).
     pub retention_days: BTreeMap<Module, u32>,
+    /// Uids admitted on the metrics socket besides this process's and root.
+    pub metrics_uids: Vec<u32>,
+    /// Where to write the exposition every second (node_exporter's textfile collector).
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 struct Lane {
@@ -68,6 +72,8 @@ struct Lane {
     restart_at: Option<Instant>,
     /// The free-space reserve the running lane was given.
     disk_reserve: u64,
+    /// When the supervisor last logged this lane as stalled.
+    stall_logged_at: Option<Instant>,
 }
 
 /// What a running supervisor records in `<state>/run/appliance.pid`, so
@@ -139,6 +145,7 @@ pub fn lane_env(restarts: u32) -> Vec<(String, String)> {
         }
     };
     pass("APPLIANCED_LOG");
+    pass("APPLIANCED_LOG_FORMAT");
     if cfg!(feature = "failpoints") {
         if restarts == 0 {
             pass(crate::base::failpoint::ENV);
@@ -225,6 +232,7 @@ fn on_control(lane: &mut Lane, dir: &StateDir, identities: &LaneIdentities) -> b
                 if let Err(e) = write_replacing(&metrics_path(dir, lane.module), &text) {
                     tracing::warn!(lane = lane.module.name(), error = %e, "cannot write the lane metrics file");
                 }
+                log_if_stalled(lane.module, &mut lane.stall_logged_at, &report);
             }
             Ok(Some(message)) if message.len == 0 => {
                 // The lane closed its end (it is exiting); the reap restarts it.
@@ -240,6 +248,127 @@ fn on_control(lane: &mut Lane, dir: &StateDir, identities: &LaneIdentities) -> b
                 lane.control = None;
                 return serving;
             }
+        }
+    }
+}
+
+/// Log a lane whose commit lag is beyond `lane_commit_lag_max_ms` (what
+/// selftest's `commit lag` fails on), at most once per
+/// `LANE_STALL_LOG_INTERVAL_MS`, with its last database error.
+fn log_if_stalled(module: Module, logged_at: &mut Option<Instant>, report: &str) {
+    let pairs = crate::codec::pairs::parse_pairs(report).unwrap_or_default();
+    let number = |key: &str| pairs.get(key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let lag_ms = number("commit_lag_ms");
+    if lag_ms <= crate::base::limits::lane_commit_lag_max_ms() {
+        return;
+    }
+    let interval = Duration::from_millis(crate::base::limits::LANE_STALL_LOG_INTERVAL_MS);
+    if logged_at.is_some_and(|at| at.elapsed() < interval) {
+        return;
+    }
+    *logged_at = Some(Instant::now());
+    tracing::error!(
+        lane = module.name(),
+        commit_lag_s = lag_ms / 1000,
+        unsent_records = number("unsent_records"),
+        database_resets = number("database_resets"),
+        last_error = pairs.get("last_error").map_or("none", String::as_str),
+        "lane stalled: acknowledged events are not committing"
+    );
+}
+
+/// The metrics socket (`@ransomeye/<instance>/metrics`) and textfile: a
+/// connection from an admitted uid gets the whole exposition and is
+/// closed; any other is closed at once.
+struct MetricsServer {
+    listener: UnixListener,
+    /// Admitted uids: this process's, root's, and `--metrics-uid`s.
+    admitted: Vec<u32>,
+    textfile: Option<PathBuf>,
+    written_at: Option<Instant>,
+    served: u64,
+    refused: u64,
+}
+
+impl MetricsServer {
+    fn bind(options: &RunOptions) -> Result<MetricsServer, AppError> {
+        let name = crate::control::exposition::socket_name(&options.instance);
+        let address = SocketAddr::from_abstract_name(name.as_bytes())
+            .map_err(|source| AppError::Io { step: "metrics socket address", source })?;
+        let listener = UnixListener::bind_addr(&address).map_err(|source| match source.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                AppError::Refused(format!("socket @{name} is already bound: refusing to start"))
+            }
+            _ => AppError::Io { step: "bind the metrics socket", source },
+        })?;
+        listener.set_nonblocking(true).map_err(|source| AppError::Io { step: "metrics socket", source })?;
+        let mut admitted = vec![sys::effective_uid(), 0];
+        admitted.extend(&options.metrics_uids);
+        Ok(MetricsServer {
+            listener,
+            admitted,
+            textfile: options.metrics_textfile.clone(),
+            written_at: None,
+            served: 0,
+            refused: 0,
+        })
+    }
+
+    fn exposition(&self, dir: &StateDir, lanes: &[Lane]) -> String {
+        let mut extra = String::from(
+            "# TYPE applianced_lane_restarts counter\n# HELP applianced_lane_restarts Lane processes restarted by the supervisor.\n",
+        );
+        for lane in lanes {
+            extra.push_str(&format!(
+                "applianced_lane_restarts_total{{lane=\"{}\"}} {}\n",
+                lane.module.name(),
+                lane.restarts
+            ));
+        }
+        extra.push_str(&format!(
+            "# TYPE applianced_metrics_scrapes counter\n# HELP applianced_metrics_scrapes Connections to the metrics socket, by outcome.\n\
+             applianced_metrics_scrapes_total{{outcome=\"served\"}} {}\napplianced_metrics_scrapes_total{{outcome=\"refused\"}} {}\n",
+            self.served, self.refused
+        ));
+        crate::control::exposition::exposition(dir, Some(std::process::id() as i32), &extra)
+    }
+
+    /// Answer up to `METRICS_ACCEPTS_PER_TICK_MAX` waiting connections, and
+    /// write the textfile if a second has passed.
+    fn serve(&mut self, dir: &StateDir, lanes: &[Lane]) {
+        for _ in 0..crate::base::limits::METRICS_ACCEPTS_PER_TICK_MAX {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics socket accept failed");
+                    break;
+                }
+            };
+            let admitted = sys::peer_credentials(stream.as_fd()).is_ok_and(|peer| self.admitted.contains(&peer.uid));
+            if !admitted {
+                self.refused += 1;
+                continue; // dropped: closed without a byte
+            }
+            self.served += 1;
+            let text = self.exposition(dir, lanes);
+            // One send without waiting: the exposition (at most
+            // EXPOSITION_BYTES_MAX) fits an empty socket buffer; a peer
+            // that left gets nothing and costs nothing.
+            let _ = stream.set_nonblocking(true);
+            let _ = std::io::Write::write(&mut &stream, text.as_bytes());
+        }
+        let Some(path) = &self.textfile else { return };
+        if self
+            .written_at
+            .is_some_and(|at| at.elapsed() < Duration::from_millis(crate::base::limits::LANE_METRICS_INTERVAL_MS))
+        {
+            return;
+        }
+        self.written_at = Some(Instant::now());
+        let text = self.exposition(dir, lanes);
+        if let Err(e) = write_replacing(path, &text) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the metrics textfile");
         }
     }
 }
@@ -448,8 +577,10 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
             restarts: 0,
             restart_at: None,
             disk_reserve: 0,
+            stall_logged_at: None,
         });
     }
+    let mut metrics = MetricsServer::bind(options)?;
     for lane in &mut lanes {
         spawn_lane(lane, &launcher, options, &embedded.dir)?;
     }
@@ -467,8 +598,12 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
     println!("applianced: ready: {} lanes listening on @ransomeye/{}/<module>", lanes.len(), options.instance);
     notify_systemd("READY=1\nSTATUS=every lane is serving");
     let mut cluster = ClusterWatch::new();
+    let mut watchdog_at: Option<Instant> = None;
     loop {
-        let mut fds = vec![libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        let mut fds = vec![
+            libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: metrics.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
         for lane in &lanes {
             let fd = lane.control.as_ref().map_or(-1, |c| c.as_raw_fd());
             fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
@@ -480,7 +615,8 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
             maintenance.request_stop();
             return shutdown(&mut lanes, &embedded);
         }
-        for (lane, fd) in lanes.iter_mut().zip(&fds[1..]) {
+        metrics.serve(&embedded.dir, &lanes);
+        for (lane, fd) in lanes.iter_mut().zip(&fds[2..]) {
             if fd.revents != 0 {
                 on_control(lane, &embedded.dir, &launcher.identities);
             }
@@ -494,6 +630,13 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
             tracing::error!("the maintenance thread ended; starting it again");
             maintenance = MaintenanceThread::start(embedded.clone(), maintenance_options.clone())
                 .map_err(|source| AppError::Io { step: "start the maintenance thread", source })?;
+        }
+        // The loop went round: tell systemd's watchdog (WatchdogSec= in the
+        // unit), at most once a second. A wedged loop stops these and
+        // systemd restarts the service.
+        if watchdog_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            watchdog_at = Some(Instant::now());
+            notify_systemd("WATCHDOG=1");
         }
     }
 }

@@ -109,6 +109,24 @@ pub struct LaneStats {
     pub batches_read_back: u64,
     /// Acknowledged events recorded as lost (damaged spool records).
     pub events_lost: u64,
+    /// Requests PostgreSQL refused, by SQLSTATE (at most
+    /// `LANE_SQLSTATES_MAX` codes; later new codes count under `other`).
+    pub database_errors: std::collections::BTreeMap<String, u64>,
+    /// Why the last database reset happened (a refusal with its SQLSTATE,
+    /// or a lost connection), cut to `LANE_LAST_ERROR_BYTES_MAX`.
+    pub last_error: Option<String>,
+}
+
+impl LaneStats {
+    /// Count one refusal under its SQLSTATE (five digits or capitals; any
+    /// other text, or a new code beyond the bound, counts as `other`).
+    pub fn count_database_error(&mut self, sqlstate: &str) {
+        use crate::base::limits::LANE_SQLSTATES_MAX;
+        let valid = sqlstate.len() == 5 && sqlstate.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase());
+        let known = self.database_errors.contains_key(sqlstate);
+        let key = if valid && (known || self.database_errors.len() < LANE_SQLSTATES_MAX) { sqlstate } else { "other" };
+        *self.database_errors.entry(key.to_string()).or_default() += 1;
+    }
 }
 
 pub struct LaneCore {
@@ -696,6 +714,7 @@ impl LaneCore {
             (Request::Window, Outcome::Rows(rows)) => self.window_done(&rows),
             (Request::Spooled(batch, records), Outcome::Committed) => self.spooled_committed(&batch, records),
             (_, Outcome::Failed(error)) => {
+                self.stats.count_database_error(&error.sqlstate);
                 self.reset(&format!("database refused a request: {} {}", error.sqlstate, error.message));
             }
             (Request::Lookup(_) | Request::Mark(_) | Request::Window, Outcome::Committed)
@@ -862,7 +881,15 @@ impl LaneCore {
                 }
             }
         };
-        super::metrics::LANE_METRICS.iter().map(|m| format!("{} = {}\n", m.key, value(m.key))).collect()
+        let mut lines: String =
+            super::metrics::LANE_METRICS.iter().map(|m| format!("{} = {}\n", m.key, value(m.key))).collect();
+        for (sqlstate, count) in &s.database_errors {
+            lines.push_str(&format!("{}{sqlstate} = {count}\n", super::metrics::DATABASE_ERRORS_PREFIX));
+        }
+        if let Some(error) = &s.last_error {
+            lines.push_str(&format!("last_error = \"{}\"\n", super::metrics::printable(error)));
+        }
+        lines
     }
 }
 

@@ -70,6 +70,26 @@ pub const LANE_METRICS: [LaneMetric; 21] = [
     gauge("postgresql_connected", "Whether the lane holds a PostgreSQL connection (1) or not (0)."),
 ];
 
+/// Report keys `database_errors.<SQLSTATE>`: refusals by SQLSTATE,
+/// exposed as `applianced_lane_database_errors_total{lane,sqlstate}`.
+pub const DATABASE_ERRORS_PREFIX: &str = "database_errors.";
+
+/// `text` as a report value: printable ASCII, no quote or backslash (each
+/// other byte a `?`), cut to `LANE_LAST_ERROR_BYTES_MAX`.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '?' })
+        .take(crate::base::limits::LANE_LAST_ERROR_BYTES_MAX)
+        .collect()
+}
+
+/// Whether `key` is a `database_errors.<SQLSTATE>` key the supervisor keeps.
+fn is_sqlstate_key(key: &str) -> bool {
+    key.strip_prefix(DATABASE_ERRORS_PREFIX).is_some_and(|code| {
+        code == "other" || (code.len() == 5 && code.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+    })
+}
+
 /// The exposed name of a metric: `applianced_lane_<key>`, a millisecond
 /// key in seconds (a counter's samples add `_total`).
 pub fn exposed_name(metric: &LaneMetric) -> String {
@@ -85,26 +105,50 @@ pub struct LaneSample {
     pub values: std::collections::BTreeMap<String, u64>,
     /// Seconds since the lane last reported (None: never).
     pub age_s: Option<f64>,
+    /// The lane's last database error, if it had one.
+    pub last_error: Option<String>,
 }
 
 /// Keep only the lines of a lane's report that name a known metric with an
 /// unsigned integer value (what a compromised lane sends can change its own
 /// numbers, nothing else).
 pub fn accepted_lines(report: &str) -> String {
-    report
-        .lines()
-        .filter_map(|line| {
-            let (key, value) = line.split_once('=')?;
-            let (key, value) = (key.trim(), value.trim());
-            let known = LANE_METRICS.iter().any(|m| m.key == key);
-            (known && value.parse::<u64>().is_ok()).then(|| format!("{key} = {value}\n"))
-        })
-        .take(LANE_METRICS.len())
-        .collect()
+    let mut metrics = 0;
+    let mut sqlstates = 0;
+    let mut last_error = None;
+    let mut out = String::new();
+    for line in report.lines() {
+        let Some((key, value)) = line.split_once('=') else { continue };
+        let (key, value) = (key.trim(), value.trim());
+        if key == "last_error" {
+            let text = value.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+            last_error = text.map(printable);
+        } else if value.parse::<u64>().is_err() {
+            continue;
+        } else if LANE_METRICS.iter().any(|m| m.key == key) && metrics < LANE_METRICS.len() {
+            metrics += 1;
+            out.push_str(&format!("{key} = {value}\n"));
+        } else if is_sqlstate_key(key) && sqlstates <= crate::base::limits::LANE_SQLSTATES_MAX {
+            sqlstates += 1;
+            out.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    if let Some(text) = last_error {
+        out.push_str(&format!("last_error = \"{text}\"\n"));
+    }
+    out
 }
 
 /// The OpenMetrics text exposition of every lane's sample, ending in `# EOF`.
 pub fn render(samples: &[LaneSample]) -> String {
+    let mut out = render_families(samples);
+    out.push_str("# EOF\n");
+    out
+}
+
+/// The lanes' metric families, without the closing `# EOF`
+/// (`control::exposition` adds the appliance's own).
+pub fn render_families(samples: &[LaneSample]) -> String {
     let mut out = String::new();
     for metric in &LANE_METRICS {
         let name = exposed_name(metric);
@@ -125,6 +169,20 @@ pub fn render(samples: &[LaneSample]) -> String {
             }
         }
     }
+    let name = "applianced_lane_database_errors";
+    out.push_str(&format!(
+        "# TYPE {name} counter\n# HELP {name} Requests PostgreSQL refused, by SQLSTATE (each retried with backoff).\n"
+    ));
+    for sample in samples {
+        for (key, value) in &sample.values {
+            if let Some(sqlstate) = key.strip_prefix(DATABASE_ERRORS_PREFIX) {
+                out.push_str(&format!(
+                    "{name}_total{{lane=\"{}\",sqlstate=\"{sqlstate}\"}} {value}\n",
+                    sample.module.name()
+                ));
+            }
+        }
+    }
     let name = "applianced_lane_report_age_seconds";
     out.push_str(&format!(
         "# TYPE {name} gauge\n# HELP {name} Seconds since the lane last reported its metrics (a lane that stopped reporting is stale).\n"
@@ -134,7 +192,6 @@ pub fn render(samples: &[LaneSample]) -> String {
             out.push_str(&format!("{name}{{lane=\"{}\"}} {age:.3}\n", sample.module.name()));
         }
     }
-    out.push_str("# EOF\n");
     out
 }
 
@@ -180,6 +237,17 @@ pub fn status_table(before: &[LaneSample], after: &[LaneSample], seconds: f64) -
             age
         ));
     }
+    for sample in after {
+        if let Some(error) = &sample.last_error {
+            let errors: u64 =
+                sample.values.iter().filter(|(k, _)| k.starts_with(DATABASE_ERRORS_PREFIX)).map(|(_, v)| *v).sum();
+            out.push_str(&format!(
+                "{}: last database error ({} resets, {errors} refusals since the lane started): {error}\n",
+                sample.module.name(),
+                sample.values.get("database_resets").copied().unwrap_or(0)
+            ));
+        }
+    }
     out
 }
 
@@ -199,6 +267,12 @@ mod tests {
             ("pid = 1", false),
             ("identity = \"x\"", false),
             ("garbage", false),
+            ("database_errors.42501 = 3", true),
+            ("database_errors.other = 1", true),
+            ("database_errors.4250 = 3", false),
+            ("database_errors.x{y}z = 3", false),
+            ("last_error = \"42501 permission denied\"", true),
+            ("last_error = unquoted", false),
         ];
         for (line, kept) in cases {
             assert_eq!(!accepted_lines(line).is_empty(), kept, "{line}");
@@ -213,7 +287,7 @@ mod tests {
             values.insert("events_acknowledged".to_string(), committed);
             values.insert("commit_lag_ms".to_string(), lag_ms);
             values.insert("postgresql_connected".to_string(), 1);
-            LaneSample { module: Module::Dpi, values, age_s: Some(0.5) }
+            LaneSample { module: Module::Dpi, values, age_s: Some(0.5), last_error: None }
         };
         let table = status_table(&[sample(1000, 0)], &[sample(3000, 2500)], 2.0);
         let line = table.lines().nth(1).unwrap();
@@ -230,10 +304,49 @@ mod tests {
         let mut values = std::collections::BTreeMap::new();
         values.insert("events_committed".to_string(), 7);
         values.insert("commit_lag_ms".to_string(), 1500);
-        let text = render(&[LaneSample { module: Module::Dpi, values, age_s: Some(0.25) }]);
+        let text = render(&[LaneSample { module: Module::Dpi, values, age_s: Some(0.25), last_error: None }]);
         assert!(text.contains("# TYPE applianced_lane_events_committed counter\n"));
         assert!(text.contains("applianced_lane_events_committed_total{lane=\"dpi\"} 7\n"));
         assert!(text.contains("applianced_lane_commit_lag_seconds{lane=\"dpi\"} 1.500\n"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_hostile_report_stays_bounded_and_its_error_text_printable() {
+        let mut report: String = (0..1000).map(|i| format!("database_errors.{i:05} = 1\n")).collect();
+        report.push_str(&format!("last_error = \"{}\u{7}\"\n", "x".repeat(10_000)));
+        let kept = accepted_lines(&report);
+        let sqlstates = kept.lines().filter(|l| l.starts_with(DATABASE_ERRORS_PREFIX)).count();
+        assert!(sqlstates <= crate::base::limits::LANE_SQLSTATES_MAX + 1, "{sqlstates}");
+        let error = kept.lines().find_map(|l| l.strip_prefix("last_error = ")).unwrap();
+        assert!(error.len() <= crate::base::limits::LANE_LAST_ERROR_BYTES_MAX + 2, "{}", error.len());
+        assert!(error.trim_matches('"').chars().all(|c| c.is_ascii_graphic() || c == ' '));
+    }
+
+    #[test]
+    fn database_errors_are_exposed_by_sqlstate_and_named_in_status() {
+        let mut stats = crate::lane::core::LaneStats::default();
+        for code in ["42501", "42501", "40001", "not a code"] {
+            stats.count_database_error(code);
+        }
+        for i in 0..100 {
+            stats.count_database_error(&format!("{i:05}"));
+        }
+        assert_eq!(stats.database_errors.get("42501"), Some(&2));
+        assert!(stats.database_errors.len() <= crate::base::limits::LANE_SQLSTATES_MAX + 1);
+        let mut values: std::collections::BTreeMap<String, u64> =
+            stats.database_errors.iter().map(|(k, v)| (format!("{DATABASE_ERRORS_PREFIX}{k}"), *v)).collect();
+        values.insert("database_resets".into(), 4);
+        let sample = LaneSample {
+            module: Module::Core,
+            values,
+            age_s: Some(1.0),
+            last_error: Some("database refused a request: 42501 permission denied".into()),
+        };
+        let text = render(std::slice::from_ref(&sample));
+        assert!(text.contains("applianced_lane_database_errors_total{lane=\"core\",sqlstate=\"42501\"} 2\n"), "{text}");
+        let status = status_table(&[], &[sample], 1.0);
+        assert!(status.contains("core: last database error (4 resets"), "{status}");
+        assert!(status.contains("42501 permission denied"), "{status}");
     }
 }

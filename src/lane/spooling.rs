@@ -126,6 +126,7 @@ impl LaneCore {
     /// again from the watermarks after reconnect.
     pub(super) fn spool_db_reset(&mut self, why: &str) {
         self.stats.resets += 1;
+        self.stats.last_error = Some(crate::lane::metrics::printable(why));
         let backoff_ms = self.spool.failed(why);
         self.pg = PgState::Down {
             retry_at_ms: self.now.mono_ms + backoff_ms,

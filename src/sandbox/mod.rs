@@ -123,11 +123,12 @@ impl SandboxReport {
     /// The status-file lines selftest reads.
     pub fn status_lines(&self) -> String {
         format!(
-            "sandbox = \"{}\"\nio_uring_restricted = {}\nno_new_privs = {}\nlandlock = \"{}\"\nseccomp = {}\nconnect_denied = {}\nsandbox_fully_enforced = {}\n",
+            "sandbox = \"{}\"\nio_uring_restricted = {}\nno_new_privs = {}\nlandlock = \"{}\"\nlandlock_full = {}\nseccomp = {}\nconnect_denied = {}\nsandbox_fully_enforced = {}\n",
             self.mode.name(),
             self.uring_restricted,
             self.no_new_privs,
             self.landlock,
+            self.landlock_full,
             self.seccomp,
             self.connect_denied(),
             self.fully_enforced()

@@ -479,10 +479,11 @@ pub fn commit_lag(embedded: &Embedded) -> Check {
         if lag_ms > lag_max_ms {
             failures.push(format!(
                 "{}: the oldest acknowledged record has waited {:.1} s to commit (bound {:.1} s); {unsent} records unsent, \
-                 {resets} database resets: see the lane's ERROR lines",
+                 {resets} database resets; last database error: {}",
                 module.name(),
                 lag_ms as f64 / 1000.0,
-                lag_max_ms as f64 / 1000.0
+                lag_max_ms as f64 / 1000.0,
+                sample.last_error.as_deref().unwrap_or("none reported")
             ));
         }
         if let Some(age) = sample.age_s.filter(|age| *age * 1000.0 > LANE_REPORT_AGE_MAX_MS as f64) {

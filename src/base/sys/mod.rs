@@ -123,6 +123,14 @@ pub fn process_exists(pid: i32) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Clock ticks per second, the unit of /proc/<pid>/stat's CPU times
+/// (sysconf(_SC_CLK_TCK)); None if the system does not say.
+pub fn clock_ticks_per_second() -> Option<u64> {
+    // SAFETY: sysconf reads a configuration value; no memory is passed.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|t| *t > 0)
+}
+
 /// Signals the supervisor handles synchronously.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {
