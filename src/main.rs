@@ -297,6 +297,9 @@ struct DemoCmd {
     /// directory of the PostgreSQL server binaries
     #[argh(option)]
     pg_bin_dir: Option<PathBuf>,
+    /// log lines to the terminal (default: to demo.log in the state directory)
+    #[argh(switch)]
+    verbose: bool,
 }
 
 /// Measure the appliance beside server-side COPY FROM file and multi-row INSERT, in one run on one embedded cluster.
@@ -592,23 +595,53 @@ fn sandbox_probe(cmd: &SandboxProbeCmd) -> Result<(), app::AppError> {
     if status.success() { Ok(()) } else { Err(app::AppError::Refused(format!("the probed lane failed: {status}"))) }
 }
 
-fn main() -> ExitCode {
+/// Log lines to `writer`: `time LEVEL target: message key=value ...`, or
+/// with APPLIANCED_LOG_FORMAT=json one JSON object per line (log shippers).
+fn init_logs<W>(writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("APPLIANCED_LOG").unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         // A failed log write (stderr on a full disk) must not become an
         // eprintln! that panics: the log line is lost, the process goes on.
         .log_internal_errors(false);
-    // Lines are `time LEVEL target: message key=value ...`, or with
-    // APPLIANCED_LOG_FORMAT=json one JSON object per line (log shippers).
     if std::env::var("APPLIANCED_LOG_FORMAT").is_ok_and(|f| f == "json") {
         logs.json().flatten_event(true).init();
     } else {
         logs.init();
     }
+}
+
+/// Where `applianced demo` writes log lines unless `--verbose`:
+/// `<state dir>/demo.log` (the directory is created for it).
+fn demo_log(cmd: &DemoCmd) -> Option<(PathBuf, std::fs::File)> {
+    if cmd.verbose {
+        return None;
+    }
+    let dir = app::demo_dir(cmd.state_dir.as_deref());
+    std::fs::create_dir_all(&dir).ok()?;
+    let path = dir.join("demo.log");
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).ok()?;
+    Some((path, file))
+}
+
+fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
+    let demo_log = match &cli.command {
+        Command::Demo(cmd) => demo_log(cmd),
+        _ => None,
+    };
+    match &demo_log {
+        Some((_, file)) => match file.try_clone() {
+            Ok(file) => init_logs(std::sync::Mutex::new(file)),
+            Err(_) => init_logs(std::io::stderr),
+        },
+        None => init_logs(std::io::stderr),
+    }
     // The packaged unit grants CAP_SETUID and CAP_SETGID as ambient
     // capabilities to every command it runs; only `run` uses them, to start
     // lanes as their identities. Every command lowers them at once to its
@@ -641,7 +674,8 @@ fn main() -> ExitCode {
         Command::Status(cmd) => app::status(&cmd.state_dir, cmd.once, cmd.interval_ms),
         Command::Selftest(cmd) => app::selftest(cmd.state_dir.as_deref(), cmd.config.as_deref(), cmd.json),
         Command::Demo(cmd) => {
-            app::demo(cmd.state_dir.as_deref(), cmd.pg_bin_dir.as_deref(), cmd.events, &cmd.instance).map(|_| ())
+            let log = demo_log.as_ref().map(|(path, _)| path.as_path());
+            app::demo(cmd.state_dir.as_deref(), cmd.pg_bin_dir.as_deref(), cmd.events, &cmd.instance, log).map(|_| ())
         }
         Command::Bench(cmd) => applianced::tools::bench::run(&applianced::tools::bench::BenchOptions {
             events: cmd.events,

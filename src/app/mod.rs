@@ -149,63 +149,90 @@ pub fn selftest(state_dir: Option<&Path>, config: Option<&Path>, json: bool) -> 
     if ok { Ok(()) } else { Err(AppError::SelftestFailed) }
 }
 
+/// The state directory `applianced demo` uses: the one given, or a new one
+/// under $TMPDIR named after this process.
+pub fn demo_dir(state_dir: Option<&Path>) -> PathBuf {
+    match state_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::temp_dir().join(format!("applianced-demo-{}", std::process::id())),
+    }
+}
+
 /// `applianced demo`: the main job on the embedded default. Initialise a
 /// state directory, run the appliance as a child process, drive all four
-/// modules at once with the load client, print per-lane results, check
-/// row counts against acknowledgements, run selftest, stop cleanly.
+/// modules at once with the load client, wait for every commit, check row
+/// counts against acknowledgements, run selftest, stop cleanly, and print
+/// a summary. With `log` (not `--verbose`), the appliance's log lines go
+/// to that file (the caller sends this process's own there too).
 pub fn demo(
     state_dir: Option<&Path>,
     pg_bin_dir: Option<&Path>,
     events_total: u64,
     instance: &str,
+    log: Option<&Path>,
 ) -> Result<PathBuf, AppError> {
-    let dir = match state_dir {
-        Some(dir) => dir.to_path_buf(),
-        None => std::env::temp_dir().join(format!("applianced-demo-{}", std::process::id())),
-    };
+    let dir = demo_dir(state_dir);
     println!("demo: state directory {}", dir.display());
+    if let Some(log) = log {
+        println!("demo: log lines go to {} (--verbose: to the terminal)", log.display());
+    }
     init(&dir, pg_bin_dir, crate::base::limits::PARTITION_DAYS_AHEAD_DEFAULT)?;
     embedded_stop_quietly(&dir);
-    let mut appliance = crate::tools::demo::Appliance::start(&dir, instance)?;
+    let mut appliance = match log {
+        Some(log) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_err(|source| AppError::Io { step: "open the demo log", source })?;
+            crate::tools::demo::Appliance::start_logging_to(&dir, instance, file)?
+        }
+        None => crate::tools::demo::Appliance::start(&dir, instance)?,
+    };
     let per_module = events_total / Module::ALL.len() as u64;
     println!("demo: driving {per_module} events into each of the {} lanes at once", Module::ALL.len());
+    let started = std::time::Instant::now();
     let results = crate::tools::demo::drive_all(instance, per_module);
-    let mut complete = true;
     for (module, report) in &results {
-        complete &= report.acked == per_module;
-        println!(
-            "demo: lane {:<13} acked {:>9}/{per_module}  rejected {}  {:>9.0} events/s  ack p50 {:.1} ms  p99 {:.1} ms{}",
-            module.name(),
-            report.acked,
-            report.rejected,
-            report.acked as f64 / report.elapsed.as_secs_f64().max(1e-9),
-            report.latency_percentile_ms(0.50),
-            report.latency_percentile_ms(0.99),
-            report.last_error.as_ref().map(|e| format!("  (last error: {e})")).unwrap_or_default(),
-        );
+        if let Some(error) = &report.last_error {
+            println!("demo: lane {}: last error: {error}", module.name());
+        }
     }
-    {
+    let commit_times = {
         let embedded = Embedded::load(&dir)?;
         let mut conn = embedded
             .connect_admin(crate::base::limits::DATABASE_NAME)
             .map_err(|source| AppError::Pg { step: "connect to wait for commits", source })?;
-        for (module, report) in &results {
-            let wait = std::time::Duration::from_secs(crate::base::limits::COMMIT_WAIT_S);
-            let committed = crate::tools::demo::wait_committed(&mut conn, *module, 1, 1, report.acked, wait)
-                .map_err(|source| AppError::Pg { step: "wait for commits", source })?;
-            if !committed {
+        let targets: Vec<(Module, u64)> = results.iter().map(|(m, r)| (*m, r.acked)).collect();
+        let wait = std::time::Duration::from_secs(crate::base::limits::COMMIT_WAIT_S);
+        let times = crate::tools::demo::wait_all_committed(&mut conn, &targets, started, wait)
+            .map_err(|source| AppError::Pg { step: "wait for commits", source })?;
+        for ((module, _), time) in targets.iter().zip(&times) {
+            if time.is_none() {
                 println!("demo: lane {} did not commit its spooled events within {wait:?}", module.name());
             }
         }
-    }
+        times
+    };
     let counts = crate::tools::demo::row_counts(&dir)?;
-    for (module, rows) in &counts {
-        println!("demo: {} rows in PostgreSQL for producer 1: {rows}", module.name());
-        complete &= *rows == per_module;
-    }
+    let rows: Vec<crate::tools::demo::DemoRow> = results
+        .iter()
+        .zip(commit_times)
+        .map(|((module, report), commit_time)| crate::tools::demo::DemoRow {
+            module: *module,
+            events: per_module,
+            acked: report.acked,
+            ack_time: report.elapsed,
+            commit_time,
+            ack_p50_ms: report.latency_percentile_ms(0.50),
+            ack_p99_ms: report.latency_percentile_ms(0.99),
+            rows: counts.iter().find(|(m, _)| m == module).map_or(0, |(_, n)| *n),
+        })
+        .collect();
+    let complete = rows.iter().all(|r| r.acked == per_module && r.rows == per_module);
     let checked = selftest(Some(&dir), None, false);
     appliance.stop()?;
-    println!("demo: appliance stopped cleanly; state kept in {}", dir.display());
+    print!("{}", crate::tools::demo::summary(&rows, &dir, log));
     checked?;
     if !complete {
         return Err(AppError::Refused("demo: not every event was acknowledged and stored exactly once".into()));
