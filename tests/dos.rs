@@ -1,7 +1,8 @@
 //! Denial of service from admitted peers, against a running appliance:
 //! idle producers holding credit, silent connections holding every slot,
 //! a producer that provokes REJECTs and never reads them, connection churn
-//! against the log, and HELLO churn with fresh producer ids against the
+//! against the log, a flood of protocol errors and failed database logins
+//! against both logs, and HELLO churn with fresh producer ids against the
 //! producer table. Each attack is run from where an admitted but hostile
 //! producer stands (the lane's socket, the appliance's own uid) while a
 //! legitimate producer on the same lane must still be served.
@@ -216,6 +217,128 @@ fn connection_churn_does_not_flood_the_log() {
         "{connections} connections in {elapsed:.1} s grew the log by {grown} bytes (bound {bound})"
     );
     println!("churn: {connections} connections in {elapsed:.1} s grew the log by {grown} bytes (bound {bound})");
+    run.stop();
+}
+
+/// Both logs under a flood at once: an admitted peer opens connection
+/// after connection and sends a frame of garbage (each closed with ERROR,
+/// a protocol error), while a local user of the database socket fails to
+/// log in again and again. The appliance's log grows by at most its rate
+/// limit's bound (`REJECT_LOG_PER_S` lines of at most 512 bytes per second
+/// and kind); PostgreSQL's log files stay within their size bound (small
+/// files here, test builds only, so that the flood passes the bound many
+/// times), its oldest lines dropped and what is logged after kept; selftest
+/// agrees. Waits for events (the supervisor's pruning), not for a time.
+#[test]
+fn a_flood_of_protocol_errors_and_failed_logins_leaves_both_logs_within_their_bounds() {
+    let files_max: u64 = 3;
+    let file_kb: u64 = 64;
+    let (files_text, kb_text) = (files_max.to_string(), file_kb.to_string());
+    let env =
+        [("APPLIANCED_TEST_PG_LOG_FILE_KB", kb_text.as_str()), ("APPLIANCED_TEST_PG_LOG_FILES", files_text.as_str())];
+    let cluster = TestCluster::start_with_env(&env);
+    let name = instance();
+    let (run, log_path) = run_logged(&cluster, &name, &env);
+    let dir = applianced::control::cluster::StateDir::new(&cluster.dir).unwrap();
+    // limits::pg_log_bytes_max() with these values.
+    let pg_bound = (2 * files_max + 1) * file_kb * 1024;
+    let before = std::fs::metadata(&log_path).unwrap().len();
+    let started = Instant::now();
+
+    // Failed logins, on another thread, all the while.
+    let logins = {
+        let params: Vec<_> = (0..4 * pg_bound / 150)
+            .map(|attempt| {
+                let mut params = cluster.params(&format!("flood_{attempt:06}"));
+                params.application_name = "flood".into();
+                params
+            })
+            .collect();
+        std::thread::spawn(move || {
+            for p in &params {
+                assert!(applianced::pg::Connection::connect(p).is_err());
+            }
+            params.len()
+        })
+    };
+    // Protocol errors: a frame that is not one.
+    let address = lane_address(&name, Module::Dpi).unwrap();
+    let connections = 10_000;
+    let mut answered = 0;
+    for _ in 0..connections {
+        let mut stream = UnixStream::connect_addr(&address).unwrap();
+        let _ = stream.write_all(&[0xff; 64]);
+        if answered < 3 {
+            // A few are read to the end: each gets an ERROR frame, then EOF.
+            let mut reply = Vec::new();
+            let _ = stream.read_to_end(&mut reply);
+            assert!(!reply.is_empty(), "garbage got no ERROR frame");
+            answered += 1;
+        }
+    }
+    let failed_logins = logins.join().unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    // Let the lane take in the last of them, then measure.
+    legitimate(&name, 902, Duration::from_secs(60));
+    let grown = std::fs::metadata(&log_path).unwrap().len() - before;
+    let seconds = started.elapsed().as_secs_f64().ceil() + 1.0;
+    let bound = (4.0 * f64::from(applianced::base::limits::REJECT_LOG_PER_S) * seconds * 512.0) as u64;
+    assert!(grown <= bound, "{connections} protocol errors grew the appliance log by {grown} bytes (bound {bound})");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("suppressed="), "the flood's lines were not rate-limited: {grown} bytes");
+    // The lane counted the flood (its metrics report, at most a second old).
+    let counted = (0..200).find_map(|_| {
+        let sample = applianced::control::launch::read_metrics(&dir, Module::Dpi)?;
+        let n = sample.values.get("protocol_errors").copied().unwrap_or(0)
+            + sample.values.get("connections_refused").copied().unwrap_or(0);
+        if n >= connections {
+            return Some(n);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        None
+    });
+    assert!(counted.is_some(), "the lane never counted {connections} protocol errors or refusals");
+
+    // The supervisor prunes within one loop period; wait for it.
+    let mut sizes = Vec::new();
+    for _ in 0..200 {
+        let files = applianced::control::cluster::pg_log_files(&dir).unwrap();
+        sizes = files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).collect();
+        if files.len() <= files_max as usize && sizes.iter().all(|s| *s <= 2 * file_kb * 1024) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let total: u64 = sizes.iter().sum();
+    assert!(total <= pg_bound, "{total} bytes of PostgreSQL log in files of {sizes:?}, bound {pg_bound}");
+    let kept = applianced::control::cluster::read_pg_log(&dir).unwrap();
+    assert!(!kept.contains("flood_000000"), "the oldest lines were not dropped: the flood did not pass the bound");
+    // What is logged after the flood is kept: one more failed login, waited
+    // for (a file the flood pushed past twice its size may have been
+    // emptied whole, so the flood's own last lines are not always there).
+    let mut params = cluster.params("flood_last");
+    params.application_name = "flood".into();
+    assert!(applianced::pg::Connection::connect(&params).is_err());
+    let kept_last = (0..200).any(|_| {
+        let found = applianced::control::cluster::read_pg_log(&dir).unwrap().contains("flood_last");
+        if !found {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        found
+    });
+    assert!(kept_last, "the log keeps what is logged after the flood");
+    let output = std::process::Command::new(common::BIN)
+        .args(["selftest", "--state-dir", cluster.path()])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = common::stdout(&output);
+    assert!(text.contains("ok   postgresql log:"), "{text}");
+    println!(
+        "flood: {connections} protocol errors and {failed_logins} failed logins in {elapsed:.1} s; appliance log +{grown} bytes \
+         (bound {bound}), PostgreSQL log {total} bytes in {} files (bound {pg_bound})",
+        sizes.len()
+    );
     run.stop();
 }
 
