@@ -318,6 +318,9 @@ struct BenchCmd {
     /// appliance instance in socket names (default "bench")
     #[argh(option, default = "String::from(\"bench\")")]
     instance: String,
+    /// rounds of a, a', c and e, interleaved, for medians and spread (default 1; b and d run in the first round)
+    #[argh(option, default = "1")]
+    rounds: u32,
 }
 
 /// Render sql/0003..0005 from the code (developer command).
@@ -682,6 +685,7 @@ fn main() -> ExitCode {
             json: cmd.json,
             state_dir: cmd.state_dir.clone(),
             instance: cmd.instance.clone(),
+            rounds: cmd.rounds,
         }),
         Command::GenerateSql(cmd) => generate_sql(cmd),
     };

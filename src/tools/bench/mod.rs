@@ -17,7 +17,19 @@
 //!    before the window: [`crate::producer::load::Prepared`]), until every event is
 //!    acknowledged and committed;
 //! d. c again while a Core reader tails every Core view through
-//!    `ransomeye_core_reader`, keyset on ingest order.
+//!    `ransomeye_core_reader`, keyset on ingest order;
+//! a′. client-side `COPY <table> (<columns>) FROM STDIN (FORMAT binary)` of
+//!    the same pre-encoded rows over the Unix socket, one admin connection
+//!    per module, in transactions of the lane's size (`TRANSACTION_ROWS_MAX`
+//!    rows, one COPY per table each): what any client could do, the honest
+//!    ceiling for c;
+//! e. one module's burst: all N events from one DPI producer through the
+//!    appliance (one lane, one commit stream), against a's four streams.
+//!
+//! `--rounds R` runs a, a′, c, e once per round, interleaved (a, a′, c, e,
+//! a, a′, c, e, ...), so drift on a shared machine hits every variant alike;
+//! b and d run in the first round only. The ratios are printed per round
+//! with their median and spread.
 //!
 //! Runs in the `applianced bench` process: one thread per stream, each with
 //! its own connection or socket; the appliance is a child process whose CPU
@@ -63,7 +75,7 @@ use crate::tools::demo::Appliance;
 
 use self::reader::ReaderFigures;
 use self::report::{render_json, render_text};
-use self::variants::{measure_appliance, measure_copy_from_files, measure_inserts};
+use self::variants::{measure_appliance, measure_copy_from_files, measure_copy_from_stdin, measure_inserts};
 use self::window::WindowFigures;
 
 /// Producer ids per variant; a variant's module i uses `base + variant * this + i`.
@@ -74,7 +86,7 @@ const PRODUCER_IDS_PER_RUN: u64 = 10 * PRODUCER_IDS_PER_VARIANT;
 const BYTES_PER_MB: f64 = 1e6;
 
 const _: () = assert!(Module::ALL.len() as u64 <= PRODUCER_IDS_PER_VARIANT);
-const _: () = assert!(4 * PRODUCER_IDS_PER_VARIANT < PRODUCER_IDS_PER_RUN);
+const _: () = assert!(7 * PRODUCER_IDS_PER_VARIANT <= PRODUCER_IDS_PER_RUN);
 
 /// What `applianced bench` was asked to do.
 pub struct BenchOptions {
@@ -84,6 +96,8 @@ pub struct BenchOptions {
     /// None: a new directory under `$TMPDIR`, removed after a clean run.
     pub state_dir: Option<PathBuf>,
     pub instance: String,
+    /// Rounds of the interleaved variants (at least 1).
+    pub rounds: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +106,8 @@ enum Variant {
     Insert,
     Appliance,
     ApplianceWithReader,
+    CopyFromStdin,
+    OneModuleBurst,
 }
 
 impl Variant {
@@ -101,6 +117,8 @@ impl Variant {
             Variant::Insert => 2,
             Variant::Appliance => 3,
             Variant::ApplianceWithReader => 4,
+            Variant::CopyFromStdin => 5,
+            Variant::OneModuleBurst => 6,
         }
     }
 
@@ -110,6 +128,8 @@ impl Variant {
             Variant::Insert => "b_multi_row_insert",
             Variant::Appliance => "c_appliance",
             Variant::ApplianceWithReader => "d_appliance_with_core_reader",
+            Variant::CopyFromStdin => "a_prime_copy_from_stdin",
+            Variant::OneModuleBurst => "e_one_module_burst",
         }
     }
 
@@ -119,14 +139,17 @@ impl Variant {
             Variant::Insert => "b INSERT 1000 rows/statement",
             Variant::Appliance => "c appliance end to end",
             Variant::ApplianceWithReader => "d c + Core reader tailing",
+            Variant::CopyFromStdin => "a' client COPY FROM STDIN",
+            Variant::OneModuleBurst => "e appliance, one DPI producer",
         }
     }
 }
 
-/// What every variant shares.
+/// What every variant of a round shares.
+#[derive(Clone)]
 struct Plan {
     per_module: u64,
-    /// First producer id of this run (a multiple of [`PRODUCER_IDS_PER_RUN`]).
+    /// First producer id of this round (a multiple of [`PRODUCER_IDS_PER_RUN`]).
     producer_base: u64,
     /// ingest_time of the rows of a and b (c and d get the lanes' clock).
     ingest_time_us: i64,
@@ -161,6 +184,7 @@ struct ApplianceFigures {
 /// One variant's measurement.
 struct Measured {
     variant: Variant,
+    round: u32,
     /// Committed rows (a, b) or acknowledged events (c, d; timed until
     /// PostgreSQL committed the last of them).
     events: u64,
@@ -174,7 +198,7 @@ struct Measured {
 
 impl Measured {
     fn new(variant: Variant, events: u64, bytes: u64, elapsed: Duration, window: WindowFigures) -> Measured {
-        Measured { variant, events, stored_rows: 0, bytes, elapsed, window, appliance: None, reader: None }
+        Measured { variant, round: 1, events, stored_rows: 0, bytes, elapsed, window, appliance: None, reader: None }
     }
 
     fn events_per_s(&self) -> f64 {
@@ -234,7 +258,7 @@ fn measure_all(embedded: &Embedded, options: &BenchOptions, per_module: u64) -> 
         .duration_since(UNIX_EPOCH)
         .map_err(|_| AppError::Refused("the clock is before 1970".into()))?
         .as_micros() as i64;
-    let plan = Plan {
+    let first = Plan {
         per_module,
         producer_base: producer_base(&mut admin)?,
         ingest_time_us,
@@ -243,14 +267,35 @@ fn measure_all(embedded: &Embedded, options: &BenchOptions, per_module: u64) -> 
         admin: embedded.connect_params(ADMIN_ROLE, DATABASE_NAME),
         reader: embedded.connect_params(Role::CoreReader.name(), DATABASE_NAME),
     };
-    let mut measured = vec![measure_copy_from_files(&mut admin, &plan)?, measure_inserts(&mut admin, &plan)?];
     let exe = std::env::current_exe().map_err(io_error("locate the applianced binary"))?;
     let mut appliance = Appliance::start_with(&exe, &embedded.dir.root, &options.instance, &[])?;
-    for variant in [Variant::Appliance, Variant::ApplianceWithReader] {
-        measured.push(measure_appliance(&mut admin, &appliance, &plan, &options.instance, variant)?);
-    }
-    for m in &mut measured {
-        m.stored_rows = stored_rows(&mut admin, &plan, m.variant)?;
+    let mut measured = Vec::new();
+    for round in 1..=options.rounds.max(1) {
+        let plan =
+            Plan { producer_base: first.producer_base + u64::from(round - 1) * PRODUCER_IDS_PER_RUN, ..first.clone() };
+        eprintln!("bench: round {round} of {}", options.rounds.max(1));
+        let mut round_measured =
+            vec![measure_copy_from_files(&mut admin, &plan)?, measure_copy_from_stdin(&mut admin, &plan)?];
+        if round == 1 {
+            round_measured.push(measure_inserts(&mut admin, &plan)?);
+        }
+        round_measured.push(measure_appliance(&mut admin, &appliance, &plan, &options.instance, Variant::Appliance)?);
+        round_measured.push(measure_appliance(
+            &mut admin,
+            &appliance,
+            &plan,
+            &options.instance,
+            Variant::OneModuleBurst,
+        )?);
+        if round == 1 {
+            let variant = Variant::ApplianceWithReader;
+            round_measured.push(measure_appliance(&mut admin, &appliance, &plan, &options.instance, variant)?);
+        }
+        for mut m in round_measured {
+            m.round = round;
+            m.stored_rows = stored_rows(&mut admin, &plan, m.variant)?;
+            measured.push(m);
+        }
     }
     drop(admin);
     appliance.stop()?;

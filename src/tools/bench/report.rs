@@ -26,6 +26,56 @@ fn find(measured: &[Measured], variant: Variant) -> Option<&Measured> {
     measured.iter().find(|m| m.variant == variant)
 }
 
+/// The ratios compared across rounds: (name, numerator, denominator).
+const ROUND_RATIOS: [(&str, Variant, Variant); 4] = [
+    ("c_over_a", Variant::Appliance, Variant::CopyFromFile),
+    ("c_over_a_prime", Variant::Appliance, Variant::CopyFromStdin),
+    ("e_over_a", Variant::OneModuleBurst, Variant::CopyFromFile),
+    ("a_prime_over_a", Variant::CopyFromStdin, Variant::CopyFromFile),
+];
+
+/// The ratios of the first round only (b and d run once).
+const FIRST_ROUND_RATIOS: [(&str, Variant, Variant); 3] = [
+    ("c_over_b", Variant::Appliance, Variant::Insert),
+    ("d_over_c", Variant::ApplianceWithReader, Variant::Appliance),
+    ("a_over_b", Variant::CopyFromFile, Variant::Insert),
+];
+
+/// The rounds in `measured`, in order.
+fn rounds(measured: &[Measured]) -> Vec<u32> {
+    let mut rounds: Vec<u32> = measured.iter().map(|m| m.round).collect();
+    rounds.dedup();
+    rounds
+}
+
+/// A ratio in one round, if both variants ran in it.
+fn round_ratio(measured: &[Measured], round: u32, numerator: Variant, denominator: Variant) -> Option<f64> {
+    let get = |v| measured.iter().find(|m| m.round == round && m.variant == v);
+    Some(ratio(get(numerator)?, get(denominator)?))
+}
+
+/// Median, smallest and largest of `values` (None if empty).
+pub(super) fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+    Some((median, sorted[0], sorted[n - 1]))
+}
+
+/// Each round ratio's values over the rounds.
+fn ratio_series(measured: &[Measured]) -> Vec<(&'static str, Vec<f64>)> {
+    ROUND_RATIOS
+        .iter()
+        .map(|(name, n, d)| {
+            (*name, rounds(measured).into_iter().filter_map(|r| round_ratio(measured, r, *n, *d)).collect())
+        })
+        .collect()
+}
+
 pub(super) fn render_text(measured: &[Measured], requested: u64, per_module: u64, total: Duration) -> String {
     let mut out = String::new();
     let events = per_module * Module::ALL.len() as u64;
@@ -46,8 +96,9 @@ pub(super) fn render_text(measured: &[Measured], requested: u64, per_module: u64
     );
     let _ = writeln!(
         out,
-        "\n{:<30} {:>9} {:>9} {:>8} {:>11} {:>8} {:>9} {:>11} {:>13} {:>10} {:>10}",
+        "\n{:<30} {:>5} {:>9} {:>9} {:>8} {:>11} {:>8} {:>9} {:>11} {:>13} {:>10} {:>10}",
         "variant",
+        "round",
         "events",
         "stored",
         "seconds",
@@ -62,8 +113,9 @@ pub(super) fn render_text(measured: &[Measured], requested: u64, per_module: u64
     for m in measured {
         let _ = writeln!(
             out,
-            "{:<30} {:>9} {:>9} {:>8.3} {:>11.0} {:>8.1} {:>9.1} {:>11.1} {:>13.1} {:>10.2} {:>10.2}",
+            "{:<30} {:>5} {:>9} {:>9} {:>8.3} {:>11.0} {:>8.1} {:>9.1} {:>11.1} {:>13.1} {:>10.2} {:>10.2}",
             m.variant.label(),
+            m.round,
             m.events,
             m.stored_rows,
             m.elapsed.as_secs_f64(),
@@ -89,8 +141,9 @@ pub(super) fn render_text(measured: &[Measured], requested: u64, per_module: u64
 fn render_appliance_text(out: &mut String, measured: &[Measured]) {
     let _ = writeln!(
         out,
-        "\n{:<30} {:>11} {:>10} {:>10} {:>14} {:>6} {:>18} {:>14} {:>16}",
+        "\n{:<30} {:>5} {:>11} {:>10} {:>10} {:>14} {:>6} {:>18} {:>14} {:>16}",
         "appliance",
+        "round",
         "all acked s",
         "ack p50 ms",
         "ack p99 ms",
@@ -104,8 +157,9 @@ fn render_appliance_text(out: &mut String, measured: &[Measured]) {
         let Some(a) = &m.appliance else { continue };
         let _ = writeln!(
             out,
-            "{:<30} {:>11.3} {:>10.1} {:>10.1} {:>14.2} {:>6} {:>18.1} {:>14.1} {:>16.2}{}",
+            "{:<30} {:>5} {:>11.3} {:>10.1} {:>10.1} {:>14.2} {:>6} {:>18.1} {:>14.1} {:>16.2}{}",
             m.variant.label(),
+            m.round,
             a.acked.as_secs_f64(),
             a.ack_p50_ms,
             a.ack_p99_ms,
@@ -135,20 +189,26 @@ fn render_appliance_text(out: &mut String, measured: &[Measured]) {
 }
 
 fn render_ratios_text(out: &mut String, measured: &[Measured]) {
-    let get = |v| find(measured, v);
-    let (Some(a), Some(b), Some(c), Some(d)) =
-        (get(Variant::CopyFromFile), get(Variant::Insert), get(Variant::Appliance), get(Variant::ApplianceWithReader))
-    else {
-        return;
-    };
-    let _ = writeln!(
-        out,
-        "\nratios (events/s): c/a = {:.3}   c/b = {:.2}   d/c = {:.3}   a/b = {:.2} (c/b at c = a, the ceiling)",
-        ratio(c, a),
-        ratio(c, b),
-        ratio(d, c),
-        ratio(a, b)
-    );
+    let _ = writeln!(out, "\nratios (events/s), per round:");
+    for round in rounds(measured) {
+        let mut line = format!("  round {round}:");
+        for (name, n, d) in ROUND_RATIOS.iter().chain(if round == 1 { &FIRST_ROUND_RATIOS[..] } else { &[] }) {
+            if let Some(value) = round_ratio(measured, round, *n, *d) {
+                let _ = write!(line, "  {} = {value:.3}", name.replace("_over_", "/").replace("_prime", "'"));
+            }
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    for (name, values) in ratio_series(measured) {
+        if let Some((median, min, max)) = spread(&values) {
+            let _ = writeln!(
+                out,
+                "  {:<6} median {median:.3}  (min {min:.3}, max {max:.3}, {} rounds)",
+                name.replace("_over_", "/").replace("_prime", "'"),
+                values.len()
+            );
+        }
+    }
 }
 
 fn measured_json(m: &Measured) -> serde_json::Value {
@@ -165,6 +225,8 @@ fn measured_json(m: &Measured) -> serde_json::Value {
         "table_bytes_per_event": m.window.table_bytes as f64 / m.events.max(1) as f64,
         "machine_cpu_cores": m.window.machine_cores,
         "cluster_cpu_s_per_million": m.per_million(m.window.cluster_cpu_s),
+        "bench_process_cpu_s_per_million": m.per_million(m.window.own_cpu_s),
+        "round": m.round,
     });
     if let (Some(a), Some(object)) = (&m.appliance, value.as_object_mut()) {
         object.insert("all_acked_seconds".into(), a.acked.as_secs_f64().into());
@@ -191,27 +253,65 @@ pub(super) fn render_json(
     per_module: u64,
     total: Duration,
 ) -> serde_json::Value {
+    // The first round's variants by key; every round's in "rounds".
     let mut variants = serde_json::Map::new();
-    for m in measured {
+    for m in measured.iter().filter(|m| m.round == 1) {
         variants.insert(m.variant.key().into(), measured_json(m));
     }
-    let get = |v| find(measured, v);
-    let ratio_of = |n, d| match (get(n), get(d)) {
-        (Some(n), Some(d)) => serde_json::Value::from(ratio(n, d)),
-        _ => serde_json::Value::Null,
-    };
+    let mut ratios = serde_json::Map::new();
+    let mut spreads = serde_json::Map::new();
+    for (name, values) in ratio_series(measured) {
+        let value = spread(&values).map_or(serde_json::Value::Null, |(median, min, max)| {
+            spreads
+                .insert(name.into(), serde_json::json!({"median": median, "min": min, "max": max, "values": values}));
+            median.into()
+        });
+        ratios.insert(name.into(), value);
+    }
+    for (name, n, d) in FIRST_ROUND_RATIOS {
+        ratios.insert(name.into(), round_ratio(measured, 1, n, d).map_or(serde_json::Value::Null, Into::into));
+    }
+    let per_round: Vec<serde_json::Value> = rounds(measured)
+        .into_iter()
+        .map(|round| {
+            let mut variants = serde_json::Map::new();
+            for m in measured.iter().filter(|m| m.round == round) {
+                variants.insert(m.variant.key().into(), measured_json(m));
+            }
+            serde_json::json!({"round": round, "variants": variants})
+        })
+        .collect();
     serde_json::json!({
         "events_requested": requested,
         "events_per_module": per_module,
         "modules": Module::ALL.len(),
         "bytes_definition": "COPY BINARY tuple bytes of the events (stream header and trailer excluded)",
         "variants": variants,
-        "ratios": {
-            "c_over_a": ratio_of(Variant::Appliance, Variant::CopyFromFile),
-            "c_over_b": ratio_of(Variant::Appliance, Variant::Insert),
-            "d_over_c": ratio_of(Variant::ApplianceWithReader, Variant::Appliance),
-            "a_over_b": ratio_of(Variant::CopyFromFile, Variant::Insert),
-        },
+        "ratios": ratios,
+        "ratio_spread": spreads,
+        "rounds": per_round,
         "run_seconds": total.as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    /// (median, smallest, largest)
+    type Spread = Option<(f64, f64, f64)>;
+
+    #[test]
+    fn spread_is_the_median_and_the_extremes() {
+        // (values, (median, min, max))
+        let cases: [(&[f64], Spread); 4] = [
+            (&[], None),
+            (&[0.8], Some((0.8, 0.8, 0.8))),
+            (&[0.9, 0.5, 0.7], Some((0.7, 0.5, 0.9))),
+            (&[1.0, 0.4, 0.6, f64::NAN, 0.8], Some((0.7, 0.4, 1.0))),
+        ];
+        for (values, expected) in cases {
+            assert_eq!(spread(values), expected, "{values:?}");
+        }
+    }
 }

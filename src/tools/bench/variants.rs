@@ -1,5 +1,6 @@
-//! The four variants' loads: a server-side COPY FROM file, b multi-row
-//! INSERT, c the appliance end to end, d c with the Core reader tailing.
+//! The variants' loads: a server-side COPY FROM file, a′ client-side COPY
+//! FROM STDIN, b multi-row INSERT, c the appliance end to end, d c with
+//! the Core reader tailing, e one module's burst through the appliance.
 //!
 //! Consumes the shared [`Plan`]; produces one [`Measured`] per variant.
 //! Preparation (COPY files, INSERT statements, the byte count of c and d)
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::base::limits::RECORD_BYTES_MAX;
+use crate::base::limits::{RECORD_BYTES_MAX, TRANSACTION_ROWS_MAX};
 use crate::codec::copy::{self, CommonValues};
 use crate::control::error::AppError;
 use crate::model::matrix::Module;
@@ -187,6 +188,83 @@ pub(super) fn measure_copy_from_files(admin: &mut Connection, plan: &Plan) -> Re
     Ok(Measured::new(variant, events, bytes, elapsed, window))
 }
 
+// --- a′: client-side COPY FROM STDIN ---
+
+/// One transaction of a′: per table with rows, its COPY statement and the
+/// COPY BINARY stream (header, tuples, trailer).
+type CopyTransaction = Vec<(String, Vec<u8>)>;
+
+/// A module's rows in transactions of `TRANSACTION_ROWS_MAX` rows (the
+/// lane's largest), one COPY per table each, and their tuple bytes.
+fn copy_transactions(module: Module, producer_id: u64, plan: &Plan) -> Result<(Vec<CopyTransaction>, u64), AppError> {
+    let tables: Vec<&'static EventTable> = tables_of(module).collect();
+    let mut header = BytesMut::new();
+    copy::encode_header(&mut header);
+    let mut trailer = BytesMut::new();
+    copy::encode_trailer(&mut trailer);
+    let close = |streams: &mut Vec<Vec<u8>>| -> CopyTransaction {
+        tables
+            .iter()
+            .zip(streams.iter_mut())
+            .filter(|(_, data)| data.len() > header.len())
+            .map(|(table, data)| {
+                let columns: Vec<&str> = table.all_columns().map(|c| c.name).collect();
+                let statement =
+                    format!("COPY {} ({}) FROM STDIN (FORMAT binary)", table.qualified_name(), columns.join(", "));
+                let mut stream = std::mem::replace(data, header.to_vec());
+                stream.extend_from_slice(&trailer);
+                (statement, stream)
+            })
+            .collect()
+    };
+    let mut streams: Vec<Vec<u8>> = tables.iter().map(|_| header.to_vec()).collect();
+    let mut transactions = Vec::new();
+    let (mut rows, mut bytes) = (0usize, 0u64);
+    for_each_tuple(module, producer_id, plan.per_module, plan.ingest_time_us, |index, _, tuple| {
+        bytes += tuple.len() as u64;
+        streams.get_mut(index).ok_or_else(|| AppError::Refused("COPY stream index".into()))?.extend_from_slice(tuple);
+        rows += 1;
+        if rows == TRANSACTION_ROWS_MAX {
+            transactions.push(close(&mut streams));
+            rows = 0;
+        }
+        Ok(())
+    })?;
+    if rows > 0 {
+        transactions.push(close(&mut streams));
+    }
+    Ok((transactions, bytes))
+}
+
+fn copy_stdin(conn: &mut Connection, transactions: Vec<CopyTransaction>) -> Result<(), AppError> {
+    for transaction in &transactions {
+        conn.execute("BEGIN").map_err(pg_error("begin a COPY transaction"))?;
+        for (statement, data) in transaction {
+            conn.copy_in(statement, data).map_err(pg_error("client-side COPY FROM STDIN"))?;
+        }
+        conn.execute("COMMIT").map_err(pg_error("commit a COPY transaction"))?;
+    }
+    Ok(())
+}
+
+pub(super) fn measure_copy_from_stdin(admin: &mut Connection, plan: &Plan) -> Result<Measured, AppError> {
+    let variant = Variant::CopyFromStdin;
+    eprintln!("bench: a': encoding COPY BINARY streams in memory (not timed)");
+    let mut jobs = Vec::new();
+    let mut bytes = 0;
+    for (index, module) in Module::ALL.into_iter().enumerate() {
+        let (transactions, module_bytes) = copy_transactions(module, producer_id(plan, variant, index), plan)?;
+        jobs.push(transactions);
+        bytes += module_bytes;
+    }
+    let window = open_window(admin, plan)?;
+    eprintln!("bench: a': {} streams of client-side COPY FROM STDIN", jobs.len());
+    let elapsed = timed_streams(&plan.admin, jobs, copy_stdin)?;
+    let window = close_window(admin, &window)?;
+    let events = plan.per_module * Module::ALL.len() as u64;
+    Ok(Measured::new(variant, events, bytes, elapsed, window))
+}
+
 // --- b: multi-row INSERT ---
 
 /// A module's INSERT statements of up to [`INSERT_ROWS_PER_STATEMENT`]
@@ -249,15 +327,28 @@ pub(super) fn measure_inserts(admin: &mut Connection, plan: &Plan) -> Result<Mea
 
 // --- c and d: the appliance ---
 
+/// The load clients of `variant`: (module, producer id, events). c and d:
+/// one per module, N/4 events each; e: one DPI producer with all N.
+fn load_plan(plan: &Plan, variant: Variant) -> Vec<(Module, u64, u64)> {
+    let all = Module::ALL.into_iter().enumerate();
+    match variant {
+        Variant::OneModuleBurst => all
+            .filter(|(_, m)| *m == Module::Dpi)
+            .map(|(index, module)| {
+                (module, producer_id(plan, variant, index), plan.per_module * Module::ALL.len() as u64)
+            })
+            .collect(),
+        _ => all.map(|(index, module)| (module, producer_id(plan, variant, index), plan.per_module)).collect(),
+    }
+}
+
 /// Each load client's events, encoded before the timed window (see [`Prepared`]).
 fn prepare_loads(plan: &Plan, instance: &str, variant: Variant) -> Vec<LoadOptions> {
-    Module::ALL
+    load_plan(plan, variant)
         .into_iter()
-        .enumerate()
-        .map(|(index, module)| {
-            let producer = producer_id(plan, variant, index);
-            let mut options = LoadOptions::new(instance, module, producer, 1, plan.per_module);
-            options.prepared = Some(Arc::new(Prepared::new(module, producer, 1, plan.per_module)));
+        .map(|(module, producer, events)| {
+            let mut options = LoadOptions::new(instance, module, producer, 1, events);
+            options.prepared = Some(Arc::new(Prepared::new(module, producer, 1, events)));
             options
         })
         .collect()
@@ -281,8 +372,8 @@ fn drive_lanes(loads: Vec<LoadOptions>) -> Vec<LoadReport> {
 /// (synthesized here too, with the lanes' encoding of the common columns).
 fn appliance_bytes(plan: &Plan, variant: Variant) -> Result<u64, AppError> {
     let mut bytes = 0u64;
-    for (index, module) in Module::ALL.into_iter().enumerate() {
-        for_each_tuple(module, producer_id(plan, variant, index), plan.per_module, plan.ingest_time_us, |_, _, t| {
+    for (module, producer, events) in load_plan(plan, variant) {
+        for_each_tuple(module, producer, events, plan.ingest_time_us, |_, _, t| {
             bytes += t.len() as u64;
             Ok(())
         })?;
@@ -301,15 +392,15 @@ pub(super) fn measure_appliance(
     let loads = prepare_loads(plan, instance, variant);
     let reader = match variant {
         Variant::ApplianceWithReader => Some(CoreReader::start(plan.reader.clone())?),
-        Variant::CopyFromFile | Variant::Insert | Variant::Appliance => None,
+        _ => None,
     };
     let peak_rss_reset = appliance_processes(appliance.pid())?.into_iter().all(reset_peak_rss);
     let cpu_before = tree_ticks(appliance.pid())?;
     let window = open_window(admin, plan)?;
     eprintln!(
-        "bench: {}: {} load clients on the lane sockets (events encoded beforehand)",
+        "bench: {}: {} load client(s) on the lane sockets (events encoded beforehand)",
         variant.key(),
-        Module::ALL.len()
+        load_plan(plan, variant).len()
     );
     let started = Instant::now();
     let reports = drive_lanes(loads);
@@ -339,16 +430,16 @@ const COMMIT_WAIT_TIMEOUT_S: u64 = 600;
 /// Wait until the watermark of every load client of `variant` covers its
 /// last event: every acknowledged event is then committed in PostgreSQL.
 fn wait_all_committed(admin: &mut Connection, plan: &Plan, variant: Variant) -> Result<(), AppError> {
-    let producers: Vec<String> = Module::ALL
+    let loads = load_plan(plan, variant);
+    let producers: Vec<String> = loads
         .iter()
-        .enumerate()
-        .map(|(index, module)| format!("('{}', {})", module.name(), producer_id(plan, variant, index)))
+        .map(|(module, producer, events)| {
+            format!("(module = '{}' AND producer_id = {producer} AND last_seq >= {events})", module.name())
+        })
         .collect();
     let sql = format!(
-        "SELECT count(*)::text FROM appliance.producer_watermarks \
-         WHERE (module, producer_id) IN ({}) AND producer_epoch = 1 AND last_seq >= {}",
-        producers.join(", "),
-        plan.per_module
+        "SELECT count(*)::text FROM appliance.producer_watermarks WHERE producer_epoch = 1 AND ({})",
+        producers.join(" OR ")
     );
     let deadline = Instant::now() + Duration::from_secs(COMMIT_WAIT_TIMEOUT_S);
     let expected = producers.len().to_string();
