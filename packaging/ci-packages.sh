@@ -254,6 +254,24 @@ as_user "$unit_user" /usr/bin/applianced selftest --config "$CONFIG" > "$work/se
 grep -E '^(ok|FAIL) +lane' "$work/selftest.out" | cut -c1-150
 tail -n 1 "$work/selftest.out"
 
+step "monitoring as README's Monitor section shows it (as $unit_user)"
+# The metrics socket, the same exposition from the state directory, and status once.
+as_user "$unit_user" /usr/bin/applianced metrics --instance "$instance" > "$work/metrics.out" 2>&1 ||
+    { cat "$work/metrics.out"; fail "applianced metrics --instance $instance"; }
+grep -q '^applianced_lane_events_committed_total{lane="dpi"} ' "$work/metrics.out" && tail -n 1 "$work/metrics.out" | grep -qx '# EOF' ||
+    { cat "$work/metrics.out"; fail "the metrics socket's exposition"; }
+as_user "$unit_user" /usr/bin/applianced metrics --state-dir "$STATE_DIR" > "$work/metrics-dir.out" 2>&1 ||
+    { cat "$work/metrics-dir.out"; fail "applianced metrics --state-dir"; }
+as_user "$unit_user" /usr/bin/applianced status --state-dir "$STATE_DIR" --once > "$work/status.out" 2>&1 ||
+    { cat "$work/status.out"; fail "applianced status --once"; }
+echo "  metrics: $(grep -c '^applianced_' "$work/metrics.out") samples from @ransomeye/$instance/metrics; status:"
+sed 's/^/    /' "$work/status.out"
+# A module user is not admitted on the metrics socket: it gets no byte.
+if as_user ransomeye-dpi /usr/bin/applianced metrics --instance "$instance" --server-uid "$server_uid" > "$work/metrics.out" 2>&1; then
+    fail "ransomeye-dpi was served the metrics"
+fi
+echo "  ransomeye-dpi on the metrics socket: $(tail -n 1 "$work/metrics.out" | cut -c1-90)"
+
 psql_admin() {
     as_user "$unit_user" psql -X -q -A -t -h "$STATE_DIR/run" -U ransomeye_admin -d ransomeye -c "$1"
 }

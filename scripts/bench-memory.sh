@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7, item 3: the lanes' memory does not grow with the burst size.
+# The lanes' memory does not grow with the burst size (docs/benchmarks.md).
 # Runs `applianced bench --json` once per burst size N (default 250,000,
 # 1,000,000 and 4,000,000 events; pass others as arguments) and prints, per
 # N, the peak RSS (VmHWM, reset before each variant) of the largest lane

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Reproduce the issue-7 benchmark: build the release binary, then run
+# Reproduce the benchmark of docs/benchmarks.md: build the release binary, then run
 # `applianced bench` (all arguments are passed through), e.g.
 #
 #   scripts/bench.sh                      # 1,000,000 events, text report
+#   scripts/bench.sh --rounds 5           # a, a', c, e interleaved five times: medians and spread
 #   scripts/bench.sh --events 200000      # a quicker run
 #   scripts/bench.sh --json | tail -n 1   # the report as one JSON object
 #

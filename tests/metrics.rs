@@ -294,7 +294,10 @@ fn the_metrics_socket_serves_during_a_load_and_counts_what_was_acknowledged() {
     for module in Module::ALL {
         let all = format!("applianced_lane_sandbox_enforced{{lane=\"{}\",layer=\"all\"}} ", module.name());
         assert!(text.contains(&all), "{module:?}");
-        assert_eq!(values[&("applianced_lane_restarts_total".to_string(), module.name().to_string())], 0.0);
+        let value = |sample: &str| values[&(sample.to_string(), module.name().to_string())];
+        assert_eq!(value("applianced_lane_restarts_total"), 0.0);
+        assert!(value("applianced_lane_connections_admitted_total") >= 1.0, "{module:?}");
+        assert!(value("applianced_lane_credit_stalls_total") >= 0.0, "{module:?}");
     }
     assert!(
         values[&("applianced_partition_maintenance_last_success_timestamp_seconds".to_string(), String::new())] > 0.0

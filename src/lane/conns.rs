@@ -264,14 +264,18 @@ impl Connections {
         debug_assert_eq!(reserved, self.reserved_shares(), "reserved shares kept up to date");
     }
 
-    /// An EVENTS body of `bytes` arrived on `slot` against its credit.
-    pub fn receive(&mut self, slot: usize, bytes: usize) {
+    /// An EVENTS body of `bytes` arrived on `slot` against its credit;
+    /// returns whether it used the last of it (a credit stall).
+    pub fn receive(&mut self, slot: usize, bytes: usize) -> bool {
+        let mut exhausted = false;
         if let Some(conn) = self.get_mut(slot) {
             debug_assert!(bytes <= conn.credit_left, "checked against the credit before");
             conn.credit_left = conn.credit_left.saturating_sub(bytes);
             conn.unreleased += bytes;
+            exhausted = conn.credit_left == 0;
         }
         self.credit.receive(bytes);
+        exhausted
     }
 
     /// Received bytes are durable (or were only duplicates): released.

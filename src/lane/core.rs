@@ -95,6 +95,11 @@ pub struct LaneStats {
     pub duplicates_skipped: u64,
     pub batches_committed: u64,
     pub connections_refused: u64,
+    /// Connections given a slot (admitted by their peer credentials).
+    pub connections_admitted: u64,
+    /// EVENTS that used up their connection's credit: the producer then
+    /// waits for a CREDIT frame (a lane that cannot keep up shows here).
+    pub credit_stalls: u64,
     /// Connections whose slot was given to a new one (`Admission::Wait`).
     pub connections_evicted: u64,
     /// Connections closed for a missed deadline: no HELLO in time, idle,
@@ -270,6 +275,7 @@ impl LaneCore {
                 "connection admitted"
             );
         }
+        self.stats.connections_admitted += 1;
         self.conns.open(slot, peer, now.mono_ms);
         self.check_invariants();
         Admission::Slot(slot)
@@ -862,6 +868,8 @@ impl LaneCore {
                 "batches_committed" => s.batches_committed,
                 "batches_read_back" => s.batches_read_back,
                 "connections_refused" => s.connections_refused,
+                "connections_admitted" => s.connections_admitted,
+                "credit_stalls" => s.credit_stalls,
                 "connections_evicted" => s.connections_evicted,
                 "connections_timed_out" => s.connections_timed_out,
                 "protocol_errors" => s.protocol_errors,

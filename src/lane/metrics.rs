@@ -38,7 +38,7 @@ const fn gauge(key: &'static str, help: &'static str) -> LaneMetric {
 }
 
 /// Every lane metric, in the order the lane reports them.
-pub const LANE_METRICS: [LaneMetric; 21] = [
+pub const LANE_METRICS: [LaneMetric; 23] = [
     counter(
         "events_acknowledged",
         "Events acknowledged to producers (durable in the lane's spool), rejected ones included.",
@@ -49,12 +49,14 @@ pub const LANE_METRICS: [LaneMetric; 21] = [
     counter("duplicates_skipped", "Events received again and skipped (already held or durable)."),
     counter("batches_committed", "Transactions of spooled records committed."),
     counter("batches_read_back", "Spooled batches read back from disk to be sent (beyond the cache)."),
+    counter("connections_admitted", "Connections admitted (peer credentials granted on this lane) and given a slot."),
     counter("connections_refused", "Connections refused (peer not admitted, draining, or no slot)."),
     counter("connections_evicted", "Connections whose slot was given to a new one."),
     counter("connections_timed_out", "Connections closed for a missed deadline (no HELLO, idle, replies not read)."),
     counter("protocol_errors", "Connections closed with an ERROR frame."),
     counter("database_resets", "PostgreSQL requests failed or connections lost (retried with backoff)."),
     counter("producers_forgotten", "Idle producers dropped from the lane's bounded producer table."),
+    counter("credit_stalls", "EVENTS frames that used up their connection's credit (the producer waited for CREDIT)."),
     gauge("connections_open", "Producer connections open."),
     gauge("producers", "Producers in the lane's producer table."),
     gauge("spool_used_bytes", "Bytes of the lane's spool segments."),

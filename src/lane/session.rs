@@ -126,7 +126,9 @@ impl LaneCore {
             }
             conn.generation
         };
-        self.conns.receive(slot, body.len());
+        if self.conns.receive(slot, body.len()) {
+            self.stats.credit_stalls += 1;
+        }
         self.pending.add_release(Release { slot, generation, bytes: body.len() });
         let events = frame::decode_events(body)?;
         let count = events.records.len() as u64;

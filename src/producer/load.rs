@@ -6,6 +6,13 @@
 //! events, which the lane deduplicates. Retries through disconnects:
 //! after each reconnect it resumes from the durable watermark the lane
 //! reports in WELCOME.
+//!
+//! It speaks through the same client layer as a module's
+//! [`crate::producer::stream::Stream`] (`ModuleClient`, `is_final`,
+//! `welcome_regression`) but keeps no events in memory: it synthesizes them
+//! again by seq. That is also why, after a WELCOME below its last ACK, it
+//! resends the lost events in the same epoch (the fault suite counts on it),
+//! where a `Stream`, which no longer holds them, continues in a new epoch.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
