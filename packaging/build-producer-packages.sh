@@ -10,7 +10,8 @@
 #
 # The Python bindings (`import ransomeye_producer`) are installed under
 # /usr/share/ransomeye-producer/python; the .deb adds that directory to
-# Debian's python3 path (a .pth file), on RPM hosts set PYTHONPATH to it.
+# Debian's python3 path (a .pth file); the -devel .rpm's %post writes the same
+# .pth into the installed python3's site-packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -49,6 +50,21 @@ echo /usr/share/ransomeye-producer/python > "$dev/usr/lib/python3/dist-packages/
 install -m 0644 examples/c/send_events.c examples/python/send_events.py producer-c/README.md \
     "$dev/usr/share/doc/libransomeye-producer-dev/examples/"
 install -m 0644 deb/copyright "$dev/usr/share/doc/libransomeye-producer-dev/copyright"
+# Debian policy: a changelog per package; the library's shlibs; the
+# package names the issue fixed (not libransomeye-producer0) as an override.
+rfc2822_date=$(date -u -R -d "@$SOURCE_DATE_EPOCH")
+for pair in "$lib=libransomeye-producer" "$dev=libransomeye-producer-dev"; do
+    printf '%s\n' "applianced ($version) unstable; urgency=medium" "" \
+        "  * The RansomEye producer library: C ABI, header, pkg-config file," \
+        "    Python bindings and example modules." "" \
+        " -- RansomEye maintainers <maintainers@ransomeye.invalid>  $rfc2822_date" |
+        gzip -9n > "${pair%%=*}/usr/share/doc/${pair#*=}/changelog.gz"
+    chmod 0644 "${pair%%=*}/usr/share/doc/${pair#*=}/changelog.gz"
+done
+install -d "$lib/usr/share/lintian/overrides"
+echo "libransomeye-producer: package-name-doesnt-match-sonames libransomeye-producer0" \
+    > "$lib/usr/share/lintian/overrides/libransomeye-producer"
+chmod 0644 "$lib/usr/share/lintian/overrides/libransomeye-producer"
 
 # ---- .deb ----------------------------------------------------------------
 control() { # dir package depends description-line
@@ -78,7 +94,9 @@ EOF
 libc_dep=$(dpkg -s libc6 2>/dev/null | sed -n 's/^Version: \([0-9.]*\).*/libc6 (>= \1)/p')
 control "$lib" libransomeye-producer "${libc_dep:-libc6}" "RansomEye producer library (shared library)"
 echo "activate-noawait ldconfig" > "$lib/DEBIAN/triggers"
-control "$dev" libransomeye-producer-dev "libransomeye-producer (= $version)" \
+echo "libransomeye_producer 0 libransomeye-producer (>= $version)" > "$lib/DEBIAN/shlibs"
+chmod 0644 "$lib/DEBIAN/shlibs" "$lib/DEBIAN/triggers"
+control "$dev" libransomeye-producer-dev "libransomeye-producer (= $version), python3" \
     "RansomEye producer library (C header, pkg-config, Python bindings, examples)"
 sed -i 's/^Section: libs/Section: libdevel/' "$dev/DEBIAN/control"
 dpkg-deb --root-owner-group -Zxz --build "$lib" "$out/libransomeye-producer_${version}_${deb_arch}.deb" >/dev/null

@@ -426,6 +426,12 @@ if grep -q '^[EW]: ' "$work/lintian.out"; then
     fail "lintian reported errors or warnings that packaging/lintian-overrides does not list"
 fi
 echo "  no errors, no unlisted warnings ($(grep -c '^O: ' "$work/lintian.out" || true) overridden, $(grep -c '^I: ' "$work/lintian.out" || true) info)"
+lintian --pedantic --display-info --show-overrides target/packages/libransomeye-producer_*.deb \
+    target/packages/libransomeye-producer-dev_*.deb 2>&1 | grep -v '^running with root privileges' | tee "$work/lintian-lib.out" || true
+if grep -q '^[EW]: ' "$work/lintian-lib.out"; then
+    fail "lintian reported errors or warnings on the producer library's packages"
+fi
+echo "  producer library packages: no errors, no warnings ($(grep -c '^O: ' "$work/lintian-lib.out" || true) overridden: the package name the module teams rely on)"
 
 # ---------------------------------------------------------------------------
 step "the .rpm: file list"
@@ -479,6 +485,23 @@ if awk '/^postuninstall scriptlet/ { on = 1; next } /scriptlet \(using/ { on = 0
 fi
 rpm -qpR "$rpm_file" | grep -q 'postgresql15-server or postgresql-server' || fail "rpm lacks the PostgreSQL requirement"
 echo "  pre stops, post installs, preun disables and stops, posttrans starts, postun keeps the data"
+# The -devel .rpm puts the Python bindings on the system python3's path: its
+# scriptlets, run here against a stand-in python3 whose site-packages is a
+# scratch directory (no RPM host to install on).
+dev_rpm=$(ls target/packages/libransomeye-producer-devel-*.rpm)
+rpm -qp --scripts "$dev_rpm" > "$work/dev-scripts.out"
+scriptlet() { awk -v h="$1" '/scriptlet \(using/ { on = index($0, h) == 1; next } on' "$work/dev-scripts.out"; }
+install -d "$work/fake-bin" "$work/site"
+printf '#!/bin/sh\necho %s\n' "$work/site" > "$work/fake-bin/python3"
+chmod 755 "$work/fake-bin/python3"
+PATH="$work/fake-bin:$PATH" sh -c "$(scriptlet postinstall)" sh 1
+[ "$(cat "$work/site/ransomeye_producer.pth" 2>/dev/null)" = /usr/share/ransomeye-producer/python ] ||
+    fail "the -devel .rpm's %post does not add the bindings to python3's path"
+PATH="$work/fake-bin:$PATH" sh -c "$(scriptlet postuninstall)" sh 1
+[ -e "$work/site/ransomeye_producer.pth" ] || fail "the -devel .rpm's %postun removed the path on an upgrade"
+PATH="$work/fake-bin:$PATH" sh -c "$(scriptlet postuninstall)" sh 0
+[ ! -e "$work/site/ransomeye_producer.pth" ] || fail "the -devel .rpm's %postun left the path on erase"
+echo "  -devel: post adds ransomeye_producer.pth to python3's site-packages, postun removes it on erase only"
 
 # ---------------------------------------------------------------------------
 # Data survives an upgrade (reinstalling runs prerm upgrade + postinst

@@ -277,9 +277,15 @@ fn the_metrics_socket_serves_during_a_load_and_counts_what_was_acknowledged() {
         let values = parse(python, &text);
         let equal =
             |sample: &str, m: Module| values.get(&(sample.into(), m.name().into())) == Some(&(LOAD_EVENTS as f64));
-        if Module::ALL.into_iter().all(|m| {
-            equal("applianced_lane_events_acknowledged_total", m) && equal("applianced_lane_events_committed_total", m)
-        }) {
+        let maintained = values
+            .get(&("applianced_partition_maintenance_last_success_timestamp_seconds".to_string(), String::new()))
+            .is_some_and(|t| *t > 0.0);
+        if maintained
+            && Module::ALL.into_iter().all(|m| {
+                equal("applianced_lane_events_acknowledged_total", m)
+                    && equal("applianced_lane_events_committed_total", m)
+            })
+        {
             break (text, values);
         }
         assert!(started.elapsed() < Duration::from_secs(60), "the socket never showed every commit: {values:?}");
