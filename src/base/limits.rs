@@ -271,6 +271,10 @@ pub const BATCH_FLUSH_INTERVAL_MS: u64 = 5;
 /// (connections refused, admitted, evicted or closed with an ERROR); the
 /// rest are counted and reported with the next line of that kind.
 pub const REJECT_LOG_PER_S: u32 = 5;
+/// A line that can repeat every turn of the supervisor's loop (a write
+/// that keeps failing, a lane that keeps sending what is ignored) is
+/// logged once per this interval, with the count of those suppressed.
+pub const REPEATED_LOG_INTERVAL_MS: u64 = 60_000;
 /// Reconnect backoff to PostgreSQL: first wait and cap.
 pub const PG_RECONNECT_BACKOFF_MIN_MS: u64 = 50;
 pub const PG_RECONNECT_BACKOFF_MAX_MS: u64 = 5_000;

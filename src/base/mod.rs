@@ -4,6 +4,8 @@
 pub mod limits;
 /// Wall-clock time (simulated in test builds for the partition lifecycle).
 pub mod clock;
+/// Rate-limited log lines.
+pub mod ratelimit;
 /// Failpoints at each batch stage (the `failpoints` feature only).
 pub mod failpoint;
 /// The only module with `unsafe`: small libc wrappers.

@@ -26,6 +26,7 @@ use crate::base::limits::{
     CLUSTER_RESTART_BACKOFF_MAX_MS, CLUSTER_RESTART_BACKOFF_MIN_MS, LANE_DRAIN_TIMEOUT_S, LANE_READY_TIMEOUT_S,
     LANE_RESTART_BACKOFF_MAX_MS, LANE_RESTART_BACKOFF_MIN_MS,
 };
+use crate::base::ratelimit;
 use crate::base::sys;
 use crate::base::sys::fdpass::{receive_message, send_message};
 use crate::control::cluster::{Embedded, StateDir};
@@ -230,7 +231,9 @@ fn on_control(lane: &mut Lane, dir: &StateDir, identities: &LaneIdentities) -> b
                 let report = crate::lane::metrics::accepted_lines(&String::from_utf8_lossy(&buffer[1..message.len]));
                 let text = format!("pid = {}\n{report}", child.id());
                 if let Err(e) = write_replacing(&metrics_path(dir, lane.module), &text) {
-                    tracing::warn!(lane = lane.module.name(), error = %e, "cannot write the lane metrics file");
+                    if let Some(suppressed) = ratelimit::allow("lane metrics file") {
+                        tracing::warn!(lane = lane.module.name(), error = %e, suppressed, "cannot write the lane metrics file");
+                    }
                 }
                 log_if_stalled(lane.module, &mut lane.stall_logged_at, &report);
             }
@@ -240,7 +243,14 @@ fn on_control(lane: &mut Lane, dir: &StateDir, identities: &LaneIdentities) -> b
                 return serving;
             }
             Ok(Some(message)) => {
-                tracing::warn!(lane = lane.module.name(), bytes = message.len, "unexpected control message ignored")
+                if let Some(suppressed) = ratelimit::allow("unexpected control message") {
+                    tracing::warn!(
+                        lane = lane.module.name(),
+                        bytes = message.len,
+                        suppressed,
+                        "unexpected control message ignored"
+                    )
+                }
             }
             Ok(None) => return serving,
             Err(e) => {
@@ -341,7 +351,9 @@ impl MetricsServer {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "metrics socket accept failed");
+                    if let Some(suppressed) = ratelimit::allow("metrics accept") {
+                        tracing::warn!(error = %e, suppressed, "metrics socket accept failed");
+                    }
                     break;
                 }
             };
@@ -368,7 +380,9 @@ impl MetricsServer {
         self.written_at = Some(Instant::now());
         let text = self.exposition(dir, lanes);
         if let Err(e) = write_replacing(path, &text) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the metrics textfile");
+            if let Some(suppressed) = ratelimit::allow("metrics textfile") {
+                tracing::warn!(path = %path.display(), error = %e, suppressed, "cannot write the metrics textfile");
+            }
         }
     }
 }
@@ -446,7 +460,9 @@ fn notify_systemd(state: &str) {
     let sent = address
         .and_then(|a| std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.send_to_addr(state.as_bytes(), &a)));
     if let Err(e) = sent {
-        tracing::warn!(error = %e, "cannot notify systemd");
+        if let Some(suppressed) = ratelimit::allow("notify systemd") {
+            tracing::warn!(error = %e, suppressed, "cannot notify systemd");
+        }
     }
 }
 
@@ -624,7 +640,9 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
         }
         cluster.check(&embedded, &options.placement.pg_cpus);
         if let Err(e) = crate::control::cluster::prune_logs(&embedded.dir) {
-            tracing::warn!(error = %e, "cannot prune the PostgreSQL log");
+            if let Some(suppressed) = ratelimit::allow("prune the PostgreSQL log") {
+                tracing::warn!(error = %e, suppressed, "cannot prune the PostgreSQL log");
+            }
         }
         if !maintenance.is_alive() {
             tracing::error!("the maintenance thread ended; starting it again");

@@ -26,9 +26,10 @@ use crate::base::limits::{
     CONNECTION_OUTPUT_PAUSE_BYTES, HANDSHAKE_TIMEOUT_MS, LANE_CONNECTIONS_MAX, LOOKUPS_PER_TRANSACTION_MAX,
     PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS,
 };
+use crate::base::ratelimit::RateLimitedLog;
 use crate::base::sys::PeerCred;
 use crate::codec::frame::{self, ErrorCode};
-use crate::lane::ingress::{PeerPolicy, RateLimitedLog};
+use crate::lane::ingress::PeerPolicy;
 use crate::model::matrix::Module;
 use crate::pg::pipeline::{self, Outcome, Pipeline};
 use crate::pg::wire::decode_message;

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::base::limits::{PRODUCER_ID_MAX, REJECT_LOG_PER_S, RESERVED_PRODUCER_ID_FIRST};
+use crate::base::limits::{PRODUCER_ID_MAX, RESERVED_PRODUCER_ID_FIRST};
 use crate::base::sys::PeerCred;
 
 /// Whom a grant names: a uid, or a primary gid.
@@ -100,31 +100,6 @@ impl PeerPolicy {
     }
 }
 
-/// At most [`REJECT_LOG_PER_S`] log lines per second; the rest are counted
-/// and reported with the next line that is logged.
-#[derive(Debug, Default)]
-pub struct RateLimitedLog {
-    window_start_ms: u64,
-    logged_in_window: u32,
-    suppressed: u64,
-}
-
-impl RateLimitedLog {
-    /// Whether to log now; returns the number suppressed since the last line.
-    pub fn allow(&mut self, now_ms: u64) -> Option<u64> {
-        if now_ms.saturating_sub(self.window_start_ms) >= 1000 {
-            self.window_start_ms = now_ms;
-            self.logged_in_window = 0;
-        }
-        if self.logged_in_window >= REJECT_LOG_PER_S {
-            self.suppressed += 1;
-            return None;
-        }
-        self.logged_in_window += 1;
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,13 +141,5 @@ mod tests {
         for bad in ["uid:7", "uid:x:1-2", "pid:7:1-2", "uid:7:9-3", "uid:7:1-9223372036854775808"] {
             assert!(PeerGrant::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn refusal_logs_are_rate_limited() {
-        let mut log = RateLimitedLog::default();
-        let allowed = (0..100).filter(|_| log.allow(5000).is_some()).count();
-        assert_eq!(allowed as u32, REJECT_LOG_PER_S);
-        assert_eq!(log.allow(6000), Some(100 - u64::from(REJECT_LOG_PER_S)));
     }
 }
