@@ -194,7 +194,7 @@ fn python_batches_take_nulls_text_and_addresses_and_a_bad_row_is_named() {
     let _appliance = cluster.appliance(&name, &[]);
     let script = r#"
 import ipaddress, sys
-from ransomeye_producer import Event, ProducerError, Stream, RP_ERR_EVENT
+from ransomeye_producer import Event, ProducerError, Stream, RP_ERR_ARGUMENT, RP_ERR_EVENT
 instance, uid, t = sys.argv[1], int(sys.argv[2]), 1_800_000_000_000_000
 with Stream(instance, "core", 7500, 1, uid) as s:
     e = Event("core", "detections")
@@ -213,6 +213,17 @@ with Stream(instance, "dpi", 7501, 1, uid) as s:
     s.send_columns(e, [[b"\x04" * 16] * 2, [6, 17], ["192.0.2.1", ipaddress.ip_address("2001:db8::1")], [1, 2],
                        [b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02"], [80, 53], [1, 2], [3, 4], [5, 6], ["http", None]],
                    b"S" * 16, t)
+    # Packed whole: uuids and IPv4 addresses as bytes, integers as an array; a
+    # packed column of the wrong size is refused before anything is queued.
+    import array
+    cols = [b"\x05" * 32, [6, 6], b"\xc0\x00\x02\x07\xc0\x00\x02\x08", array.array("q", [1, 2]),
+            b"\x0a\x00\x00\x03\x0a\x00\x00\x04", [1, 2], array.array("q", [7, 8]), [3, 4], [5, 6], [None, None]]
+    s.send_columns(e, cols, b"S" * 16, t)
+    try:
+        s.send_columns(e, [b"\x05" * 33] + cols[1:], b"S" * 16, t)
+        raise SystemExit("a packed uuid column of 33 bytes for 2 rows was accepted")
+    except ProducerError as err:
+        assert err.status == RP_ERR_ARGUMENT, (err.status, str(err))
     s.flush(60_000)
     print(f"dpi acked={s.acked}")
 "#;
@@ -224,7 +235,7 @@ with Stream(instance, "dpi", 7501, 1, uid) as s:
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("core acked=3") && stdout.contains("dpi acked=2"), "{stdout}");
+    assert!(stdout.contains("core acked=3") && stdout.contains("dpi acked=4"), "{stdout}");
     assert_eq!(cluster.committed_rows(Module::Core, 7500, 1, 3), (3, 3));
     let rows = cluster
         .admin()
@@ -245,7 +256,18 @@ with Stream(instance, "dpi", 7501, 1, uid) as s:
         )
         .unwrap();
     let rows: Vec<Vec<&str>> = rows.iter().map(|r| r.iter().map(|v| v.as_deref().unwrap_or("")).collect()).collect();
-    assert_eq!(rows, vec![vec!["192.0.2.1/32", "10.0.0.1/32"], vec!["2001:db8::1/128", "10.0.0.2/32"]]);
+    assert_eq!(rows, vec![
+        vec!["192.0.2.1/32", "10.0.0.1/32"],
+        vec!["2001:db8::1/128", "10.0.0.2/32"],
+        vec!["192.0.2.7/32", "10.0.0.3/32"],
+        vec!["192.0.2.8/32", "10.0.0.4/32"]
+    ]);
+    let packets = cluster
+        .admin()
+        .simple_query("SELECT src_port::text, packets::text, flow_id::text FROM dpi.flows WHERE producer_id = 7501 AND producer_seq = 4")
+        .unwrap();
+    let row: Vec<&str> = packets[0].iter().map(|v| v.as_deref().unwrap_or("")).collect();
+    assert_eq!(row, vec!["2", "8", "05050505-0505-0505-0505-050505050505"]);
 }
 
 /// The Rust stream across a lane killed while events are in flight: the
@@ -306,6 +328,66 @@ fn the_stream_resends_across_a_lane_restart_and_stores_every_event_once() {
     assert!(stream.stats().reconnects >= 1, "{:?}", stream.stats());
     println!("stream stats: {:?}", stream.stats());
     assert_eq!(cluster.committed_rows(Module::Dpi, 7400, 1, total), (total, total));
+}
+
+/// A stream inside the module's own event loop: it waits on the stream's
+/// descriptor (readable, and writable while frames wait for room) and
+/// pumps without waiting; 200,000 events outrun the socket's buffer, so
+/// frames do wait (`pending_output` > 0 seen), and every event is
+/// acknowledged and stored once without a blocking call until the end.
+#[test]
+fn a_stream_in_an_event_loop_waits_for_room_and_replies_on_its_descriptor() {
+    use applianced::producer::event::{EventBuilder, Value};
+    use applianced::producer::stream::{Stream, StreamConfig};
+    use std::time::{Duration, Instant};
+
+    let cluster = TestCluster::start();
+    let name = instance();
+    let _appliance = cluster.appliance(&name, &[]);
+    let config = StreamConfig {
+        instance: name.clone(),
+        module: Module::LinuxAgent,
+        producer_id: 7600,
+        epoch: 1,
+        server_uid: applianced::base::sys::effective_uid(),
+    };
+    let mut stream = Stream::connect(config).unwrap();
+    let mut event = EventBuilder::new(Module::LinuxAgent, "file_events").unwrap();
+    let types: Vec<&str> = event.columns().map(|(_, t, _)| t).collect();
+    let total = 200_000u64;
+    let (mut seq, mut waited_for_room) = (0u64, 0u32);
+    let started = Instant::now();
+    while stream.acked_seq() < total {
+        assert!(started.elapsed() < Duration::from_secs(300), "stuck at {} of {total}", stream.acked_seq());
+        // Queue a slice of events while the stream holds few unsent bytes.
+        while seq < total && stream.pending_output() < 1 << 20 && seq - stream.acked_seq() < 50_000 {
+            seq += 1;
+            let path = format!("/data/file-{seq}");
+            for t in &types {
+                let value = match *t {
+                    "text" => Value::Text(&path),
+                    "smallint" | "integer" => Value::Int((seq % 3) as i64),
+                    "bigint" => Value::Int(seq as i64),
+                    "real" => Value::Float(0.5),
+                    _ => Value::Null,
+                };
+                event.push(value).unwrap();
+            }
+            stream.send_event(&mut event, &[2; 16], 1_800_000_000_000_000).unwrap();
+        }
+        stream.pump(Duration::ZERO).unwrap();
+        let pending = stream.pending_output();
+        let mut events = libc::POLLIN;
+        if pending > 0 {
+            events |= libc::POLLOUT;
+            waited_for_room += 1;
+        }
+        let mut fds = [libc::pollfd { fd: stream.fd().unwrap(), events, revents: 0 }];
+        applianced::base::sys::poll(&mut fds, 100).unwrap();
+    }
+    assert!(waited_for_room > 0, "the socket never filled: the test did not exercise waiting for room");
+    println!("event loop: {total} events, waited for room {waited_for_room} times, {:?}", started.elapsed());
+    assert_eq!(cluster.committed_rows(Module::LinuxAgent, 7600, 1, total), (total, total));
 }
 
 /// The header declares exactly the functions the library defines, and the

@@ -12,6 +12,7 @@ into the library per value. Stream.send takes one event at a time instead.
 """
 
 import argparse
+import array
 import os
 import sys
 import time
@@ -24,24 +25,42 @@ BATCH = 4096
 _XOR16 = int.from_bytes(bytes(range(16)), "little")
 
 
+def sixteen_bytes(seqs):
+    """Each seq's 16-byte value, back to back: every seq twice as a
+    little-endian u64, XORed with bytes 0..15 (one big-int XOR per batch)."""
+    doubled = array.array("Q", bytes(16 * len(seqs)))
+    doubled[0::2] = doubled[1::2] = array.array("Q", seqs)
+    if sys.byteorder == "big":
+        doubled.byteswap()
+    key = int.from_bytes(bytes(range(16)) * len(seqs), "little")
+    return (int.from_bytes(doubled.tobytes(), "little") ^ key).to_bytes(16 * len(seqs), "little")
+
+
 def column(sql_type, seqs, now_us):
-    """The values of one column for the events `seqs` (a range)."""
+    """The values of one column for the events `seqs` (a range), as a list
+    or packed whole (Stream.send_columns takes both)."""
     if sql_type == "smallint":
         return [s % 3 for s in seqs]
     if sql_type == "integer":
         return [s & 0xFFFF for s in seqs]
     if sql_type == "bigint":
-        return seqs
+        return array.array("q", seqs)
     if sql_type == "real":
         return [(s % 100) / 100.0 for s in seqs]
     if sql_type == "text":
         return [b"example-%d" % s for s in seqs]
-    if sql_type in ("bytea", "uuid"):
-        return [((s | s << 64) ^ _XOR16).to_bytes(16, "little") for s in seqs]
-    if sql_type == "inet":  # 10.x.y.z from the seq's low 24 bits, packed
-        return [(0x0A000000 | (s & 0xFFFFFF)).to_bytes(4, "big") for s in seqs]
+    if sql_type == "uuid":
+        return sixteen_bytes(seqs)
+    if sql_type == "bytea":
+        packed = sixteen_bytes(seqs)
+        return [packed[i : i + 16] for i in range(0, len(packed), 16)]
+    if sql_type == "inet":  # 10.x.y.z from the seq's low 24 bits, 4 bytes per row in network order
+        addresses = array.array("I", [0x0A000000 | (s & 0xFFFFFF) for s in seqs])
+        if sys.byteorder == "little":
+            addresses.byteswap()
+        return addresses.tobytes()
     if sql_type == "timestamp with time zone":
-        return [now_us] * len(seqs)
+        return array.array("q", [now_us]) * len(seqs)
     raise ValueError(f"no example values for {sql_type}")
 
 

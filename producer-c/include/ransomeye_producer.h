@@ -331,9 +331,11 @@ int rp_stream_send_columns(rp_stream *stream,
 int64_t rp_stream_send_record(rp_stream *stream, const uint8_t *record, size_t len);
 
 /*
- Send what the credit allows and take in replies, waiting up to
- `wait_ms` (0: only what is there). For event loops: call when
- `rp_stream_fd` is readable, or on a timer.
+ Send what the credit allows and the socket takes now, and take in
+ replies, waiting up to `wait_ms` (0: only what is there) for a reply or,
+ while frames wait, for room in the socket. For event loops: call when
+ `rp_stream_fd` is readable, when it is writable while
+ `rp_stream_pending_bytes` is not 0, or on a timer.
 
  # Safety
  `stream` is a live handle.
@@ -350,12 +352,22 @@ int rp_stream_pump(rp_stream *stream, uint32_t wait_ms);
 int rp_stream_flush(rp_stream *stream, uint32_t timeout_ms);
 
 /*
- The connection's descriptor (-1 while disconnected), to poll for reading.
+ The connection's descriptor (-1 while disconnected), to poll for reading
+ (and for writing while `rp_stream_pending_bytes` is not 0).
 
  # Safety
  `stream` is NULL or a live handle.
  */
 int rp_stream_fd(const rp_stream *stream);
+
+/*
+ Bytes of frames waiting for room in the socket (0: nothing to write;
+ else poll `rp_stream_fd` for writing too).
+
+ # Safety
+ `stream` is NULL or a live handle.
+ */
+size_t rp_stream_pending_bytes(const rp_stream *stream);
 
 /*
  Events acknowledged so far.

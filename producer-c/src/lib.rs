@@ -697,9 +697,11 @@ pub unsafe extern "C" fn rp_stream_send_record(stream: *mut RpStream, record: *c
     }
 }
 
-/// Send what the credit allows and take in replies, waiting up to
-/// `wait_ms` (0: only what is there). For event loops: call when
-/// `rp_stream_fd` is readable, or on a timer.
+/// Send what the credit allows and the socket takes now, and take in
+/// replies, waiting up to `wait_ms` (0: only what is there) for a reply or,
+/// while frames wait, for room in the socket. For event loops: call when
+/// `rp_stream_fd` is readable, when it is writable while
+/// `rp_stream_pending_bytes` is not 0, or on a timer.
 ///
 /// # Safety
 /// `stream` is a live handle.
@@ -730,7 +732,8 @@ pub unsafe extern "C" fn rp_stream_flush(stream: *mut RpStream, timeout_ms: u32)
     }
 }
 
-/// The connection's descriptor (-1 while disconnected), to poll for reading.
+/// The connection's descriptor (-1 while disconnected), to poll for reading
+/// (and for writing while `rp_stream_pending_bytes` is not 0).
 ///
 /// # Safety
 /// `stream` is NULL or a live handle.
@@ -738,6 +741,17 @@ pub unsafe extern "C" fn rp_stream_flush(stream: *mut RpStream, timeout_ms: u32)
 pub unsafe extern "C" fn rp_stream_fd(stream: *const RpStream) -> c_int {
     // SAFETY: by the contract, NULL or live.
     unsafe { stream.as_ref() }.and_then(|s| s.stream.fd()).unwrap_or(-1)
+}
+
+/// Bytes of frames waiting for room in the socket (0: nothing to write;
+/// else poll `rp_stream_fd` for writing too).
+///
+/// # Safety
+/// `stream` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rp_stream_pending_bytes(stream: *const RpStream) -> usize {
+    // SAFETY: by the contract, NULL or live.
+    unsafe { stream.as_ref() }.map_or(0, |s| s.stream.pending_output())
 }
 
 /// Events acknowledged so far.

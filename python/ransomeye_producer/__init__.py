@@ -81,6 +81,7 @@ def _load():
         "rp_stream_pump": (c.c_int, [c.c_void_p, c.c_uint32]),
         "rp_stream_flush": (c.c_int, [c.c_void_p, c.c_uint32]),
         "rp_stream_fd": (c.c_int, [c.c_void_p]),
+        "rp_stream_pending_bytes": (c.c_size_t, [c.c_void_p]),
         "rp_stream_acked": (c.c_uint64, [c.c_void_p]),
         "rp_stream_rejected": (c.c_uint64, [c.c_void_p]),
         "rp_stream_lost_reports": (c.c_uint64, [c.c_void_p]),
@@ -232,17 +233,45 @@ def _converted(kind, v):
     return v
 
 
+def _rows_of(columns, kinds, event_times_us):
+    """How many rows a batch has: the length of its first column that is a
+    sequence or an array (packed bytes do not say: 4 or 16 bytes per inet
+    row), else of its event times."""
+    for values, kind in zip(columns, kinds):
+        if not (isinstance(values, (bytes, bytearray)) and kind in (5, 6)):
+            return len(values)
+    if not isinstance(event_times_us, int):
+        return len(event_times_us)
+    raise ProducerError(RP_ERR_ARGUMENT, 0, "every column is packed bytes: give rows=")
+
+
+def _packed(kind, values, rows):
+    """A column given already packed, (values, lengths), or None: an
+    array.array of the kind's type ('q' int and timestamptz, 'f' real), or
+    bytes with 16 bytes per row (uuid; inet IPv6) or 4 (inet IPv4)."""
+    if isinstance(values, array.array) and kind in _FIXED and values.typecode == _FIXED[kind][0]:
+        return values, None
+    if isinstance(values, (bytes, bytearray)) and kind in (5, 6):
+        width = len(values) // rows if rows else 0
+        if rows == 0 or len(values) != width * rows or width not in ((16,) if kind == 5 else (4, 16)):
+            raise ProducerError(RP_ERR_ARGUMENT, 0, f"a packed column of {len(values)} bytes for {rows} rows")
+        return bytes(values), (None if kind == 5 else array.array("I", [width]) * rows)
+    return None
+
+
 def _column(kind, values, rows, keep):
     """The rp_column of one column's values (a sequence of `rows` values,
-    None for NULL); `keep` holds the buffers alive until the call returns.
-    Values already in the library's form take one pass in C (array, join);
-    the others (None, str text, inet strings or objects) are converted first."""
-    if len(values) != rows:
-        raise ProducerError(RP_ERR_ARGUMENT, 0, f"a column has {len(values)} values, {rows} rows given")
+    None for NULL, or a packed column: see _packed); `keep` holds the
+    buffers alive until the call returns. Values already in the library's
+    form take one pass in C (array, join); the others (None, str text, inet
+    strings or objects) are converted first."""
     nulls = None
+    packed = _packed(kind, values, rows)
+    if packed is None and len(values) != rows:
+        raise ProducerError(RP_ERR_ARGUMENT, 0, f"a column has {len(values)} values, {rows} rows given")
     try:
         try:
-            data, lengths = _encode(kind, values, rows)
+            data, lengths = packed or _encode(kind, values, rows)
         except TypeError:
             if any(v is None for v in values):
                 nulls = bytes(v is None for v in values)
@@ -259,6 +288,8 @@ def _column(kind, values, rows, keep):
 
 class Event:
     """A reusable event of one table: its values are given to Stream.send."""
+
+    _handle = None  # until the library gave one (close and __del__ rely on it)
 
     def __init__(self, module, table):
         lib = _library()
@@ -324,6 +355,8 @@ class Event:
 class Stream:
     """A producer's reliable stream to its lane (see the module docstring)."""
 
+    _handle = None  # until the library gave one (close and __del__ rely on it)
+
     def __init__(self, instance, module, producer_id, epoch, server_uid):
         """`server_uid`: the uid the appliance runs as (the packaged
         appliance: the user ransomeye, pwd.getpwnam("ransomeye").pw_uid);
@@ -356,19 +389,24 @@ class Stream:
             lambda: _lib.rp_stream_send_fields(handle, event._handle, fields, len(fields), source_id, event_time_us)
         )
 
-    def send_columns(self, event, columns, source_ids, event_times_us):
+    def send_columns(self, event, columns, source_ids, event_times_us, rows=None):
         """Queue a batch of events given column by column, in one library
         call: `columns` has one sequence per column of the table (in
         Event.columns order), each with one value per row (types as for
         `send`; text also as UTF-8 bytes, inet also as 4 or 16 packed
-        bytes). `source_ids`: one 16-byte id for every row, or 16 bytes per
+        bytes), or packed whole: an array.array('q') for an integer or
+        timestamptz column, array.array('f') for real, one bytes object of
+        16 bytes per row for uuid, of 4 (IPv4) or 16 (IPv6) per row for
+        inet (`rows` says how many rows when no column or event-time list
+        does). `source_ids`: one 16-byte id for every row, or 16 bytes per
         row back to back; `event_times_us`: one int for every row, or a
         sequence. Every row is checked as the lane checks it; a bad row
         raises ProducerError naming it, the rows before it stay queued.
         Returns the number of rows queued."""
-        rows = len(columns[0]) if columns else 0
         if len(columns) != len(event.columns):
             raise ProducerError(RP_ERR_ARGUMENT, 0, f"{len(event.columns)} columns expected, {len(columns)} given")
+        if rows is None:
+            rows = _rows_of(columns, event._kinds, event_times_us)
         keep = []
         batch = (_Column * len(columns))(
             *[_column(kind, values, rows, keep) for kind, values in zip(event._kinds, columns)]
@@ -423,7 +461,14 @@ class Stream:
         self._check(_lib.rp_stream_flush(self._handle, timeout_ms))
 
     def fileno(self):
+        """The connection's descriptor, for select/poll: readable means
+        replies; while pending_bytes is not 0, writable means room."""
         return _lib.rp_stream_fd(self._handle)
+
+    @property
+    def pending_bytes(self):
+        """Bytes of frames waiting for room in the socket."""
+        return _lib.rp_stream_pending_bytes(self._handle)
 
     @property
     def next_seq(self):

@@ -46,20 +46,6 @@ pub fn process_usage(pid: i32) -> Option<(f64, u64)> {
     Some((cpu, rss_kib * 1024))
 }
 
-/// The pids whose parent is `parent` (PostgreSQL's backends and workers).
-fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
-                let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
-                ppid == Some(parent)
-            })
-        })
-        .collect()
-}
-
 /// The processes of a running appliance: (name, pids summed under it).
 fn processes(dir: &StateDir, supervisor_pid: Option<i32>) -> Vec<(String, Vec<i32>)> {
     let mut out = Vec::new();
@@ -76,7 +62,7 @@ fn processes(dir: &StateDir, supervisor_pid: Option<i32>) -> Vec<(String, Vec<i3
         .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
     if let Some(pid) = postmaster.filter(|pid| crate::base::sys::process_exists(*pid)) {
         let mut pids = vec![pid];
-        pids.extend(children_of(pid));
+        pids.extend(crate::base::sys::children_of(pid).unwrap_or_default());
         out.push(("postgres".to_string(), pids));
     }
     out

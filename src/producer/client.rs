@@ -211,6 +211,32 @@ impl ModuleClient {
         self.flush()
     }
 
+    /// Queue one EVENTS frame without sending it (see [`Self::send_queued`]);
+    /// the caller must hold enough credit for `body`, which bounds what waits.
+    pub fn queue_events(&mut self, body: &[u8]) {
+        debug_assert!(body.len() as u64 <= self.credit_bytes);
+        self.credit_bytes -= body.len() as u64;
+        frame::encode_frame(&mut self.out, Kind::Events, body);
+    }
+
+    /// Send what the socket takes now of the queued frames; returns the
+    /// bytes still waiting (0: all sent).
+    pub fn send_queued(&mut self) -> Result<usize, ClientError> {
+        while !self.out.is_empty() {
+            let sent = sys::send_nowait(self.stream.as_fd(), &self.out).map_err(ClientError::Io)?;
+            if sent == 0 {
+                break;
+            }
+            let _ = self.out.split_to(sent);
+        }
+        Ok(self.out.len())
+    }
+
+    /// Bytes of queued frames not yet sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.len()
+    }
+
     /// Send raw bytes (tests of malformed input).
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.stream.write_all(bytes).map_err(ClientError::Io)

@@ -19,6 +19,7 @@ use bytes::BytesMut;
 use super::client::{ClientError, ModuleClient, Reply, is_final, welcome_regression};
 use super::event::{EventBuilder, EventError};
 use crate::base::limits::{FRAME_EVENTS_MAX, RECORD_BYTES_MAX};
+use crate::base::sys;
 use crate::codec::frame::{self, StatusCode};
 use crate::model::matrix::Module;
 
@@ -159,9 +160,17 @@ impl Stream {
         &self.stats
     }
 
-    /// The connection's descriptor, to wait for readability in an event loop.
+    /// The connection's descriptor, to wait for in an event loop: for
+    /// reading, and for writing while [`Self::pending_output`] is not 0.
     pub fn fd(&self) -> Option<RawFd> {
         self.client.as_ref().map(|c| c.as_raw_fd())
+    }
+
+    /// Bytes of EVENTS frames framed but not yet taken by the socket (a
+    /// pump sends what the socket takes and leaves the rest for the next;
+    /// bounded by the credit the lane granted).
+    pub fn pending_output(&self) -> usize {
+        self.client.as_ref().map_or(0, ModuleClient::queued_bytes)
     }
 
     /// Queue one encoded EVENTS record (`frame::encode_record`); returns its seq.
@@ -318,7 +327,17 @@ impl Stream {
     fn exchange(&mut self, wait: Duration) -> Result<(), ClientError> {
         self.send_within_credit()?;
         let Some(client) = self.client.as_mut() else { return Ok(()) };
-        let replies = client.poll_replies(wait)?;
+        let replies = if client.queued_bytes() > 0 && !wait.is_zero() {
+            // Frames wait for room in the socket: wake for room or for a reply.
+            let events = libc::POLLIN | libc::POLLOUT;
+            let mut fds = [libc::pollfd { fd: client.as_raw_fd(), events, revents: 0 }];
+            let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+            sys::poll(&mut fds, wait_ms).map_err(ClientError::Io)?;
+            client.send_queued()?;
+            client.poll_replies(Duration::ZERO)?
+        } else {
+            client.poll_replies(wait)?
+        };
         for reply in replies {
             self.note(reply);
         }
@@ -327,8 +346,20 @@ impl Stream {
     }
 
     /// Send EVENTS frames of the queued events after `sent_through`, each
-    /// within the credit held.
+    /// within the credit held, without waiting for room in the socket
+    /// (what does not fit waits in the client, bounded by the credit, and
+    /// goes with the next pump).
     fn send_within_credit(&mut self) -> Result<(), ClientError> {
+        self.frame_within_credit()?;
+        match self.client.as_mut() {
+            Some(client) => client.send_queued().map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Frame the queued events after `sent_through` as EVENTS frames, each
+    /// within the credit held.
+    fn frame_within_credit(&mut self) -> Result<(), ClientError> {
         let Some(client) = self.client.as_mut() else { return Ok(()) };
         loop {
             let next = self.sent_through + 1;
@@ -353,7 +384,7 @@ impl Stream {
             self.body.clear();
             frame::encode_events_header(&mut self.body, next, count);
             self.body.extend_from_slice(&self.records[start - self.dropped..end - self.dropped]);
-            client.send_events(&self.body)?;
+            client.queue_events(&self.body);
             let last = next + u64::from(count) - 1;
             self.stats.resent += self.highest_sent.min(last).saturating_sub(next - 1);
             self.highest_sent = self.highest_sent.max(last);

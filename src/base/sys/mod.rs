@@ -430,6 +430,24 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
     Ok(rc as usize)
 }
 
+/// Send what the socket takes now of `bytes` (`MSG_DONTWAIT`; a closed
+/// peer is an error, not SIGPIPE): the count sent, 0 when it is full.
+pub fn send_nowait(socket: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `bytes` is valid for reads of its length for the call.
+    let sent = unsafe {
+        libc::send(socket.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    if sent < 0 {
+        let error = io::Error::last_os_error();
+        return match error.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(error),
+        };
+    }
+    Ok(sent as usize)
+}
+
 /// Every process whose parent is `parent` (the ppid field of
 /// `/proc/<pid>/stat`). A process that exits while the list is read is
 /// left out.
