@@ -256,12 +256,15 @@ with Stream(instance, "dpi", 7501, 1, uid) as s:
         )
         .unwrap();
     let rows: Vec<Vec<&str>> = rows.iter().map(|r| r.iter().map(|v| v.as_deref().unwrap_or("")).collect()).collect();
-    assert_eq!(rows, vec![
-        vec!["192.0.2.1/32", "10.0.0.1/32"],
-        vec!["2001:db8::1/128", "10.0.0.2/32"],
-        vec!["192.0.2.7/32", "10.0.0.3/32"],
-        vec!["192.0.2.8/32", "10.0.0.4/32"]
-    ]);
+    assert_eq!(
+        rows,
+        vec![
+            vec!["192.0.2.1/32", "10.0.0.1/32"],
+            vec!["2001:db8::1/128", "10.0.0.2/32"],
+            vec!["192.0.2.7/32", "10.0.0.3/32"],
+            vec!["192.0.2.8/32", "10.0.0.4/32"]
+        ]
+    );
     let packets = cluster
         .admin()
         .simple_query("SELECT src_port::text, packets::text, flow_id::text FROM dpi.flows WHERE producer_id = 7501 AND producer_seq = 4")
