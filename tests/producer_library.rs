@@ -273,48 +273,64 @@ with Stream(instance, "dpi", 7501, 1, uid) as s:
     assert_eq!(row, vec!["2", "8", "05050505-0505-0505-0505-050505050505"]);
 }
 
+/// A Rust stream of `producer` to `module`'s lane of appliance `name`, as
+/// the appliance's own uid.
+fn stream_to(name: &str, module: Module, producer: u64) -> applianced::producer::stream::Stream {
+    let config = applianced::producer::stream::StreamConfig {
+        instance: name.to_string(),
+        module,
+        producer_id: producer,
+        epoch: 1,
+        server_uid: applianced::base::sys::effective_uid(),
+    };
+    applianced::producer::stream::Stream::connect(config).unwrap()
+}
+
+/// Push event `seq`'s values into `event`, chosen by column type (`text`
+/// for every text column), and queue it on `stream`; returns its seq.
+fn send_example(
+    stream: &mut applianced::producer::stream::Stream,
+    event: &mut applianced::producer::event::EventBuilder,
+    seq: u64,
+    text: &str,
+) -> u64 {
+    use applianced::producer::event::Value;
+    let types: Vec<&str> = event.columns().map(|(_, t, _)| t).collect();
+    for t in types {
+        let value = match t {
+            "smallint" => Value::Int((seq % 3) as i64),
+            "integer" => Value::Int((seq % 65536) as i64),
+            "bigint" => Value::Int(seq as i64),
+            "text" => Value::Text(text),
+            "uuid" => Value::Uuid([seq as u8; 16]),
+            "inet" => Value::Inet(std::net::IpAddr::from([10, 0, 0, seq as u8]), 32),
+            "real" => Value::Float(0.25),
+            "bytea" => Value::Bytes(b"x"),
+            _ => Value::Time(1_800_000_000_000_000),
+        };
+        event.push(value).unwrap();
+    }
+    stream.send_event(event, &[1; 16], 1_800_000_000_000_000).unwrap()
+}
+
 /// The Rust stream across a lane killed while events are in flight: the
 /// stream reconnects, resends from the lane's WELCOME, and every event is
 /// stored exactly once. Waits for events (the lane's new pid, the flush),
 /// never for a time.
 #[test]
 fn the_stream_resends_across_a_lane_restart_and_stores_every_event_once() {
-    use applianced::producer::event::{EventBuilder, Value};
-    use applianced::producer::stream::{Stream, StreamConfig};
+    use applianced::producer::event::EventBuilder;
     use std::time::Duration;
 
     let cluster = TestCluster::start();
     let name = instance();
     let _appliance = cluster.appliance(&name, &[]);
-    let config = StreamConfig {
-        instance: name.clone(),
-        module: Module::Dpi,
-        producer_id: 7400,
-        epoch: 1,
-        server_uid: applianced::base::sys::effective_uid(),
-    };
-    let mut stream = Stream::connect(config).unwrap();
+    let mut stream = stream_to(&name, Module::Dpi, 7400);
     let mut event = EventBuilder::new(Module::Dpi, "dns").unwrap();
-    let types: Vec<&str> = event.columns().map(|(_, t, _)| t).collect();
     let total = 60_000u64;
     let pid = cluster.lane_pid(Module::Dpi);
     for seq in 1..=total {
-        for t in &types {
-            let text = format!("example-{seq}");
-            let value = match *t {
-                "smallint" => Value::Int((seq % 3) as i64),
-                "integer" => Value::Int((seq % 65536) as i64),
-                "bigint" => Value::Int(seq as i64),
-                "text" => Value::Text(&text),
-                "uuid" => Value::Uuid([seq as u8; 16]),
-                "inet" => Value::Inet(std::net::IpAddr::from([10, 0, 0, seq as u8]), 32),
-                "real" => Value::Float(0.25),
-                "bytea" => Value::Bytes(b"x"),
-                _ => Value::Time(1_800_000_000_000_000),
-            };
-            event.push(value).unwrap();
-        }
-        assert_eq!(stream.send_event(&mut event, &[1; 16], 1_800_000_000_000_000).unwrap(), seq);
+        assert_eq!(send_example(&mut stream, &mut event, seq, &format!("example-{seq}")), seq);
         if seq == total / 2 {
             // Half sent: kill the lane; the supervisor restarts it.
             let _ = stream.pump(Duration::ZERO);
@@ -340,23 +356,14 @@ fn the_stream_resends_across_a_lane_restart_and_stores_every_event_once() {
 /// acknowledged and stored once without a blocking call until the end.
 #[test]
 fn a_stream_in_an_event_loop_waits_for_room_and_replies_on_its_descriptor() {
-    use applianced::producer::event::{EventBuilder, Value};
-    use applianced::producer::stream::{Stream, StreamConfig};
+    use applianced::producer::event::EventBuilder;
     use std::time::{Duration, Instant};
 
     let cluster = TestCluster::start();
     let name = instance();
     let _appliance = cluster.appliance(&name, &[]);
-    let config = StreamConfig {
-        instance: name.clone(),
-        module: Module::LinuxAgent,
-        producer_id: 7600,
-        epoch: 1,
-        server_uid: applianced::base::sys::effective_uid(),
-    };
-    let mut stream = Stream::connect(config).unwrap();
+    let mut stream = stream_to(&name, Module::LinuxAgent, 7600);
     let mut event = EventBuilder::new(Module::LinuxAgent, "file_events").unwrap();
-    let types: Vec<&str> = event.columns().map(|(_, t, _)| t).collect();
     let total = 200_000u64;
     let (mut seq, mut waited_for_room) = (0u64, 0u32);
     let started = Instant::now();
@@ -365,18 +372,7 @@ fn a_stream_in_an_event_loop_waits_for_room_and_replies_on_its_descriptor() {
         // Queue a slice of events while the stream holds few unsent bytes.
         while seq < total && stream.pending_output() < 1 << 20 && seq - stream.acked_seq() < 50_000 {
             seq += 1;
-            let path = format!("/data/file-{seq}");
-            for t in &types {
-                let value = match *t {
-                    "text" => Value::Text(&path),
-                    "smallint" | "integer" => Value::Int((seq % 3) as i64),
-                    "bigint" => Value::Int(seq as i64),
-                    "real" => Value::Float(0.5),
-                    _ => Value::Null,
-                };
-                event.push(value).unwrap();
-            }
-            stream.send_event(&mut event, &[2; 16], 1_800_000_000_000_000).unwrap();
+            send_example(&mut stream, &mut event, seq, &format!("/data/file-{seq}"));
         }
         stream.pump(Duration::ZERO).unwrap();
         let pending = stream.pending_output();

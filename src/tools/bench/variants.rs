@@ -110,6 +110,31 @@ fn timed_streams<J: Send + 'static>(
     outcomes.into_iter().collect::<Result<Vec<()>, _>>().map(|_| elapsed)
 }
 
+/// One stream per module: `prepare` each module's job and count its bytes
+/// (not timed), then run the jobs with `work` inside a window, timed.
+fn measure_streams<J: Send + 'static>(
+    admin: &mut Connection,
+    plan: &Plan,
+    variant: Variant,
+    what: &str,
+    prepare: impl Fn(Module, u64, &Plan) -> Result<(J, u64), AppError>,
+    work: fn(&mut Connection, J) -> Result<(), AppError>,
+) -> Result<Measured, AppError> {
+    let mut jobs = Vec::new();
+    let mut bytes = 0;
+    for (index, module) in Module::ALL.into_iter().enumerate() {
+        let (job, module_bytes) = prepare(module, producer_id(plan, variant, index), plan)?;
+        jobs.push(job);
+        bytes += module_bytes;
+    }
+    let window = open_window(admin, plan)?;
+    eprintln!("bench: {}: {} streams of {what}", variant.key(), jobs.len());
+    let elapsed = timed_streams(&plan.admin, jobs, work)?;
+    let window = close_window(admin, &window)?;
+    let events = plan.per_module * Module::ALL.len() as u64;
+    Ok(Measured::new(variant, events, bytes, elapsed, window))
+}
+
 // --- a: server-side COPY FROM file ---
 
 struct CopyFile {
@@ -172,20 +197,10 @@ pub(super) fn measure_copy_from_files(admin: &mut Connection, plan: &Plan) -> Re
         fs::set_permissions(d, fs::Permissions::from_mode(0o755)).map_err(io_error("chmod the COPY file directory"))?;
     }
     eprintln!("bench: a: writing COPY BINARY files to {} (not timed)", dir.display());
-    let mut jobs = Vec::new();
-    let mut bytes = 0;
-    for (index, module) in Module::ALL.into_iter().enumerate() {
-        let (files, module_bytes) = write_copy_files(&dir, module, producer_id(plan, variant, index), plan)?;
-        jobs.push(files);
-        bytes += module_bytes;
-    }
-    let window = open_window(admin, plan)?;
-    eprintln!("bench: a: {} streams of server-side COPY FROM file", jobs.len());
-    let elapsed = timed_streams(&plan.admin, jobs, copy_files)?;
-    let window = close_window(admin, &window)?;
+    let prepare = |module, producer, plan: &Plan| write_copy_files(&dir, module, producer, plan);
+    let measured = measure_streams(admin, plan, variant, "server-side COPY FROM file", prepare, copy_files)?;
     fs::remove_dir_all(&plan.copy_dir).map_err(io_error("remove the COPY files"))?;
-    let events = plan.per_module * Module::ALL.len() as u64;
-    Ok(Measured::new(variant, events, bytes, elapsed, window))
+    Ok(measured)
 }
 
 // --- a′: client-side COPY FROM STDIN ---
@@ -248,21 +263,8 @@ fn copy_stdin(conn: &mut Connection, transactions: Vec<CopyTransaction>) -> Resu
 }
 
 pub(super) fn measure_copy_from_stdin(admin: &mut Connection, plan: &Plan) -> Result<Measured, AppError> {
-    let variant = Variant::CopyFromStdin;
     eprintln!("bench: a': encoding COPY BINARY streams in memory (not timed)");
-    let mut jobs = Vec::new();
-    let mut bytes = 0;
-    for (index, module) in Module::ALL.into_iter().enumerate() {
-        let (transactions, module_bytes) = copy_transactions(module, producer_id(plan, variant, index), plan)?;
-        jobs.push(transactions);
-        bytes += module_bytes;
-    }
-    let window = open_window(admin, plan)?;
-    eprintln!("bench: a': {} streams of client-side COPY FROM STDIN", jobs.len());
-    let elapsed = timed_streams(&plan.admin, jobs, copy_stdin)?;
-    let window = close_window(admin, &window)?;
-    let events = plan.per_module * Module::ALL.len() as u64;
-    Ok(Measured::new(variant, events, bytes, elapsed, window))
+    measure_streams(admin, plan, Variant::CopyFromStdin, "client-side COPY FROM STDIN", copy_transactions, copy_stdin)
 }
 
 // --- b: multi-row INSERT ---
@@ -308,21 +310,9 @@ fn insert_statements(conn: &mut Connection, statements: Vec<String>) -> Result<(
 }
 
 pub(super) fn measure_inserts(admin: &mut Connection, plan: &Plan) -> Result<Measured, AppError> {
-    let variant = Variant::Insert;
     eprintln!("bench: b: rendering INSERT statements (not timed)");
-    let mut jobs = Vec::new();
-    let mut bytes = 0;
-    for (index, module) in Module::ALL.into_iter().enumerate() {
-        let (statements, module_bytes) = render_inserts(module, producer_id(plan, variant, index), plan)?;
-        jobs.push(statements);
-        bytes += module_bytes;
-    }
-    let window = open_window(admin, plan)?;
-    eprintln!("bench: b: {} streams of {INSERT_ROWS_PER_STATEMENT}-row INSERTs", jobs.len());
-    let elapsed = timed_streams(&plan.admin, jobs, insert_statements)?;
-    let window = close_window(admin, &window)?;
-    let events = plan.per_module * Module::ALL.len() as u64;
-    Ok(Measured::new(variant, events, bytes, elapsed, window))
+    let what = format!("{INSERT_ROWS_PER_STATEMENT}-row INSERTs");
+    measure_streams(admin, plan, Variant::Insert, &what, render_inserts, insert_statements)
 }
 
 // --- c and d: the appliance ---
