@@ -36,21 +36,11 @@ pub fn metrics(state_dir: &Path) -> Result<(), AppError> {
 /// this process's uid), checked by SO_PEERCRED before reading a byte.
 pub fn scrape(instance: &str, server_uid: Option<u32>) -> Result<(), AppError> {
     use std::io::Read;
-    use std::os::fd::AsFd;
-    use std::os::linux::net::SocketAddrExt;
     let name = crate::control::exposition::socket_name(instance);
-    let io = |step| move |source| AppError::Io { step, source };
-    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).map_err(io("socket address"))?;
-    let stream = std::os::unix::net::UnixStream::connect_addr(&address)
-        .map_err(|e| AppError::Refused(format!("cannot connect to @{name}: {e} (is the appliance running?)")))?;
     let expected = server_uid.unwrap_or_else(crate::base::sys::effective_uid);
-    let owner = crate::base::sys::peer_credentials(stream.as_fd()).map_err(io("SO_PEERCRED"))?;
-    if owner.uid != expected {
-        return Err(AppError::Refused(format!(
-            "@{name} is bound by uid {} (pid {}), not {expected}: refusing to read it",
-            owner.uid, owner.pid
-        )));
-    }
+    let stream = crate::producer::client::connect_verified(&name, expected)
+        .map_err(|e| AppError::Refused(format!("@{name}: {e} (is the appliance running, as uid {expected}?)")))?;
+    let io = |step| move |source| AppError::Io { step, source };
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).map_err(io("metrics socket"))?;
     let mut text = String::new();
     (&stream)

@@ -121,7 +121,12 @@ fn write_replacing(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Bind a module's abstract socket, or explain who holds it.
 pub fn bind_lane_socket(instance: &str, module: Module) -> Result<UnixListener, AppError> {
-    let name = module.socket_name(instance);
+    bind_abstract(&module.socket_name(instance), instance)
+}
+
+/// Bind the abstract socket `name` of appliance `instance`, or refuse to
+/// start if someone holds it.
+fn bind_abstract(name: &str, instance: &str) -> Result<UnixListener, AppError> {
     let address = SocketAddr::from_abstract_name(name.as_bytes())
         .map_err(|source| AppError::Io { step: "socket address", source })?;
     UnixListener::bind_addr(&address).map_err(|source| {
@@ -130,7 +135,7 @@ pub fn bind_lane_socket(instance: &str, module: Module) -> Result<UnixListener, 
                 "socket @{name} is already bound (another appliance with instance {instance:?}, or a squatter): refusing to start"
             ))
         } else {
-            AppError::Io { step: "bind lane socket", source }
+            AppError::Io { step: "bind an appliance socket", source }
         }
     })
 }
@@ -303,14 +308,7 @@ struct MetricsServer {
 impl MetricsServer {
     fn bind(options: &RunOptions) -> Result<MetricsServer, AppError> {
         let name = crate::control::exposition::socket_name(&options.instance);
-        let address = SocketAddr::from_abstract_name(name.as_bytes())
-            .map_err(|source| AppError::Io { step: "metrics socket address", source })?;
-        let listener = UnixListener::bind_addr(&address).map_err(|source| match source.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                AppError::Refused(format!("socket @{name} is already bound: refusing to start"))
-            }
-            _ => AppError::Io { step: "bind the metrics socket", source },
-        })?;
+        let listener = bind_abstract(&name, &options.instance)?;
         listener.set_nonblocking(true).map_err(|source| AppError::Io { step: "metrics socket", source })?;
         let mut admitted = vec![sys::effective_uid(), 0];
         admitted.extend(&options.metrics_uids);

@@ -118,6 +118,18 @@ pub fn lane_address(instance: &str, module: Module) -> std::io::Result<SocketAdd
     SocketAddr::from_abstract_name(module.socket_name(instance).as_bytes())
 }
 
+/// Connect to the abstract socket `name` and accept it only if the uid
+/// that bound it is `server_uid` (SO_PEERCRED, before reading a byte).
+pub fn connect_verified(name: &str, server_uid: u32) -> Result<UnixStream, ClientError> {
+    let address = SocketAddr::from_abstract_name(name.as_bytes()).map_err(ClientError::Connect)?;
+    let stream = UnixStream::connect_addr(&address).map_err(ClientError::Connect)?;
+    let server = sys::peer_credentials(stream.as_fd()).map_err(ClientError::Io)?;
+    if server.uid != server_uid {
+        return Err(ClientError::UntrustedServer { expected_uid: server_uid, found_uid: server.uid, pid: server.pid });
+    }
+    Ok(stream)
+}
+
 impl std::os::fd::AsRawFd for ModuleClient {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.stream.as_raw_fd()
@@ -133,16 +145,7 @@ impl ModuleClient {
         producer_id: u64,
         epoch: u64,
     ) -> Result<ModuleClient, ClientError> {
-        let address = lane_address(instance, module).map_err(ClientError::Connect)?;
-        let stream = UnixStream::connect_addr(&address).map_err(ClientError::Connect)?;
-        let server = sys::peer_credentials(stream.as_fd()).map_err(ClientError::Io)?;
-        if server.uid != server_uid {
-            return Err(ClientError::UntrustedServer {
-                expected_uid: server_uid,
-                found_uid: server.uid,
-                pid: server.pid,
-            });
-        }
+        let stream = connect_verified(&module.socket_name(instance), server_uid)?;
         stream.set_read_timeout(Some(Duration::from_millis(CLIENT_REPLY_TIMEOUT_MS))).map_err(ClientError::Io)?;
         let mut client = ModuleClient {
             stream,
