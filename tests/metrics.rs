@@ -180,14 +180,25 @@ fn commit_lag_line(cluster: &TestCluster) -> String {
 /// A lane stalled by a refusal PostgreSQL repeats (its writer role lost
 /// INSERT: 42501 on every retry): the commit-lag metric rises, the unsent
 /// records and database resets grow, selftest's `commit lag` fails naming
-/// the lane; once the privilege is back, everything recovers.
+/// the lane and the error, the supervisor logs the stall once per interval
+/// (its bound lowered to 1 s too); once the privilege is back, everything
+/// recovers.
 #[cfg(feature = "failpoints")]
 #[test]
 fn a_stalled_lane_shows_in_its_metrics_and_fails_selftest_until_it_recovers() {
     let python = parser_python();
     let cluster = TestCluster::start();
     let name = instance();
-    let _appliance = cluster.appliance(&name, &[]);
+    let log_path = cluster.dir.join(format!("{name}.log"));
+    let lag_env = [(applianced::base::limits::TEST_COMMIT_LAG_MAX_ENV, "1000")];
+    let _appliance = applianced::tools::demo::Appliance::start_logging_to(
+        std::path::Path::new(common::BIN),
+        &cluster.dir,
+        &name,
+        &lag_env,
+        std::fs::File::create(&log_path).unwrap(),
+    )
+    .unwrap();
     let producer = 960;
     assert_eq!(run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 500)).acked, 500);
     assert_eq!(cluster.committed_rows(Module::Dpi, producer, 1, 500), (500, 500));
@@ -216,6 +227,22 @@ fn a_stalled_lane_shows_in_its_metrics_and_fails_selftest_until_it_recovers() {
         error_line.join(" ").contains("last database error") && error_line.join(" ").contains("42501"),
         "{error_line:?}"
     );
+    // The supervisor logged the stall (it reads the reports every second),
+    // with the lane and its last error, and not again within the interval.
+    let stalled_lines = || -> Vec<String> {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        log.lines().filter(|l| l.contains("lane stalled")).map(str::to_string).collect()
+    };
+    let started = Instant::now();
+    while stalled_lines().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the supervisor never logged the stall");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines = stalled_lines();
+    assert!(lines[0].contains("lane=\"dpi\"") && lines[0].contains("42501"), "{lines:?}");
+    let interval_s = applianced::base::limits::LANE_STALL_LOG_INTERVAL_MS / 1000;
+    let allowed = 1 + (started.elapsed().as_secs() + 5) / interval_s;
+    assert!(lines.len() as u64 <= allowed, "logged {} times in {:?}: {lines:?}", lines.len(), started.elapsed());
     // The cause removed: the lane commits its backlog, and all recovers.
     cluster.admin().simple_query(&format!("GRANT INSERT ON {} TO {writer}", tables.join(", "))).unwrap();
     assert_eq!(cluster.committed_rows(Module::Dpi, producer, 1, 1000), (1000, 1000));
@@ -335,5 +362,30 @@ fn the_metrics_socket_serves_during_a_load_and_counts_what_was_acknowledged() {
         let text = scrape_socket();
         assert!(!text.contains("applianced_metrics_scrapes_total{outcome=\"refused\"} 0\n"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The systemd protocol, as the packaged unit (Type=notify, WatchdogSec=)
+/// sees it: the supervisor sends READY=1 once every lane serves, then
+/// WATCHDOG=1 from its loop, again and again; received on a datagram
+/// socket standing in for systemd's `$NOTIFY_SOCKET`. Waits for the
+/// datagrams (bounded only for a hung test), never for a time.
+#[test]
+fn the_supervisor_tells_systemd_it_is_ready_then_keeps_the_watchdog_fed() {
+    let cluster = TestCluster::start();
+    let name = instance();
+    let path = cluster.dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let _appliance = cluster.appliance_with_env(&name, &[], &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let next = || {
+        let mut buffer = [0u8; 512];
+        let n = socket.recv(&mut buffer).expect("no notification from the supervisor within 60 s");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    let first = next();
+    assert!(first.starts_with("READY=1"), "{first}");
+    for _ in 0..3 {
+        assert_eq!(next(), "WATCHDOG=1");
     }
 }

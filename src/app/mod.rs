@@ -175,7 +175,8 @@ pub fn demo(
                 .append(true)
                 .open(log)
                 .map_err(|source| AppError::Io { step: "open the demo log", source })?;
-            crate::tools::demo::Appliance::start_logging_to(&dir, instance, file)?
+            let me = Path::new("/proc/self/exe");
+            crate::tools::demo::Appliance::start_logging_to(me, &dir, instance, &[], file)?
         }
         None => crate::tools::demo::Appliance::start(&dir, instance)?,
     };

@@ -42,9 +42,16 @@ impl Appliance {
         Appliance::spawn(binary, state_dir, instance, extra, env, Stdio::inherit())
     }
 
-    /// `applianced run` of this binary, its log lines (stderr) into `log`.
-    pub fn start_logging_to(state_dir: &Path, instance: &str, log: std::fs::File) -> Result<Appliance, AppError> {
-        Appliance::spawn(Path::new("/proc/self/exe"), state_dir, instance, &[], &[], Stdio::from(log))
+    /// `applianced run` of `binary` with the environment `env`, its log
+    /// lines (stderr) into `log`.
+    pub fn start_logging_to(
+        binary: &Path,
+        state_dir: &Path,
+        instance: &str,
+        env: &[(&str, &str)],
+        log: std::fs::File,
+    ) -> Result<Appliance, AppError> {
+        Appliance::spawn(binary, state_dir, instance, &[], env, Stdio::from(log))
     }
 
     fn spawn(
