@@ -65,6 +65,12 @@ unsafe fn text_arg<'a>(text: *const c_char) -> Option<&'a str> {
     unsafe { CStr::from_ptr(text) }.to_str().ok()
 }
 
+/// The lane's rejection of a text value that is not UTF-8 (the library
+/// says it before sending).
+fn text_not_utf8() -> EventError {
+    EventError::Rejected { code: applianced::codec::frame::RejectCode::TextNotUtf8, reason: "text is not UTF-8".into() }
+}
+
 /// Copy `message` into the caller's buffer (cut to fit, NUL-terminated).
 ///
 /// # Safety
@@ -310,10 +316,7 @@ pub unsafe extern "C" fn rp_event_text(event: *mut RpEvent, text: *const c_char,
         Err(_) => {
             // SAFETY: by the contract, NULL or live.
             if let Some(event) = unsafe { event.as_mut() } {
-                event.failed.get_or_insert(EventError::Rejected {
-                    code: applianced::codec::frame::RejectCode::TextNotUtf8,
-                    reason: "text is not UTF-8".into(),
-                });
+                event.failed.get_or_insert_with(text_not_utf8);
             }
             RP_ERR_EVENT
         }
@@ -511,11 +514,11 @@ unsafe fn fixed_at<T: Copy>(values: *const u8, row: usize) -> T {
 /// # Safety
 /// `column` satisfies `rp_stream_send_columns`' contract for more than
 /// `row` rows, and `offset` is the sum of the lengths of the rows before.
-unsafe fn column_value<'a>(column: &'a RpColumn, row: usize, offset: &mut usize) -> Result<Value<'a>, c_int> {
+unsafe fn column_value<'a>(column: &'a RpColumn, row: usize, offset: &mut usize) -> Result<Value<'a>, RowError> {
     let variable = matches!(column.kind, RP_COLUMN_TEXT | RP_COLUMN_BYTES | RP_COLUMN_INET);
     let bytes: &'a [u8] = if variable {
         if column.lengths.is_null() {
-            return Err(RP_ERR_ARGUMENT);
+            return Err(RowError::Argument);
         }
         // SAFETY: `lengths` has one entry per row by the contract.
         let len = unsafe { column.lengths.add(row).read_unaligned() } as usize;
@@ -549,18 +552,56 @@ unsafe fn column_value<'a>(column: &'a RpColumn, row: usize, offset: &mut usize)
         RP_COLUMN_UUID => Value::Uuid(unsafe { fixed_at(values, row) }),
         RP_COLUMN_TEXT => match std::str::from_utf8(bytes) {
             Ok(text) => Value::Text(text),
-            Err(_) => return Err(RP_ERR_EVENT),
+            Err(_) => return Err(RowError::Stream(StreamError::Event(text_not_utf8()))),
         },
         RP_COLUMN_BYTES => Value::Bytes(bytes),
         RP_COLUMN_INET => match <[u8; 4]>::try_from(bytes) {
             Ok(v4) => Value::Inet(IpAddr::V4(Ipv4Addr::from(v4)), 32),
             Err(_) => match <[u8; 16]>::try_from(bytes) {
                 Ok(v6) => Value::Inet(IpAddr::V6(Ipv6Addr::from(v6)), 128),
-                Err(_) => return Err(RP_ERR_ARGUMENT),
+                Err(_) => return Err(RowError::Argument),
             },
         },
-        _ => return Err(RP_ERR_ARGUMENT),
+        _ => return Err(RowError::Argument),
     })
+}
+
+/// Why a row of a batch was not queued.
+#[derive(Debug)]
+enum RowError {
+    /// A column's kind or lengths break the call's contract.
+    Argument,
+    /// The event is invalid, or the stream could not take it.
+    Stream(StreamError),
+}
+
+/// Queue row `row` of a batch: its values from `columns` (variable-size
+/// ones from `offsets`, advanced past them), checked as the lane checks
+/// them, with its source id and event time.
+///
+/// # Safety
+/// As `rp_stream_send_columns`, for a `row` below its `rows`; `offsets`
+/// are the columns' prefix sums before `row`.
+unsafe fn queue_row(
+    s: &mut RpStream,
+    e: &mut RpEvent,
+    columns: &[RpColumn],
+    offsets: &mut [usize],
+    source_ids: *const u8,
+    event_times_us: *const i64,
+    row: usize,
+) -> Result<(), RowError> {
+    e.builder.clear();
+    for (column, offset) in columns.iter().zip(offsets.iter_mut()) {
+        // SAFETY: the contract covers `row`; `offset` is the prefix sum.
+        let value = unsafe { column_value(column, row, offset) }?;
+        e.builder.push(value).map_err(|error| RowError::Stream(StreamError::Event(error)))?;
+    }
+    // SAFETY: 16 bytes and one time per row by the contract.
+    let source: [u8; 16] = unsafe { source_ids.cast::<[u8; 16]>().add(row).read_unaligned() };
+    // SAFETY: as above.
+    let time = unsafe { event_times_us.add(row).read_unaligned() };
+    s.stream.send_event(&mut e.builder, &source, time).map(|_| ()).map_err(RowError::Stream)
 }
 
 /// Queue rows `start..rows` of a batch given column by column (the fast
@@ -624,48 +665,28 @@ pub unsafe extern "C" fn rp_stream_send_columns(
                 })
                 .collect();
             for row in start..rows {
-                e.builder.clear();
-                for (column, offset) in columns.iter().zip(offsets.iter_mut()) {
-                    // SAFETY: the contract covers `rows` rows; `offset` is
-                    // the prefix sum kept across rows.
-                    let pushed = match unsafe { column_value(column, row, offset) } {
-                        Ok(value) => e.builder.push(value).map(|_| ()).map_err(|error| {
-                            s.fail(&StreamError::Event(error));
-                            RP_ERR_EVENT
-                        }),
-                        Err(RP_ERR_EVENT) => {
-                            s.fail(&StreamError::Event(EventError::Rejected {
-                                code: applianced::codec::frame::RejectCode::TextNotUtf8,
-                                reason: "text is not UTF-8".into(),
-                            }));
-                            Err(RP_ERR_EVENT)
-                        }
-                        Err(status) => {
-                            s.last_code = 0;
-                            s.last_error = c_string(format!("row {row}: a column's kind or length is invalid"));
-                            Err(status)
-                        }
-                    };
-                    if let Err(status) = pushed {
+                // SAFETY: `row < rows`; `offsets` kept as the prefix sums.
+                let queued = unsafe { queue_row(s, e, columns, &mut offsets, source_ids, event_times_us, row) };
+                let status = match queued {
+                    Ok(()) => {
+                        done = row + 1;
+                        continue;
+                    }
+                    Err(RowError::Argument) => {
+                        s.last_code = 0;
+                        s.last_error = c_string(format!("row {row}: a column's kind or length is invalid"));
+                        RP_ERR_ARGUMENT
+                    }
+                    Err(RowError::Stream(error)) => {
+                        let status = s.fail(&error);
                         if status == RP_ERR_EVENT {
                             s.last_error = c_string(format!("row {row}: {}", s.last_error.to_string_lossy()));
                         }
-                        e.builder.clear();
-                        return status;
+                        status
                     }
-                }
-                // SAFETY: 16 bytes and one time per row by the contract.
-                let source: [u8; 16] = unsafe { source_ids.cast::<[u8; 16]>().add(row).read_unaligned() };
-                // SAFETY: as above.
-                let time = unsafe { event_times_us.add(row).read_unaligned() };
-                if let Err(error) = s.stream.send_event(&mut e.builder, &source, time) {
-                    let status = s.fail(&error);
-                    if status == RP_ERR_EVENT {
-                        s.last_error = c_string(format!("row {row}: {}", s.last_error.to_string_lossy()));
-                    }
-                    return status;
-                }
-                done = row + 1;
+                };
+                e.builder.clear();
+                return status;
             }
             RP_OK
         })
@@ -836,9 +857,16 @@ mod tests {
     /// Every row's value, read as `rp_stream_send_columns` reads them from row `start`.
     fn values(column: &RpColumn, lengths: &[u32], rows: usize, start: usize) -> Vec<Result<Value<'static>, c_int>> {
         let mut offset: usize = lengths.iter().take(start).map(|&l| l as usize).sum();
-        // SAFETY: the test's columns hold `rows` rows; the values outlive the
-        // comparison (the 'static is the test's, not the library's).
-        (start..rows).map(|row| unsafe { column_value(&*(column as *const RpColumn), row, &mut offset) }).collect()
+        (start..rows)
+            .map(|row| {
+                // SAFETY: the test's columns hold `rows` rows; the values outlive
+                // the comparison (the 'static is the test's, not the library's).
+                unsafe { column_value(&*(column as *const RpColumn), row, &mut offset) }.map_err(|error| match error {
+                    RowError::Argument => RP_ERR_ARGUMENT,
+                    RowError::Stream(_) => RP_ERR_EVENT,
+                })
+            })
+            .collect()
     }
 
     #[test]
