@@ -31,9 +31,10 @@ use crate::producer::synth;
 pub const LOAD_FRAME_BYTES: usize = 256 * 1024;
 /// Connection attempts before the load gives up.
 pub const LOAD_CONNECT_ATTEMPTS_MAX: u32 = 100;
-/// Wait between reconnect attempts (doubles up to the cap).
-pub const LOAD_RETRY_MIN_MS: u64 = 20;
-pub const LOAD_RETRY_MAX_MS: u64 = 2_000;
+/// Wait between reconnect attempts (doubles up to the cap): a module's
+/// stream's.
+pub const LOAD_RETRY_MIN_MS: u64 = crate::producer::stream::PRODUCER_RETRY_MIN_MS;
+pub const LOAD_RETRY_MAX_MS: u64 = crate::producer::stream::PRODUCER_RETRY_MAX_MS;
 /// Silent closes before WELCOME in a row after which the load stops
 /// (that is how a lane refuses a peer it does not admit).
 pub const LOAD_HANDSHAKE_CLOSES_MAX: u32 = 3;

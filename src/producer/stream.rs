@@ -4,7 +4,8 @@
 //! grants, and resent after a reconnect from the position the lane's
 //! WELCOME reports (PROTOCOL.md §7, §9). Blocking use: `send` then `flush`.
 //! Inside a module's own event loop: `send`, then `pump(Duration::ZERO)`
-//! whenever `fd()` is readable or a timer fires.
+//! whenever `fd()` is readable, or writable while `pending_output()` is
+//! not 0, or a timer fires; a pump never blocks.
 //!
 //! Bounds: at most `PRODUCER_UNACKED_BYTES_MAX` bytes of events are kept
 //! unacknowledged (`send` returns `Full` beyond it: pump or flush first);
