@@ -83,6 +83,12 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// The pid in `pgdata/postmaster.pid`, if that process is running.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = fs::read_to_string(self.pgdata().join("postmaster.pid")).ok()?;
+        text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()).filter(|pid| sys::process_exists(*pid))
+    }
+
     pub fn new(root: &Path) -> Result<StateDir, ClusterError> {
         let root = if root.is_absolute() {
             root.to_path_buf()
@@ -212,8 +218,7 @@ impl Embedded {
 
     /// The postmaster's pid, if it is running.
     pub fn postmaster_pid(&self) -> Option<i32> {
-        let text = fs::read_to_string(self.dir.pgdata().join("postmaster.pid")).ok()?;
-        text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()).filter(|pid| sys::process_exists(*pid))
+        self.dir.postmaster_pid()
     }
 
     /// Whether the postmaster of this cluster is running.

@@ -57,10 +57,7 @@ fn processes(dir: &StateDir, supervisor_pid: Option<i32>) -> Vec<(String, Vec<i3
             out.push((format!("lane-{}", module.name()), vec![pid]));
         }
     }
-    let postmaster = std::fs::read_to_string(dir.pgdata().join("postmaster.pid"))
-        .ok()
-        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
-    if let Some(pid) = postmaster.filter(|pid| crate::base::sys::process_exists(*pid)) {
+    if let Some(pid) = dir.postmaster_pid() {
         let mut pids = vec![pid];
         pids.extend(crate::base::sys::children_of(pid).unwrap_or_default());
         out.push(("postgres".to_string(), pids));
