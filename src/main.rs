@@ -110,6 +110,9 @@ struct RunCmd {
     /// MODULE=DAYS: keep this module's day partitions for DAYS days, then detach and drop them (repeatable; default 30 for every module)
     #[argh(option)]
     retention: Vec<String>,
+    /// how many PostgreSQL connections each lane commits its spool over, 1 to 4 (default: one per CPU of PostgreSQL, --pg-cpus); transactions commit in spool order whatever the number
+    #[argh(option)]
+    commit_streams: Option<usize>,
     /// disk quota of each lane's spool in MiB (default 1024); beyond it producers are pushed back
     #[argh(option, default = "applianced::base::limits::SPOOL_QUOTA_BYTES_DEFAULT / (1024 * 1024)")]
     spool_quota_mb: u64,
@@ -183,6 +186,9 @@ struct LaneCmd {
     /// bytes to keep free on the spool's filesystem (0: none)
     #[argh(option, default = "0")]
     disk_reserve: u64,
+    /// how many PostgreSQL connections to commit over (1 to 4)
+    #[argh(option, default = "1")]
+    commit_streams: usize,
     /// run this sandbox probe instead of serving
     #[argh(option)]
     probe: Option<String>,
@@ -321,6 +327,9 @@ struct BenchCmd {
     /// rounds of a, a', c and e, interleaved, for medians and spread (default 1; b and d run in the first round)
     #[argh(option, default = "1")]
     rounds: u32,
+    /// the appliance's --commit-streams (default: run's default)
+    #[argh(option)]
+    commit_streams: Option<usize>,
 }
 
 /// Render sql/0003..0005 from the code (developer command).
@@ -438,7 +447,16 @@ fn run(cmd: &RunCmd) -> Result<(), app::AppError> {
         placement.pg_cpus =
             applianced::sandbox::colocate::parse_cpu_list(list).map_err(|e| app::AppError::Usage(e.to_string()))?;
     }
+    let commit_streams =
+        cmd.commit_streams.unwrap_or_else(|| applianced::sandbox::colocate::default_commit_streams(&placement));
+    if !(1..=applianced::base::limits::COMMIT_STREAMS_MAX).contains(&commit_streams) {
+        return Err(app::AppError::Usage(format!(
+            "--commit-streams must be 1 to {}",
+            applianced::base::limits::COMMIT_STREAMS_MAX
+        )));
+    }
     let options = supervisor::RunOptions {
+        commit_streams,
         state_dir: cmd.state_dir.clone(),
         instance: cmd.instance.clone(),
         peers: parse_peers(&cmd.peer_uid, &cmd.peer_gid)?,
@@ -520,14 +538,16 @@ fn load(cmd: &LoadCmd) -> ExitCode {
 
 fn lane(cmd: &LaneCmd) -> ExitCode {
     let grants: Result<Vec<PeerGrant>, String> = cmd.allow.iter().map(|g| PeerGrant::parse(g)).collect();
-    let (Some(module), Some(io), Some(sandbox), Ok(cpus), Ok(grants)) = (
+    let streams = 1..=applianced::base::limits::COMMIT_STREAMS_MAX;
+    let (Some(module), Some(io), Some(sandbox), Ok(cpus), Ok(grants), true) = (
         Module::from_name(&cmd.module),
         IoMode::parse(&cmd.io),
         SandboxMode::parse(&cmd.sandbox),
         applianced::sandbox::colocate::parse_cpu_list(&cmd.cpus),
         grants,
+        streams.contains(&cmd.commit_streams),
     ) else {
-        eprintln!("applianced lane: bad --module, --io, --sandbox, --cpus or --allow");
+        eprintln!("applianced lane: bad --module, --io, --sandbox, --cpus, --allow or --commit-streams");
         return ExitCode::from(2);
     };
     let args = LaneArgs {
@@ -540,6 +560,7 @@ fn lane(cmd: &LaneCmd) -> ExitCode {
         cpus,
         spool_quota_bytes: cmd.spool_quota,
         disk_reserve_bytes: cmd.disk_reserve,
+        commit_streams: cmd.commit_streams,
         probe: cmd.probe.clone(),
     };
     match run_lane(&args) {
@@ -686,6 +707,7 @@ fn main() -> ExitCode {
             state_dir: cmd.state_dir.clone(),
             instance: cmd.instance.clone(),
             rounds: cmd.rounds,
+            commit_streams: cmd.commit_streams,
         }),
         Command::GenerateSql(cmd) => generate_sql(cmd),
     };

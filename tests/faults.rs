@@ -10,7 +10,8 @@
 //!
 //! Needs the test build (`cargo test --features failpoints`) for the
 //! failpoint scenario. `FAULT_ITERATIONS` (default 2) raises the number of
-//! iterations of the random-time scenarios for long runs.
+//! iterations of the random-time scenarios for long runs. Every appliance
+//! here commits over three PostgreSQL connections per lane (`STREAMS`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -28,6 +29,13 @@ use applianced::producer::load::{LoadOptions, LoadReport, run_load};
 use applianced::producer::synth;
 use bytes::BytesMut;
 use common::{BIN, TestCluster, instance};
+
+/// Every appliance of the fault suite commits each lane's spool over
+/// three PostgreSQL connections: transactions in flight on several
+/// connections at every crash point.
+const STREAMS: &[&str] = &["--commit-streams", "3"];
+/// The connections each lane holds with `STREAMS`.
+const STREAM_COUNT: usize = 3;
 
 fn iterations() -> u32 {
     std::env::var("FAULT_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
@@ -183,7 +191,7 @@ fn record(
 fn kill_a_lane_and_the_database_backends_during_load() {
     let cluster = TestCluster::start();
     let name = instance();
-    let mut appliance = cluster.appliance(&name, &[]);
+    let mut appliance = cluster.appliance(&name, STREAMS);
     let mut expected = BTreeMap::new();
     let events = 70_000; // three lanes: 210,000 events per iteration
     for iteration in 0..u64::from(iterations()) {
@@ -222,7 +230,7 @@ fn kill_a_lane_and_the_database_backends_during_load() {
 fn postgres_immediate_stop_during_load() {
     let cluster = TestCluster::start();
     let name = instance();
-    let mut appliance = cluster.appliance(&name, &[]);
+    let mut appliance = cluster.appliance(&name, STREAMS);
     let mut expected = BTreeMap::new();
     let events = 50_000;
     for iteration in 0..u64::from(iterations()) {
@@ -286,7 +294,7 @@ fn appliance_and_producers_killed_then_restarted() {
         let producer = 400 + iteration;
         // kill -9 of the whole appliance (supervisor and lanes) mid-load;
         // the producer, a separate process, is killed too before its acks.
-        let appliance = cluster.appliance(&name, &[]);
+        let appliance = cluster.appliance(&name, STREAMS);
         let mut producer_process = spawn_load(&name, "core", events, producer, 1);
         std::thread::sleep(Duration::from_millis(400));
         let _ = producer_process.kill();
@@ -325,7 +333,7 @@ fn restart_during_postgresql_crash_recovery() {
     let name = instance();
     let mut expected = BTreeMap::new();
     let events = 60_000;
-    let appliance = cluster.appliance(&name, &[]);
+    let appliance = cluster.appliance(&name, STREAMS);
     let producer = 500;
     let mut restarted = None;
     let reports = loads_with_fault(&name, producer, events, || {
@@ -353,12 +361,13 @@ fn restart(
     env: &[(&str, &str)],
 ) -> applianced::tools::demo::Appliance {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let args: Vec<&str> = STREAMS.iter().chain(extra).copied().collect();
     loop {
         match applianced::tools::demo::Appliance::start_with_env(
             std::path::Path::new(BIN),
             &cluster.dir,
             name,
-            extra,
+            &args,
             env,
         ) {
             Ok(a) => return a,
@@ -413,7 +422,7 @@ fn kill_lane_and_await_restart(cluster: &TestCluster, module: Module, pid: i32) 
 fn a_lane_dead_before_the_stop_is_not_a_drain_failure() {
     let cluster = TestCluster::start();
     let name = instance();
-    let mut appliance = cluster.appliance(&name, &[]);
+    let mut appliance = cluster.appliance(&name, STREAMS);
     let supervisor = appliance.pid() as i32;
     let lane = cluster.lane_pid(Module::Dpi);
     applianced::base::sys::send_signal(supervisor, libc::SIGSTOP).unwrap();
@@ -511,7 +520,7 @@ fn set_lane_file_size_limit(pid: i32, soft: Option<u64>) {
 fn spool_disk_full_pushes_back_then_recovers() {
     let cluster = TestCluster::start();
     let name = instance();
-    let mut appliance = cluster.appliance(&name, &[]);
+    let mut appliance = cluster.appliance(&name, STREAMS);
     let mut expected = BTreeMap::new();
     let events = 70_000;
     let producer = 1100;
@@ -763,7 +772,7 @@ fn spool_bytes(cluster: &TestCluster, module: Module) -> u64 {
 fn postgres_down_longer_than_the_spool_quota() {
     let cluster = TestCluster::start();
     let name = instance();
-    let mut appliance = cluster.appliance(&name, &["--spool-quota-mb", "32"]);
+    let mut appliance = cluster.appliance(&name, &["--commit-streams", "3", "--spool-quota-mb", "32"]);
     let mut expected = BTreeMap::new();
     let producer = 1200;
     let events = 200_000;
@@ -894,7 +903,7 @@ fn lost_rows(cluster: &TestCluster, producer: u64) -> Vec<(u64, String)> {
 fn an_acknowledged_record_damaged_on_disk_is_a_recorded_reported_loss() {
     let cluster = TestCluster::start();
     let name = instance();
-    let appliance = cluster.appliance(&name, &[]);
+    let appliance = cluster.appliance(&name, STREAMS);
     let producer = 1300;
     let warm_up = run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, 100));
     assert_eq!(warm_up.acked, 100);
@@ -907,10 +916,11 @@ fn an_acknowledged_record_damaged_on_disk_is_a_recorded_reported_loss() {
     assert_eq!(acked.acked, 400, "acknowledged from the spool while PostgreSQL is frozen: {acked:?}");
     kill_appliance(&cluster, &appliance);
     drop(appliance);
-    // The lane's frozen backend may hold the whole transaction of seqs
-    // 101..400 in its socket buffer; killed, it never commits it (the
-    // appliance then restarts into PostgreSQL's crash recovery).
-    assert_eq!(frozen.kill_backends_of("ransomeye_dpi_writer"), 1);
+    // The lane's frozen backends may hold transactions of seqs 101..400 in
+    // their socket buffers; killed, they never commit them (the appliance
+    // then restarts into PostgreSQL's crash recovery).
+    let killed = frozen.kill_backends_of("ransomeye_dpi_writer");
+    assert!((1..=STREAM_COUNT).contains(&killed), "{killed} dpi backends");
     drop(frozen);
     let (path, mut bytes, records) = dpi_records(&cluster);
     let (payload, ranges) = records.last().unwrap().clone();
@@ -962,7 +972,7 @@ fn an_acknowledged_record_damaged_on_disk_is_a_recorded_reported_loss() {
 fn a_committed_record_damaged_on_disk_is_harmless() {
     let cluster = TestCluster::start();
     let name = instance();
-    let mut appliance = cluster.appliance(&name, &[]);
+    let mut appliance = cluster.appliance(&name, STREAMS);
     let producer = 1310;
     let events = 2_000;
     assert_eq!(run_load(&LoadOptions::new(&name, Module::Dpi, producer, 1, events)).acked, events);
@@ -995,7 +1005,7 @@ fn a_committed_record_damaged_on_disk_is_harmless() {
 fn a_damaged_record_in_the_middle_is_recorded_and_the_rest_commits() {
     let cluster = TestCluster::start();
     let name = instance();
-    let appliance = cluster.appliance(&name, &[]);
+    let appliance = cluster.appliance(&name, STREAMS);
     let producer = 1320;
     let events = 40_000;
     spool_while_frozen_then_kill(&cluster, &name, appliance, producer, events);

@@ -30,6 +30,9 @@ fuzz_target!(|data: &[u8]| {
     let policy = PeerPolicy { grants: vec![PeerGrant::parse("uid:1000:0-1000").unwrap()] };
     let mut now = Now { mono_ms: 0, wall_us: 1_800_000_000_000_000 };
     let mut core = LaneCore::new(Module::Dpi, policy, now, Box::new(spool.clone()), Recovery::default(), 0);
+    // Two commit streams: the scripted server's connection of the same index answers each.
+    const STREAMS: usize = 2;
+    core.set_commit_streams(STREAMS);
     let mut input = data.iter().copied();
     let mut next = move || input.next();
     let mut seq = [1u64; LANE_CONNECTIONS_MAX];
@@ -83,28 +86,34 @@ fuzz_target!(|data: &[u8]| {
                 core.tick(now);
             }
             6 => {
-                if !core.pg_is_connected() {
-                    core.pg_connect_requested();
-                    core.pg_connected(BytesMut::new());
+                let link = next().unwrap_or(0) as usize % STREAMS;
+                if !core.pg_link_connected(link) {
+                    if core.pg_wants_connect(link, now) {
+                        core.pg_connect_requested(link);
+                        db.connection_lost_on(link);
+                        let _ = core.pg_connected(BytesMut::new());
+                    }
                 } else {
-                    db.connection_lost();
-                    core.pg_lost("fuzz", now);
+                    db.connection_lost_on(link);
+                    core.pg_lost(link, "fuzz", now);
                 }
             }
             7 => {
+                let link = next().unwrap_or(0) as usize % STREAMS;
                 let len = next().unwrap_or(0) as usize;
                 let bytes: Vec<u8> = (0..len).map_while(|_| next()).collect();
-                if core.pg_is_connected() {
-                    core.on_pg_bytes(&bytes, now);
+                if core.pg_link_connected(link) {
+                    core.on_pg_bytes(link, &bytes, now);
                 }
             }
             8 => {
                 // The scripted backend answers what the lane sent.
-                if let Some(out) = core.take_pg_output() {
-                    let replies = db.serve(&out);
-                    core.recycle_pg_buffer(out);
-                    core.pg_sent();
-                    core.on_pg_bytes(&replies, now);
+                let link = next().unwrap_or(0) as usize % STREAMS;
+                if let Some(out) = core.take_pg_output(link) {
+                    let replies = db.serve_on(link, &out);
+                    core.recycle_pg_buffer(link, out);
+                    core.pg_sent(link);
+                    core.on_pg_bytes(link, &replies, now);
                 }
             }
             9 => match next().unwrap_or(0) % 4 {
@@ -133,9 +142,11 @@ fuzz_target!(|data: &[u8]| {
                         core.client_gone(slot);
                     }
                 }
-                if let Some(out) = core.take_pg_output() {
-                    core.recycle_pg_buffer(out);
-                    core.pg_sent();
+                for link in 0..STREAMS {
+                    if let Some(out) = core.take_pg_output(link) {
+                        core.recycle_pg_buffer(link, out);
+                        core.pg_sent(link);
+                    }
                 }
             }
         }

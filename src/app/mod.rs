@@ -262,10 +262,12 @@ pub fn sandbox_probe(
         .map_err(|source| AppError::Io { step: "probe socket address", source })?;
     let listener = std::os::unix::net::UnixListener::bind_addr(&address)
         .map_err(|source| AppError::Io { step: "bind the probe socket", source })?;
+    let placement = crate::sandbox::colocate::default_placement(crate::base::sys::cpu_count());
     let options = crate::control::launch::LaneOptions {
         io: crate::lane::process::IoMode::Auto,
         sandbox,
-        cpus: crate::sandbox::colocate::default_placement(crate::base::sys::cpu_count()).lane_cpus,
+        commit_streams: crate::sandbox::colocate::default_commit_streams(&placement),
+        cpus: placement.lane_cpus,
         spool_quota_bytes: crate::base::limits::SPOOL_QUOTA_BYTES_DEFAULT,
         disk_reserve_bytes: crate::control::launch::disk_reserve(
             &embedded.dir,

@@ -160,6 +160,10 @@ pub const CONNECTION_CREDIT_GUARANTEED_BYTES: usize = 256 * 1024;
 pub const CREDIT_GRANT_MIN_BYTES: usize = 64 * 1024;
 /// How often a lane reports its metrics to the supervisor.
 pub const LANE_METRICS_INTERVAL_MS: u64 = 1_000;
+/// A lane reports a change of its backlog state (records waiting for a
+/// commit stream) to the supervisor at most this often; the supervisor
+/// then shares the commit streams among the lanes with a backlog.
+pub const LANE_BACKLOG_REPORT_MS: u64 = 50;
 /// Distinct SQLSTATEs a lane counts its database refusals under; new
 /// codes beyond these count as `other` (the report stays bounded).
 pub const LANE_SQLSTATES_MAX: usize = 16;
@@ -261,6 +265,13 @@ pub const COPY_CHUNK_BYTES: usize = 256 * 1024;
 pub const TRANSACTION_ROWS_MAX: usize = 50_000;
 /// Encoded COPY bytes per transaction (with `TRANSACTION_ROWS_MAX`).
 pub const TRANSACTION_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// PostgreSQL connections a lane commits its spool over (`lane
+/// --commit-streams`, `run --commit-streams`): at most this many
+/// transactions of one lane are in flight at once, each on its own
+/// connection; their COMMITs are sent one at a time in spool order
+/// (DATA-PLANE §4.3). Twice this fits the writer role's CONNECTION LIMIT,
+/// leaving room for reconnects.
+pub const COMMIT_STREAMS_MAX: usize = 4;
 /// Allocations up to this size come from a lane's heap, and freed memory
 /// is kept for reuse (`sys::keep_freed_heap`): above the largest buffer a
 /// lane allocates (a transaction's pipeline, `TRANSACTION_BYTES_MAX`).
@@ -288,8 +299,9 @@ const _: () = assert!(CONNECTION_CREDIT_GUARANTEED_BYTES >= 64 * 1024 + RECORD_B
 const _: () = assert!(CONNECTION_OUTPUT_PAUSE_BYTES < CONNECTION_OUTPUT_BYTES_MAX);
 const _: () = assert!(LANE_BUFFER_BYTES_MAX >= 2 * BATCH_BYTES_MAX);
 const _: () = assert!(RECORD_BYTES_MAX < FRAME_BODY_BYTES_MAX);
-// Every connection needs a ring slot for its recv and its send, plus accept and PG.
-const _: () = assert!((RING_ENTRIES as usize) >= 2 * LANE_CONNECTIONS_MAX + 8);
+// Every connection needs a ring slot for its recv and its send, plus
+// accept, the three link polls, and a recv and a send per commit stream.
+const _: () = assert!((RING_ENTRIES as usize) >= 2 * LANE_CONNECTIONS_MAX + 4 + 2 * COMMIT_STREAMS_MAX);
 
 // --- supervisor ---
 
@@ -354,14 +366,15 @@ pub const CONNECTION_MEMORY_BYTES_MAX: usize =
 pub const PRODUCER_ENTRY_BYTES_MAX: usize = 256;
 /// What a lane's memory stays under whatever its peers do, derived from
 /// the bounds: the event budget, every connection at its bound, the spool
-/// cache, a transaction being built and one being sent, the producer
+/// cache, per commit stream a transaction being built and one being
+/// sent, the producer
 /// table, and the heap the lane keeps for reuse plus 64 MiB for the
 /// binary, libraries and allocator slack. `tests/dos.rs` checks a lane's
 /// resident size against it under attack.
 pub const LANE_MEMORY_BOUND_BYTES: usize = LANE_BUFFER_BYTES_MAX
     + LANE_CONNECTIONS_MAX * CONNECTION_MEMORY_BYTES_MAX
     + SPOOL_CACHE_BYTES_MAX
-    + 2 * TRANSACTION_BYTES_MAX
+    + COMMIT_STREAMS_MAX * 2 * TRANSACTION_BYTES_MAX
     + LANE_PRODUCERS_MAX * PRODUCER_ENTRY_BYTES_MAX
     + LANE_HEAP_REUSE_BYTES
     + 64 * 1024 * 1024;

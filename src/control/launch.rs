@@ -124,6 +124,8 @@ pub struct LaneOptions {
     pub disk_reserve_bytes: u64,
     /// The lane's grants, as `applianced lane --allow` arguments.
     pub grants: Vec<String>,
+    /// PostgreSQL connections the lane commits over.
+    pub commit_streams: usize,
 }
 
 /// Starts lane processes.
@@ -211,6 +213,7 @@ impl Launcher {
             ("--cpus", crate::sandbox::colocate::render_cpu_list(&options.cpus)),
             ("--spool-quota", options.spool_quota_bytes.to_string()),
             ("--disk-reserve", options.disk_reserve_bytes.to_string()),
+            ("--commit-streams", options.commit_streams.to_string()),
         ] {
             args.push(flag.into());
             args.push(value.into());

@@ -28,14 +28,16 @@ use crate::base::limits::{
 };
 use crate::base::ratelimit;
 use crate::base::sys;
-use crate::base::sys::fdpass::{receive_message, send_message};
+use crate::base::sys::fdpass::{receive_message, send_message, send_message_nowait};
 use crate::control::cluster::{Embedded, StateDir};
 use crate::control::error::AppError;
 use crate::control::launch::{LaneIdentities, LaneOptions, Launcher};
 use crate::control::launch::{metrics_path, spool_dir, status_path};
 use crate::control::maintenance::{MaintenanceOptions, MaintenanceThread};
 use crate::lane::ingress::PeerGrant;
-use crate::lane::links::{CONTROL_DRAIN, CONTROL_MESSAGE_BYTES_MAX, CONTROL_METRICS, CONTROL_STATUS};
+use crate::lane::links::{
+    CONTROL_BACKLOG, CONTROL_DRAIN, CONTROL_MESSAGE_BYTES_MAX, CONTROL_METRICS, CONTROL_STATUS, CONTROL_STREAMS,
+};
 use crate::lane::process::IoMode;
 use crate::model::matrix::Module;
 
@@ -50,6 +52,8 @@ pub struct RunOptions {
     pub io: IoMode,
     pub sandbox: crate::sandbox::SandboxMode,
     pub placement: crate::sandbox::colocate::Placement,
+    /// PostgreSQL connections each lane commits over (1 to `COMMIT_STREAMS_MAX`).
+    pub commit_streams: usize,
     pub partition_days_ahead: u32,
     /// Disk quota of each lane's spool.
     pub spool_quota_bytes: u64,
@@ -75,6 +79,33 @@ struct Lane {
     disk_reserve: u64,
     /// When the supervisor last logged this lane as stalled.
     stall_logged_at: Option<Instant>,
+    /// The running lane's last report: its spooled records wait for a
+    /// commit stream.
+    backlogged: bool,
+    /// The commit streams the running lane was told it may use.
+    streams_told: usize,
+}
+
+/// The commit streams each lane may use while `backlogged` lanes have
+/// records waiting for one: `max` (`run --commit-streams`) shared among
+/// them, at least 1 each. A module bursting alone gets all of them; when
+/// several burst at once, together they keep about `max` COPYs (or one
+/// per lane) running instead of `max` per lane, which costs PostgreSQL more
+/// CPU per event than it gains (docs/benchmarks.md).
+pub fn commit_stream_share(max: usize, backlogged: usize) -> usize {
+    (max / backlogged.max(1)).max(1)
+}
+
+/// Tell every running lane its share of the commit streams when it changed.
+fn share_commit_streams(lanes: &mut [Lane], max: usize) {
+    let share = commit_stream_share(max, lanes.iter().filter(|l| l.control.is_some() && l.backlogged).count());
+    for lane in lanes.iter_mut().filter(|l| l.streams_told != share) {
+        let Some(control) = lane.control.as_ref() else { continue };
+        // Never blocks; a full socket is tried again on the next turn.
+        if send_message_nowait(control.as_fd(), &[CONTROL_STREAMS, share as u8]).is_ok() {
+            lane.streams_told = share;
+        }
+    }
 }
 
 /// What a running supervisor records in `<state>/run/appliance.pid`, so
@@ -181,6 +212,7 @@ fn lane_options(options: &RunOptions, module: Module, dir: &StateDir) -> Result<
         spool_quota_bytes: options.spool_quota_bytes,
         disk_reserve_bytes: reserve.bytes(),
         grants: lane_grants(&options.peers, module),
+        commit_streams: options.commit_streams,
     })
 }
 
@@ -194,6 +226,9 @@ fn spawn_lane(lane: &mut Lane, launcher: &Launcher, options: &RunOptions, dir: &
     lane.child = Some(child);
     lane.control = Some(control);
     lane.reported = false;
+    // A lane starts with every commit stream (`--commit-streams`).
+    lane.backlogged = false;
+    lane.streams_told = options.commit_streams;
     Ok(())
 }
 
@@ -241,6 +276,9 @@ fn on_control(lane: &mut Lane, dir: &StateDir, identities: &LaneIdentities) -> b
                     }
                 }
                 log_if_stalled(lane.module, &mut lane.stall_logged_at, &report);
+            }
+            Ok(Some(message)) if message.len == 2 && buffer[0] == CONTROL_BACKLOG && lane.reported => {
+                lane.backlogged = buffer[1] != 0;
             }
             Ok(Some(message)) if message.len == 0 => {
                 // The lane closed its end (it is exiting); the reap restarts it.
@@ -592,6 +630,8 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
             restart_at: None,
             disk_reserve: 0,
             stall_logged_at: None,
+            backlogged: false,
+            streams_told: options.commit_streams,
         });
     }
     let mut metrics = MetricsServer::bind(options)?;
@@ -636,6 +676,7 @@ pub fn run(options: &RunOptions) -> Result<(), AppError> {
             }
             reap_and_restart(lane, &launcher, options, &embedded.dir);
         }
+        share_commit_streams(&mut lanes, options.commit_streams);
         cluster.check(&embedded, &options.placement.pg_cpus);
         if let Err(e) = crate::control::cluster::prune_logs(&embedded.dir) {
             if let Some(suppressed) = ratelimit::allow("prune the PostgreSQL log") {
@@ -715,4 +756,29 @@ pub fn default_peers() -> BTreeMap<Module, Vec<PeerGrant>> {
         last_producer: crate::base::limits::PRODUCER_ID_MAX,
     };
     Module::ALL.into_iter().map(|m| (m, vec![everything])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::commit_stream_share;
+
+    /// A module bursting alone gets every commit stream; several at once
+    /// share them, one each at least.
+    #[test]
+    fn commit_streams_are_shared_among_the_lanes_with_a_backlog() {
+        for (max, backlogged, share) in [
+            (2, 0, 2),
+            (2, 1, 2),
+            (2, 2, 1),
+            (2, 4, 1),
+            (4, 1, 4),
+            (4, 2, 2),
+            (4, 3, 1),
+            (3, 2, 1),
+            (1, 1, 1),
+            (1, 4, 1),
+        ] {
+            assert_eq!(commit_stream_share(max, backlogged), share, "max {max}, {backlogged} backlogged");
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! One batch: the rows, quarantined events and watermark advances that
 //! commit together in one transaction (sans-I/O).
 //!
-//! Consumes validated records; produces the pipelined request for
-//! [`crate::pg::pipeline::encode_batch`]. Invariant: the sequence ranges
+//! Consumes validated records; produces the pipelined request
+//! ([`crate::pg::pipeline::encode_batch_body`], then `encode_batch_tail`). Invariant: the sequence ranges
 //! cover every event of the batch, rows and quarantined alike, contiguous
 //! per (producer, epoch) and in arrival order, so the watermark advances
 //! exactly over what the transaction makes durable.
@@ -263,9 +263,10 @@ impl Batch {
         sql
     }
 
-    /// Encode the whole transaction into `out`: each table's chunks, then
-    /// the COPY trailer, as one COPY.
-    pub fn encode(&self, out: &mut BytesMut) -> Result<Pipeline, PgError> {
+    /// Encode the transaction's body into `out`: BEGIN, then each table's
+    /// chunks and the COPY trailer, as one COPY per table. The
+    /// transaction stays open until [`Batch::encode_tail`].
+    pub fn encode_body(&self, out: &mut BytesMut) -> Result<Pipeline, PgError> {
         let statements: Vec<String> = tables_of(self.module).map(copy::copy_statement).collect();
         let copies: Vec<(&str, Vec<&[u8]>)> = self
             .copies
@@ -277,7 +278,13 @@ impl Batch {
                 (statement.as_str(), pieces)
             })
             .collect();
-        pipeline::encode_batch(out, &copies, &self.tail_sql())
+        pipeline::encode_batch_body(out, &copies)
+    }
+
+    /// Encode the transaction's tail into `out`: the quarantine inserts
+    /// and the watermark advances, then COMMIT.
+    pub fn encode_tail(&self, out: &mut BytesMut, pipeline: &mut Pipeline) -> Result<(), PgError> {
+        pipeline::encode_batch_tail(out, pipeline, &self.tail_sql())
     }
 }
 

@@ -8,10 +8,14 @@
 //! acknowledges it and returns its credit) → queued (`unsent`) → sent in
 //! one transaction with the consecutive records that fit the batch bounds
 //! → on COMMIT released (a segment is unlinked once all of it is
-//! committed). Invariants:
+//! committed). Up to one transaction per commit stream is in flight: the
+//! records at the front of `unsent` that are sent (`in_flight`), oldest
+//! first. Invariants:
 //! - records reach PostgreSQL in spool order, each inside exactly one
-//!   transaction (never split), so per producer the watermark advances
-//!   through the spool contiguously;
+//!   transaction (never split), and transactions commit in spool order
+//!   (the core sends a transaction's COMMIT only once the one before it
+//!   committed), so per producer the watermark advances through the spool
+//!   contiguously and the committed records are always a prefix of it;
 //! - whether a record whose transaction's fate is unknown (connection lost,
 //!   lane killed) committed is decided by the producers' watermarks, read
 //!   after every (re)connect: a record every range of which the watermark
@@ -122,6 +126,10 @@ pub(super) struct CommitQueue {
     /// --disk-reserve`; 0: no reserve).
     disk_reserve: u64,
     unsent: VecDeque<Spooled>,
+    /// The records at the front of `unsent` sent in transactions still in
+    /// flight (their fate is decided by the COMMIT, or after a reset by the
+    /// watermarks).
+    in_flight: usize,
     cached_bytes: usize,
     /// PostgreSQL's watermark per producer (epoch, last seq) as last read
     /// or advanced by this lane's commits.
@@ -129,6 +137,11 @@ pub(super) struct CommitQueue {
     /// Producers whose watermark is still to be read before sending
     /// (None: resolution done for this connection).
     resolve: Option<Vec<u64>>,
+    /// Watermark reads of the resolution sent and not yet answered: no
+    /// record is sent before all are.
+    marks_in_flight: usize,
+    /// A read of the partition window is in flight.
+    window_in_flight: bool,
     blocked: Option<StatusCode>,
     /// Why, as the STATUS frame said it (repeated to producers that
     /// connect while it holds).
@@ -158,9 +171,12 @@ impl CommitQueue {
             spool,
             disk_reserve,
             unsent: VecDeque::new(),
+            in_flight: 0,
             cached_bytes: 0,
             marks: HashMap::new(),
             resolve: None,
+            marks_in_flight: 0,
+            window_in_flight: false,
             blocked: None,
             blocked_reason: String::new(),
             retry_at_ms: 0,
@@ -226,6 +242,13 @@ impl CommitQueue {
         self.marks.insert(producer_id, mark);
     }
 
+    /// A watermark the resolution asked for (`Next::Mark`) arrived.
+    pub fn mark_read(&mut self, producer_id: u64, mark: (u64, u64)) {
+        debug_assert!(self.marks_in_flight > 0, "a resolution mark arrived unasked");
+        self.marks_in_flight = self.marks_in_flight.saturating_sub(1);
+        self.note_mark(producer_id, mark);
+    }
+
     /// Drop a forgotten producer's watermark (the producer table's bound).
     pub fn forget_mark(&mut self, producer_id: u64) {
         self.marks.remove(&producer_id);
@@ -238,12 +261,12 @@ impl CommitQueue {
     }
 
     fn note_committed(&mut self, ranges: &[ProducerRange]) {
-        for r in ranges {
-            let mark = self.marks.entry(r.producer_id).or_insert((r.epoch, 0));
-            if r.epoch > mark.0 || (r.epoch == mark.0 && r.last_seq > mark.1) {
-                *mark = (r.epoch, r.last_seq);
-            }
-        }
+        advance_marks(&mut self.marks, ranges);
+    }
+
+    /// Records sent in transactions still in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
     }
 
     // ----- recovery -----
@@ -425,6 +448,10 @@ impl CommitQueue {
     /// A (re)connect: every unsent record is in doubt until the watermarks
     /// of its producers are read.
     pub fn connected(&mut self) {
+        debug_assert_eq!(self.in_flight, 0, "a reconnect starts with nothing in flight");
+        self.in_flight = 0;
+        self.marks_in_flight = 0;
+        self.window_in_flight = false;
         self.marks.clear();
         self.window_read_at_ms = None;
         let mut producers: Vec<u64> = self.unsent.iter().flat_map(|s| s.ranges.iter().map(|r| r.producer_id)).collect();
@@ -435,13 +462,21 @@ impl CommitQueue {
 
     /// The next request for PostgreSQL, and the producers a damaged record
     /// of which was just decided (their HELLOs may be answered now).
-    pub fn next(&mut self, now_ms: u64) -> (Next, Vec<u64>) {
+    /// `may_send`: a transaction may start (else only reads are asked for).
+    pub fn next(&mut self, now_ms: u64, may_send: bool) -> (Next, Vec<u64>) {
         let mut decided = Vec::new();
         if let Some(resolve) = self.resolve.as_mut() {
             if let Some(producer_id) = resolve.pop() {
+                self.marks_in_flight += 1;
                 return (Next::Mark(producer_id), decided);
             }
+            if self.marks_in_flight > 0 {
+                // Another stream reads the last watermarks: nothing is
+                // decided or sent before all of them arrived.
+                return (Next::Idle, decided);
+            }
             self.resolve = None;
+            debug_assert_eq!(self.in_flight, 0, "records are resolved only with nothing in flight");
             while self.unsent.front().is_some_and(|s| self.covered(&s.ranges)) {
                 let Some(done) = self.unsent.pop_front() else { break };
                 let record = done.location.map(|l| l.id);
@@ -468,19 +503,27 @@ impl CommitQueue {
                 }
             }
         }
+        let waiting = self.unsent.len() > self.in_flight;
         let stale = self.window_read_at_ms.is_none_or(|at| now_ms >= at + WINDOW_REFRESH_INTERVAL_MS);
-        if stale && !self.unsent.is_empty() {
+        if stale && waiting && !self.window_in_flight {
+            self.window_in_flight = true;
             return (Next::Window, decided);
         }
+        if !may_send || (self.window_in_flight && self.window_read_at_ms.is_none()) {
+            // No transaction may start now, or the first window read after
+            // a (re)connect is still on another stream.
+            return (Next::Idle, decided);
+        }
         loop {
-            let Some(front_id) = self.unsent.front().map(|s| s.location.map(|l| l.id)) else {
+            let first = self.in_flight;
+            let Some(front_id) = self.unsent.get(first).map(|s| s.location.map(|l| l.id)) else {
                 return (Next::Idle, decided);
             };
-            match self.load_unsent(0, now_ms) {
+            match self.load_unsent(first, now_ms) {
                 Ok(mut batch) => {
                     // Consecutive records share one transaction up to the transaction bounds.
                     let mut records = 1;
-                    while let Some(next) = self.unsent.get(records) {
+                    while let Some(next) = self.unsent.get(first + records) {
                         let rows: u64 = next.ranges.iter().map(|r| r.rows).sum();
                         let bytes = next.location.map_or(0, |l| l.length as usize);
                         if batch.rows + rows as usize > TRANSACTION_ROWS_MAX
@@ -488,14 +531,20 @@ impl CommitQueue {
                         {
                             break;
                         }
-                        match self.load_unsent(records, now_ms) {
+                        match self.load_unsent(first + records, now_ms) {
                             Ok(next) => batch.absorb(*next),
                             Err(_) => break,
                         }
                         records += 1;
                     }
                     if self.corrupted_records > 0 {
-                        record_gaps(&self.marks, &mut batch);
+                        // The watermarks as the transactions in flight
+                        // leave them (they commit first).
+                        let mut marks = self.marks.clone();
+                        for spooled in self.unsent.iter().take(first) {
+                            advance_marks(&mut marks, &spooled.ranges);
+                        }
+                        record_gaps(&marks, &mut batch);
                     }
                     if let Some((lo, hi)) = self.window {
                         match batch.quarantine_outside_window(lo, hi) {
@@ -512,6 +561,7 @@ impl CommitQueue {
                             }
                         }
                     }
+                    self.in_flight += records;
                     return (Next::Send(batch, records), decided);
                 }
                 Err(Unloadable::Failed(fatal)) => return (Next::Fatal(fatal), decided),
@@ -525,7 +575,7 @@ impl CommitQueue {
                         "spooled batch unreadable: dropped"
                     );
                     self.corrupted_records += 1;
-                    self.unsent.pop_front();
+                    self.unsent.remove(first);
                 }
             }
         }
@@ -569,10 +619,13 @@ impl CommitQueue {
         }
         self.window = window;
         self.window_read_at_ms = Some(now_ms);
+        self.window_in_flight = false;
     }
 
     /// The transaction of the first `records` unsent records committed.
     pub fn committed(&mut self, batch: &Batch, records: usize) -> Settled {
+        debug_assert!(records <= self.in_flight, "only records in flight commit");
+        self.in_flight -= records.min(self.in_flight);
         self.failure_backoff_ms = PG_RECONNECT_BACKOFF_MIN_MS;
         self.note_committed(&batch.ranges);
         self.records_committed += records as u64;
@@ -597,6 +650,11 @@ impl CommitQueue {
     /// A database request failed: the records stay at the front; returns
     /// the backoff before the next attempt (doubling up to the cap).
     pub fn failed(&mut self, why: &str) -> u64 {
+        // Every transaction in flight is abandoned with its connection;
+        // the watermarks decide after the reconnect.
+        self.in_flight = 0;
+        self.marks_in_flight = 0;
+        self.window_in_flight = false;
         let backoff_ms = self.failure_backoff_ms;
         self.failure_backoff_ms = (backoff_ms * 2).min(PG_RECONNECT_BACKOFF_MAX_MS);
         tracing::error!(
@@ -638,6 +696,16 @@ impl CommitQueue {
     /// Spooled batches read back from the spool (not cached).
     pub fn batches_read_back(&self) -> u64 {
         self.batches_read_back
+    }
+}
+
+/// Advance `marks` over committed `ranges`.
+fn advance_marks(marks: &mut HashMap<u64, (u64, u64)>, ranges: &[ProducerRange]) {
+    for r in ranges {
+        let mark = marks.entry(r.producer_id).or_insert((r.epoch, 0));
+        if r.epoch > mark.0 || (r.epoch == mark.0 && r.last_seq > mark.1) {
+            *mark = (r.epoch, r.last_seq);
+        }
     }
 }
 

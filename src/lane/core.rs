@@ -9,7 +9,15 @@
 //! - `credit_outstanding + buffered <= LANE_BUFFER_BYTES_MAX`, and every
 //!   received frame byte was covered by credit, so memory is bounded;
 //! - a database failure drops nothing acknowledged: the lane reconnects
-//!   and resolves its unsent records by the watermarks (`spooling.rs`).
+//!   and resolves its unsent records by the watermarks (`spooling.rs`);
+//! - spooled transactions go over up to `COMMIT_STREAMS_MAX` PostgreSQL
+//!   connections (links) at once, and commit in spool order: a
+//!   transaction's tail (watermark advances, COMMIT) is sent only once the
+//!   one before it committed (`commits`);
+//! - ingest_time never decreases through the spool, and every batch's rows
+//!   are later than the batch before (`ingest_floor_us`): with the commit
+//!   order, a reader tailing a table by (ingest_time, producer_id,
+//!   producer_seq) never sees a row become visible behind its position.
 
 use std::collections::VecDeque;
 
@@ -22,9 +30,9 @@ use super::conns::{Conn, ConnState, Connections};
 pub use super::error::{LaneFatal, PgLinkError};
 use super::producers::Producers;
 use crate::base::limits::{
-    BATCH_FLUSH_INTERVAL_MS, CONNECTION_IDLE_TIMEOUT_MS, CONNECTION_LINGER_MS, CONNECTION_OUTPUT_BYTES_MAX,
-    CONNECTION_OUTPUT_PAUSE_BYTES, HANDSHAKE_TIMEOUT_MS, LANE_CONNECTIONS_MAX, LOOKUPS_PER_TRANSACTION_MAX,
-    PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS,
+    BATCH_FLUSH_INTERVAL_MS, COMMIT_STREAMS_MAX, CONNECTION_IDLE_TIMEOUT_MS, CONNECTION_LINGER_MS,
+    CONNECTION_OUTPUT_BYTES_MAX, CONNECTION_OUTPUT_PAUSE_BYTES, HANDSHAKE_TIMEOUT_MS, LANE_CONNECTIONS_MAX,
+    LOOKUPS_PER_TRANSACTION_MAX, PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS,
 };
 use crate::base::ratelimit::RateLimitedLog;
 use crate::base::sys::PeerCred;
@@ -68,7 +76,8 @@ pub(super) enum Request {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum SendTarget {
     Client,
-    Pg,
+    /// This PostgreSQL link.
+    Pg(usize),
 }
 
 pub(super) enum PgState {
@@ -85,6 +94,28 @@ pub(super) enum PgState {
     Busy(Box<Pipeline>, Request),
 }
 
+/// One PostgreSQL connection of the lane (a commit stream): its state and
+/// the bytes to and from it.
+pub(super) struct PgLink {
+    pub(super) state: PgState,
+    pub(super) out: BytesMut,
+    pub(super) input: BytesMut,
+}
+
+impl PgLink {
+    fn new() -> PgLink {
+        PgLink {
+            state: PgState::Down { retry_at_ms: 0, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS },
+            out: BytesMut::new(),
+            input: BytesMut::new(),
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        matches!(self.state, PgState::Idle | PgState::Busy(..))
+    }
+}
+
 /// Counters reported in logs and by the supervisor.
 #[derive(Debug, Default, Clone)]
 pub struct LaneStats {
@@ -95,6 +126,8 @@ pub struct LaneStats {
     pub events_rejected: u64,
     pub duplicates_skipped: u64,
     pub batches_committed: u64,
+    /// Transactions whose body was sent while an earlier one was in flight.
+    pub transactions_overlapped: u64,
     pub connections_refused: u64,
     /// Connections given a slot (admitted by their peer credentials).
     pub connections_admitted: u64,
@@ -144,9 +177,20 @@ pub struct LaneCore {
     pub(super) producers: Producers,
     pub(super) pending: Batch,
     pub(super) sealed: VecDeque<Batch>,
-    pub(super) pg: PgState,
-    pub(super) pg_out: BytesMut,
-    pg_in: BytesMut,
+    /// The smallest ingest_time the next row may take (Unix µs): rows take
+    /// the wall clock, but never less than this; a sealed batch moves it
+    /// past its newest row.
+    pub(super) ingest_floor_us: i64,
+    /// The PostgreSQL links (`commit_streams` of them).
+    pub(super) pg: Vec<PgLink>,
+    /// How many spooled transactions may be in flight at once (at most
+    /// one per link): the supervisor shares the commit streams among the
+    /// lanes with a backlog (`set_active_streams`); beyond it, idle links
+    /// carry only watermark and window reads.
+    pub(super) active_streams: usize,
+    /// The links whose requests are spooled transactions, in spool order:
+    /// only the front one has its tail (and COMMIT) sent.
+    pub(super) commits: VecDeque<usize>,
     pub(super) draining: bool,
     pub stats: LaneStats,
     refusal_log: RateLimitedLog,
@@ -188,9 +232,10 @@ impl LaneCore {
             producers: Producers::default(),
             pending: Batch::new(module, now.mono_ms),
             sealed: VecDeque::new(),
-            pg: PgState::Down { retry_at_ms: 0, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS },
-            pg_out: BytesMut::new(),
-            pg_in: BytesMut::new(),
+            ingest_floor_us: now.wall_us,
+            pg: vec![PgLink::new()],
+            active_streams: 1,
+            commits: VecDeque::new(),
             draining: false,
             stats: LaneStats::default(),
             refusal_log: RateLimitedLog::default(),
@@ -211,6 +256,38 @@ impl LaneCore {
 
     pub fn module(&self) -> Module {
         self.module
+    }
+
+    /// Commit over `streams` PostgreSQL connections (1 to
+    /// `COMMIT_STREAMS_MAX`); set before the lane serves.
+    pub fn set_commit_streams(&mut self, streams: usize) {
+        assert!((1..=COMMIT_STREAMS_MAX).contains(&streams), "commit streams out of bounds: {streams}");
+        assert!(!self.pg_is_connected(), "commit streams are set before connecting");
+        self.pg = (0..streams).map(|_| PgLink::new()).collect();
+        self.active_streams = streams;
+    }
+
+    /// Allow `streams` spooled transactions in flight at once (at least 1,
+    /// at most one per link).
+    pub fn set_active_streams(&mut self, streams: usize) {
+        let streams = streams.clamp(1, self.pg.len());
+        if streams != self.active_streams {
+            tracing::debug!(lane = self.module.name(), streams, "commit streams in use");
+            self.active_streams = streams;
+            self.start_request();
+        }
+    }
+
+    /// Whether spooled records wait with every link in use busy: the lane
+    /// could use more commit streams (reported to the supervisor).
+    pub fn backlogged(&self) -> bool {
+        let (unsent, _) = self.spool.backlog();
+        unsent > self.spool.in_flight()
+    }
+
+    /// The number of PostgreSQL links.
+    pub fn commit_streams(&self) -> usize {
+        self.pg.len()
     }
 
     // ----- connections -----
@@ -427,9 +504,9 @@ impl LaneCore {
         }
     }
 
-    /// The driver finished writing everything queued for PostgreSQL.
-    pub fn pg_sent(&mut self) {
-        self.sent(SendTarget::Pg);
+    /// The driver finished writing everything queued for PostgreSQL link `link`.
+    pub fn pg_sent(&mut self, link: usize) {
+        self.sent(SendTarget::Pg(link));
     }
 
     fn sent(&mut self, target: SendTarget) {
@@ -486,6 +563,9 @@ impl LaneCore {
             return;
         }
         let batch = std::mem::replace(&mut self.pending, Batch::new(self.module, self.now.mono_ms));
+        if batch.rows > 0 {
+            self.ingest_floor_us = self.ingest_floor_us.max(batch.ingest_max_us.saturating_add(1));
+        }
         if batch.has_events() {
             self.sealed.push_back(batch);
             self.spool_sealed();
@@ -562,6 +642,7 @@ impl LaneCore {
         }
         self.conns.check_invariants();
         self.producers.check_invariants();
+        self.check_commit_order();
         for (id, p) in self.producers.iter() {
             if let Some((slot, generation)) = p.active {
                 let conn = self.conns.get(slot);
@@ -580,8 +661,10 @@ impl LaneCore {
         if !self.pending.is_empty() {
             deadline = deadline.min(self.pending.started_ms + BATCH_FLUSH_INTERVAL_MS);
         }
-        if let PgState::Down { retry_at_ms, .. } = self.pg {
-            deadline = deadline.min(retry_at_ms);
+        for link in &self.pg {
+            if let PgState::Down { retry_at_ms, .. } = link.state {
+                deadline = deadline.min(retry_at_ms);
+            }
         }
         if let Some(retry_at_ms) = self.spool.deadline() {
             deadline = deadline.min(retry_at_ms);
@@ -592,53 +675,96 @@ impl LaneCore {
         deadline.max(self.now.mono_ms)
     }
 
-    // ----- PostgreSQL link -----
+    // ----- PostgreSQL links -----
 
-    /// Whether the driver should ask the connector for a connection now.
-    pub fn pg_wants_connect(&self, now: Now) -> bool {
-        matches!(self.pg, PgState::Down { retry_at_ms, .. } if now.mono_ms >= retry_at_ms)
+    /// The commit order's invariants: every link in `commits` once, each
+    /// holding a spooled transaction; only the front one's tail is sent;
+    /// together they hold exactly the records in flight.
+    fn check_commit_order(&self) {
+        let mut records = 0;
+        for (position, &link) in self.commits.iter().enumerate() {
+            debug_assert!(
+                self.commits.iter().filter(|&&l| l == link).count() == 1,
+                "link {link} twice in the commit order"
+            );
+            match &self.pg[link].state {
+                PgState::Busy(pipeline, Request::Spooled(_, n)) => {
+                    records += n;
+                    debug_assert!(
+                        position == 0 || pipeline.awaits_tail(),
+                        "link {link}: a tail was sent before the transaction ahead of it committed"
+                    );
+                }
+                _ => debug_assert!(false, "link {link} is in the commit order without a transaction"),
+            }
+        }
+        debug_assert_eq!(records, self.spool.in_flight(), "transactions in flight and records in flight differ");
+    }
+
+    /// Whether the driver should ask the connector a connection for `link` now.
+    pub fn pg_wants_connect(&self, link: usize, now: Now) -> bool {
+        matches!(self.pg[link].state, PgState::Down { retry_at_ms, .. } if now.mono_ms >= retry_at_ms)
     }
 
     /// Whether a connection asked of the connector is awaited.
     pub fn pg_awaits_connection(&self) -> bool {
-        matches!(self.pg, PgState::Connecting { .. })
+        self.pg.iter().any(|l| matches!(l.state, PgState::Connecting { .. }))
     }
 
-    /// The driver asked the connector for a connection.
-    pub fn pg_connect_requested(&mut self) {
-        if let PgState::Down { backoff_ms, .. } = self.pg {
-            self.pg = PgState::Connecting { backoff_ms };
+    /// The driver asked the connector for a connection for `link`.
+    pub fn pg_connect_requested(&mut self, link: usize) {
+        if let PgState::Down { backoff_ms, .. } = self.pg[link].state {
+            self.pg[link].state = PgState::Connecting { backoff_ms };
         }
     }
 
-    pub fn pg_connected(&mut self, leftover: BytesMut) {
-        tracing::info!(lane = self.module.name(), "connected to PostgreSQL");
-        self.pg = PgState::Idle;
-        self.pg_in = leftover;
-        self.pg_out.clear();
-        self.spool.connected();
+    /// A connection arrived: it serves the first link waiting for one
+    /// (connections are interchangeable), returned; None: none waits (the
+    /// driver closes it).
+    pub fn pg_connected(&mut self, leftover: BytesMut) -> Option<usize> {
+        let link = self.pg.iter().position(|l| matches!(l.state, PgState::Connecting { .. }))?;
+        // The first link up after every link was down resolves the spool
+        // (watermarks, window) before anything is sent on any link.
+        let first = !self.pg_is_connected();
+        tracing::info!(lane = self.module.name(), link, "connected to PostgreSQL");
+        let l = &mut self.pg[link];
+        l.state = PgState::Idle;
+        l.input = leftover;
+        l.out.clear();
+        if first {
+            self.spool.connected();
+        }
         self.start_request();
+        Some(link)
     }
 
     /// A connect attempt failed: back off exponentially, up to the cap.
     pub fn pg_connect_failed(&mut self, error: &str, now: Now) {
-        let backoff_ms = match self.pg {
+        let Some(link) = self.pg.iter().position(|l| matches!(l.state, PgState::Connecting { .. })) else { return };
+        let backoff_ms = match self.pg[link].state {
             PgState::Down { backoff_ms, .. } | PgState::Connecting { backoff_ms } => backoff_ms,
             PgState::Idle | PgState::Busy(..) => PG_RECONNECT_BACKOFF_MIN_MS,
         };
-        tracing::warn!(lane = self.module.name(), retry_in_ms = backoff_ms, error, "PostgreSQL connect failed");
-        self.pg = PgState::Down {
+        tracing::warn!(lane = self.module.name(), link, retry_in_ms = backoff_ms, error, "PostgreSQL connect failed");
+        self.pg[link].state = PgState::Down {
             retry_at_ms: now.mono_ms + backoff_ms,
             backoff_ms: (backoff_ms * 2).min(PG_RECONNECT_BACKOFF_MAX_MS),
         };
     }
 
+    /// Whether any link is connected.
     pub fn pg_is_connected(&self) -> bool {
-        matches!(self.pg, PgState::Idle | PgState::Busy(..))
+        self.pg.iter().any(PgLink::is_connected)
     }
 
-    pub fn take_pg_output(&mut self) -> Option<BytesMut> {
-        if self.pg_out.is_empty() { None } else { Some(std::mem::take(&mut self.pg_out)) }
+    /// Whether `link` is connected (else the driver closes its socket).
+    pub fn pg_link_connected(&self, link: usize) -> bool {
+        self.pg.get(link).is_some_and(PgLink::is_connected)
+    }
+
+    pub fn take_pg_output(&mut self, link: usize) -> Option<BytesMut> {
+        let out = &mut self.pg[link].out;
+        if out.is_empty() { None } else { Some(std::mem::take(out)) }
     }
 
     /// A request buffer the driver has finished sending: the next request
@@ -646,64 +772,68 @@ impl LaneCore {
     /// whole allocation of an emptied buffer) instead of a fresh one, whose
     /// pages the kernel would zero-fill on first touch: a 16 MiB
     /// transaction is 4,096 page faults. Kept only while nothing else is
-    /// queued; at most one is kept, no larger than the largest request.
-    pub fn recycle_pg_buffer(&mut self, mut buffer: BytesMut) {
-        if self.pg_out.is_empty() {
+    /// queued; at most one per link, no larger than the largest request.
+    pub fn recycle_pg_buffer(&mut self, link: usize, mut buffer: BytesMut) {
+        let out = &mut self.pg[link].out;
+        if out.is_empty() {
             buffer.clear();
             // A sent buffer was advanced to its end: move the view back to
             // the allocation's start now (never allocates), or a larger next
             // request would grow it with the dead prefix kept in front.
             let _ = buffer.try_reclaim(buffer.capacity() + 1);
-            self.pg_out = buffer;
+            *out = buffer;
         }
     }
 
-    /// The PostgreSQL socket failed or closed.
-    pub fn pg_lost(&mut self, why: &str, now: Now) {
+    /// PostgreSQL link `link` failed or closed.
+    pub fn pg_lost(&mut self, link: usize, why: &str, now: Now) {
         self.now = now;
-        let was_busy = matches!(self.pg, PgState::Busy(..));
-        tracing::warn!(lane = self.module.name(), why, was_busy, "PostgreSQL connection lost");
-        self.pg = PgState::Down { retry_at_ms: now.mono_ms, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS };
-        // Batches not yet sent simply wait for the reconnect; only the one in
-        // flight has an unknown fate, and the watermark resolves it.
+        let was_busy = matches!(self.pg[link].state, PgState::Busy(..));
+        tracing::warn!(lane = self.module.name(), link, why, was_busy, "PostgreSQL connection lost");
+        self.pg[link].state = PgState::Down { retry_at_ms: now.mono_ms, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS };
+        // Batches not yet sent simply wait for the reconnect; only a request
+        // in flight has an unknown fate, and the watermarks resolve it.
         if was_busy {
             self.reset("database connection lost with a request in flight");
         }
     }
 
-    /// Bytes arrived from PostgreSQL.
-    pub fn on_pg_bytes(&mut self, data: &[u8], now: Now) {
+    /// Bytes arrived from PostgreSQL link `link`.
+    pub fn on_pg_bytes(&mut self, link: usize, data: &[u8], now: Now) {
         self.now = now;
-        self.pg_in.extend_from_slice(data);
+        self.pg[link].input.extend_from_slice(data);
         loop {
-            let message = match decode_message(&mut self.pg_in) {
+            let message = match decode_message(&mut self.pg[link].input) {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
-                Err(e) => return self.pg_protocol_failure(&PgLinkError::Wire(e)),
+                Err(e) => return self.pg_protocol_failure(link, &PgLinkError::Wire(e)),
             };
-            if let Err(e) = self.on_pg_message(message) {
-                return self.pg_protocol_failure(&e);
+            if let Err(e) = self.on_pg_message(link, message) {
+                return self.pg_protocol_failure(link, &e);
+            }
+            if !self.pg_link_connected(link) {
+                break;
             }
         }
         self.tick(now);
     }
 
-    fn pg_protocol_failure(&mut self, error: &PgLinkError) {
-        self.pg = PgState::Down { retry_at_ms: self.now.mono_ms, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS };
-        self.pg_in.clear();
+    fn pg_protocol_failure(&mut self, link: usize, error: &PgLinkError) {
+        self.pg[link].input.clear();
         self.reset(&error.to_string());
     }
 
-    fn on_pg_message(&mut self, message: Message) -> Result<(), PgLinkError> {
-        let PgState::Busy(pipeline, _) = &mut self.pg else {
+    fn on_pg_message(&mut self, link: usize, message: Message) -> Result<(), PgLinkError> {
+        let PgState::Busy(pipeline, _) = &mut self.pg[link].state else {
             return match message {
                 Message::NoticeResponse(_) | Message::ParameterStatus(_) => Ok(()),
                 // A FATAL while idle (backend terminated, server shutting
                 // down): the connection is gone but nothing was in flight.
                 Message::ErrorResponse(_) => {
-                    tracing::warn!(lane = self.module.name(), "PostgreSQL ended the idle connection");
-                    self.pg = PgState::Down { retry_at_ms: self.now.mono_ms, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS };
-                    self.pg_in.clear();
+                    tracing::warn!(lane = self.module.name(), link, "PostgreSQL ended the idle connection");
+                    let l = &mut self.pg[link];
+                    l.state = PgState::Down { retry_at_ms: self.now.mono_ms, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS };
+                    l.input.clear();
                     Ok(())
                 }
                 _ => Err(PgLinkError::Unsolicited),
@@ -712,14 +842,14 @@ impl LaneCore {
         let Some(outcome) = pipeline.on_message(message).map_err(PgLinkError::Wire)? else {
             return Ok(());
         };
-        let PgState::Busy(_, request) = std::mem::replace(&mut self.pg, PgState::Idle) else {
+        let PgState::Busy(_, request) = std::mem::replace(&mut self.pg[link].state, PgState::Idle) else {
             return Ok(());
         };
         match (request, outcome) {
             (Request::Lookup(producer_id), Outcome::Rows(rows)) => self.lookup_done(producer_id, &rows),
             (Request::Mark(producer_id), Outcome::Rows(rows)) => self.mark_done(producer_id, &rows),
             (Request::Window, Outcome::Rows(rows)) => self.window_done(&rows),
-            (Request::Spooled(batch, records), Outcome::Committed) => self.spooled_committed(&batch, records),
+            (Request::Spooled(batch, records), Outcome::Committed) => self.spooled_committed(link, &batch, records),
             (_, Outcome::Failed(error)) => {
                 self.stats.count_database_error(&error.sqlstate);
                 self.reset(&format!("database refused a request: {} {}", error.sqlstate, error.message));
@@ -732,32 +862,38 @@ impl LaneCore {
         Ok(())
     }
 
-    /// Start the next database request: HELLOs' watermark lookups first,
-    /// but after `LOOKUPS_PER_TRANSACTION_MAX` of them in a row a waiting
-    /// spooled transaction goes first, so HELLO churn cannot hold back
-    /// commits.
+    /// Start the next database request on every idle link: HELLOs'
+    /// watermark lookups first, but after `LOOKUPS_PER_TRANSACTION_MAX` of
+    /// them in a row a waiting spooled transaction goes first, so HELLO
+    /// churn cannot hold back commits.
     fn start_request(&mut self) {
-        if !matches!(self.pg, PgState::Idle) {
+        for link in 0..self.pg.len() {
+            self.start_request_on(link);
+        }
+    }
+
+    fn start_request_on(&mut self, link: usize) {
+        if !matches!(self.pg[link].state, PgState::Idle) {
             return;
         }
         if self.lookups_in_a_row >= LOOKUPS_PER_TRANSACTION_MAX || !self.producers.lookups_waiting() {
-            self.spool_start_request();
-            if !matches!(self.pg, PgState::Idle) {
+            self.spool_start_request(link);
+            if !matches!(self.pg[link].state, PgState::Idle) {
                 self.lookups_in_a_row = 0;
                 return;
             }
         }
         if let Some(producer_id) = self.producers.next_lookup() {
             self.lookups_in_a_row += 1;
-            self.query_watermark(producer_id, Request::Lookup(producer_id));
+            self.query_watermark(link, producer_id, Request::Lookup(producer_id));
         }
     }
 
-    /// Send `appliance.watermark_get(producer_id)`, answered as `request`.
-    pub(super) fn query_watermark(&mut self, producer_id: u64, request: Request) {
+    /// Send `appliance.watermark_get(producer_id)` on `link`, answered as `request`.
+    pub(super) fn query_watermark(&mut self, link: usize, producer_id: u64, request: Request) {
         let sql = format!("SELECT producer_epoch, last_seq FROM appliance.watermark_get({producer_id})");
-        match pipeline::encode_query(&mut self.pg_out, &sql) {
-            Ok(p) => self.pg = PgState::Busy(Box::new(p), request),
+        match pipeline::encode_query(&mut self.pg[link].out, &sql) {
+            Ok(p) => self.pg[link].state = PgState::Busy(Box::new(p), request),
             Err(e) => self.reset(&e.to_string()),
         }
     }
@@ -844,7 +980,7 @@ impl LaneCore {
 
     /// Whether everything buffered is committed and acknowledged.
     pub fn drained(&self) -> bool {
-        self.draining && !matches!(self.pg, PgState::Busy(..)) && self.spool_drained()
+        self.draining && !self.pg.iter().any(|l| matches!(l.state, PgState::Busy(..))) && self.spool_drained()
     }
 
     // ----- metrics -----
@@ -867,6 +1003,7 @@ impl LaneCore {
                 "events_lost" => s.events_lost,
                 "duplicates_skipped" => s.duplicates_skipped,
                 "batches_committed" => s.batches_committed,
+                "transactions_overlapped" => s.transactions_overlapped,
                 "batches_read_back" => s.batches_read_back,
                 "connections_refused" => s.connections_refused,
                 "connections_admitted" => s.connections_admitted,
@@ -884,6 +1021,8 @@ impl LaneCore {
                 "commit_lag_ms" => commit_lag_ms,
                 "pushed_back" => u64::from(pushed_back),
                 "postgresql_connected" => u64::from(self.pg_is_connected()),
+                "commit_streams_connected" => self.pg.iter().filter(|l| l.is_connected()).count() as u64,
+                "commit_streams_active" => self.active_streams as u64,
                 other => {
                     debug_assert!(false, "metric {other} has no value");
                     0

@@ -7,9 +7,13 @@
 //!
 //! Control messages: lane → supervisor `S` + the status lines, once the
 //! sandbox is entered (the supervisor writes them to
-//! `run/lane-<module>.status` under the pid it knows); supervisor → lane
-//! `D`: drain and exit. End of stream from the supervisor also drains (its
-//! death; the parent-death signal says the same).
+//! `run/lane-<module>.status` under the pid it knows); `M` + the metrics
+//! lines every `LANE_METRICS_INTERVAL_MS`; `B` + 1 byte (1: spooled records
+//! wait with every commit stream in use busy, 0: not) when that changes, at
+//! most once per `LANE_BACKLOG_REPORT_MS`. Supervisor → lane `D`: drain
+//! and exit; `W` + 1 byte: the commit streams this lane may use now. End of
+//! stream from the supervisor also drains (its death; the parent-death
+//! signal says the same).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -25,6 +29,10 @@ pub const CONTROL_STATUS: u8 = b'S';
 pub const CONTROL_DRAIN: u8 = b'D';
 /// The lane's metrics (`LaneCore::metrics_lines`), every `LANE_METRICS_INTERVAL_MS`.
 pub const CONTROL_METRICS: u8 = b'M';
+/// Whether the lane's spooled records wait for a commit stream (+ 1 byte).
+pub const CONTROL_BACKLOG: u8 = b'B';
+/// The commit streams the lane may use (+ 1 byte).
+pub const CONTROL_STREAMS: u8 = b'W';
 /// Largest control message: the status lines of a lane.
 pub const CONTROL_MESSAGE_BYTES_MAX: usize = 4096;
 
@@ -35,6 +43,33 @@ pub struct Links {
     pub connector: OwnedFd,
     /// When the next metrics message is due (monotonic ms).
     pub metrics_due_ms: std::cell::Cell<u64>,
+    /// The backlog state last reported, and when (monotonic ms).
+    pub backlog_reported: std::cell::Cell<(bool, u64)>,
+}
+
+impl Links {
+    pub fn new(control: OwnedFd, connector: OwnedFd) -> Links {
+        Links {
+            control,
+            connector,
+            metrics_due_ms: std::cell::Cell::new(0),
+            backlog_reported: std::cell::Cell::new((false, 0)),
+        }
+    }
+
+    /// Tell the supervisor when the lane's backlog state changed (at most
+    /// once per `LANE_BACKLOG_REPORT_MS`; a full control socket skips it
+    /// and the next turn tries again).
+    pub fn report_backlog_if_changed(&self, core: &LaneCore, now: Now) {
+        let (reported, at_ms) = self.backlog_reported.get();
+        let backlogged = core.backlogged();
+        if backlogged == reported || now.mono_ms < at_ms + crate::base::limits::LANE_BACKLOG_REPORT_MS {
+            return;
+        }
+        if send_message_nowait(self.control.as_fd(), &[CONTROL_BACKLOG, u8::from(backlogged)]).is_ok() {
+            self.backlog_reported.set((backlogged, now.mono_ms));
+        }
+    }
 }
 
 impl Links {
@@ -75,6 +110,9 @@ impl Links {
                     return;
                 }
                 Ok(Some(message)) if buffer[..message.len] == [CONTROL_DRAIN] => core.begin_drain(),
+                Ok(Some(message)) if message.len == 2 && buffer[0] == CONTROL_STREAMS => {
+                    core.set_active_streams(usize::from(buffer[1]))
+                }
                 Ok(Some(message)) => {
                     tracing::warn!(lane = core.module().name(), bytes = message.len, "unknown control message ignored")
                 }
@@ -87,30 +125,42 @@ impl Links {
         }
     }
 
-    /// Ask the connector for a connection when the core wants one.
-    pub fn request_if_wanted(&self, core: &mut LaneCore, now: Now) -> Result<(), LaneError> {
-        if core.pg_wants_connect(now) {
-            connector::request_connection(self.connector.as_fd()).map_err(LaneError::io("ask the connector"))?;
-            core.pg_connect_requested();
+    /// Ask the connector for a connection for every link that wants one
+    /// and whose socket the driver has closed (`free(link)`).
+    pub fn request_if_wanted(
+        &self,
+        core: &mut LaneCore,
+        now: Now,
+        free: impl Fn(usize) -> bool,
+    ) -> Result<(), LaneError> {
+        for link in 0..core.commit_streams() {
+            if core.pg_wants_connect(link, now) && free(link) {
+                connector::request_connection(self.connector.as_fd()).map_err(LaneError::io("ask the connector"))?;
+                core.pg_connect_requested(link);
+            }
         }
         Ok(())
     }
 
-    /// The connector socket is readable: a connection, a failure, or the
-    /// connector is gone (then the lane cannot reconnect and must exit: the
-    /// supervisor restarts it with a new connector).
-    pub fn on_connector_readable(&self, core: &mut LaneCore, now: Now) -> Result<Option<UnixStream>, LaneError> {
+    /// The connector socket is readable: a connection (returned with the
+    /// link it serves), a failure, or the connector is gone (then the lane
+    /// cannot reconnect and must exit: the supervisor restarts it with a
+    /// new connector).
+    pub fn on_connector_readable(
+        &self,
+        core: &mut LaneCore,
+        now: Now,
+    ) -> Result<Option<(usize, UnixStream)>, LaneError> {
         let reply = connector::receive_reply(self.connector.as_fd()).map_err(LaneError::io("connector reply"))?;
         match reply {
             None => Ok(None),
-            Some(ConnectorReply::Connected(stream, leftover)) => {
-                if !core.pg_awaits_connection() {
+            Some(ConnectorReply::Connected(stream, leftover)) => match core.pg_connected(leftover) {
+                Some(link) => Ok(Some((link, stream))),
+                None => {
                     tracing::warn!(lane = core.module().name(), "connection arrived unasked: closed");
-                    return Ok(None);
+                    Ok(None)
                 }
-                core.pg_connected(leftover);
-                Ok(Some(stream))
-            }
+            },
             Some(ConnectorReply::Failed(why)) => {
                 core.pg_connect_failed(&why, now);
                 Ok(None)

@@ -38,7 +38,7 @@ const fn gauge(key: &'static str, help: &'static str) -> LaneMetric {
 }
 
 /// Every lane metric, in the order the lane reports them.
-pub const LANE_METRICS: [LaneMetric; 23] = [
+pub const LANE_METRICS: [LaneMetric; 26] = [
     counter(
         "events_acknowledged",
         "Events acknowledged to producers (durable in the lane's spool), rejected ones included.",
@@ -48,6 +48,10 @@ pub const LANE_METRICS: [LaneMetric; 23] = [
     counter("events_lost", "Acknowledged events recorded as lost (damaged spool records)."),
     counter("duplicates_skipped", "Events received again and skipped (already held or durable)."),
     counter("batches_committed", "Transactions of spooled records committed."),
+    counter(
+        "transactions_overlapped",
+        "Transactions whose COPY went out while an earlier transaction of the lane was still in flight.",
+    ),
     counter("batches_read_back", "Spooled batches read back from disk to be sent (beyond the cache)."),
     counter("connections_admitted", "Connections admitted (peer credentials granted on this lane) and given a slot."),
     counter("connections_refused", "Connections refused (peer not admitted, draining, or no slot)."),
@@ -70,6 +74,8 @@ pub const LANE_METRICS: [LaneMetric; 23] = [
     },
     gauge("pushed_back", "The STATUS code producers are pushed back with (0: none)."),
     gauge("postgresql_connected", "Whether the lane holds a PostgreSQL connection (1) or not (0)."),
+    gauge("commit_streams_connected", "PostgreSQL connections the lane holds (of its commit streams)."),
+    gauge("commit_streams_active", "Commit streams taking new transactions (the supervisor's share for this lane)."),
 ];
 
 /// Report keys `database_errors.<SQLSTATE>`: refusals by SQLSTATE,

@@ -48,8 +48,9 @@ fn flush(stream: &mut UnixStream, out: &mut BytesMut) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Fixed entries of the poll set before the producers' sockets.
-const FIXED_FDS: usize = 5;
+/// Fixed entries of the poll set before the PostgreSQL links' sockets
+/// (then the producers').
+const FIXED_FDS: usize = 4;
 
 pub fn run(
     core: &mut LaneCore,
@@ -60,37 +61,42 @@ pub fn run(
 ) -> Result<(), LaneError> {
     listener.set_nonblocking(true).map_err(LaneError::io("listener non-blocking"))?;
     let mut clients: Vec<Option<Client>> = (0..LANE_CONNECTIONS_MAX).map(|_| None).collect();
-    let mut pg_stream: Option<(UnixStream, BytesMut)> = None;
+    let streams = core.commit_streams();
+    let mut pg_streams: Vec<Option<(UnixStream, BytesMut)>> = (0..streams).map(|_| None).collect();
     let mut parked: Option<Parked> = None;
     let mut buffer = vec![0u8; PG_READ_BUFFER_BYTES];
     loop {
         if let Some(fatal) = core.take_fatal() {
             return Err(LaneError::Fatal(fatal));
         }
-        links.request_if_wanted(core, clock.now())?;
-        if !core.pg_is_connected() {
-            pg_stream = None;
+        for (link, entry) in pg_streams.iter_mut().enumerate() {
+            if !core.pg_link_connected(link) {
+                *entry = None;
+            }
         }
+        links.request_if_wanted(core, clock.now(), |link| pg_streams[link].is_none())?;
         core.tick(clock.now());
         links.report_metrics_if_due(core, clock.now());
+        links.report_backlog_if_changed(core, clock.now());
         // Move queued output to the sockets.
-        if let Some((stream, out)) = pg_stream.as_mut() {
-            if let Some(more) = core.take_pg_output() {
+        for (link, entry) in pg_streams.iter_mut().enumerate() {
+            let Some((stream, out)) = entry.as_mut() else { continue };
+            if let Some(more) = core.take_pg_output(link) {
                 if out.is_empty() {
                     // Moved, not copied; the emptied buffer is reused for the next request.
-                    core.recycle_pg_buffer(std::mem::replace(out, more));
+                    core.recycle_pg_buffer(link, std::mem::replace(out, more));
                 } else {
                     out.extend_from_slice(&more);
-                    core.recycle_pg_buffer(more);
+                    core.recycle_pg_buffer(link, more);
                 }
             }
             let had_output = !out.is_empty();
             match flush(stream, out) {
                 Err(e) => {
-                    pg_stream = None;
-                    core.pg_lost(&e.to_string(), clock.now());
+                    *entry = None;
+                    core.pg_lost(link, &e.to_string(), clock.now());
                 }
-                Ok(()) if had_output && out.is_empty() => core.pg_sent(),
+                Ok(()) if had_output && out.is_empty() => core.pg_sent(link),
                 Ok(()) => {}
             }
         }
@@ -129,18 +135,20 @@ pub fn run(
                 revents: 0,
             },
         ];
-        let pg_events = match pg_stream.as_ref() {
-            Some((_, out)) if !out.is_empty() => libc::POLLIN | libc::POLLOUT,
-            Some(_) => libc::POLLIN,
-            None => 0,
-        };
-        fds.push(libc::pollfd {
-            fd: pg_stream.as_ref().map_or(-1, |(s, _)| s.as_raw_fd()),
-            events: pg_events,
-            revents: 0,
-        });
         fds.push(libc::pollfd { fd: links.control.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         fds.push(libc::pollfd { fd: links.connector.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        for pg_stream in &pg_streams {
+            let pg_events = match pg_stream.as_ref() {
+                Some((_, out)) if !out.is_empty() => libc::POLLIN | libc::POLLOUT,
+                Some(_) => libc::POLLIN,
+                None => 0,
+            };
+            fds.push(libc::pollfd {
+                fd: pg_stream.as_ref().map_or(-1, |(s, _)| s.as_raw_fd()),
+                events: pg_events,
+                revents: 0,
+            });
+        }
         for (slot, client) in clients.iter().enumerate() {
             let (fd, mut events) = match client {
                 Some(c) => (c.stream.as_raw_fd(), 0),
@@ -164,28 +172,31 @@ pub fn run(
         if fds[1].revents != 0 {
             accept_all(core, listener, &mut clients, &mut parked, clock);
         }
-        if fds[2].revents != 0 {
-            if let Some((stream, _)) = pg_stream.as_mut() {
+        for link in 0..streams {
+            if fds[FIXED_FDS + link].revents == 0 {
+                continue;
+            }
+            if let Some((stream, _)) = pg_streams[link].as_mut() {
                 match read_some(stream, &mut buffer) {
-                    Ok(Some(n)) => core.on_pg_bytes(&buffer[..n], clock.now()),
+                    Ok(Some(n)) => core.on_pg_bytes(link, &buffer[..n], clock.now()),
                     Ok(None) => {}
                     Err(end) => {
-                        pg_stream = None;
-                        core.pg_lost(&end.to_string(), clock.now());
+                        pg_streams[link] = None;
+                        core.pg_lost(link, &end.to_string(), clock.now());
                     }
                 }
             }
         }
-        if fds[3].revents != 0 {
+        if fds[2].revents != 0 {
             links.on_control_readable(core);
         }
-        if fds[4].revents != 0 {
-            if let Some(stream) = links.on_connector_readable(core, clock.now())? {
-                pg_stream = Some((stream, BytesMut::new()));
+        if fds[3].revents != 0 {
+            if let Some((link, stream)) = links.on_connector_readable(core, clock.now())? {
+                pg_streams[link] = Some((stream, BytesMut::new()));
             }
         }
         for slot in 0..clients.len() {
-            let revents = fds[FIXED_FDS + slot].revents;
+            let revents = fds[FIXED_FDS + streams + slot].revents;
             if revents == 0 {
                 continue;
             }

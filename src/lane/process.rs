@@ -74,7 +74,7 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
     // A spool write past a file size limit must fail with EFBIG, not kill the lane.
     sys::ignore_sigxfsz().map_err(LaneError::io("ignore SIGXFSZ"))?;
     sys::keep_freed_heap(crate::base::limits::LANE_HEAP_REUSE_BYTES).map_err(LaneError::io("heap tunables"))?;
-    let links = Links { control, connector: spawn_connector(args)?, metrics_due_ms: std::cell::Cell::new(0) };
+    let links = Links::new(control, spawn_connector(args)?);
     let clock = Clock::new();
     // The spool is opened and recovered before the sandbox (it lists and
     // reads its directory); afterwards only that directory is reachable.
@@ -91,6 +91,7 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
         recovery,
         args.disk_reserve_bytes,
     );
+    core.set_commit_streams(args.commit_streams);
     let ring = match args.io {
         IoMode::Poll => None,
         IoMode::Uring | IoMode::Auto => match super::uring::create_ring() {

@@ -127,6 +127,8 @@ pub struct LaneArgs {
     /// Bytes to keep free on the spool's filesystem (`disk::DiskReserve`;
     /// 0: none).
     pub disk_reserve_bytes: u64,
+    /// PostgreSQL connections the lane commits over (1 to `COMMIT_STREAMS_MAX`).
+    pub commit_streams: usize,
     /// A sandbox probe to run instead of serving (`applianced sandbox-probe`).
     pub probe: Option<String>,
 }

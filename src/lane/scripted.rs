@@ -7,8 +7,13 @@
 //! epoch, 22023 bad range), `appliance.partition_window`, and a
 //! transaction (BEGIN, COPY FROM STDIN binary, the tail's quarantine
 //! inserts and watermark advances, COMMIT) that is applied whole at COMMIT
-//! or not at all. Faults: the next statement fails with a given SQLSTATE;
-//! the connection is lost (an open transaction is rolled back).
+//! or not at all. Several connections (sessions) each have their own
+//! transaction; a watermark advance is checked against what is committed
+//! and its own transaction's advances, so a lane that sent a later
+//! transaction's tail before the earlier one committed is refused as a
+//! real server would refuse it (or block on the row lock). Faults: the
+//! next statement fails with a given SQLSTATE; a connection is lost (its
+//! open transaction is rolled back).
 //!
 //! What it committed (rows, watermarks) is what the checks compare with
 //! what producers were acknowledged; every refused watermark advance is
@@ -60,10 +65,27 @@ pub struct ScriptedDb {
     pub unknown: Vec<String>,
     /// The last `LOG_STATEMENTS_MAX` statements received, oldest first.
     pub statements: std::collections::VecDeque<String>,
+    /// The session being served (`serve_on` swaps each in from `sessions`).
     transaction: Option<Transaction>,
     copy: Copy,
     fail_next: Option<&'static str>,
     input: BytesMut,
+    /// The other connections' sessions, by connection index.
+    sessions: Vec<Session>,
+}
+
+/// One connection's state while another is served.
+#[derive(Debug)]
+struct Session {
+    transaction: Option<Transaction>,
+    copy: Copy,
+    input: BytesMut,
+}
+
+impl Session {
+    fn new() -> Session {
+        Session { transaction: None, copy: Copy::Idle, input: BytesMut::new() }
+    }
 }
 
 impl Default for ScriptedDb {
@@ -86,7 +108,40 @@ impl ScriptedDb {
             copy: Copy::Idle,
             fail_next: None,
             input: BytesMut::new(),
+            sessions: Vec::new(),
         }
+    }
+
+    /// Swap connection `conn`'s session in (and the served one out).
+    fn swap_session(&mut self, conn: usize) {
+        if self.sessions.len() <= conn {
+            self.sessions.resize_with(conn + 1, Session::new);
+        }
+        let session = &mut self.sessions[conn];
+        std::mem::swap(&mut self.transaction, &mut session.transaction);
+        std::mem::swap(&mut self.copy, &mut session.copy);
+        std::mem::swap(&mut self.input, &mut session.input);
+    }
+
+    /// `serve` on connection `conn` (0 is the one `serve` uses).
+    pub fn serve_on(&mut self, conn: usize, bytes: &[u8]) -> BytesMut {
+        if conn == 0 {
+            return self.serve(bytes);
+        }
+        self.swap_session(conn);
+        let out = self.serve(bytes);
+        self.swap_session(conn);
+        out
+    }
+
+    /// `connection_lost` on connection `conn`.
+    pub fn connection_lost_on(&mut self, conn: usize) {
+        if conn == 0 {
+            return self.connection_lost();
+        }
+        self.swap_session(conn);
+        self.connection_lost();
+        self.swap_session(conn);
     }
 
     /// The next statement other than BEGIN fails with `sqlstate` (inside a
@@ -103,9 +158,10 @@ impl ScriptedDb {
         self.input.clear();
     }
 
-    /// Whether a transaction is open (its fate depends on a COMMIT not yet seen).
+    /// Whether a transaction is open on any connection (its fate depends
+    /// on a COMMIT not yet seen).
     pub fn in_transaction(&self) -> bool {
-        self.transaction.is_some()
+        self.transaction.is_some() || self.sessions.iter().any(|s| s.transaction.is_some())
     }
 
     /// Consume frontend bytes; return the backend's replies to every

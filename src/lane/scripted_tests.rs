@@ -4,7 +4,8 @@
 //! driver makes. Table tests script one path each and check the frames and
 //! SQL that come out; the property test runs random interleavings of
 //! producers, credit, replies, database failures, spool faults and lane
-//! crashes, and checks after every step that
+//! crashes, over one to three commit streams (PostgreSQL links) answered
+//! in any order, and checks after every step that
 //! - no ACK names an event that is not durable (in a synced spool record or
 //!   committed), no ACK repeats or goes back, no WELCOME is below an ACK;
 //! - the core's invariants and its bounds on queued output hold;
@@ -65,6 +66,8 @@ struct Harness {
     /// The lane exited (fatal) and has not been restarted.
     dead: bool,
     crashes: u32,
+    /// The lane's commit streams (PostgreSQL links).
+    streams: usize,
 }
 
 fn spool_summary(payload: &[u8]) -> Vec<ProducerRange> {
@@ -73,10 +76,16 @@ fn spool_summary(payload: &[u8]) -> Vec<ProducerRange> {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_streams(1)
+    }
+
+    fn with_streams(streams: usize) -> Harness {
         let spool = MemorySpool::new(64 << 20, 1 << 40);
         let now = Now { mono_ms: 1, wall_us: 1_800_000_000_000_000 };
-        let core = Harness::lane(&spool, now, Recovery::default());
+        let mut core = Harness::lane(&spool, now, Recovery::default());
+        core.set_commit_streams(streams);
         Harness {
+            streams,
             core,
             spool,
             db: ScriptedDb::new(),
@@ -250,34 +259,47 @@ impl Harness {
     /// deliver the replies (`lose`: the connection breaks before the
     /// request arrives, or after it was executed with the replies lost).
     fn database(&mut self, lose: Lose) {
+        self.database_on(0, lose);
+    }
+
+    /// `database` on PostgreSQL link `link` (the scripted server's
+    /// connection of the same index). A link the core closed is closed on
+    /// the server too (its open transaction rolled back), as a closed
+    /// socket is.
+    fn database_on(&mut self, link: usize, lose: Lose) {
         if self.dead {
             return;
         }
-        if !self.core.pg_is_connected() {
-            if self.core.pg_wants_connect(self.now) {
-                self.core.pg_connect_requested();
-                self.core.pg_connected(BytesMut::new());
+        for l in 0..self.streams {
+            if !self.core.pg_link_connected(l) {
+                self.db.connection_lost_on(l);
+            }
+        }
+        if !self.core.pg_link_connected(link) {
+            if self.core.pg_wants_connect(link, self.now) {
+                self.core.pg_connect_requested(link);
+                assert_eq!(self.core.pg_connected(BytesMut::new()), Some(link));
             }
             return self.after_step();
         }
-        let Some(request) = self.core.take_pg_output() else { return };
+        let Some(request) = self.core.take_pg_output(link) else { return };
         if lose == Lose::Before {
-            self.db.connection_lost();
-            self.core.pg_lost("scripted: lost before the request", self.now);
+            self.db.connection_lost_on(link);
+            self.core.pg_lost(link, "scripted: lost before the request", self.now);
             return self.after_step();
         }
-        let replies = self.db.serve(&request);
-        self.core.recycle_pg_buffer(request);
-        self.core.pg_sent();
+        let replies = self.db.serve_on(link, &request);
+        self.core.recycle_pg_buffer(link, request);
+        self.core.pg_sent(link);
         if lose == Lose::After {
-            self.db.connection_lost();
-            self.core.pg_lost("scripted: lost after the request ran", self.now);
+            self.db.connection_lost_on(link);
+            self.core.pg_lost(link, "scripted: lost after the request ran", self.now);
             return self.after_step();
         }
         // Delivered in two reads, split anywhere.
         let cut = replies.len() / 3;
-        self.core.on_pg_bytes(&replies[..cut], self.now);
-        self.core.on_pg_bytes(&replies[cut..], self.now);
+        self.core.on_pg_bytes(link, &replies[..cut], self.now);
+        self.core.on_pg_bytes(link, &replies[cut..], self.now);
         self.after_step();
     }
 
@@ -285,9 +307,12 @@ impl Harness {
     /// restarted over what the spool holds durably.
     fn crash(&mut self) {
         self.crashes += 1;
-        self.db.connection_lost();
+        for link in 0..self.streams {
+            self.db.connection_lost_on(link);
+        }
         let recovery = self.spool.crash(spool_summary);
         self.core = Harness::lane(&self.spool, self.now, recovery);
+        self.core.set_commit_streams(self.streams);
         self.dead = false;
         for p in self.producers.values_mut() {
             p.slot = None;
@@ -324,7 +349,9 @@ impl Harness {
                 }
             }
             self.read_all();
-            self.database(Lose::No);
+            for link in 0..self.streams {
+                self.database_on(link, Lose::No);
+            }
             self.advance(50);
             let acked = self.producers.values().all(|p| p.acked == p.created);
             let committed = self.producers.iter().all(|(id, p)| mark_covers(self.db.marks.get(id), p));
@@ -508,6 +535,108 @@ fn a_full_spool_pushes_back_until_a_commit_frees_space() {
     assert!(h.statuses.contains(&(StatusCode::Resumed as u16)), "{:?}", h.statuses);
 }
 
+/// Two commit streams: a second transaction's body goes out while the
+/// first is in flight, but its tail (watermark advance, COMMIT) waits until
+/// the first committed, so transactions commit in spool order and the
+/// server never refuses an advance; a failure of the first abandons both,
+/// and the watermarks decide after the reconnect.
+#[test]
+fn two_streams_send_bodies_at_once_and_commit_in_spool_order() {
+    let flush = crate::base::limits::BATCH_FLUSH_INTERVAL_MS;
+    for fail_first in [false, true] {
+        let mut h = Harness::with_streams(2);
+        h.database_on(1, Lose::No); // link 1 connects
+        h.welcomed(9); // link 0 connects; the HELLO's lookup
+        h.send(9, 10);
+        h.advance(flush);
+        h.database_on(0, Lose::No); // the partition window
+        // Transaction A (seqs 1-10) is queued on link 0, whole.
+        h.read_all();
+        h.send(9, 10);
+        h.advance(flush);
+        // Transaction B (11-20) on link 1: its body only.
+        h.database_on(1, Lose::No);
+        assert!(h.db.in_transaction(), "B's COPY runs while A is in flight");
+        assert_eq!(h.db.commits, 0);
+        assert!(h.db.statements.iter().all(|s| !s.contains("watermark_advance")), "no tail before A's");
+        if fail_first {
+            h.db.fail_next_statement("40001");
+        }
+        h.database_on(0, Lose::No); // A commits (or fails)
+        if fail_first {
+            assert_eq!(h.db.commits, 0);
+            h.database_on(1, Lose::No);
+            assert!(!h.db.in_transaction(), "B was abandoned with its link");
+        } else {
+            assert_eq!((h.db.commits, h.db.rows), (1, 10));
+            h.database_on(1, Lose::No); // B's tail went out once A committed
+            assert_eq!((h.db.commits, h.db.rows), (2, 20));
+            assert_eq!(h.db.marks.get(&9), Some(&(1, 20)));
+        }
+        h.settle();
+        assert_eq!(h.db.rows, 20);
+    }
+}
+
+/// A lane told to use fewer commit streams than it has links starts no
+/// more transactions at once than that, reports a backlog while records
+/// wait, and uses the links again once allowed.
+#[test]
+fn a_lane_starts_no_more_transactions_than_its_share_of_streams() {
+    let flush = crate::base::limits::BATCH_FLUSH_INTERVAL_MS;
+    let mut h = Harness::with_streams(2);
+    h.core.set_active_streams(1);
+    h.database_on(1, Lose::No); // link 1 connects
+    h.welcomed(8);
+    h.send(8, 10);
+    h.advance(flush);
+    h.database_on(0, Lose::No); // the partition window
+    h.read_all();
+    h.send(8, 10);
+    h.advance(flush);
+    assert!(h.core.take_pg_output(1).is_none(), "link 1 idle: one stream allowed");
+    assert!(h.core.backlogged(), "a record waits for a stream");
+    h.core.set_active_streams(2);
+    assert!(h.core.take_pg_output(1).is_some(), "the second transaction's body goes out once allowed");
+    assert!(!h.core.backlogged());
+    h.db.connection_lost_on(1);
+    h.core.pg_lost(1, "test: its body was taken, not served", h.now);
+    h.settle();
+    assert_eq!(h.db.rows, 20);
+}
+
+/// ingest_time never goes back through the spool, even when the wall
+/// clock does, and each sealed batch's rows are later than the batch
+/// before: with commits in spool order, a keyset tailer on (ingest_time,
+/// producer_id, producer_seq) never sees a row appear behind its position.
+#[test]
+fn ingest_time_never_decreases_through_the_spool_and_each_batch_is_later() {
+    let flush = crate::base::limits::BATCH_FLUSH_INTERVAL_MS;
+    let mut h = Harness::new();
+    h.welcomed(6);
+    h.send(6, 5);
+    h.advance(flush);
+    h.send(6, 5);
+    h.advance(flush);
+    h.now.wall_us -= 10_000_000; // the wall clock steps back 10 s
+    h.send(6, 5);
+    h.advance(flush);
+    let bounds: Vec<(i64, i64)> = h
+        .spool
+        .records()
+        .iter()
+        .map(|r| {
+            let batch = super::batch::Batch::from_spool_payload(MODULE, 0, &r.payload).unwrap();
+            (batch.ingest_min_us, batch.ingest_max_us)
+        })
+        .collect();
+    assert_eq!(bounds.len(), 3, "three sealed batches spooled, none committed yet");
+    for pair in bounds.windows(2) {
+        assert!(pair[1].0 > pair[0].1, "a batch not later than the one before: {bounds:?}");
+    }
+    h.settle();
+}
+
 // ----- property test -----
 
 #[derive(Clone, Debug)]
@@ -517,7 +646,10 @@ enum Step {
     Disconnect(u64),
     NewEpoch(u64),
     Read,
-    Database(Lose),
+    /// An exchange on this PostgreSQL link (taken modulo the streams).
+    Database(usize, Lose),
+    /// The supervisor's share of commit streams changes.
+    Share(usize),
     FailNext(&'static str),
     SpoolFault(Fault),
     Time(u64),
@@ -533,12 +665,13 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         1 => producer.clone().prop_map(Step::Disconnect),
         1 => producer.prop_map(Step::NewEpoch),
         6 => Just(Step::Read),
-        6 => Just(Step::Database(Lose::No)),
-        1 => Just(Step::Database(Lose::Before)),
-        1 => Just(Step::Database(Lose::After)),
+        6 => (0usize..3).prop_map(|l| Step::Database(l, Lose::No)),
+        1 => (0usize..3).prop_map(|l| Step::Database(l, Lose::Before)),
+        1 => (0usize..3).prop_map(|l| Step::Database(l, Lose::After)),
         1 => prop_oneof![Just("40001"), Just("57014"), Just("53100")].prop_map(Step::FailNext),
         1 => prop_oneof![Just(Fault::Append), Just(Fault::Sync)].prop_map(Step::SpoolFault),
         4 => (1u64..300).prop_map(Step::Time),
+        1 => (1usize..4).prop_map(Step::Share),
         1 => Just(Step::Crash),
     ]
 }
@@ -555,9 +688,10 @@ proptest::proptest! {
     /// committed exactly once.
     #[test]
     fn random_interleavings_keep_every_acknowledged_event_exactly_once(
+        streams in 1usize..=3,
         steps in proptest::collection::vec(step(), 1..160)
     ) {
-        let mut h = Harness::new();
+        let mut h = Harness::with_streams(streams);
         for step in steps {
             match step {
                 Step::Connect(p) => h.connect(p),
@@ -565,7 +699,13 @@ proptest::proptest! {
                 Step::Disconnect(p) => h.disconnect(p),
                 Step::NewEpoch(p) => h.new_epoch(p),
                 Step::Read => h.read_all(),
-                Step::Database(lose) => h.database(lose),
+                Step::Database(link, lose) => h.database_on(link % streams, lose),
+                Step::Share(n) => {
+                    if !h.dead {
+                        h.core.set_active_streams(n);
+                        h.after_step();
+                    }
+                }
                 Step::FailNext(sqlstate) => h.db.fail_next_statement(sqlstate),
                 Step::SpoolFault(fault) => h.spool.inject(fault),
                 Step::Time(ms) => h.advance(ms),

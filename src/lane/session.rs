@@ -173,13 +173,15 @@ impl LaneCore {
             written = true;
             match verdict {
                 Ok(table) => {
+                    let ingest_time_us = self.now.wall_us.max(self.ingest_floor_us);
+                    self.ingest_floor_us = ingest_time_us;
                     let common = CommonValues {
                         producer_id: producer_id as i64,
                         producer_epoch: epoch as i64,
                         producer_seq: seq as i64,
                         source_id: *record.source_id,
                         event_time_us: record.event_time_us,
-                        ingest_time_us: self.now.wall_us,
+                        ingest_time_us,
                     };
                     self.pending.add_row(record.table as usize, table, &common, record.fields);
                 }

@@ -45,32 +45,38 @@ impl LaneCore {
         }
     }
 
-    /// The next database request after the lookups for waiting HELLOs.
-    pub(super) fn spool_start_request(&mut self) {
-        let (next, decided) = self.spool.next(self.now.mono_ms);
+    /// The next database request on `link` after the lookups for waiting
+    /// HELLOs.
+    pub(super) fn spool_start_request(&mut self, link: usize) {
+        let may_send = self.commits.len() < self.active_streams;
+        let (next, decided) = self.spool.next(self.now.mono_ms, may_send);
         self.stats.batches_read_back = self.spool.batches_read_back();
         for producer_id in decided {
             self.welcome_waiting(producer_id);
         }
-        debug_assert!(matches!(self.pg, PgState::Idle), "a request is started only on an idle connection");
+        debug_assert!(matches!(self.pg[link].state, PgState::Idle), "a request is started only on an idle link");
         match next {
             Next::Idle => {}
-            Next::Mark(producer_id) => self.query_watermark(producer_id, Request::Mark(producer_id)),
+            Next::Mark(producer_id) => self.query_watermark(link, producer_id, Request::Mark(producer_id)),
             Next::Window => {
-                match pipeline::encode_query(&mut self.pg_out, "SELECT lo_us, hi_us FROM appliance.partition_window()")
-                {
-                    Ok(p) => self.pg = PgState::Busy(Box::new(p), Request::Window),
+                let sql = "SELECT lo_us, hi_us FROM appliance.partition_window()";
+                match pipeline::encode_query(&mut self.pg[link].out, sql) {
+                    Ok(p) => self.pg[link].state = PgState::Busy(Box::new(p), Request::Window),
                     Err(e) => self.reset(&e.to_string()),
                 }
             }
-            Next::Send(batch, records) => self.send_spooled(batch, records),
+            Next::Send(batch, records) => self.send_spooled(link, batch, records),
             Next::Fatal(fatal) => self.fatal = Some(fatal),
         }
     }
 
-    fn send_spooled(&mut self, batch: Box<super::batch::Batch>, records: usize) {
-        let start = self.pg_out.len();
-        let pipeline = match batch.encode(&mut self.pg_out) {
+    /// Send a transaction's body (BEGIN, the COPYs) on `link`; its tail
+    /// follows at once if no transaction is ahead of it, else once the one
+    /// ahead committed (`spooled_committed`).
+    fn send_spooled(&mut self, link: usize, batch: Box<super::batch::Batch>, records: usize) {
+        let out = &mut self.pg[link].out;
+        let start = out.len();
+        let pipeline = match batch.encode_body(out) {
             Ok(p) => p,
             Err(e) => return self.reset(&e.to_string()),
         };
@@ -78,15 +84,43 @@ impl LaneCore {
             (failpoint::BEGIN, pipeline.stages.begin),
             (failpoint::MID_COPY, pipeline.stages.mid_copy),
             (failpoint::AFTER_COPY_DONE, pipeline.stages.after_copy_done),
-            (failpoint::AFTER_WATERMARK, pipeline.stages.after_tail),
         ];
         if let Some((name, cut)) = stages.into_iter().find(|(name, _)| failpoint::fires(name)) {
-            self.pg_out.truncate(start + cut);
-            self.stop_after_send = Some((SendTarget::Pg, name));
-        } else if failpoint::fires(failpoint::COMMIT_SENT) {
-            self.stop_after_send = Some((SendTarget::Pg, failpoint::COMMIT_SENT));
+            out.truncate(start + cut);
+            self.stop_after_send = Some((SendTarget::Pg(link), name));
         }
-        self.pg = PgState::Busy(Box::new(pipeline), Request::Spooled(batch, records));
+        self.pg[link].state = PgState::Busy(Box::new(pipeline), Request::Spooled(batch, records));
+        self.commits.push_back(link);
+        if self.commits.len() == 1 {
+            self.send_tail(link);
+        } else {
+            self.stats.transactions_overlapped += 1;
+        }
+    }
+
+    /// Send the tail of `link`'s transaction (its watermark advances and
+    /// COMMIT): the transaction is now the front of the commit order.
+    fn send_tail(&mut self, link: usize) {
+        debug_assert_eq!(self.commits.front(), Some(&link), "only the oldest transaction's tail is sent");
+        if self.stop_after_send.is_some() {
+            // A failpoint cut a request short: the lane stops once it is sent.
+            return;
+        }
+        let l = &mut self.pg[link];
+        let PgState::Busy(pipeline, Request::Spooled(batch, _)) = &mut l.state else {
+            debug_assert!(false, "link {link} has no transaction to finish");
+            return;
+        };
+        let start = l.out.len();
+        if let Err(e) = batch.encode_tail(&mut l.out, pipeline) {
+            return self.reset(&e.to_string());
+        }
+        if failpoint::fires(failpoint::AFTER_WATERMARK) {
+            l.out.truncate(start + pipeline.stages.after_tail);
+            self.stop_after_send = Some((SendTarget::Pg(link), failpoint::AFTER_WATERMARK));
+        } else if failpoint::fires(failpoint::COMMIT_SENT) {
+            self.stop_after_send = Some((SendTarget::Pg(link), failpoint::COMMIT_SENT));
+        }
     }
 
     pub(super) fn window_done(&mut self, rows: &[crate::pg::Row]) {
@@ -95,14 +129,20 @@ impl LaneCore {
 
     pub(super) fn mark_done(&mut self, producer_id: u64, rows: &[crate::pg::Row]) {
         match super::core::parse_watermark(rows) {
-            Ok(mark) => self.spool.note_mark(producer_id, mark),
+            Ok(mark) => self.spool.mark_read(producer_id, mark),
             Err(why) => self.reset(why),
         }
     }
 
-    /// The transaction of the first `records` unsent records committed.
-    pub(super) fn spooled_committed(&mut self, batch: &super::batch::Batch, records: usize) {
+    /// The transaction on `link` of the first `records` unsent records
+    /// committed; the next one's tail goes now.
+    pub(super) fn spooled_committed(&mut self, link: usize, batch: &super::batch::Batch, records: usize) {
         failpoint::check(failpoint::AFTER_COMMIT);
+        debug_assert_eq!(self.commits.front(), Some(&link), "transactions commit in spool order");
+        self.commits.pop_front();
+        if let Some(&next) = self.commits.front() {
+            self.send_tail(next);
+        }
         self.stats.batches_committed += 1;
         self.stats.events_committed += batch.rows as u64;
         let settled = self.spool.committed(batch, records);
@@ -121,18 +161,26 @@ impl LaneCore {
         }
     }
 
-    /// A database failure: nothing acknowledged is dropped; the connection
-    /// is closed and retried with backoff, and the front record is decided
-    /// again from the watermarks after reconnect.
+    /// A database failure: nothing acknowledged is dropped; every link is
+    /// closed and retried with backoff, and the records in flight are
+    /// decided again from the watermarks after reconnect.
     pub(super) fn spool_db_reset(&mut self, why: &str) {
         self.stats.resets += 1;
         self.stats.last_error = Some(crate::lane::metrics::printable(why));
         let backoff_ms = self.spool.failed(why);
-        self.pg = PgState::Down {
-            retry_at_ms: self.now.mono_ms + backoff_ms,
-            backoff_ms: crate::base::limits::PG_RECONNECT_BACKOFF_MIN_MS,
-        };
-        self.pg_out.clear();
+        // Every link is closed: a transaction in flight on any of them may
+        // only commit in spool order, which the watermarks decide anew.
+        for link in &mut self.pg {
+            if !matches!(link.state, PgState::Connecting { .. }) {
+                link.state = PgState::Down {
+                    retry_at_ms: self.now.mono_ms + backoff_ms,
+                    backoff_ms: crate::base::limits::PG_RECONNECT_BACKOFF_MIN_MS,
+                };
+            }
+            link.out.clear();
+            link.input.clear();
+        }
+        self.commits.clear();
         // HELLOs whose lookup was in flight ask again after the reconnect.
         let waiting: Vec<u64> = self
             .conns

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use super::core::{Admission, LaneCore};
 use super::links::Links;
 use super::runtime::{Clock, LaneError};
-use crate::base::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES, RING_ENTRIES};
+use crate::base::limits::{COMMIT_STREAMS_MAX, LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES, RING_ENTRIES};
 use crate::base::sys;
 use crate::base::sys::uring::{Completion, Ring};
 
@@ -25,7 +25,7 @@ const KEY_SIGNALS: usize = 0;
 const KEY_CONTROL: usize = 1;
 const KEY_CONNECTOR: usize = 2;
 
-/// Slot of the PostgreSQL connection in the ring (after the clients).
+/// Ring slot of PostgreSQL link 0 (after the clients); link `n` is `PG_SLOT + n`.
 const PG_SLOT: usize = LANE_CONNECTIONS_MAX;
 
 struct Socket {
@@ -55,7 +55,7 @@ impl Socket {
 
 /// Create the lane's ring: disabled, restricted, enabled.
 pub fn create_ring() -> std::io::Result<Ring> {
-    Ring::new(RING_ENTRIES, LANE_CONNECTIONS_MAX + 1, PG_READ_BUFFER_BYTES)
+    Ring::new(RING_ENTRIES, LANE_CONNECTIONS_MAX + COMMIT_STREAMS_MAX, PG_READ_BUFFER_BYTES)
 }
 
 pub fn run(
@@ -67,24 +67,25 @@ pub fn run(
     clock: &Clock,
 ) -> Result<(), LaneError> {
     let mut clients: Vec<Option<Socket>> = (0..LANE_CONNECTIONS_MAX).map(|_| None).collect();
-    let mut pg_socket: Option<Socket> = None;
+    let mut pg_sockets: Vec<Option<Socket>> = (0..core.commit_streams()).map(|_| None).collect();
     let mut parked: Option<Parked> = None;
     let mut completions = Vec::with_capacity(RING_ENTRIES as usize);
     loop {
         if let Some(fatal) = core.take_fatal() {
             return Err(LaneError::Fatal(fatal));
         }
-        if pg_socket.is_none() {
-            links.request_if_wanted(core, clock.now())?;
-        }
+        links.request_if_wanted(core, clock.now(), |link| pg_sockets[link].is_none())?;
         core.tick(clock.now());
         links.report_metrics_if_due(core, clock.now());
-        if !core.pg_is_connected() {
-            if let Some(socket) = pg_socket.as_mut() {
-                shut(socket);
+        links.report_backlog_if_changed(core, clock.now());
+        for (link, socket) in pg_sockets.iter_mut().enumerate() {
+            if !core.pg_link_connected(link) {
+                if let Some(socket) = socket.as_mut() {
+                    shut(socket);
+                }
             }
+            pump_pg(core, ring, link, socket)?;
         }
-        pump_pg(core, ring, &mut pg_socket)?;
         for slot in 0..clients.len() {
             pump_client(core, ring, &mut clients, slot)?;
         }
@@ -118,8 +119,8 @@ pub fn run(
                 }
                 Completion::Readable(KEY_CONTROL) => links.on_control_readable(core),
                 Completion::Readable(_) => {
-                    if let Some(stream) = links.on_connector_readable(core, clock.now())? {
-                        pg_socket = Some(Socket::new(stream));
+                    if let Some((link, stream)) = links.on_connector_readable(core, clock.now())? {
+                        pg_sockets[link] = Some(Socket::new(stream));
                     }
                 }
                 Completion::Accept(Ok(fd)) => {
@@ -128,7 +129,7 @@ pub fn run(
                     let pidfd = sys::peer_pidfd(stream.as_fd()).ok().flatten();
                     let _ = admit(core, &mut clients, &mut parked, Parked { stream, pidfd, peer }, clock);
                 }
-                other => handle(core, ring, &mut clients, &mut pg_socket, other, clock),
+                other => handle(core, ring, &mut clients, &mut pg_sockets, other, clock),
             }
         }
     }
@@ -165,27 +166,28 @@ fn shut(socket: &mut Socket) {
     }
 }
 
-fn pump_pg(core: &mut LaneCore, ring: &mut Ring, pg_socket: &mut Option<Socket>) -> Result<(), LaneError> {
+fn pump_pg(core: &mut LaneCore, ring: &mut Ring, link: usize, pg_socket: &mut Option<Socket>) -> Result<(), LaneError> {
     let Some(socket) = pg_socket.as_mut() else { return Ok(()) };
+    let slot = PG_SLOT + link;
     if socket.shut {
-        if !ring.slot_busy(PG_SLOT) {
+        if !ring.slot_busy(slot) {
             *pg_socket = None;
         }
         return Ok(());
     }
-    if let Some(more) = core.take_pg_output() {
+    if let Some(more) = core.take_pg_output(link) {
         if socket.backlog.is_empty() {
             socket.backlog = more; // moved, not copied
         } else {
             socket.backlog.extend_from_slice(&more);
         }
     }
-    if !socket.backlog.is_empty() && !ring.send_busy(PG_SLOT) {
+    if !socket.backlog.is_empty() && !ring.send_busy(slot) {
         let data = std::mem::take(&mut socket.backlog);
-        ring.send(PG_SLOT, socket.stream.as_fd(), data).map_err(LaneError::io("submit pg send"))?;
+        ring.send(slot, socket.stream.as_fd(), data).map_err(LaneError::io("submit pg send"))?;
     }
-    if !ring.recv_busy(PG_SLOT) {
-        ring.recv(PG_SLOT, socket.stream.as_fd()).map_err(LaneError::io("submit pg recv"))?;
+    if !ring.recv_busy(slot) {
+        ring.recv(slot, socket.stream.as_fd()).map_err(LaneError::io("submit pg recv"))?;
     }
     Ok(())
 }
@@ -224,39 +226,45 @@ fn handle(
     core: &mut LaneCore,
     ring: &mut Ring,
     clients: &mut [Option<Socket>],
-    pg_socket: &mut Option<Socket>,
+    pg_sockets: &mut [Option<Socket>],
     completion: Completion,
     clock: &Clock,
 ) {
+    let pg_link = |slot: usize| slot.checked_sub(PG_SLOT).filter(|&link| link < pg_sockets.len());
     match completion {
         Completion::Accept(Ok(_)) => {} // taken by the loop (it may park the connection)
         Completion::Accept(Err(e)) => tracing::warn!(error = %e, "accept failed"),
         Completion::Readable(_) => {}
-        Completion::Recv { slot: PG_SLOT, result } => match result {
-            Ok(n) if n > 0 => core.on_pg_bytes(ring.received(PG_SLOT, n), clock.now()),
-            other => {
-                let why = other.err().map_or_else(|| "end of stream".to_string(), |e| e.to_string());
-                if let Some(socket) = pg_socket.as_mut() {
-                    if !socket.shut {
-                        core.pg_lost(&why, clock.now());
+        Completion::Recv { slot, result } if pg_link(slot).is_some() => {
+            let link = slot - PG_SLOT;
+            match result {
+                Ok(n) if n > 0 => core.on_pg_bytes(link, ring.received(slot, n), clock.now()),
+                other => {
+                    let why = other.err().map_or_else(|| "end of stream".to_string(), |e| e.to_string());
+                    if let Some(socket) = pg_sockets[link].as_mut() {
+                        if !socket.shut {
+                            core.pg_lost(link, &why, clock.now());
+                        }
+                        shut(socket);
                     }
-                    shut(socket);
                 }
             }
-        },
-        Completion::Send { slot: PG_SLOT, result: Err(e) } => {
-            if let Some(socket) = pg_socket.as_mut() {
+        }
+        Completion::Send { slot, result: Err(e) } if pg_link(slot).is_some() => {
+            let link = slot - PG_SLOT;
+            if let Some(socket) = pg_sockets[link].as_mut() {
                 if !socket.shut {
-                    core.pg_lost(&e.to_string(), clock.now());
+                    core.pg_lost(link, &e.to_string(), clock.now());
                 }
                 shut(socket);
             }
         }
-        Completion::Send { slot: PG_SLOT, result: Ok(()) } => {
-            if let Some(buffer) = ring.take_sent(PG_SLOT) {
-                core.recycle_pg_buffer(buffer);
+        Completion::Send { slot, result: Ok(()) } if pg_link(slot).is_some() => {
+            let link = slot - PG_SLOT;
+            if let Some(buffer) = ring.take_sent(slot) {
+                core.recycle_pg_buffer(link, buffer);
             }
-            core.pg_sent();
+            core.pg_sent(link);
         }
         Completion::Recv { slot, result } => match result {
             Ok(n) if n > 0 => core.on_client_bytes(slot, ring.received(slot, n), clock.now()),

@@ -109,8 +109,9 @@ impl Role {
     /// `CONNECTION LIMIT` of the role (sql/0001; selftest compares). Their
     /// sum with the superuser's reserved slots stays within
     /// `max_connections`, so no role can take another's slots once it has
-    /// authenticated: each lane holds 1 (8 leave room for reconnects while
-    /// a broken connection's backend is still exiting), maintenance 1.
+    /// authenticated: each lane holds up to `COMMIT_STREAMS_MAX` (4; 8
+    /// leave room for reconnects while broken connections' backends are
+    /// still exiting), maintenance 1.
     pub const fn connection_limit(self) -> u32 {
         match self {
             Role::Owner => 0,
@@ -134,6 +135,8 @@ const fn connection_limits_total() -> u32 {
     }
     total
 }
+const _: () =
+    assert!(2 * crate::base::limits::COMMIT_STREAMS_MAX as u32 <= Role::Writer(Module::Dpi).connection_limit());
 const _: () = assert!(
     connection_limits_total() + crate::base::limits::PG_SUPERUSER_RESERVED_CONNECTIONS
         <= crate::base::limits::PG_CONNECTIONS_MAX

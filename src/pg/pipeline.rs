@@ -34,8 +34,11 @@ pub enum Outcome {
     Failed(ServerError),
 }
 
-/// Byte offsets in a batch request (from its first byte) where each stage
-/// ends: what the failpoints cut a request at.
+/// Byte offsets in a batch request where each stage ends: what the
+/// failpoints cut a request at. `begin`, `mid_copy` and `after_copy_done`
+/// count from the body's first byte; `after_tail` from the tail's
+/// (`encode_batch_tail`), or from the body's when both went in one write
+/// (`encode_batch`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stages {
     pub begin: usize,
@@ -54,6 +57,8 @@ pub struct Pipeline {
     error: Option<ServerError>,
     last_tag: Option<String>,
     is_batch: bool,
+    /// A batch: whether its tail (and COMMIT) is encoded.
+    tail_sent: bool,
 }
 
 fn encode_error(e: std::io::Error) -> PgError {
@@ -71,6 +76,7 @@ pub fn encode_query(out: &mut BytesMut, sql: &str) -> Result<Pipeline, PgError> 
         error: None,
         last_tag: None,
         is_batch: false,
+        tail_sent: false,
     })
 }
 
@@ -79,10 +85,9 @@ fn query_len(sql: &str) -> usize {
     1 + 4 + sql.len() + 1
 }
 
-/// The bytes [`encode_batch`] writes: BEGIN; per COPY its statement, one
-/// CopyData (tag, length, data) per chunk of each piece, and CopyDone;
-/// the tail; COMMIT.
-fn encoded_batch_len(copies: &[(&str, Vec<&[u8]>)], tail_sql: &str) -> usize {
+/// The bytes [`encode_batch_body`] writes: BEGIN; per COPY its statement,
+/// one CopyData (tag, length, data) per chunk of each piece, and CopyDone.
+fn encoded_body_len(copies: &[(&str, Vec<&[u8]>)]) -> usize {
     let copy: usize = copies
         .iter()
         .map(|(statement, pieces)| {
@@ -90,17 +95,37 @@ fn encoded_batch_len(copies: &[(&str, Vec<&[u8]>)], tail_sql: &str) -> usize {
             query_len(statement) + data + 5
         })
         .sum();
-    query_len("BEGIN") + copy + query_len(tail_sql) + query_len("COMMIT")
+    query_len("BEGIN") + copy
 }
 
-/// One batch transaction: each `(statement, copy stream)` is a COPY FROM
-/// STDIN with its complete binary stream; `tail_sql` runs after the COPYs
-/// in the same transaction.
+/// The bytes [`encode_batch_tail`] writes: the tail, COMMIT.
+fn encoded_tail_len(tail_sql: &str) -> usize {
+    query_len(tail_sql) + query_len("COMMIT")
+}
+
+/// One batch transaction in one write: [`encode_batch_body`] then
+/// [`encode_batch_tail`].
 pub fn encode_batch(out: &mut BytesMut, copies: &[(&str, Vec<&[u8]>)], tail_sql: &str) -> Result<Pipeline, PgError> {
+    out.reserve(encoded_body_len(copies) + encoded_tail_len(tail_sql));
     let base = out.len();
-    // One allocation for the whole transaction, sized exactly: growing a
+    let mut pipeline = encode_batch_body(out, copies)?;
+    let body = out.len() - base;
+    encode_batch_tail(out, &mut pipeline, tail_sql)?;
+    pipeline.stages.after_tail += body;
+    Ok(pipeline)
+}
+
+/// The first part of a batch transaction: BEGIN and each `(statement,
+/// copy stream)` as a COPY FROM STDIN with its complete binary stream. The
+/// transaction stays open (its pipeline reports no outcome) until
+/// [`encode_batch_tail`] adds the rest: a lane sends the bodies of several
+/// transactions at once, each on its own connection, and their tails one
+/// at a time in spool order.
+pub fn encode_batch_body(out: &mut BytesMut, copies: &[(&str, Vec<&[u8]>)]) -> Result<Pipeline, PgError> {
+    let base = out.len();
+    // One allocation for the whole body, sized exactly: growing a
     // multi-megabyte request mid-way copies it into fresh memory.
-    out.reserve(encoded_batch_len(copies, tail_sql));
+    out.reserve(encoded_body_len(copies));
     let mut stages = Stages::default();
     frontend::query("BEGIN", out).map_err(encode_error)?;
     stages.begin = out.len() - base;
@@ -116,9 +141,6 @@ pub fn encode_batch(out: &mut BytesMut, copies: &[(&str, Vec<&[u8]>)], tail_sql:
         frontend::copy_done(out);
     }
     stages.after_copy_done = out.len() - base;
-    frontend::query(tail_sql, out).map_err(encode_error)?;
-    stages.after_tail = out.len() - base;
-    frontend::query("COMMIT", out).map_err(encode_error)?;
     Ok(Pipeline {
         stages,
         ready_expected: copies.len() + 3,
@@ -127,10 +149,30 @@ pub fn encode_batch(out: &mut BytesMut, copies: &[(&str, Vec<&[u8]>)], tail_sql:
         error: None,
         last_tag: None,
         is_batch: true,
+        tail_sent: false,
     })
 }
 
+/// The end of a batch transaction whose body `pipeline` tracks: `tail_sql`
+/// (after the COPYs, in the same transaction), then COMMIT. Sets
+/// `stages.after_tail` relative to the tail's first byte.
+pub fn encode_batch_tail(out: &mut BytesMut, pipeline: &mut Pipeline, tail_sql: &str) -> Result<(), PgError> {
+    debug_assert!(pipeline.is_batch && !pipeline.tail_sent, "a batch's tail is encoded once");
+    let base = out.len();
+    out.reserve(encoded_tail_len(tail_sql));
+    frontend::query(tail_sql, out).map_err(encode_error)?;
+    pipeline.stages.after_tail = out.len() - base;
+    frontend::query("COMMIT", out).map_err(encode_error)?;
+    pipeline.tail_sent = true;
+    Ok(())
+}
+
 impl Pipeline {
+    /// A batch whose tail is still to be encoded (`encode_batch_tail`).
+    pub fn awaits_tail(&self) -> bool {
+        self.is_batch && !self.tail_sent
+    }
+
     /// Feed one backend message; returns the outcome once the last
     /// ReadyForQuery of the request arrived.
     pub fn on_message(&mut self, message: Message) -> Result<Option<Outcome>, PgError> {
@@ -197,6 +239,6 @@ mod tests {
         let mut out = BytesMut::from(&b"already queued"[..]);
         let before = out.len();
         encode_batch(&mut out, &copies, tail).unwrap();
-        assert_eq!(out.len() - before, encoded_batch_len(&copies, tail));
+        assert_eq!(out.len() - before, encoded_body_len(&copies) + encoded_tail_len(tail));
     }
 }

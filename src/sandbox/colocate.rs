@@ -18,6 +18,13 @@ pub struct Placement {
     pub pg_cpus: Vec<usize>,
 }
 
+/// Commit streams per lane by default (`run --commit-streams`): one per
+/// CPU of PostgreSQL, as each stream is one backend's COPY, bounded by
+/// `COMMIT_STREAMS_MAX`.
+pub fn default_commit_streams(placement: &Placement) -> usize {
+    placement.pg_cpus.len().clamp(1, crate::base::limits::COMMIT_STREAMS_MAX)
+}
+
 /// The default placement for a host with `cpus` CPUs.
 pub fn default_placement(cpus: usize) -> Placement {
     let cpus = cpus.max(1);

@@ -98,6 +98,19 @@ pub struct BenchOptions {
     pub instance: String,
     /// Rounds of the interleaved variants (at least 1).
     pub rounds: u32,
+    /// The appliance's `run --commit-streams` (None: its default).
+    pub commit_streams: Option<usize>,
+}
+
+impl BenchOptions {
+    /// The commit streams the appliance runs with.
+    fn commit_streams(&self) -> usize {
+        self.commit_streams.unwrap_or_else(|| {
+            crate::sandbox::colocate::default_commit_streams(&crate::sandbox::colocate::default_placement(
+                crate::base::sys::cpu_count(),
+            ))
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,9 +258,9 @@ pub fn run(options: &BenchOptions) -> Result<(), AppError> {
     }
     let total = started.elapsed();
     if options.json {
-        println!("{}", render_json(&measured, options.events, per_module, total));
+        println!("{}", render_json(&measured, options.events, per_module, options.commit_streams(), total));
     } else {
-        print!("{}", render_text(&measured, options.events, per_module, total));
+        print!("{}", render_text(&measured, options.events, per_module, options.commit_streams(), total));
     }
     Ok(())
 }
@@ -268,7 +281,9 @@ fn measure_all(embedded: &Embedded, options: &BenchOptions, per_module: u64) -> 
         reader: embedded.connect_params(Role::CoreReader.name(), DATABASE_NAME),
     };
     let exe = std::env::current_exe().map_err(io_error("locate the applianced binary"))?;
-    let mut appliance = Appliance::start_with(&exe, &embedded.dir.root, &options.instance, &[])?;
+    let streams = options.commit_streams().to_string();
+    let mut appliance =
+        Appliance::start_with(&exe, &embedded.dir.root, &options.instance, &["--commit-streams", &streams])?;
     let mut measured = Vec::new();
     for round in 1..=options.rounds.max(1) {
         let plan =

@@ -76,13 +76,23 @@ fn ratio_series(measured: &[Measured]) -> Vec<(&'static str, Vec<f64>)> {
         .collect()
 }
 
-pub(super) fn render_text(measured: &[Measured], requested: u64, per_module: u64, total: Duration) -> String {
+pub(super) fn render_text(
+    measured: &[Measured],
+    requested: u64,
+    per_module: u64,
+    commit_streams: usize,
+    total: Duration,
+) -> String {
     let mut out = String::new();
     let events = per_module * Module::ALL.len() as u64;
     let _ = writeln!(
         out,
         "bench: {events} events per variant ({per_module} per module x {} modules, {requested} requested), one stream per module",
         Module::ALL.len()
+    );
+    let _ = writeln!(
+        out,
+        "bench: the appliance (c, d, e) commits each lane over {commit_streams} PostgreSQL connection(s) (--commit-streams)"
     );
     let _ = writeln!(
         out,
@@ -251,6 +261,7 @@ pub(super) fn render_json(
     measured: &[Measured],
     requested: u64,
     per_module: u64,
+    commit_streams: usize,
     total: Duration,
 ) -> serde_json::Value {
     // The first round's variants by key; every round's in "rounds".
@@ -285,6 +296,7 @@ pub(super) fn render_json(
         "events_requested": requested,
         "events_per_module": per_module,
         "modules": Module::ALL.len(),
+        "commit_streams": commit_streams,
         "bytes_definition": "COPY BINARY tuple bytes of the events (stream header and trailer excluded)",
         "variants": variants,
         "ratios": ratios,
