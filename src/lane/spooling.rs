@@ -102,7 +102,7 @@ impl LaneCore {
     /// COMMIT): the transaction is now the front of the commit order.
     fn send_tail(&mut self, link: usize) {
         debug_assert_eq!(self.commits.front(), Some(&link), "only the oldest transaction's tail is sent");
-        if self.stop_after_send.is_some() {
+        if matches!(self.stop_after_send, Some((SendTarget::Pg(_), _))) {
             // A failpoint cut a request short: the lane stops once it is sent.
             return;
         }
@@ -140,12 +140,12 @@ impl LaneCore {
         failpoint::check(failpoint::AFTER_COMMIT);
         debug_assert_eq!(self.commits.front(), Some(&link), "transactions commit in spool order");
         self.commits.pop_front();
-        if let Some(&next) = self.commits.front() {
-            self.send_tail(next);
-        }
         self.stats.batches_committed += 1;
         self.stats.events_committed += batch.rows as u64;
         let settled = self.spool.committed(batch, records);
+        if let Some(&next) = self.commits.front() {
+            self.send_tail(next);
+        }
         // The loss is now recorded in PostgreSQL: tell the producers, and
         // answer the HELLOs that waited for it.
         for range in &settled.lost {
