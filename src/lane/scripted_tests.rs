@@ -138,6 +138,22 @@ impl Harness {
         assert!(self.producers[&id].welcomed, "producer {id} was not welcomed");
     }
 
+    /// Both links connected, producer `id` welcomed, then two batches of
+    /// 10 events sealed and spooled around the partition window's read: the
+    /// first goes to link 0 as soon as the window is known, the second
+    /// finds it busy (neither is answered yet).
+    fn two_batches_on_two_links(&mut self, id: u64) {
+        let flush = crate::base::limits::BATCH_FLUSH_INTERVAL_MS;
+        self.database_on(1, Lose::No); // link 1 connects
+        self.welcomed(id); // link 0 connects; the HELLO's lookup
+        self.send(id, 10);
+        self.advance(flush);
+        self.database_on(0, Lose::No); // the partition window
+        self.read_all();
+        self.send(id, 10);
+        self.advance(flush);
+    }
+
     /// Producer `id` sends up to `count` events in one frame, within its credit.
     fn send(&mut self, id: u64, count: u32) {
         let Some(p) = self.producers.get_mut(&id) else { return };
@@ -542,19 +558,11 @@ fn a_full_spool_pushes_back_until_a_commit_frees_space() {
 /// and the watermarks decide after the reconnect.
 #[test]
 fn two_streams_send_bodies_at_once_and_commit_in_spool_order() {
-    let flush = crate::base::limits::BATCH_FLUSH_INTERVAL_MS;
     for fail_first in [false, true] {
         let mut h = Harness::with_streams(2);
-        h.database_on(1, Lose::No); // link 1 connects
-        h.welcomed(9); // link 0 connects; the HELLO's lookup
-        h.send(9, 10);
-        h.advance(flush);
-        h.database_on(0, Lose::No); // the partition window
-        // Transaction A (seqs 1-10) is queued on link 0, whole.
-        h.read_all();
-        h.send(9, 10);
-        h.advance(flush);
-        // Transaction B (11-20) on link 1: its body only.
+        h.two_batches_on_two_links(9);
+        // Transaction A (seqs 1-10) is queued on link 0, whole; B (11-20)
+        // on link 1 (its body only): the server runs B's COPY now.
         h.database_on(1, Lose::No);
         assert!(h.db.in_transaction(), "B's COPY runs while A is in flight");
         assert_eq!(h.db.commits, 0);
@@ -583,17 +591,9 @@ fn two_streams_send_bodies_at_once_and_commit_in_spool_order() {
 /// wait, and uses the links again once allowed.
 #[test]
 fn a_lane_starts_no_more_transactions_than_its_share_of_streams() {
-    let flush = crate::base::limits::BATCH_FLUSH_INTERVAL_MS;
     let mut h = Harness::with_streams(2);
     h.core.set_active_streams(1);
-    h.database_on(1, Lose::No); // link 1 connects
-    h.welcomed(8);
-    h.send(8, 10);
-    h.advance(flush);
-    h.database_on(0, Lose::No); // the partition window
-    h.read_all();
-    h.send(8, 10);
-    h.advance(flush);
+    h.two_batches_on_two_links(8);
     assert!(h.core.take_pg_output(1).is_none(), "link 1 idle: one stream allowed");
     assert!(h.core.backlogged(), "a record waits for a stream");
     h.core.set_active_streams(2);
