@@ -708,7 +708,13 @@ impl LaneCore {
 
     /// Whether a connection asked of the connector is awaited.
     pub fn pg_awaits_connection(&self) -> bool {
-        self.pg.iter().any(|l| matches!(l.state, PgState::Connecting { .. }))
+        self.connecting_link().is_some()
+    }
+
+    /// The first link waiting for a connection from the connector (they
+    /// are interchangeable: each reply goes to the first one waiting).
+    fn connecting_link(&self) -> Option<usize> {
+        self.pg.iter().position(|l| matches!(l.state, PgState::Connecting { .. }))
     }
 
     /// The driver asked the connector for a connection for `link`.
@@ -722,7 +728,7 @@ impl LaneCore {
     /// (connections are interchangeable), returned; None: none waits (the
     /// driver closes it).
     pub fn pg_connected(&mut self, leftover: BytesMut) -> Option<usize> {
-        let link = self.pg.iter().position(|l| matches!(l.state, PgState::Connecting { .. }))?;
+        let link = self.connecting_link()?;
         // The first link up after every link was down resolves the spool
         // (watermarks, window) before anything is sent on any link.
         let first = !self.pg_is_connected();
@@ -740,7 +746,7 @@ impl LaneCore {
 
     /// A connect attempt failed: back off exponentially, up to the cap.
     pub fn pg_connect_failed(&mut self, error: &str, now: Now) {
-        let Some(link) = self.pg.iter().position(|l| matches!(l.state, PgState::Connecting { .. })) else { return };
+        let Some(link) = self.connecting_link() else { return };
         let backoff_ms = match self.pg[link].state {
             PgState::Down { backoff_ms, .. } | PgState::Connecting { backoff_ms } => backoff_ms,
             PgState::Idle | PgState::Busy(..) => PG_RECONNECT_BACKOFF_MIN_MS,
@@ -810,9 +816,6 @@ impl LaneCore {
             };
             if let Err(e) = self.on_pg_message(link, message) {
                 return self.pg_protocol_failure(link, &e);
-            }
-            if !self.pg_link_connected(link) {
-                break;
             }
         }
         self.tick(now);
