@@ -6,6 +6,8 @@ pub mod limits;
 pub mod clock;
 /// Rate-limited log lines.
 pub mod ratelimit;
+/// Bytes queued for a socket in parts, large ones shared, not copied.
+pub mod sendq;
 /// Failpoints at each batch stage (the `failpoints` feature only).
 pub mod failpoint;
 /// The only module with `unsafe`: small libc wrappers.

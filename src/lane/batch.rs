@@ -9,7 +9,9 @@
 
 use std::fmt::Write;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+
+use crate::base::sendq::SendQueue;
 
 use crate::base::limits::{BATCH_BYTES_MAX, BATCH_ROWS_MAX, COPY_CHUNK_BYTES};
 use crate::codec::copy::{self, CommonValues};
@@ -88,8 +90,13 @@ pub struct Batch {
     /// the chunks are `COPY_CHUNK_BYTES` each and never grow; a batch read
     /// back from the spool, or a table rebuilt by `quarantine_outside_window`,
     /// holds one chunk per table of whatever size. Chunks are moved, never
-    /// copied, when batches merge.
-    copies: Vec<Vec<BytesMut>>,
+    /// copied, when batches merge, and sent to PostgreSQL from where they
+    /// are (shared with the link's send queue, not copied into a request).
+    copies: Vec<Vec<Bytes>>,
+    /// The chunk each table's rows are being encoded into (empty: none).
+    /// It joins its table's `copies` when full or when the batch is sealed
+    /// ([`Batch::seal_chunks`]); every reader of the streams sees it after them.
+    filling: Vec<BytesMut>,
     pub rows: usize,
     pub bytes: usize,
     pub ranges: Vec<ProducerRange>,
@@ -109,6 +116,7 @@ impl Batch {
             module,
             started_ms: now_ms,
             copies: tables_of(module).map(|_| Vec::new()).collect(),
+            filling: tables_of(module).map(|_| BytesMut::new()).collect(),
             rows: 0,
             bytes: 0,
             ranges: Vec::new(),
@@ -147,16 +155,16 @@ impl Batch {
 
     /// Add one validated row for `table` (index `table_index` in the module).
     pub fn add_row(&mut self, table_index: usize, table: &EventTable, common: &CommonValues, fields: &[u8]) {
-        let Some(chunks) = self.copies.get_mut(table_index) else { return };
+        let (Some(chunks), Some(stream)) = (self.copies.get_mut(table_index), self.filling.get_mut(table_index)) else {
+            return;
+        };
         let row = copy::row_len(fields.len());
-        if chunks.is_empty() {
-            let mut stream = BytesMut::with_capacity(COPY_CHUNK_BYTES.max(copy::HEADER_BYTES + row));
-            copy::encode_header(&mut stream);
-            chunks.push(stream);
-        } else if chunks.last().is_some_and(|c| c.capacity() - c.len() < row) {
-            chunks.push(BytesMut::with_capacity(COPY_CHUNK_BYTES.max(row)));
+        if chunks.is_empty() && stream.is_empty() {
+            *stream = BytesMut::with_capacity(COPY_CHUNK_BYTES.max(copy::HEADER_BYTES + row));
+            copy::encode_header(stream);
+        } else if stream.capacity() - stream.len() < row {
+            chunks.push(std::mem::replace(stream, BytesMut::with_capacity(COPY_CHUNK_BYTES.max(row))).freeze());
         }
-        let Some(stream) = chunks.last_mut() else { return };
         let before = stream.len();
         copy::encode_row(stream, table, common, fields);
         self.bytes += stream.len() - before;
@@ -174,7 +182,9 @@ impl Batch {
 
     /// Append the batch spooled after this one: one transaction then
     /// commits both (COPY streams continue each other; ranges coalesce).
-    pub fn absorb(&mut self, next: Batch) {
+    pub fn absorb(&mut self, mut next: Batch) {
+        self.seal_chunks();
+        next.seal_chunks();
         for (mine, theirs) in self.copies.iter_mut().zip(next.copies) {
             for (n, mut chunk) in theirs.into_iter().enumerate() {
                 if n == 0 && !mine.is_empty() {
@@ -266,19 +276,40 @@ impl Batch {
     /// Encode the transaction's body into `out`: BEGIN, then each table's
     /// chunks and the COPY trailer, as one COPY per table. The
     /// transaction stays open until [`Batch::encode_tail`].
-    pub fn encode_body(&self, out: &mut BytesMut) -> Result<Pipeline, PgError> {
+    pub fn encode_body(&mut self, out: &mut SendQueue) -> Result<Pipeline, PgError> {
+        self.seal_chunks();
         let statements: Vec<String> = tables_of(self.module).map(copy::copy_statement).collect();
-        let copies: Vec<(&str, Vec<&[u8]>)> = self
+        // Each table's chunks (shared, not copied) and the stream's trailer.
+        let pieces: Vec<Vec<Bytes>> = self
             .copies
             .iter()
+            .map(|chunks| chunks.iter().cloned().chain(std::iter::once(Bytes::from_static(&copy::TRAILER))).collect())
+            .collect();
+        let copies: Vec<(&str, &[Bytes])> = self
+            .copies
+            .iter()
+            .zip(pieces.iter())
             .zip(statements.iter())
-            .filter(|(chunks, _)| !chunks.is_empty())
-            .map(|(chunks, statement)| {
-                let pieces = chunks.iter().map(|c| &c[..]).chain(std::iter::once(&copy::TRAILER[..])).collect();
-                (statement.as_str(), pieces)
-            })
+            .filter(|((chunks, _), _)| !chunks.is_empty())
+            .map(|((_, pieces), statement)| (statement.as_str(), &pieces[..]))
             .collect();
         pipeline::encode_batch_body(out, &copies)
+    }
+
+    /// Move each table's filling chunk behind its full ones: the batch
+    /// takes no more rows (it is sealed, merged or sent).
+    pub fn seal_chunks(&mut self) {
+        for (chunks, stream) in self.copies.iter_mut().zip(self.filling.iter_mut()) {
+            if !stream.is_empty() {
+                chunks.push(std::mem::take(stream).freeze());
+            }
+        }
+    }
+
+    /// Table `index`'s COPY stream (header, rows; no trailer) in chunks.
+    fn stream_chunks(&self, index: usize) -> impl Iterator<Item = &[u8]> {
+        let filling = self.filling.get(index).filter(|s| !s.is_empty()).map(|s| &s[..]);
+        self.copies.get(index).into_iter().flatten().map(|c| &c[..]).chain(filling)
     }
 
     /// Encode the transaction's tail into `out`: the quarantine inserts
@@ -405,7 +436,7 @@ pub fn salvage_ranges(payload: &[u8]) -> Option<Vec<ProducerRange>> {
 pub struct SpoolParts<'a> {
     head: Vec<u8>,
     /// Per table with rows: (u16 index, u32 length) and its chunks.
-    streams: Vec<([u8; 6], &'a [BytesMut])>,
+    streams: Vec<([u8; 6], Vec<&'a [u8]>)>,
     tail: Vec<u8>,
 }
 
@@ -414,7 +445,7 @@ impl SpoolParts<'_> {
         let mut parts = vec![&self.head[..]];
         for (prefix, chunks) in &self.streams {
             parts.push(&prefix[..]);
-            parts.extend(chunks.iter().map(|c| &c[..]));
+            parts.extend(chunks.iter().copied());
         }
         parts.push(&self.tail[..]);
         parts
@@ -438,17 +469,15 @@ impl Batch {
         out.extend_from_slice(&(self.rows as u64).to_be_bytes());
         out.extend_from_slice(&self.ingest_min_us.to_be_bytes());
         out.extend_from_slice(&self.ingest_max_us.to_be_bytes());
-        let streams: Vec<([u8; 6], &[BytesMut])> = self
-            .copies
-            .iter()
-            .enumerate()
+        let streams: Vec<([u8; 6], Vec<&[u8]>)> = (0..self.copies.len())
+            .map(|index| (index, self.stream_chunks(index).collect::<Vec<&[u8]>>()))
             .filter(|(_, chunks)| !chunks.is_empty())
             .map(|(index, chunks)| {
-                let length: usize = chunks.iter().map(BytesMut::len).sum();
+                let length: usize = chunks.iter().map(|c| c.len()).sum();
                 let mut prefix = [0u8; 6];
                 prefix[..2].copy_from_slice(&(index as u16).to_be_bytes());
                 prefix[2..].copy_from_slice(&(length as u32).to_be_bytes());
-                (prefix, &chunks[..])
+                (prefix, chunks)
             })
             .collect();
         out.extend_from_slice(&(streams.len() as u16).to_be_bytes());
@@ -500,7 +529,7 @@ impl Batch {
                 return Err(format!("spool payload: table #{index} stream lacks the COPY header"));
             }
             batch.bytes += stream.len();
-            slot.push(BytesMut::from(stream));
+            slot.push(Bytes::copy_from_slice(stream));
         }
         for _ in 0..r.u32()? {
             let (producer_id, epoch, seq) = (r.u64()?, r.u64()?, r.u64()?);
@@ -571,6 +600,7 @@ impl Batch {
         if self.rows == 0 || (self.ingest_min_us >= lo_us && self.ingest_max_us < hi_us) {
             return Ok(0);
         }
+        self.seal_chunks();
         let names: Vec<String> = tables_of(self.module).map(|t| t.qualified_name()).collect();
         let mut moved = Vec::new();
         for (index, chunks) in self.copies.iter_mut().enumerate() {
@@ -581,7 +611,7 @@ impl Batch {
             if rows.iter().all(|r| r.ingest_time_us >= lo_us && r.ingest_time_us < hi_us) {
                 continue;
             }
-            let mut kept = BytesMut::with_capacity(chunks.iter().map(BytesMut::len).sum());
+            let mut kept = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
             copy::encode_header(&mut kept);
             let mut kept_rows = 0;
             for row in rows {
@@ -603,7 +633,7 @@ impl Batch {
                     raw: row.bytes.to_vec(),
                 });
             }
-            *chunks = if kept_rows > 0 { vec![kept] } else { Vec::new() };
+            *chunks = if kept_rows > 0 { vec![kept.freeze()] } else { Vec::new() };
         }
         for q in &moved {
             if let Some(range) = self.ranges.iter_mut().find(|r| {
@@ -647,9 +677,16 @@ mod tests {
             batch.add_row(index, table, &common, &fields);
             copy::encode_row(&mut expected, table, &common, &fields);
         }
+        assert!(batch.copies[index].len() >= 3, "{} full chunks for about 1 MB", batch.copies[index].len());
+        let filling = batch.filling[index].as_ptr();
+        batch.seal_chunks();
         let chunks = &batch.copies[index];
         assert!(chunks.len() >= 4, "{} chunks for about 1 MB", chunks.len());
-        assert!(chunks.iter().all(|c| c.capacity() == COPY_CHUNK_BYTES), "a chunk was reallocated");
+        assert_eq!(chunks.last().map(|c| c.as_ptr()), Some(filling), "sealing moved the filling chunk, not a copy");
+        assert!(
+            chunks[..chunks.len() - 1].iter().all(|c| c.len() > COPY_CHUNK_BYTES - copy::row_len(fields.len())),
+            "a full chunk was left part empty"
+        );
         assert_eq!(chunks.concat(), expected.to_vec());
         assert_eq!(batch.bytes + copy::HEADER_BYTES, expected.len());
     }

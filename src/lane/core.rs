@@ -35,6 +35,7 @@ use crate::base::limits::{
     LOOKUPS_PER_TRANSACTION_MAX, PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS,
 };
 use crate::base::ratelimit::RateLimitedLog;
+use crate::base::sendq::SendQueue;
 use crate::base::sys::PeerCred;
 use crate::codec::frame::{self, ErrorCode};
 use crate::lane::ingress::PeerPolicy;
@@ -98,7 +99,9 @@ pub(super) enum PgState {
 /// the bytes to and from it.
 pub(super) struct PgLink {
     pub(super) state: PgState,
-    pub(super) out: BytesMut,
+    /// Requests to send: encoded messages, and the COPY chunks of the
+    /// transactions shared (not copied) from their batches.
+    pub(super) out: SendQueue,
     pub(super) input: BytesMut,
 }
 
@@ -106,7 +109,7 @@ impl PgLink {
     fn new() -> PgLink {
         PgLink {
             state: PgState::Down { retry_at_ms: 0, backoff_ms: PG_RECONNECT_BACKOFF_MIN_MS },
-            out: BytesMut::new(),
+            out: SendQueue::default(),
             input: BytesMut::new(),
         }
     }
@@ -768,27 +771,11 @@ impl LaneCore {
         self.pg.get(link).is_some_and(PgLink::is_connected)
     }
 
-    pub fn take_pg_output(&mut self, link: usize) -> Option<BytesMut> {
+    /// What is queued for PostgreSQL link `link`, moved out (the driver
+    /// sends it after anything it still holds).
+    pub fn take_pg_output(&mut self, link: usize) -> Option<SendQueue> {
         let out = &mut self.pg[link].out;
         if out.is_empty() { None } else { Some(std::mem::take(out)) }
-    }
-
-    /// A request buffer the driver has finished sending: the next request
-    /// is encoded into the same memory (`BytesMut::reserve` reclaims the
-    /// whole allocation of an emptied buffer) instead of a fresh one, whose
-    /// pages the kernel would zero-fill on first touch: a 16 MiB
-    /// transaction is 4,096 page faults. Kept only while nothing else is
-    /// queued; at most one per link, no larger than the largest request.
-    pub fn recycle_pg_buffer(&mut self, link: usize, mut buffer: BytesMut) {
-        let out = &mut self.pg[link].out;
-        if out.is_empty() {
-            buffer.clear();
-            // A sent buffer was advanced to its end: move the view back to
-            // the allocation's start now (never allocates), or a larger next
-            // request would grow it with the dead prefix kept in front.
-            let _ = buffer.try_reclaim(buffer.capacity() + 1);
-            *out = buffer;
-        }
     }
 
     /// PostgreSQL link `link` failed or closed.
@@ -895,7 +882,7 @@ impl LaneCore {
     /// Send `appliance.watermark_get(producer_id)` on `link`, answered as `request`.
     pub(super) fn query_watermark(&mut self, link: usize, producer_id: u64, request: Request) {
         let sql = format!("SELECT producer_epoch, last_seq FROM appliance.watermark_get({producer_id})");
-        match pipeline::encode_query(&mut self.pg[link].out, &sql) {
+        match pipeline::encode_query(self.pg[link].out.buffer(), &sql) {
             Ok(p) => self.pg[link].state = PgState::Busy(Box::new(p), request),
             Err(e) => self.reset(&e.to_string()),
         }

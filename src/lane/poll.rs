@@ -14,6 +14,7 @@ use super::core::{Admission, LaneCore};
 use super::links::Links;
 use super::runtime::{Clock, LaneError};
 use crate::base::limits::{LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES};
+use crate::base::sendq::SendQueue;
 use crate::base::sys;
 
 struct Client {
@@ -24,6 +25,23 @@ struct Client {
     /// this is written, so the core sees (and bounds) what the peer does
     /// not read.
     out: BytesMut,
+}
+
+/// Write as much of `out` as the socket takes, part after part; Err on a dead socket.
+fn flush_queue(stream: &mut UnixStream, out: &mut SendQueue) -> std::io::Result<()> {
+    loop {
+        let front = out.front();
+        if front.is_empty() {
+            return Ok(());
+        }
+        match stream.write(front) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A connection accepted while every slot was taken: it waits here (no
@@ -62,7 +80,7 @@ pub fn run(
     listener.set_nonblocking(true).map_err(LaneError::io("listener non-blocking"))?;
     let mut clients: Vec<Option<Client>> = (0..LANE_CONNECTIONS_MAX).map(|_| None).collect();
     let streams = core.commit_streams();
-    let mut pg_streams: Vec<Option<(UnixStream, BytesMut)>> = (0..streams).map(|_| None).collect();
+    let mut pg_streams: Vec<Option<(UnixStream, SendQueue)>> = (0..streams).map(|_| None).collect();
     let mut parked: Option<Parked> = None;
     let mut buffer = vec![0u8; PG_READ_BUFFER_BYTES];
     loop {
@@ -81,17 +99,11 @@ pub fn run(
         // Move queued output to the sockets.
         for (link, entry) in pg_streams.iter_mut().enumerate() {
             let Some((stream, out)) = entry.as_mut() else { continue };
-            if let Some(more) = core.take_pg_output(link) {
-                if out.is_empty() {
-                    // Moved, not copied; the emptied buffer is reused for the next request.
-                    core.recycle_pg_buffer(link, std::mem::replace(out, more));
-                } else {
-                    out.extend_from_slice(&more);
-                    core.recycle_pg_buffer(link, more);
-                }
+            if let Some(mut more) = core.take_pg_output(link) {
+                out.append(&mut more); // parts moved, not copied
             }
             let had_output = !out.is_empty();
-            match flush(stream, out) {
+            match flush_queue(stream, out) {
                 Err(e) => {
                     *entry = None;
                     core.pg_lost(link, &e.to_string(), clock.now());
@@ -192,7 +204,7 @@ pub fn run(
         }
         if fds[3].revents != 0 {
             if let Some((link, stream)) = links.on_connector_readable(core, clock.now())? {
-                pg_streams[link] = Some((stream, BytesMut::new()));
+                pg_streams[link] = Some((stream, SendQueue::default()));
             }
         }
         for slot in 0..clients.len() {

@@ -304,8 +304,7 @@ impl Harness {
             self.core.pg_lost(link, "scripted: lost before the request", self.now);
             return self.after_step();
         }
-        let replies = self.db.serve_on(link, &request);
-        self.core.recycle_pg_buffer(link, request);
+        let replies = self.db.serve_on(link, &request.into_vec());
         self.core.pg_sent(link);
         if lose == Lose::After {
             self.db.connection_lost_on(link);

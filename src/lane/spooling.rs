@@ -60,7 +60,7 @@ impl LaneCore {
             Next::Mark(producer_id) => self.query_watermark(link, producer_id, Request::Mark(producer_id)),
             Next::Window => {
                 let sql = "SELECT lo_us, hi_us FROM appliance.partition_window()";
-                match pipeline::encode_query(&mut self.pg[link].out, sql) {
+                match pipeline::encode_query(self.pg[link].out.buffer(), sql) {
                     Ok(p) => self.pg[link].state = PgState::Busy(Box::new(p), Request::Window),
                     Err(e) => self.reset(&e.to_string()),
                 }
@@ -73,7 +73,7 @@ impl LaneCore {
     /// Send a transaction's body (BEGIN, the COPYs) on `link`; its tail
     /// follows at once if no transaction is ahead of it, else once the one
     /// ahead committed (`spooled_committed`).
-    fn send_spooled(&mut self, link: usize, batch: Box<super::batch::Batch>, records: usize) {
+    fn send_spooled(&mut self, link: usize, mut batch: Box<super::batch::Batch>, records: usize) {
         let out = &mut self.pg[link].out;
         let start = out.len();
         let pipeline = match batch.encode_body(out) {
@@ -112,7 +112,7 @@ impl LaneCore {
             return;
         };
         let start = l.out.len();
-        if let Err(e) = batch.encode_tail(&mut l.out, pipeline) {
+        if let Err(e) = batch.encode_tail(l.out.buffer(), pipeline) {
             return self.reset(&e.to_string());
         }
         if failpoint::fires(failpoint::AFTER_WATERMARK) {

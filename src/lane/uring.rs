@@ -11,12 +11,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
-use bytes::BytesMut;
-
 use super::core::{Admission, LaneCore};
 use super::links::Links;
 use super::runtime::{Clock, LaneError};
 use crate::base::limits::{COMMIT_STREAMS_MAX, LANE_CONNECTIONS_MAX, PG_READ_BUFFER_BYTES, RING_ENTRIES};
+use crate::base::sendq::SendQueue;
 use crate::base::sys;
 use crate::base::sys::uring::{Completion, Ring};
 
@@ -35,7 +34,7 @@ struct Socket {
     /// PostgreSQL only: output taken from the core while a send was in
     /// flight. A producer's output stays in the core until its previous
     /// send completed, so the core sees (and bounds) what it does not read.
-    backlog: BytesMut,
+    backlog: SendQueue,
     shut: bool,
 }
 
@@ -49,7 +48,7 @@ struct Parked {
 
 impl Socket {
     fn new(stream: UnixStream) -> Socket {
-        Socket { stream, _pidfd: None, backlog: BytesMut::new(), shut: false }
+        Socket { stream, _pidfd: None, backlog: SendQueue::default(), shut: false }
     }
 }
 
@@ -175,12 +174,8 @@ fn pump_pg(core: &mut LaneCore, ring: &mut Ring, link: usize, pg_socket: &mut Op
         }
         return Ok(());
     }
-    if let Some(more) = core.take_pg_output(link) {
-        if socket.backlog.is_empty() {
-            socket.backlog = more; // moved, not copied
-        } else {
-            socket.backlog.extend_from_slice(&more);
-        }
+    if let Some(mut more) = core.take_pg_output(link) {
+        socket.backlog.append(&mut more); // parts moved, not copied
     }
     if !socket.backlog.is_empty() && !ring.send_busy(slot) {
         let data = std::mem::take(&mut socket.backlog);
@@ -206,7 +201,7 @@ fn pump_client(
     if !socket.shut {
         if !ring.send_busy(slot) {
             if let Some(data) = core.take_client_output(slot) {
-                ring.send(slot, socket.stream.as_fd(), data).map_err(LaneError::io("submit send"))?;
+                ring.send(slot, socket.stream.as_fd(), SendQueue::from(data)).map_err(LaneError::io("submit send"))?;
             }
         }
         if core.client_should_close(slot) && !ring.send_busy(slot) {
@@ -260,11 +255,7 @@ fn handle(
             }
         }
         Completion::Send { slot, result: Ok(()) } if pg_link(slot).is_some() => {
-            let link = slot - PG_SLOT;
-            if let Some(buffer) = ring.take_sent(slot) {
-                core.recycle_pg_buffer(link, buffer);
-            }
-            core.pg_sent(link);
+            core.pg_sent(slot - PG_SLOT);
         }
         Completion::Recv { slot, result } => match result {
             Ok(n) if n > 0 => core.on_client_bytes(slot, ring.received(slot, n), clock.now()),

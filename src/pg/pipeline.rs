@@ -13,15 +13,22 @@
 //! statement's tag is exactly `COMMIT` (an aborted transaction answers
 //! COMMIT with the tag `ROLLBACK`).
 
-use bytes::BytesMut;
+use bytes::{BufMut, Bytes, BytesMut};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
+
+use crate::base::sendq::SendQueue;
 
 use super::wire::{PgError, Row, ServerError, decode_data_row, decode_error_fields};
 
 /// CopyData message size used for batches: a batch's COPY chunks are
 /// this size, so each chunk is one message.
 const COPY_DATA_CHUNK_BYTES: usize = crate::base::limits::COPY_CHUNK_BYTES;
+
+/// Pieces of a COPY stream shorter than this are copied into the request
+/// (a trailer, a small batch's only chunk); longer ones are sent from where
+/// they are. One send per shared piece costs more than copying a few KiB.
+const COPY_SHARE_MIN_BYTES: usize = 4096;
 
 /// What a finished request produced.
 #[derive(Debug)]
@@ -81,64 +88,41 @@ pub fn encode_query(out: &mut BytesMut, sql: &str) -> Result<Pipeline, PgError> 
 }
 
 /// A simple Query message: tag, length, the text, its NUL.
-fn query_len(sql: &str) -> usize {
-    1 + 4 + sql.len() + 1
-}
-
-/// The bytes [`encode_batch_body`] writes: BEGIN; per COPY its statement,
-/// one CopyData (tag, length, data) per chunk of each piece, and CopyDone.
-fn encoded_body_len(copies: &[(&str, Vec<&[u8]>)]) -> usize {
-    let copy: usize = copies
-        .iter()
-        .map(|(statement, pieces)| {
-            let data: usize = pieces.iter().map(|p| p.len() + p.len().div_ceil(COPY_DATA_CHUNK_BYTES) * 5).sum();
-            query_len(statement) + data + 5
-        })
-        .sum();
-    query_len("BEGIN") + copy
-}
-
-/// The bytes [`encode_batch_tail`] writes: the tail, COMMIT.
-fn encoded_tail_len(tail_sql: &str) -> usize {
-    query_len(tail_sql) + query_len("COMMIT")
-}
-
-/// One batch transaction in one write: [`encode_batch_body`] then
-/// [`encode_batch_tail`].
-pub fn encode_batch(out: &mut BytesMut, copies: &[(&str, Vec<&[u8]>)], tail_sql: &str) -> Result<Pipeline, PgError> {
-    out.reserve(encoded_body_len(copies) + encoded_tail_len(tail_sql));
-    let base = out.len();
-    let mut pipeline = encode_batch_body(out, copies)?;
-    let body = out.len() - base;
-    encode_batch_tail(out, &mut pipeline, tail_sql)?;
-    pipeline.stages.after_tail += body;
-    Ok(pipeline)
-}
-
 /// The first part of a batch transaction: BEGIN and each `(statement,
 /// copy stream)` as a COPY FROM STDIN with its complete binary stream. The
 /// transaction stays open (its pipeline reports no outcome) until
 /// [`encode_batch_tail`] adds the rest: a lane sends the bodies of several
 /// transactions at once, each on its own connection, and their tails one
 /// at a time in spool order.
-pub fn encode_batch_body(out: &mut BytesMut, copies: &[(&str, Vec<&[u8]>)]) -> Result<Pipeline, PgError> {
+pub fn encode_batch_body(out: &mut SendQueue, copies: &[(&str, &[Bytes])]) -> Result<Pipeline, PgError> {
     let base = out.len();
-    // One allocation for the whole body, sized exactly: growing a
-    // multi-megabyte request mid-way copies it into fresh memory.
-    out.reserve(encoded_body_len(copies));
     let mut stages = Stages::default();
-    frontend::query("BEGIN", out).map_err(encode_error)?;
+    frontend::query("BEGIN", out.buffer()).map_err(encode_error)?;
     stages.begin = out.len() - base;
     for (statement, pieces) in copies {
-        frontend::query(statement, out).map_err(encode_error)?;
+        frontend::query(statement, out.buffer()).map_err(encode_error)?;
         let copy_start = out.len() - base;
-        for chunk in pieces.iter().flat_map(|piece| piece.chunks(COPY_DATA_CHUNK_BYTES)) {
-            frontend::CopyData::new(chunk).map_err(encode_error)?.write(out);
+        for piece in *pieces {
+            let mut at = 0;
+            while at < piece.len() {
+                let length = (piece.len() - at).min(COPY_DATA_CHUNK_BYTES);
+                if length < COPY_SHARE_MIN_BYTES {
+                    frontend::CopyData::new(&piece[at..at + length]).map_err(encode_error)?.write(out.buffer());
+                } else {
+                    // The CopyData header here, its data shared: the chunk
+                    // is not copied into the request.
+                    let buffer = out.buffer();
+                    buffer.put_u8(b'd');
+                    buffer.put_i32((length + 4) as i32);
+                    out.push_shared(piece.slice(at..at + length));
+                }
+                at += length;
+            }
         }
         if stages.mid_copy == 0 {
             stages.mid_copy = copy_start + (out.len() - base - copy_start) / 2;
         }
-        frontend::copy_done(out);
+        frontend::copy_done(out.buffer());
     }
     stages.after_copy_done = out.len() - base;
     Ok(Pipeline {
@@ -159,7 +143,6 @@ pub fn encode_batch_body(out: &mut BytesMut, copies: &[(&str, Vec<&[u8]>)]) -> R
 pub fn encode_batch_tail(out: &mut BytesMut, pipeline: &mut Pipeline, tail_sql: &str) -> Result<(), PgError> {
     debug_assert!(pipeline.is_batch && !pipeline.tail_sent, "a batch's tail is encoded once");
     let base = out.len();
-    out.reserve(encoded_tail_len(tail_sql));
     frontend::query(tail_sql, out).map_err(encode_error)?;
     pipeline.stages.after_tail = out.len() - base;
     frontend::query("COMMIT", out).map_err(encode_error)?;
@@ -225,20 +208,51 @@ impl Pipeline {
 mod tests {
     use super::*;
 
-    /// The reservation is the request's exact size, so a transaction is
-    /// encoded into one allocation: pieces of every size, including ones
-    /// longer than a CopyData chunk and empty ones, many per table.
+    /// A body on the wire: BEGIN, each COPY's statement, CopyData messages
+    /// of at most one chunk holding the pieces in order, CopyDone; pieces
+    /// of a chunk's size and longer are sent from their own memory, never
+    /// copied.
     #[test]
-    fn a_batch_is_encoded_into_exactly_the_bytes_reserved() {
-        let big = vec![7u8; COPY_DATA_CHUNK_BYTES * 2 + 3];
-        let small = vec![1u8; 100];
-        let exact = vec![2u8; COPY_DATA_CHUNK_BYTES];
-        let pieces: Vec<&[u8]> = vec![&big, &small, &[], &exact, &small, &big];
-        let copies = vec![("COPY a FROM STDIN (FORMAT binary)", pieces.clone()), ("COPY b FROM STDIN", pieces)];
-        let tail = "SELECT appliance.watermark_advance(1, 1, 1, 10, 10);";
-        let mut out = BytesMut::from(&b"already queued"[..]);
-        let before = out.len();
-        encode_batch(&mut out, &copies, tail).unwrap();
-        assert_eq!(out.len() - before, encoded_body_len(&copies) + encoded_tail_len(tail));
+    fn a_body_sends_large_pieces_from_their_own_memory() {
+        let big = Bytes::from(vec![7u8; COPY_DATA_CHUNK_BYTES * 2 + 3]);
+        let small = Bytes::from(vec![1u8; 100]);
+        let exact = Bytes::from(vec![2u8; COPY_DATA_CHUNK_BYTES]);
+        let pieces = vec![big.clone(), small.clone(), Bytes::new(), exact.clone(), small.clone(), big.clone()];
+        let statements = ["COPY a FROM STDIN (FORMAT binary)", "COPY b FROM STDIN"];
+        let copies: Vec<(&str, &[Bytes])> = statements.iter().map(|s| (*s, &pieces[..])).collect();
+        let mut out = SendQueue::from(BytesMut::from(&b"already queued"[..]));
+        let pipeline = encode_batch_body(&mut out, &copies).unwrap();
+        let mut expected = BytesMut::from(&b"already queued"[..]);
+        frontend::query("BEGIN", &mut expected).unwrap();
+        for statement in statements {
+            frontend::query(statement, &mut expected).unwrap();
+            for piece in &pieces {
+                for data in piece.chunks(COPY_DATA_CHUNK_BYTES) {
+                    frontend::CopyData::new(data).unwrap().write(&mut expected);
+                }
+            }
+            frontend::copy_done(&mut expected);
+        }
+        assert_eq!(pipeline.stages.after_copy_done, expected.len() - b"already queued".len());
+        let mut sent = Vec::new();
+        let mut shared_sends = 0;
+        loop {
+            let front = out.front();
+            if front.is_empty() {
+                break;
+            }
+            let inside = |owner: &Bytes| owner.as_ptr_range().contains(&front.as_ptr());
+            if inside(&big) || inside(&exact) {
+                shared_sends += 1;
+            }
+            assert!(!front.as_ptr_range().contains(&small.as_ptr()), "small pieces are copied");
+            sent.extend_from_slice(front);
+            let n = front.len();
+            out.advance(n);
+        }
+        assert_eq!(sent, expected.to_vec());
+        // Each COPY: big as two shared pieces and 3 copied bytes, exact as
+        // one shared piece, big again.
+        assert_eq!(shared_sends, 2 * 5);
     }
 }

@@ -7,7 +7,8 @@
 //! shared/reference/io-uring-feasibility.md). It never uses SQPOLL or
 //! registered personalities, which would carry the creating credentials
 //! past the sandbox. Buffers: one receive buffer per slot, allocated once
-//! (STYLE S9), and the send buffer handed over by the caller; each is
+//! (STYLE S9), and the send queue handed over by the caller (its parts
+//! sent one SEND at a time, in order); each is
 //! marked busy from submission until its completion is reaped, so the
 //! kernel never writes into or reads from freed memory. In-flight
 //! operations never exceed the completion-queue size.
@@ -16,7 +17,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use crate::base::sendq::SendQueue;
 use io_uring::types::{Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, opcode, register::Restriction, squeue};
 
@@ -79,7 +80,7 @@ pub enum Completion {
 struct SlotBuffers {
     recv: Box<[u8]>,
     recv_busy: bool,
-    send: BytesMut,
+    send: SendQueue,
     send_busy: bool,
     send_fd: i32,
 }
@@ -117,7 +118,7 @@ impl Ring {
             .map(|_| SlotBuffers {
                 recv: vec![0u8; recv_bytes].into_boxed_slice(),
                 recv_busy: false,
-                send: BytesMut::new(),
+                send: SendQueue::default(),
                 send_busy: false,
                 send_fd: -1,
             })
@@ -144,7 +145,7 @@ impl Ring {
             return Err(io::Error::other("completion queue would overflow"));
         }
         // SAFETY: every pointer in `entry` refers to a buffer owned by this
-        // Ring (a slot's receive or send buffer; a poll has none) that
+        // Ring (a slot's receive buffer or its send queue's front part; a poll has none) that
         // was marked busy by the caller and is neither moved, reallocated
         // nor dropped until the completion is reaped in `wait`.
         unsafe { self.ring.submission().push(&entry) }.map_err(|_| io::Error::other("submission queue full"))?;
@@ -186,13 +187,6 @@ impl Ring {
         self.slots.get(slot).is_some_and(|s| s.send_busy)
     }
 
-    /// The buffer of a finished send (empty, its allocation kept), for the
-    /// caller to fill again instead of allocating fresh memory.
-    pub fn take_sent(&mut self, slot: usize) -> Option<BytesMut> {
-        let buffers = self.slots.get_mut(slot).filter(|b| !b.send_busy && b.send.is_empty())?;
-        Some(std::mem::take(&mut buffers.send))
-    }
-
     /// Whether any operation of this slot is in flight.
     pub fn slot_busy(&self, slot: usize) -> bool {
         self.recv_busy(slot) || self.send_busy(slot)
@@ -219,8 +213,9 @@ impl Ring {
         self.slots.get(slot).map_or(&[][..], |s| &s.recv[..length.min(s.recv.len())])
     }
 
-    /// Send all of `data`; the ring keeps it until the send completes.
-    pub fn send(&mut self, slot: usize, fd: BorrowedFd<'_>, data: BytesMut) -> io::Result<()> {
+    /// Send all of `data`, part after part; the ring keeps it until the
+    /// last part is sent (or a send fails).
+    pub fn send(&mut self, slot: usize, fd: BorrowedFd<'_>, data: SendQueue) -> io::Result<()> {
         let buffers = self.slots.get_mut(slot).ok_or_else(|| io::Error::other("no such slot"))?;
         if buffers.send_busy {
             return Err(io::Error::other("send already in flight"));
@@ -232,7 +227,11 @@ impl Ring {
 
     fn submit_send(&mut self, slot: usize) -> io::Result<()> {
         let buffers = &mut self.slots[slot];
-        let entry = opcode::Send::new(Fd(buffers.send_fd), buffers.send.as_ptr(), buffers.send.len() as u32)
+        let send_fd = buffers.send_fd;
+        let front = buffers.send.front();
+        // A part longer than one SEND can say is sent in pieces.
+        let length = front.len().min(u32::MAX as usize) as u32;
+        let entry = opcode::Send::new(Fd(send_fd), front.as_ptr(), length)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(encode_op(Op::Send(slot)));
@@ -285,7 +284,7 @@ impl Ring {
             Ok(0) => completions.push(Completion::Send { slot, result: Err(io::ErrorKind::WriteZero.into()) }),
             Ok(n) => {
                 let buffers = &mut self.slots[slot];
-                buffers.send.advance(n.min(buffers.send.len()));
+                buffers.send.advance(n);
                 if buffers.send.is_empty() {
                     completions.push(Completion::Send { slot, result: Ok(()) });
                 } else {
