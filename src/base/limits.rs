@@ -274,8 +274,14 @@ pub const TRANSACTION_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const COMMIT_STREAMS_MAX: usize = 4;
 /// Allocations up to this size come from a lane's heap, and freed memory
 /// is kept for reuse (`sys::keep_freed_heap`): above the largest buffer a
-/// lane allocates (a transaction's pipeline, `TRANSACTION_BYTES_MAX`).
+/// lane allocates (a spool record read back, `SPOOL_RECORD_BYTES_MAX`).
 pub const LANE_HEAP_REUSE_BYTES: usize = 32 * 1024 * 1024;
+/// Free heap a lane keeps before it returns memory to the kernel
+/// (M_TRIM_THRESHOLD). A DPI lane's heap reached 98–125 MiB in
+/// 1,000,000-event bench runs; with 96 MiB here the whole heap was
+/// trimmed after a burst (resident 91 → 32 MiB) and faulted in again,
+/// page by page, by the next.
+pub const LANE_HEAP_KEPT_BYTES: usize = 128 * 1024 * 1024;
 /// A batch is flushed at most this long after its first event arrived.
 pub const BATCH_FLUSH_INTERVAL_MS: u64 = 5;
 /// Log lines per second per lane of each kind a peer can provoke at will
@@ -366,9 +372,10 @@ pub const CONNECTION_MEMORY_BYTES_MAX: usize =
 pub const PRODUCER_ENTRY_BYTES_MAX: usize = 256;
 /// What a lane's memory stays under whatever its peers do, derived from
 /// the bounds: the event budget, every connection at its bound, the spool
-/// cache, per commit stream a transaction being built and one being
-/// sent, the producer
-/// table, and the heap the lane keeps for reuse plus 64 MiB for the
+/// cache, per commit stream a transaction and the one before it (its
+/// chunks held by a send still in flight when a reset rebuilt the
+/// transaction; requests share the chunks, never copy them), the producer
+/// table, and the free heap the lane keeps (`LANE_HEAP_KEPT_BYTES`) plus 64 MiB for the
 /// binary, libraries and allocator slack. `tests/dos.rs` checks a lane's
 /// resident size against it under attack.
 pub const LANE_MEMORY_BOUND_BYTES: usize = LANE_BUFFER_BYTES_MAX
@@ -376,7 +383,7 @@ pub const LANE_MEMORY_BOUND_BYTES: usize = LANE_BUFFER_BYTES_MAX
     + SPOOL_CACHE_BYTES_MAX
     + COMMIT_STREAMS_MAX * 2 * TRANSACTION_BYTES_MAX
     + LANE_PRODUCERS_MAX * PRODUCER_ENTRY_BYTES_MAX
-    + LANE_HEAP_REUSE_BYTES
+    + LANE_HEAP_KEPT_BYTES
     + 64 * 1024 * 1024;
 const _: () = assert!(LANE_MEMORY_BOUND_BYTES < LANE_ADDRESS_SPACE_BYTES_MAX as usize);
 

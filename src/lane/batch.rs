@@ -11,9 +11,8 @@ use std::fmt::Write;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::base::sendq::SendQueue;
-
 use crate::base::limits::{BATCH_BYTES_MAX, BATCH_ROWS_MAX, COPY_CHUNK_BYTES};
+use crate::base::sendq::SendQueue;
 use crate::codec::copy::{self, CommonValues};
 use crate::codec::frame::RejectCode;
 use crate::model::matrix::Module;

@@ -19,7 +19,7 @@ use super::connector::ConnectorArgs;
 use super::core::LaneCore;
 use super::links::Links;
 pub use super::runtime::{CONNECTOR_FD, CONTROL_FD, Clock, IoMode, LISTEN_FD, LaneArgs, LaneError, drain_signals};
-use crate::base::limits::DATABASE_NAME;
+use crate::base::limits::{DATABASE_NAME, LANE_HEAP_KEPT_BYTES, LANE_HEAP_REUSE_BYTES};
 use crate::base::sys;
 use crate::model::matrix::Role;
 use crate::sandbox::Profile;
@@ -73,7 +73,7 @@ pub fn run_lane(args: &LaneArgs) -> Result<(), LaneError> {
     crate::base::clock::init();
     // A spool write past a file size limit must fail with EFBIG, not kill the lane.
     sys::ignore_sigxfsz().map_err(LaneError::io("ignore SIGXFSZ"))?;
-    sys::keep_freed_heap(crate::base::limits::LANE_HEAP_REUSE_BYTES).map_err(LaneError::io("heap tunables"))?;
+    sys::keep_freed_heap(LANE_HEAP_REUSE_BYTES, LANE_HEAP_KEPT_BYTES).map_err(LaneError::io("heap tunables"))?;
     let links = Links::new(control, spawn_connector(args)?);
     let clock = Clock::new();
     // The spool is opened and recovered before the sandbox (it lists and

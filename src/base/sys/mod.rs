@@ -185,20 +185,20 @@ fn flock(file: &std::fs::File, operation: libc::c_int) -> io::Result<()> {
 }
 
 /// Keep freed heap memory for reuse instead of returning it to the kernel:
-/// allocations up to `bytes` come from the heap (not mmap), and the heap is
-/// trimmed only beyond `2 * bytes` free at its top. A lane allocates and
+/// allocations up to `mmap_threshold` come from the heap (not mmap), and
+/// the heap is trimmed only beyond `trim_threshold` free at its top. A lane allocates and
 /// frees megabyte-sized batch buffers hundreds of times a second; with
 /// glibc's defaults each one was fresh mmap'd memory, zero-filled page by
 /// page (11% of a lane's CPU in page faults, `perf record` on the bench).
 /// The lane's memory stays bounded by its batch and cache limits: this
 /// changes only whether freed memory is kept.
-pub fn keep_freed_heap(bytes: usize) -> io::Result<()> {
-    let value = libc::c_int::try_from(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let trim = value.saturating_mul(2);
+pub fn keep_freed_heap(mmap_threshold: usize, trim_threshold: usize) -> io::Result<()> {
+    let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
+    let mmap = libc::c_int::try_from(mmap_threshold).map_err(invalid)?;
+    let trim = libc::c_int::try_from(trim_threshold).map_err(invalid)?;
     // SAFETY: mallopt only sets allocator tunables; called before the lane allocates batches.
-    let ok = unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, value) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, trim) == 1
-    };
+    let ok =
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, mmap) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, trim) == 1 };
     if ok { Ok(()) } else { Err(io::Error::other("mallopt refused the threshold")) }
 }
 

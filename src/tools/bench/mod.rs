@@ -181,6 +181,8 @@ struct ApplianceFigures {
     ack_p50_ms: f64,
     ack_p99_ms: f64,
     cpu_s: f64,
+    /// Minor page faults of the supervisor and its lanes in the variant.
+    minor_faults: u64,
     lanes: usize,
     lane_peak_rss_max_kib: u64,
     peak_rss_sum_kib: u64,

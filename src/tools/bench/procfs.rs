@@ -2,7 +2,7 @@
 //!
 //! Consumes pids (this process, the appliance's supervisor, the
 //! postmaster); produces CPU clock ticks of a process, of a process tree
-//! and of the whole machine, VmHWM peaks, and the children of a process.
+//! and of the whole machine, minor faults of a process tree, VmHWM peaks, and the children of a process.
 //! Plain file reads, no unsafe call; runs in the `applianced bench` main
 //! thread.
 //!
@@ -53,14 +53,26 @@ fn children_of(parent: u32) -> Result<Vec<u32>, AppError> {
 /// two readings moves from the last term to the second, so differences
 /// stay right for short-lived backends and restarted lanes.
 pub(super) fn tree_ticks(root: u32) -> Result<u64, AppError> {
+    tree_sum(root, &[11, 12, 13, 14], &[11, 12])
+}
+
+/// Minor page faults of `root` and its children, counted as [`tree_ticks`]
+/// counts CPU: its own minflt and its reaped children's cminflt (fields 10
+/// and 11), and the minflt of the children still alive. Each is a page the
+/// kernel had to map (and, for fresh memory, zero-fill).
+pub(super) fn tree_minor_faults(root: u32) -> Result<u64, AppError> {
+    tree_sum(root, &[7, 8], &[7])
+}
+
+/// Stat fields `own` of `root` plus fields `child` of each living child.
+fn tree_sum(root: u32, own: &[usize], child: &[usize]) -> Result<u64, AppError> {
     let fields = stat_fields(&root.to_string())?;
-    let mut ticks = stat_ticks(&fields, &[11, 12, 13, 14])
-        .ok_or_else(|| AppError::Refused(format!("/proc/{root}/stat: no utime")))?;
-    for child in children_of(root)? {
-        // A child that exited since the listing is already in cutime.
-        ticks += process_ticks(&child.to_string()).unwrap_or(0);
+    let mut sum = stat_ticks(&fields, own).ok_or_else(|| AppError::Refused(format!("/proc/{root}/stat: short")))?;
+    for pid in children_of(root)? {
+        // A child that exited since the listing is already in the c- fields.
+        sum += stat_fields(&pid.to_string()).ok().and_then(|f| stat_ticks(&f, child)).unwrap_or(0);
     }
-    Ok(ticks)
+    Ok(sum)
 }
 
 /// The postmaster's pid, the first line of `postmaster.pid`.

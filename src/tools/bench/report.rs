@@ -243,6 +243,7 @@ fn measured_json(m: &Measured) -> serde_json::Value {
         object.insert("ack_p50_ms".into(), a.ack_p50_ms.into());
         object.insert("ack_p99_ms".into(), a.ack_p99_ms.into());
         object.insert("appliance_cpu_s_per_million".into(), m.per_million(a.cpu_s).into());
+        object.insert("appliance_minor_faults_per_million".into(), m.per_million(a.minor_faults as f64).into());
         object.insert("lanes".into(), a.lanes.into());
         object.insert("lane_peak_rss_max_kib".into(), a.lane_peak_rss_max_kib.into());
         object.insert("peak_rss_sum_kib".into(), a.peak_rss_sum_kib.into());

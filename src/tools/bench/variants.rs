@@ -34,7 +34,9 @@ use crate::producer::synth;
 use crate::tools::demo::Appliance;
 
 use super::literal::render_row;
-use super::procfs::{CLOCK_TICKS_PER_S, appliance_processes, peak_rss_kib, reset_peak_rss, tree_ticks};
+use super::procfs::{
+    CLOCK_TICKS_PER_S, appliance_processes, peak_rss_kib, reset_peak_rss, tree_minor_faults, tree_ticks,
+};
 use super::reader::CoreReader;
 use super::window::{close_window, open_window};
 use super::{ApplianceFigures, Measured, Plan, Variant, io_error, pg_error, producer_id};
@@ -386,6 +388,7 @@ pub(super) fn measure_appliance(
     };
     let peak_rss_reset = appliance_processes(appliance.pid())?.into_iter().all(reset_peak_rss);
     let cpu_before = tree_ticks(appliance.pid())?;
+    let faults_before = tree_minor_faults(appliance.pid())?;
     let window = open_window(admin, plan)?;
     eprintln!(
         "bench: {}: {} load client(s) on the lane sockets (events encoded beforehand)",
@@ -403,7 +406,9 @@ pub(super) fn measure_appliance(
     let window = close_window(admin, &window)?;
     let processes = appliance_processes(appliance.pid())?;
     let cpu_s = tree_ticks(appliance.pid())?.saturating_sub(cpu_before) as f64 / CLOCK_TICKS_PER_S;
-    let figures = appliance_figures(&reports, &processes, cpu_s, window.own_cpu_s, peak_rss_reset, acked)?;
+    let minor_faults = tree_minor_faults(appliance.pid())?.saturating_sub(faults_before);
+    let mut figures = appliance_figures(&reports, &processes, cpu_s, window.own_cpu_s, peak_rss_reset, acked)?;
+    figures.minor_faults = minor_faults;
     let events = reports.iter().map(|r| r.acked).sum();
     let mut measured = Measured::new(variant, events, bytes, elapsed, window);
     measured.appliance = Some(figures);
@@ -467,6 +472,7 @@ fn appliance_figures(
         ack_p50_ms: all.latency_percentile_ms(0.50),
         ack_p99_ms: all.latency_percentile_ms(0.99),
         cpu_s,
+        minor_faults: 0,
         lanes: processes.len().saturating_sub(1),
         // processes[0] is the supervisor; the rest are its lanes.
         lane_peak_rss_max_kib: peaks.iter().skip(1).copied().max().unwrap_or(0),
