@@ -27,23 +27,6 @@ struct Client {
     out: BytesMut,
 }
 
-/// Write as much of `out` as the socket takes, part after part; Err on a dead socket.
-fn flush_queue(stream: &mut UnixStream, out: &mut SendQueue) -> std::io::Result<()> {
-    loop {
-        let front = out.front();
-        if front.is_empty() {
-            return Ok(());
-        }
-        match stream.write(front) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => out.advance(n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// A connection accepted while every slot was taken: it waits here (no
 /// further accept meanwhile) for the slot the core is freeing for it.
 struct Parked {
@@ -52,18 +35,39 @@ struct Parked {
     peer: sys::PeerCred,
 }
 
-/// Write as much of `out` as the socket takes; Err on a dead socket.
-fn flush(stream: &mut UnixStream, out: &mut BytesMut) -> std::io::Result<()> {
-    while !out.is_empty() {
-        match stream.write(out) {
+/// One write of `bytes`: how many the socket took, or None when it is
+/// full; Err on a dead socket.
+fn write_some(stream: &mut UnixStream, bytes: &[u8]) -> std::io::Result<Option<usize>> {
+    loop {
+        match stream.write(bytes) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => out.advance(n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Write as much of `out` as the socket takes; Err on a dead socket.
+fn flush(stream: &mut UnixStream, out: &mut BytesMut) -> std::io::Result<()> {
+    while !out.is_empty() {
+        let Some(n) = write_some(stream, out)? else { return Ok(()) };
+        out.advance(n);
+    }
     Ok(())
+}
+
+/// Write as much of `out` as the socket takes, part after part; Err on a dead socket.
+fn flush_queue(stream: &mut UnixStream, out: &mut SendQueue) -> std::io::Result<()> {
+    loop {
+        let front = out.front();
+        if front.is_empty() {
+            return Ok(());
+        }
+        let Some(n) = write_some(stream, front)? else { return Ok(()) };
+        out.advance(n);
+    }
 }
 
 /// Fixed entries of the poll set before the PostgreSQL links' sockets
