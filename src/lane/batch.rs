@@ -278,19 +278,13 @@ impl Batch {
     pub fn encode_body(&mut self, out: &mut SendQueue) -> Result<Pipeline, PgError> {
         self.seal_chunks();
         let statements: Vec<String> = tables_of(self.module).map(copy::copy_statement).collect();
-        // Each table's chunks (shared, not copied) and the stream's trailer.
-        let pieces: Vec<Vec<Bytes>> = self
+        // Each table's chunks (shared, not copied), then the stream's trailer.
+        let copies: Vec<(&str, &[Bytes], &[u8])> = self
             .copies
             .iter()
-            .map(|chunks| chunks.iter().cloned().chain(std::iter::once(Bytes::from_static(&copy::TRAILER))).collect())
-            .collect();
-        let copies: Vec<(&str, &[Bytes])> = self
-            .copies
-            .iter()
-            .zip(pieces.iter())
             .zip(statements.iter())
-            .filter(|((chunks, _), _)| !chunks.is_empty())
-            .map(|((_, pieces), statement)| (statement.as_str(), &pieces[..]))
+            .filter(|(chunks, _)| !chunks.is_empty())
+            .map(|(chunks, statement)| (statement.as_str(), &chunks[..], &copy::TRAILER[..]))
             .collect();
         pipeline::encode_batch_body(out, &copies)
     }

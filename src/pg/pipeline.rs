@@ -89,17 +89,19 @@ pub fn encode_query(out: &mut BytesMut, sql: &str) -> Result<Pipeline, PgError> 
 
 /// A simple Query message: tag, length, the text, its NUL.
 /// The first part of a batch transaction: BEGIN and each `(statement,
-/// copy stream)` as a COPY FROM STDIN with its complete binary stream. The
+/// chunks, end)` as a COPY FROM STDIN whose CopyData messages carry the
+/// chunks (pieces of `COPY_SHARE_MIN_BYTES` or more queued as they are,
+/// shorter ones copied) and then `end` (the stream's trailer). The
 /// transaction stays open (its pipeline reports no outcome) until
 /// [`encode_batch_tail`] adds the rest: a lane sends the bodies of several
 /// transactions at once, each on its own connection, and their tails one
 /// at a time in spool order.
-pub fn encode_batch_body(out: &mut SendQueue, copies: &[(&str, &[Bytes])]) -> Result<Pipeline, PgError> {
+pub fn encode_batch_body(out: &mut SendQueue, copies: &[(&str, &[Bytes], &[u8])]) -> Result<Pipeline, PgError> {
     let base = out.len();
     let mut stages = Stages::default();
     frontend::query("BEGIN", out.buffer()).map_err(encode_error)?;
     stages.begin = out.len() - base;
-    for (statement, pieces) in copies {
+    for (statement, pieces, end) in copies {
         frontend::query(statement, out.buffer()).map_err(encode_error)?;
         let copy_start = out.len() - base;
         for piece in *pieces {
@@ -118,6 +120,9 @@ pub fn encode_batch_body(out: &mut SendQueue, copies: &[(&str, &[Bytes])]) -> Re
                 }
                 at += length;
             }
+        }
+        if !end.is_empty() {
+            frontend::CopyData::new(*end).map_err(encode_error)?.write(out.buffer());
         }
         if stages.mid_copy == 0 {
             stages.mid_copy = copy_start + (out.len() - base - copy_start) / 2;
@@ -219,7 +224,8 @@ mod tests {
         let exact = Bytes::from(vec![2u8; COPY_DATA_CHUNK_BYTES]);
         let pieces = vec![big.clone(), small.clone(), Bytes::new(), exact.clone(), small.clone(), big.clone()];
         let statements = ["COPY a FROM STDIN (FORMAT binary)", "COPY b FROM STDIN"];
-        let copies: Vec<(&str, &[Bytes])> = statements.iter().map(|s| (*s, &pieces[..])).collect();
+        let trailer = [0xffu8, 0xff];
+        let copies: Vec<(&str, &[Bytes], &[u8])> = statements.iter().map(|s| (*s, &pieces[..], &trailer[..])).collect();
         let mut out = SendQueue::from(BytesMut::from(&b"already queued"[..]));
         let pipeline = encode_batch_body(&mut out, &copies).unwrap();
         let mut expected = BytesMut::from(&b"already queued"[..]);
@@ -231,6 +237,7 @@ mod tests {
                     frontend::CopyData::new(data).unwrap().write(&mut expected);
                 }
             }
+            frontend::CopyData::new(&trailer[..]).unwrap().write(&mut expected);
             frontend::copy_done(&mut expected);
         }
         assert_eq!(pipeline.stages.after_copy_done, expected.len() - b"already queued".len());

@@ -407,8 +407,8 @@ pub(super) fn measure_appliance(
     let processes = appliance_processes(appliance.pid())?;
     let cpu_s = tree_ticks(appliance.pid())?.saturating_sub(cpu_before) as f64 / CLOCK_TICKS_PER_S;
     let minor_faults = tree_minor_faults(appliance.pid())?.saturating_sub(faults_before);
-    let mut figures = appliance_figures(&reports, &processes, cpu_s, window.own_cpu_s, peak_rss_reset, acked)?;
-    figures.minor_faults = minor_faults;
+    let figures =
+        appliance_figures(&reports, &processes, cpu_s, minor_faults, window.own_cpu_s, peak_rss_reset, acked)?;
     let events = reports.iter().map(|r| r.acked).sum();
     let mut measured = Measured::new(variant, events, bytes, elapsed, window);
     measured.appliance = Some(figures);
@@ -456,6 +456,7 @@ fn appliance_figures(
     reports: &[LoadReport],
     processes: &[u32],
     cpu_s: f64,
+    minor_faults: u64,
     client_cpu_s: f64,
     peak_rss_reset: bool,
     acked: Duration,
@@ -472,7 +473,7 @@ fn appliance_figures(
         ack_p50_ms: all.latency_percentile_ms(0.50),
         ack_p99_ms: all.latency_percentile_ms(0.99),
         cpu_s,
-        minor_faults: 0,
+        minor_faults,
         lanes: processes.len().saturating_sub(1),
         // processes[0] is the supervisor; the rest are its lanes.
         lane_peak_rss_max_kib: peaks.iter().skip(1).copied().max().unwrap_or(0),
