@@ -66,7 +66,8 @@ impl SendQueue {
     }
 
     /// How many parts a send of everything would take (the open buffer counts as one).
-    pub fn parts(&self) -> usize {
+    #[cfg(test)]
+    fn parts(&self) -> usize {
         self.parts.len() + usize::from(!self.open.is_empty())
     }
 

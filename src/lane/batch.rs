@@ -93,8 +93,9 @@ pub struct Batch {
     /// are (shared with the link's send queue, not copied into a request).
     copies: Vec<Vec<Bytes>>,
     /// The chunk each table's rows are being encoded into (empty: none).
-    /// It joins its table's `copies` when full or when the batch is sealed
-    /// ([`Batch::seal_chunks`]); every reader of the streams sees it after them.
+    /// It joins its table's `copies` when full, or when the batch is merged,
+    /// rebuilt or sent ([`Batch::seal_chunks`]); the spool record reads it
+    /// after them.
     filling: Vec<BytesMut>,
     pub rows: usize,
     pub bytes: usize,
@@ -291,7 +292,7 @@ impl Batch {
 
     /// Move each table's filling chunk behind its full ones: the batch
     /// takes no more rows (it is sealed, merged or sent).
-    pub fn seal_chunks(&mut self) {
+    fn seal_chunks(&mut self) {
         for (chunks, stream) in self.copies.iter_mut().zip(self.filling.iter_mut()) {
             if !stream.is_empty() {
                 chunks.push(std::mem::take(stream).freeze());

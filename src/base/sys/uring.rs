@@ -17,9 +17,10 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use crate::base::sendq::SendQueue;
 use io_uring::types::{Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, opcode, register::Restriction, squeue};
+
+use crate::base::sendq::SendQueue;
 
 /// Which operation a completion belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

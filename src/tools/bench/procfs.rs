@@ -31,14 +31,15 @@ fn stat_fields(pid: &str) -> Result<Vec<String>, AppError> {
     Ok(rest.split_whitespace().map(str::to_string).collect())
 }
 
-/// Clock ticks of proc(5) stat fields, counted from field 3 (index 0).
-fn stat_ticks(fields: &[String], indexes: &[usize]) -> Option<u64> {
+/// The sum of proc(5) stat fields (clock ticks, fault counts), counted
+/// from field 3 (index 0).
+fn stat_sum(fields: &[String], indexes: &[usize]) -> Option<u64> {
     indexes.iter().map(|i| fields.get(*i).and_then(|f| f.parse::<i64>().ok()).map(|t| t.max(0) as u64)).sum()
 }
 
 /// utime + stime of one process (fields 14 and 15), in clock ticks.
 pub(super) fn process_ticks(pid: &str) -> Result<u64, AppError> {
-    stat_ticks(&stat_fields(pid)?, &[11, 12]).ok_or_else(|| AppError::Refused(format!("/proc/{pid}/stat: no utime")))
+    stat_sum(&stat_fields(pid)?, &[11, 12]).ok_or_else(|| AppError::Refused(format!("/proc/{pid}/stat: no utime")))
 }
 
 /// Every process whose parent is `parent`.
@@ -67,10 +68,10 @@ pub(super) fn tree_minor_faults(root: u32) -> Result<u64, AppError> {
 /// Stat fields `own` of `root` plus fields `child` of each living child.
 fn tree_sum(root: u32, own: &[usize], child: &[usize]) -> Result<u64, AppError> {
     let fields = stat_fields(&root.to_string())?;
-    let mut sum = stat_ticks(&fields, own).ok_or_else(|| AppError::Refused(format!("/proc/{root}/stat: short")))?;
+    let mut sum = stat_sum(&fields, own).ok_or_else(|| AppError::Refused(format!("/proc/{root}/stat: short")))?;
     for pid in children_of(root)? {
         // A child that exited since the listing is already in the c- fields.
-        sum += stat_fields(&pid.to_string()).ok().and_then(|f| stat_ticks(&f, child)).unwrap_or(0);
+        sum += stat_fields(&pid.to_string()).ok().and_then(|f| stat_sum(&f, child)).unwrap_or(0);
     }
     Ok(sum)
 }
