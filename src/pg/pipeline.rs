@@ -44,8 +44,7 @@ pub enum Outcome {
 /// Byte offsets in a batch request where each stage ends: what the
 /// failpoints cut a request at. `begin`, `mid_copy` and `after_copy_done`
 /// count from the body's first byte; `after_tail` from the tail's
-/// (`encode_batch_tail`), or from the body's when both went in one write
-/// (`encode_batch`).
+/// (`encode_batch_tail`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stages {
     pub begin: usize,
