@@ -82,11 +82,17 @@ impl Fixture {
         open(&self.dir).1
     }
 
+    /// Record `index`'s start, payload end and trailer end.
     fn record_extent(&self, index: usize) -> (usize, usize, usize) {
         let location = self.locations[index];
         let start = location.offset as usize;
         let payload_end = start + HEADER_BYTES + location.length as usize;
         (start, payload_end, payload_end + TRAILER_BYTES)
+    }
+
+    /// Where record `index`'s padding to a block ends (the next record starts).
+    fn padded_end(&self, index: usize) -> usize {
+        self.locations[index].offset as usize + Spool::record_bytes(self.locations[index].length as usize) as usize
     }
 
     /// Bytes of record `index`'s payload before its summary CRC ends.
@@ -124,6 +130,13 @@ fn the_last_record_truncated_at_every_byte_is_a_torn_append() {
         assert_eq!(recovery.truncated_bytes, (cut - start) as u64, "cut at {cut}");
         assert_eq!(std::fs::metadata(&f.segment).unwrap().len(), start as u64, "cut at {cut}");
     }
+    // Cut inside the padding after a trailer on disk: complete, intact.
+    assert_eq!(f.padded_end(2), f.clean.len());
+    for cut in end..f.clean.len() {
+        let recovery = f.recover(&f.clean[..cut]);
+        assert_eq!(seen(&recovery), vec![Seen::Intact(1), Seen::Intact(2), Seen::Intact(3)], "cut at {cut}");
+        assert_eq!(recovery.truncated_bytes, 0, "cut at {cut}");
+    }
     // Zeros where the append's pages were never written (a crash after the
     // file grew): torn as well, whatever their length.
     for zeros in [1, HEADER_BYTES, end - start, 4096] {
@@ -136,7 +149,8 @@ fn the_last_record_truncated_at_every_byte_is_a_torn_append() {
 }
 
 /// Flip every bit of the header and trailer of record `index`, and of its
-/// payload's summary and every 37th payload byte after it; classify.
+/// payload's summary, every 37th payload byte after it and every 97th
+/// byte of its padding (which carries nothing: no effect); classify.
 fn flip_everywhere(f: &Fixture, index: usize) -> usize {
     let (start, payload_end, end) = f.record_extent(index);
     let payload_start = start + HEADER_BYTES;
@@ -145,6 +159,7 @@ fn flip_everywhere(f: &Fixture, index: usize) -> usize {
         .chain(payload_start..summary_end)
         .chain((summary_end..payload_end).step_by(37))
         .chain(payload_end..end)
+        .chain((end..f.padded_end(index)).step_by(97))
         .collect();
     let id = index as u64 + 1;
     let mut cases = 0;
@@ -160,7 +175,7 @@ fn flip_everywhere(f: &Fixture, index: usize) -> usize {
             }
             assert_eq!(seen(&recovery), expected, "record {id}, bit {bit} of byte {at}");
             assert_eq!(recovery.truncated_bytes, 0, "record {id}, bit {bit} of byte {at}: nothing truncated");
-            let repaired = !(payload_start..payload_end).contains(&at);
+            let repaired = !(payload_start..payload_end).contains(&at) && at < end;
             assert_eq!(recovery.repaired, u64::from(repaired), "record {id}, bit {bit} of byte {at}");
             cases += 1;
         }

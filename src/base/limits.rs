@@ -372,7 +372,7 @@ pub const CONNECTION_MEMORY_BYTES_MAX: usize =
 pub const PRODUCER_ENTRY_BYTES_MAX: usize = 256;
 /// What a lane's memory stays under whatever its peers do, derived from
 /// the bounds: the event budget, every connection at its bound, the spool
-/// cache, per commit stream a transaction and the one before it (its
+/// cache and its aligned write buffer, per commit stream a transaction and the one before it (its
 /// chunks held by a send still in flight when a reset rebuilt the
 /// transaction; requests share the chunks, never copy them), the producer
 /// table, and the free heap the lane keeps (`LANE_HEAP_KEPT_BYTES`) plus 64 MiB for the
@@ -381,6 +381,8 @@ pub const PRODUCER_ENTRY_BYTES_MAX: usize = 256;
 pub const LANE_MEMORY_BOUND_BYTES: usize = LANE_BUFFER_BYTES_MAX
     + LANE_CONNECTIONS_MAX * CONNECTION_MEMORY_BYTES_MAX
     + SPOOL_CACHE_BYTES_MAX
+    + SPOOL_WRITE_BUFFER_BYTES
+    + SPOOL_BLOCK_BYTES
     + COMMIT_STREAMS_MAX * 2 * TRANSACTION_BYTES_MAX
     + LANE_PRODUCERS_MAX * PRODUCER_ENTRY_BYTES_MAX
     + LANE_HEAP_KEPT_BYTES
@@ -408,6 +410,16 @@ pub const SPOOL_QUOTA_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
 pub const SPOOL_QUOTA_BYTES_MIN: u64 = 2 * SPOOL_RECORD_BYTES_MAX as u64;
 /// A spool segment is closed when the next record would pass this size.
 pub const SPOOL_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Spool records (format 3) start and end on a multiple of this many bytes
+/// of their segment, and are written with `O_DIRECT` from a buffer aligned
+/// to it: 4096 covers the logical block and memory alignment `O_DIRECT`
+/// asks of 512- and 4096-byte-sector disks.
+pub const SPOOL_BLOCK_BYTES: usize = 4096;
+/// The aligned buffer a record is copied through on its way to disk (one
+/// `pwrite` per buffer-full): a lane holds one, of this size plus one block
+/// for alignment.
+pub const SPOOL_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+const _: () = assert!(SPOOL_WRITE_BUFFER_BYTES % SPOOL_BLOCK_BYTES == 0);
 /// Largest spool record (one batch: `BATCH_BYTES_MAX` of rows plus the
 /// frame that filled it and its quarantined events).
 pub const SPOOL_RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;

@@ -750,6 +750,9 @@ mod tests {
             std::fs::remove_dir_all(&dir).unwrap();
             formats += 1;
         }
-        assert_eq!(formats, 3, "record 1 / payload 1, record 1 / payload 2, record 2 / payload 3");
+        assert_eq!(
+            formats, 4,
+            "record 1 / payload 1, record 1 / payload 2, record 2 / payload 3, record 3 / payload 3"
+        );
     }
 }

@@ -6,7 +6,14 @@
 //! tells a torn append from a damaged record are in [`record`]. Rules:
 //! - records are appended at the end of the newest segment only; a segment
 //!   is closed (fdatasync'd) when the next would pass [`SPOOL_SEGMENT_BYTES`]
-//!   (or a quarter of the quota, if smaller);
+//!   (or a quarter of the quota, if smaller), or when its length is not a
+//!   multiple of [`SPOOL_BLOCK_BYTES`] (written by an earlier release);
+//! - a record is written from an aligned buffer ([`SPOOL_WRITE_BUFFER_BYTES`])
+//!   with `O_DIRECT` where the filesystem takes it: no copy into the page
+//!   cache, no page-cache pages to allocate and write back. Where it does
+//!   not (the open or the first write is refused), the same bytes go
+//!   through the page cache; durability is the same either way (fdatasync
+//!   before any acknowledgement);
 //! - a new segment file, and every directory the spool creates, is made
 //!   durable in its parent (fsync of the parent) before any record in it is
 //!   acknowledged;
@@ -39,8 +46,8 @@ use std::path::{Path, PathBuf};
 
 use zerocopy::IntoBytes;
 
-use crate::base::limits::{SPOOL_RECORD_BYTES_MAX, SPOOL_SEGMENT_BYTES};
-use record::{Extent, NewerRecord, RECORD_VERSION, record_bytes};
+use crate::base::limits::{SPOOL_BLOCK_BYTES, SPOOL_RECORD_BYTES_MAX, SPOOL_SEGMENT_BYTES, SPOOL_WRITE_BUFFER_BYTES};
+use record::{Extent, NewerRecord, RECORD_VERSION, RECORD_VERSION_3, record_bytes};
 
 #[cfg(any(test, feature = "testkit"))]
 pub use memory::{Fault, MemoryRecord, MemorySpool};
@@ -146,8 +153,69 @@ struct Segment {
     /// Highest record id in the segment; 0 while empty.
     last_id: u64,
     path: PathBuf,
+    /// Read, synced, cut back through this one (the page cache).
     file: File,
+    /// Appends go through this `O_DIRECT` descriptor while the segment is
+    /// the one appended to (a segment this process created).
+    direct: Option<File>,
     len: u64,
+}
+
+/// The aligned buffer records are copied through on their way to disk.
+struct WriteBuffer {
+    bytes: Vec<u8>,
+    /// Offset of the first byte aligned to `SPOOL_BLOCK_BYTES`.
+    start: usize,
+}
+
+impl WriteBuffer {
+    fn new() -> WriteBuffer {
+        let bytes = vec![0u8; SPOOL_WRITE_BUFFER_BYTES + SPOOL_BLOCK_BYTES];
+        let start = bytes.as_ptr().align_offset(SPOOL_BLOCK_BYTES).min(SPOOL_BLOCK_BYTES);
+        WriteBuffer { bytes, start }
+    }
+
+    /// `SPOOL_WRITE_BUFFER_BYTES`, aligned (where `align_offset` could
+    /// not say, the writes it makes are refused and go through the page cache).
+    fn window(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + SPOOL_WRITE_BUFFER_BYTES]
+    }
+
+    /// Write the concatenation of `pieces`, then zeros to `padded` bytes,
+    /// at `at` (one `pwrite` per buffer-full; every write starts and ends
+    /// on a block boundary when `at` and `padded` do).
+    fn write<'a>(
+        &mut self,
+        file: &File,
+        mut at: u64,
+        pieces: impl Iterator<Item = &'a [u8]>,
+        padded: usize,
+    ) -> std::io::Result<()> {
+        let window = self.window();
+        let mut filled = 0;
+        let mut total = 0;
+        for mut piece in pieces {
+            total += piece.len();
+            while !piece.is_empty() {
+                let n = piece.len().min(window.len() - filled);
+                window[filled..filled + n].copy_from_slice(&piece[..n]);
+                filled += n;
+                piece = &piece[n..];
+                if filled == window.len() {
+                    file.write_all_at(window, at)?;
+                    at += filled as u64;
+                    filled = 0;
+                }
+            }
+        }
+        debug_assert!(padded >= total && padded - total < SPOOL_BLOCK_BYTES, "padding is less than a block");
+        let end = filled + (padded - total);
+        window[filled..end].fill(0);
+        if end > 0 {
+            file.write_all_at(&window[..end], at)?;
+        }
+        Ok(())
+    }
 }
 
 /// A damaged record found at open: quarantined, never replayed.
@@ -208,6 +276,11 @@ pub struct Spool {
     used: u64,
     next_id: u64,
     unsynced: bool,
+    /// Whether new segments are written with `O_DIRECT` (cleared, for the
+    /// spool's life, the first time the filesystem refuses it).
+    direct_io: bool,
+    /// Allocated at the first append.
+    buffer: Option<WriteBuffer>,
 }
 
 fn segment_name(first_id: u64) -> String {
@@ -250,6 +323,34 @@ fn create_dir_durable(path: &Path) -> Result<(), SpoolError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o2750)).map_err(io_error("chmod", path))?;
     let parent_dir = File::open(parent).map_err(io_error("open directory", parent))?;
     fsync_dir(&parent_dir, parent)
+}
+
+/// Read a version-3 record's payload with `O_DIRECT`: the whole record
+/// (it starts and ends on a block) into an aligned buffer, straight from
+/// the disk, without page-cache pages; the payload is then moved to the
+/// buffer's front. `EINVAL`: the filesystem refuses, the caller reads
+/// through the page cache.
+fn read_direct(path: &Path, location: &Location) -> std::io::Result<Vec<u8>> {
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path)?;
+    let extent = record_bytes(location.version, location.length as usize);
+    let mut bytes = vec![0u8; extent + SPOOL_BLOCK_BYTES];
+    let start = bytes.as_ptr().align_offset(SPOOL_BLOCK_BYTES).min(SPOOL_BLOCK_BYTES);
+    // The newest record's padding may be cut short by the file's end: the
+    // bytes up to its trailer are what must be there.
+    let needed = HEADER_BYTES + location.length as usize + TRAILER_BYTES;
+    let mut got = 0;
+    while got < needed {
+        match file.read_at(&mut bytes[start + got..start + extent], location.offset + got as u64) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let payload = start + HEADER_BYTES..start + HEADER_BYTES + location.length as usize;
+    bytes.copy_within(payload, 0);
+    bytes.truncate(location.length as usize);
+    Ok(bytes)
 }
 
 fn fsync_dir(dir: &File, path: &Path) -> Result<(), SpoolError> {
@@ -310,6 +411,8 @@ impl Spool {
             used: 0,
             next_id: 1,
             unsynced: false,
+            direct_io: true,
+            buffer: None,
         };
         let mut recovery = Recovery { entries: Vec::new(), truncated_bytes: 0, repaired: 0 };
         let count = firsts.len();
@@ -398,7 +501,7 @@ impl Spool {
         }
         self.used += len;
         self.next_id = self.next_id.max(first_id);
-        self.segments.push_back(Segment { first_id, last_id, path, file, len });
+        self.segments.push_back(Segment { first_id, last_id, path, file, direct: None, len });
         Ok(())
     }
 
@@ -508,12 +611,15 @@ impl Spool {
         if self.used + wanted > self.quota {
             return Err(SpoolError::Full { used: self.used, quota: self.quota, wanted });
         }
-        let rotate = self.segments.back().is_none_or(|s| s.len > 0 && s.len + wanted > self.segment_bytes);
+        let rotate = self.segments.back().is_none_or(|s| {
+            (s.len > 0 && s.len + wanted > self.segment_bytes) || s.len % SPOOL_BLOCK_BYTES as u64 != 0
+        });
         if rotate {
             self.new_segment()?;
         }
         let id = self.next_id;
         let (header, trailer) = record::encode(id, parts);
+        let buffer = self.buffer.get_or_insert_with(WriteBuffer::new);
         let Some(segment) = self.segments.back_mut() else {
             return Err(SpoolError::Io {
                 step: "append",
@@ -522,15 +628,18 @@ impl Spool {
             });
         };
         let offset = segment.len;
-        let mut at = offset;
-        let mut written = Ok(());
-        let pieces = std::iter::once(header.as_bytes()).chain(parts.iter().copied()).chain([trailer.as_bytes()]);
-        for part in pieces {
-            written = segment.file.write_all_at(part, at);
-            if written.is_err() {
-                break;
-            }
-            at += part.len() as u64;
+        let pieces = || std::iter::once(header.as_bytes()).chain(parts.iter().copied()).chain([trailer.as_bytes()]);
+        let mut written =
+            buffer.write(segment.direct.as_ref().unwrap_or(&segment.file), offset, pieces(), wanted as usize);
+        if let (Err(e), Some(_)) = (&written, &segment.direct)
+            && e.raw_os_error() == Some(libc::EINVAL)
+        {
+            // Refused as misaligned for this device or filesystem: the same
+            // bytes through the page cache, from now on.
+            tracing::warn!(segment = %segment.path.display(), error = %e, "spool: O_DIRECT write refused; writing through the page cache");
+            segment.direct = None;
+            self.direct_io = false;
+            written = buffer.write(&segment.file, offset, pieces(), wanted as usize);
         }
         if let Err(source) = written {
             // Leave no partial record behind (a failed cut-back is caught by
@@ -538,7 +647,6 @@ impl Spool {
             let _ = segment.file.set_len(offset);
             return Err(SpoolError::Io { step: "write", path: segment.path.clone(), source });
         }
-        debug_assert_eq!(at - offset, wanted, "a record's bytes are exactly what the quota counted");
         segment.len += wanted;
         segment.last_id = id;
         self.used += wanted;
@@ -567,8 +675,25 @@ impl Spool {
             .map_err(io_error("create", &path))?;
         // The new name must survive a crash before anything in it is acknowledged.
         fsync_dir(&self.dir, &self.dir_path)?;
-        self.segments.push_back(Segment { first_id, last_id: 0, path, file, len: 0 });
+        let direct = self.direct_io.then(|| self.open_direct(&path)).flatten();
+        if let Some(closed) = self.segments.back_mut() {
+            closed.direct = None;
+        }
+        self.segments.push_back(Segment { first_id, last_id: 0, path, file, direct, len: 0 });
         Ok(())
+    }
+
+    /// A second descriptor of a new segment, `O_DIRECT`, for its appends;
+    /// none (for the spool's life, logged) where the filesystem refuses it.
+    fn open_direct(&mut self, path: &Path) -> Option<File> {
+        match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), error = %e, "spool: O_DIRECT refused; writing through the page cache");
+                self.direct_io = false;
+                None
+            }
+        }
     }
 
     /// Make every appended record durable (fdatasync of the newest segment;
@@ -591,11 +716,17 @@ impl Spool {
         let segment = self.segments.iter().find(|s| s.first_id == location.segment).ok_or_else(|| {
             SpoolError::Corrupted { location: *location, why: "segment no longer in the spool".into() }
         })?;
-        let mut payload = vec![0u8; location.length as usize];
-        segment
-            .file
-            .read_exact_at(&mut payload, location.offset + HEADER_BYTES as u64)
-            .map_err(io_error("read", &segment.path))?;
+        let direct = (self.direct_io && location.version >= RECORD_VERSION_3)
+            .then(|| read_direct(&segment.path, location))
+            .filter(|read| !matches!(read, Err(e) if e.raw_os_error() == Some(libc::EINVAL)));
+        let payload = match direct {
+            Some(read) => read,
+            None => {
+                let mut payload = vec![0u8; location.length as usize];
+                segment.file.read_exact_at(&mut payload, location.offset + HEADER_BYTES as u64).map(|()| payload)
+            }
+        }
+        .map_err(io_error("read", &segment.path))?;
         record::check_payload(&payload, location.payload_crc32c)
             .map_err(|why| SpoolError::Corrupted { location: *location, why: why.to_string() })?;
         Ok(payload)
@@ -826,17 +957,125 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let (mut spool, recovery) = open(&dir);
         assert_eq!(ids(&recovery), vec![(1, true), (2, true)]);
-        // This release appends version-2 records after them.
+        // This release appends its own records in a new segment (this one
+        // ends off a block boundary).
         let location = spool.append(&payload(3)).unwrap();
-        assert_eq!((location.id, location.version), (3, RECORD_VERSION));
+        assert_eq!((location.id, location.version, location.segment), (3, RECORD_VERSION, 3));
         spool.sync().unwrap();
         drop(spool);
         let mut bytes = std::fs::read(&path).unwrap();
-        // Damage the last version-1 record: with a record after it, it is damaged.
+        // Damage the last version-1 record: in a closed segment, it is damaged.
         bytes[HEADER_BYTES + payload(1).len() + HEADER_BYTES + 5] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let (_, recovery) = open(&dir);
         assert_eq!(ids(&recovery), vec![(1, true), (2, false), (3, true)]);
+    }
+
+    /// Version-2 records (trailer, no padding: the release before this one)
+    /// are read, and a damaged header is found from its version-2 trailer
+    /// to the record's exact end.
+    #[test]
+    fn version_2_records_are_read_and_their_trailers_still_count() {
+        let dir = temp_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bytes = Vec::new();
+        for id in 1..=3u64 {
+            let body = payload(id as u8);
+            let (header, trailer) = record::encode_version(record::RECORD_VERSION_2, id, &[&body]);
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(&body);
+            bytes.extend_from_slice(trailer.as_bytes());
+        }
+        let path = dir.join(segment_name(1));
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut spool, recovery) = open(&dir);
+        assert_eq!(ids(&recovery), vec![(1, true), (2, true), (3, true)]);
+        assert_eq!(spool.append(&payload(4)).unwrap().segment, 4, "appends start a segment of this release's format");
+        spool.sync().unwrap();
+        drop(spool);
+        // Record 2's header damaged: its trailer points back to it.
+        let mut damaged = bytes.clone();
+        damaged[record_bytes(record::RECORD_VERSION_2, payload(1).len()) + 2] ^= 0x40;
+        std::fs::write(&path, &damaged).unwrap();
+        let (_, recovery) = open(&dir);
+        assert_eq!(ids(&recovery), vec![(1, true), (2, true), (3, true), (4, true)]);
+        assert_eq!(recovery.repaired, 1);
+    }
+
+    /// Records start and end on block boundaries, whatever their size
+    /// (empty, one byte short of or past a block, larger than the write
+    /// buffer), their padding is zeros, and they read back and recover;
+    /// written with and without `O_DIRECT`, the files are the same bytes.
+    #[test]
+    fn records_start_and_end_on_block_boundaries() {
+        let block = SPOOL_BLOCK_BYTES;
+        let sizes = [
+            0,
+            1,
+            block - HEADER_BYTES - TRAILER_BYTES - 1,
+            block - HEADER_BYTES - TRAILER_BYTES,
+            block - HEADER_BYTES - TRAILER_BYTES + 1,
+            SPOOL_WRITE_BUFFER_BYTES - HEADER_BYTES,
+            SPOOL_WRITE_BUFFER_BYTES + 3,
+            2 * SPOOL_WRITE_BUFFER_BYTES + 5000,
+        ];
+        let body = |i: usize, n: usize| (0..n).map(|b| (b * 31 + i) as u8).collect::<Vec<u8>>();
+        let mut files = Vec::new();
+        for direct_io in [true, false] {
+            let dir = temp_dir();
+            let (mut spool, _) = open(&dir);
+            spool.direct_io = direct_io;
+            let mut locations = Vec::new();
+            for (i, &n) in sizes.iter().enumerate() {
+                // A payload in three parts, as a batch's are.
+                let b = body(i, n);
+                let (x, y) = (n / 3, 2 * n / 3);
+                let location = spool.append_parts(&[&b[..x], &b[x..y], &b[y..]]).unwrap();
+                assert_eq!(location.offset % block as u64, 0, "record of {n} bytes starts on a block");
+                locations.push(location);
+            }
+            spool.sync().unwrap();
+            assert_eq!(spool.segments.back().unwrap().direct.is_some(), direct_io);
+            for (i, location) in locations.iter().enumerate() {
+                assert_eq!(spool.read(location).unwrap(), body(i, sizes[i]));
+            }
+            drop(spool);
+            let path = segment_path(&dir);
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(bytes.len() % block, 0, "the segment ends on a block");
+            for (i, location) in locations.iter().enumerate() {
+                let trailer_end = location.offset as usize + HEADER_BYTES + sizes[i] + TRAILER_BYTES;
+                let end = location.offset as usize + record_bytes(RECORD_VERSION, sizes[i]);
+                assert!(bytes[trailer_end..end].iter().all(|b| *b == 0), "padding of record {i} is zeros");
+            }
+            let (_, recovery) = open(&dir);
+            assert_eq!(ids(&recovery), (1..=sizes.len() as u64).map(|id| (id, true)).collect::<Vec<_>>());
+            files.push(bytes);
+        }
+        assert!(files[0] == files[1], "O_DIRECT and the page cache write the same bytes");
+    }
+
+    /// The newest record's trailer is on disk but its padding is cut short
+    /// (the file ends inside it): complete, so intact, nothing truncated;
+    /// the next append starts a new segment.
+    #[test]
+    fn a_record_whose_padding_is_cut_short_is_intact() {
+        let dir = temp_dir();
+        let locations = write_records(&dir, 3);
+        let path = segment_path(&dir);
+        let trailer_end = locations[2].offset + (HEADER_BYTES + payload(2).len() + TRAILER_BYTES) as u64;
+        let full = std::fs::metadata(&path).unwrap().len();
+        for cut in [trailer_end, trailer_end + 1, full - 1] {
+            OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap();
+            let (mut spool, recovery) = open(&dir);
+            assert_eq!(ids(&recovery), vec![(1, true), (2, true), (3, true)], "cut at {cut}");
+            assert_eq!((recovery.truncated_bytes, recovery.repaired), (0, 0), "cut at {cut}");
+            assert_eq!(spool.read(&locations[2]).unwrap(), payload(2));
+            if cut == full - 1 {
+                let next = spool.append(&payload(4)).unwrap();
+                assert_eq!((next.id, next.segment, next.offset), (4, 4, 0));
+            }
+        }
     }
 
     #[test]

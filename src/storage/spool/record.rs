@@ -2,16 +2,25 @@
 //! segment's bytes (sans-I/O: bytes in, a verdict per extent out; the
 //! files are `mod.rs`'s business).
 //!
-//! A record is a 28-byte header, its payload, and (from version 2) a
-//! 24-byte trailer, all big-endian:
+//! A record is a 28-byte header, its payload, (from version 2) a 24-byte
+//! trailer and (from version 3) zeros up to the next multiple of
+//! [`SPOOL_BLOCK_BYTES`] from the record's start, all big-endian:
 //!
 //! ```text
 //! header  magic "RESP" u32 | version u16 | kind u16 | length u32 | id u64 |
 //!         payload_crc32c u32 | header_crc32c u32 (of the 24 bytes before)
 //! payload length bytes (a sealed batch, `lane::batch`)
-//! trailer magic "RESE" u32 | length u32 | id u64 | payload_crc32c u32 |
-//!         trailer_crc32c u32 (of the 20 bytes before)      (version 2 only)
+//! trailer magic u32 ("RESE" in version 2, "RES3" in version 3) | length u32 |
+//!         id u64 | payload_crc32c u32 | trailer_crc32c u32 (of the 20 bytes
+//!         before)                                   (versions 2 and 3)
+//! padding zeros, so the record ends on a block boundary  (version 3 only)
 //! ```
+//!
+//! Version 3 records start and end on a block boundary of their segment,
+//! so the spool writes them with `O_DIRECT` from an aligned buffer (no copy
+//! into the page cache, `mod.rs`). The padding carries nothing and is not
+//! checked; the trailer's magic names its version, so a record whose header
+//! was damaged is still found to its padded end.
 //!
 //! Why a trailer: records are appended header first, trailer last, in
 //! one process, and a record is acknowledged only after the segment's
@@ -19,9 +28,11 @@
 //! and one that was acknowledged has all its bytes on disk. The scan uses
 //! that evidence instead of a record's position:
 //! - **torn** (an append that never completed, so never acknowledged): the
-//!   record's bytes end before its length says, or what follows the last
+//!   record's bytes end before its trailer does, or what follows the last
 //!   complete record is not yet a full header, or is zeros; only the tail
-//!   of the newest segment may be torn, and only a torn tail is truncated;
+//!   of the newest segment may be torn, and only a torn tail is truncated.
+//!   A version-3 record whose trailer is on disk but whose padding is cut
+//!   short (the file ends inside it) is complete: intact, nothing truncated;
 //! - **damaged** (a complete record whose bytes changed): everything else
 //!   that fails a check, wherever it is: reported, never replayed, its
 //!   extent known from the header or, when the header is what was damaged,
@@ -43,18 +54,22 @@ use std::ops::Range;
 use zerocopy::big_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::base::limits::SPOOL_RECORD_BYTES_MAX;
+use crate::base::limits::{SPOOL_BLOCK_BYTES, SPOOL_RECORD_BYTES_MAX};
 
 /// "RESP": RansomEye spool record.
 pub const RECORD_MAGIC: u32 = 0x5245_5350;
-/// "RESE": RansomEye spool record end.
+/// "RESE": RansomEye spool record end (version 2).
 pub const TRAILER_MAGIC: u32 = 0x5245_5345;
+/// "RES3": the end of a version-3 record (padding follows).
+pub const TRAILER_MAGIC_3: u32 = 0x5245_5333;
 /// Records without a trailer (written by earlier releases; still read).
 pub const RECORD_VERSION_1: u16 = 1;
-/// Records with a trailer: what this release writes.
+/// Records with a trailer (written by earlier releases; still read).
 pub const RECORD_VERSION_2: u16 = 2;
+/// Records with a trailer, padded to a block: what this release writes.
+pub const RECORD_VERSION_3: u16 = 3;
 /// The version this release writes.
-pub const RECORD_VERSION: u16 = RECORD_VERSION_2;
+pub const RECORD_VERSION: u16 = RECORD_VERSION_3;
 /// Record kind: one sealed batch.
 pub const KIND_BATCH: u16 = 1;
 
@@ -90,17 +105,35 @@ pub const TRAILER_BYTES: usize = size_of::<RecordTrailer>();
 
 /// Bytes a version-`version` record of `payload` bytes takes on disk.
 pub fn record_bytes(version: u16, payload: usize) -> usize {
+    let unpadded = trailer_end(version, payload);
+    if version >= RECORD_VERSION_3 { unpadded.next_multiple_of(SPOOL_BLOCK_BYTES) } else { unpadded }
+}
+
+/// Bytes from a record's start to the end of its trailer (its end, before version 3).
+fn trailer_end(version: u16, payload: usize) -> usize {
     HEADER_BYTES + payload + if version >= RECORD_VERSION_2 { TRAILER_BYTES } else { 0 }
+}
+
+/// The trailer magic of a record version.
+fn trailer_magic(version: u16) -> u32 {
+    if version >= RECORD_VERSION_3 { TRAILER_MAGIC_3 } else { TRAILER_MAGIC }
 }
 
 /// The header of record `id` (this release's version) whose payload is the
 /// concatenation of `parts`, and its trailer.
 pub fn encode(id: u64, parts: &[&[u8]]) -> (RecordHeader, RecordTrailer) {
+    encode_version(RECORD_VERSION, id, parts)
+}
+
+/// The header and trailer of a record of `version` (2 or 3; tests write the
+/// versions earlier releases wrote with it).
+pub fn encode_version(version: u16, id: u64, parts: &[&[u8]]) -> (RecordHeader, RecordTrailer) {
+    debug_assert!((RECORD_VERSION_2..=RECORD_VERSION).contains(&version));
     let length: usize = parts.iter().map(|p| p.len()).sum();
     let crc = parts.iter().fold(0, |crc, part| crc32c::crc32c_append(crc, part));
     let mut header = RecordHeader {
         magic: U32::new(RECORD_MAGIC),
-        version: U16::new(RECORD_VERSION),
+        version: U16::new(version),
         kind: U16::new(KIND_BATCH),
         length: U32::new(length as u32),
         id: U64::new(id),
@@ -109,7 +142,7 @@ pub fn encode(id: u64, parts: &[&[u8]]) -> (RecordHeader, RecordTrailer) {
     };
     header.header_crc32c = U32::new(crc32c::crc32c(&header.as_bytes()[..HEADER_BYTES - 4]));
     let mut trailer = RecordTrailer {
-        magic: U32::new(TRAILER_MAGIC),
+        magic: U32::new(trailer_magic(version)),
         length: U32::new(length as u32),
         id: U64::new(id),
         payload_crc32c: U32::new(crc),
@@ -147,12 +180,17 @@ fn check_header(bytes: &[u8]) -> HeaderCheck {
     HeaderCheck::Valid(header)
 }
 
-fn check_trailer(bytes: &[u8]) -> Option<RecordTrailer> {
+/// A trailer with its own CRC intact, and the record version its magic names.
+fn check_trailer(bytes: &[u8]) -> Option<(RecordTrailer, u16)> {
     let (trailer, _) = RecordTrailer::read_from_prefix(bytes).ok()?;
-    let ok = trailer.magic.get() == TRAILER_MAGIC
-        && trailer.trailer_crc32c.get() == crc32c::crc32c(&bytes[..TRAILER_BYTES - 4])
+    let version = match trailer.magic.get() {
+        TRAILER_MAGIC => RECORD_VERSION_2,
+        TRAILER_MAGIC_3 => RECORD_VERSION_3,
+        _ => return None,
+    };
+    let ok = trailer.trailer_crc32c.get() == crc32c::crc32c(&bytes[..TRAILER_BYTES - 4])
         && trailer.length.get() as usize <= SPOOL_RECORD_BYTES_MAX;
-    ok.then_some(trailer)
+    ok.then_some((trailer, version))
 }
 
 /// A record whose payload checks out.
@@ -257,7 +295,10 @@ fn at_header(bytes: &[u8], offset: usize, header: &RecordHeader, newest: bool) -
     let version = header.version.get();
     let length = header.length.get() as usize;
     let payload = offset + HEADER_BYTES..offset + HEADER_BYTES + length;
-    let end = offset + record_bytes(version, length);
+    // A version-3 record's padding may be cut short at the file's end (its
+    // last write persisted up to its trailer): it ends there.
+    let end = offset + trailer_end(version, length);
+    let padded_end = (offset + record_bytes(version, length)).min(bytes.len()).max(end);
     let id = header.id.get();
     if end > bytes.len() {
         return if newest {
@@ -268,8 +309,13 @@ fn at_header(bytes: &[u8], offset: usize, header: &RecordHeader, newest: bool) -
     }
     let payload_ok = crc32c::crc32c(&bytes[payload.clone()]) == header.payload_crc32c.get();
     let trailer_bytes = &bytes[payload.end..end];
-    let trailer = check_trailer(trailer_bytes)
-        .filter(|t| t.id.get() == id && t.length.get() as usize == length && t.payload_crc32c == header.payload_crc32c);
+    let trailer = check_trailer(trailer_bytes).filter(|(t, trailer_version)| {
+        *trailer_version == version
+            && t.id.get() == id
+            && t.length.get() as usize == length
+            && t.payload_crc32c == header.payload_crc32c
+    });
+    let end = padded_end;
     let intact = |note| {
         Step::Extent(Extent::Intact(IntactRecord {
             id,
@@ -292,7 +338,7 @@ fn at_header(bytes: &[u8], offset: usize, header: &RecordHeader, newest: bool) -
         _ if trailer.is_some() => {
             damaged(offset, end, Some(id), Some(payload), "payload checksum mismatch in a complete record")
         }
-        _ if newest && end == bytes.len() && trailer_bytes.iter().all(|b| *b == 0) => {
+        _ if newest && end == bytes.len() && bytes[payload.end..].iter().all(|b| *b == 0) => {
             Step::Torn(Torn { offset, why: "the last append's payload and trailer were never written" })
         }
         _ => damaged(offset, end, Some(id), Some(payload), "payload and trailer both fail their checks"),
@@ -309,15 +355,15 @@ fn damaged(offset: usize, end: usize, id: Option<u64>, payload: Option<Range<usi
 fn no_header_at(bytes: &[u8], offset: usize, newest: bool, min_id: u64) -> Step {
     // The trailer first, over the longest record there can be: a header
     // found first might lie inside this record's own payload.
-    let limit = bytes.len().min(offset + record_bytes(RECORD_VERSION_2, SPOOL_RECORD_BYTES_MAX));
-    if let Some((trailer_at, trailer)) = trailer_pointing_to(bytes, offset, limit, min_id) {
+    let limit = bytes.len().min(offset + record_bytes(RECORD_VERSION, SPOOL_RECORD_BYTES_MAX));
+    if let Some((trailer_at, trailer, version)) = trailer_pointing_to(bytes, offset, limit, min_id) {
         let payload = offset + HEADER_BYTES..trailer_at;
-        let end = trailer_at + TRAILER_BYTES;
+        let end = (offset + record_bytes(version, payload.len())).min(bytes.len());
         let id = trailer.id.get();
         return if crc32c::crc32c(&bytes[payload.clone()]) == trailer.payload_crc32c.get() {
             Step::Extent(Extent::Intact(IntactRecord {
                 id,
-                version: RECORD_VERSION_2,
+                version,
                 offset,
                 payload,
                 payload_crc32c: trailer.payload_crc32c.get(),
@@ -345,14 +391,15 @@ fn next_header(bytes: &[u8], from: usize, min_id: u64) -> Option<usize> {
     })
 }
 
-/// A valid trailer inside `offset..limit` whose record starts exactly at `offset`.
-fn trailer_pointing_to(bytes: &[u8], offset: usize, limit: usize, min_id: u64) -> Option<(usize, RecordTrailer)> {
+/// A valid trailer inside `offset..limit` whose record starts exactly at
+/// `offset`, and the record version its magic names.
+fn trailer_pointing_to(bytes: &[u8], offset: usize, limit: usize, min_id: u64) -> Option<(usize, RecordTrailer, u16)> {
     let first = offset + HEADER_BYTES;
     let last = limit.checked_sub(TRAILER_BYTES)?;
     (first..=last).find_map(|at| {
-        let trailer = check_trailer(&bytes[at..])?;
+        let (trailer, version) = check_trailer(&bytes[at..])?;
         let starts_here = at.checked_sub(trailer.length.get() as usize) == Some(first);
-        (starts_here && trailer.id.get() >= min_id).then_some((at, trailer))
+        (starts_here && trailer.id.get() >= min_id).then_some((at, trailer, version))
     })
 }
 
