@@ -42,6 +42,31 @@ fn four_lanes_at_once_rows_equal_acknowledgements_and_resend_is_deduplicated() {
             assert_eq!((rows, distinct), (5_000, 5_000), "round {round} {module:?}");
         }
     }
+    // Inside each sandboxed lane, the newest spool segment is open with
+    // O_DIRECT (its appends bypass the page cache), and every segment ends
+    // on a 4096-byte block.
+    for module in Module::ALL {
+        let pid = cluster.lane_pid(module);
+        let direct = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|fd| {
+                let fd = fd.ok()?;
+                let target = std::fs::read_link(fd.path()).ok()?;
+                target.to_string_lossy().ends_with(".seg").then_some(fd.file_name())
+            })
+            .filter(|fd| {
+                let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy())).unwrap();
+                let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap().trim();
+                u32::from_str_radix(flags, 8).unwrap() & libc::O_DIRECT as u32 != 0
+            })
+            .count();
+        assert_eq!(direct, 1, "{module:?}: one O_DIRECT descriptor, the newest segment's");
+        let spool = cluster.dir.join("spool").join(module.name());
+        for (_, path) in applianced::storage::spool::segment_files(&spool).unwrap() {
+            let len = std::fs::metadata(&path).unwrap().len();
+            assert_eq!(len % 4096, 0, "{}: {len} bytes", path.display());
+        }
+    }
     // selftest with the appliance running: every lane socket is the
     // appliance's, and one event per lane makes the round trip.
     let output = cluster.selftest(&[]);

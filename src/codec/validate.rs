@@ -134,12 +134,10 @@ fn check_value(column: &Column, value: &[u8]) -> Result<(), Invalid> {
         }
         ColumnType::Text => {
             capped(column, value)?;
-            let text = std::str::from_utf8(value)
-                .map_err(|e| reject(RejectCode::TextNotUtf8, format!("{}: {e}", column.name)))?;
-            if text.contains('\0') {
-                return Err(reject(RejectCode::TextHasNul, format!("{} contains NUL", column.name)));
-            }
-            Ok(())
+            check_text(value).map_err(|e| match e {
+                TextError::NotUtf8(e) => reject(RejectCode::TextNotUtf8, format!("{}: {e}", column.name)),
+                TextError::Nul => reject(RejectCode::TextHasNul, format!("{} contains NUL", column.name)),
+            })
         }
         ColumnType::Bytea => capped(column, value),
         ColumnType::Inet => check_inet(column, value),
@@ -158,6 +156,36 @@ fn capped(column: &Column, value: &[u8]) -> Result<(), Invalid> {
 
 /// PostgreSQL's inet binary format (network.c, inet_recv): family
 /// (2 = IPv4, 3 = IPv6), bits, is_cidr, address length, address.
+/// Why a text field is not valid `text`.
+#[derive(Debug, PartialEq, Eq)]
+enum TextError {
+    NotUtf8(std::str::Utf8Error),
+    Nul,
+}
+
+/// What PostgreSQL's text input needs: UTF-8 (the database encoding) and
+/// no NUL. One pass, 8 bytes at a time, where the field is ASCII without
+/// NUL (a byte in 1..=0x7F), as event text almost always is; a field with
+/// any other byte gets the two full checks, UTF-8 first, for its verdict.
+fn check_text(value: &[u8]) -> Result<(), TextError> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = value.chunks_exact(8);
+    // With no byte ≥ 0x80, `w - ONES` borrows only through a zero byte,
+    // which sets that byte's high bit: so the test is exact.
+    let plain = words.by_ref().all(|w| {
+        <[u8; 8]>::try_from(w).is_ok_and(|w| {
+            let w = u64::from_le_bytes(w);
+            (w | w.wrapping_sub(ONES)) & HIGH == 0
+        })
+    }) && words.remainder().iter().all(|&b| b != 0 && b < 0x80);
+    if plain {
+        return Ok(());
+    }
+    let text = std::str::from_utf8(value).map_err(TextError::NotUtf8)?;
+    if text.contains('\0') { Err(TextError::Nul) } else { Ok(()) }
+}
+
 fn check_inet(column: &Column, value: &[u8]) -> Result<(), Invalid> {
     let bad = |why: &str| reject(RejectCode::BadInet, format!("{}: {why}", column.name));
     let [family, bits, is_cidr, length, address @ ..] = value else {
@@ -175,4 +203,63 @@ fn check_inet(column: &Column, value: &[u8]) -> Result<(), Invalid> {
         return Err(bad("bits out of range or cidr flag set"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two full checks the one-pass test stands in for.
+    fn two_passes(value: &[u8]) -> Result<(), TextError> {
+        let text = std::str::from_utf8(value).map_err(TextError::NotUtf8)?;
+        if text.contains('\0') { Err(TextError::Nul) } else { Ok(()) }
+    }
+
+    #[test]
+    fn text_checks_give_the_verdict_of_utf8_then_nul() {
+        let table: [(&[u8], Option<bool>); 12] = [
+            (b"", None),
+            (b"a", None),
+            (b"/usr/bin/encrypt-everything.sh", None),
+            (b"\x7f\x01 control bytes are text", None),
+            ("caf\u{e9} \u{1f512} na\u{ef}ve".as_bytes(), None),
+            (b"\0", Some(false)),
+            (b"exactly8\0", Some(false)),
+            (b"in the middle\0 of a word", Some(false)),
+            (b"\xff", Some(true)),
+            (b"lone continuation \x80 byte", Some(true)),
+            (b"truncated \xe2\x82", Some(true)),
+            // Invalid UTF-8 and a NUL: UTF-8 is reported, as before.
+            (b"\0 then \xc3\x28", Some(true)),
+        ];
+        for (value, expected) in table {
+            let verdict = check_text(value);
+            match expected {
+                None => assert_eq!(verdict, Ok(()), "{value:?}"),
+                Some(false) => assert_eq!(verdict, Err(TextError::Nul), "{value:?}"),
+                Some(true) => assert!(matches!(verdict, Err(TextError::NotUtf8(_))), "{value:?}"),
+            }
+            assert_eq!(verdict, two_passes(value), "{value:?}");
+        }
+    }
+
+    /// Every byte value at every position of fields of 1 to 24 bytes (word
+    /// and remainder, both alignments of a field inside a buffer): the
+    /// one-pass verdict equals the two passes'.
+    #[test]
+    fn text_checks_agree_with_the_two_passes_on_every_byte_at_every_position() {
+        let base = b"xxabcdefghijklmnopqrstuvwxyz";
+        for start in 0..2 {
+            for len in 1..=24 {
+                for at in 0..len {
+                    for byte in 0..=255u8 {
+                        let mut buffer = base.to_vec();
+                        buffer[start + at] = byte;
+                        let value = &buffer[start..start + len];
+                        assert_eq!(check_text(value), two_passes(value), "{value:?}");
+                    }
+                }
+            }
+        }
+    }
 }
