@@ -599,9 +599,11 @@ impl Spool {
         self.append_parts(&[payload])
     }
 
-    /// Append one record whose payload is the concatenation of `parts`,
-    /// written in place (one pwrite per part, no assembled copy): header
-    /// first, trailer last.
+    /// Append one record whose payload is the concatenation of `parts`:
+    /// header, parts, trailer and padding copied in order through the
+    /// aligned write buffer, one `pwrite` per buffer-full, at the end of
+    /// the newest segment (a new one when this would pass its size, or its
+    /// length is off a block).
     pub fn append_parts(&mut self, parts: &[&[u8]]) -> Result<Location, SpoolError> {
         let length: usize = parts.iter().map(|p| p.len()).sum();
         if length > SPOOL_RECORD_BYTES_MAX {
