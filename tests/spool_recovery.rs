@@ -130,6 +130,20 @@ fn the_last_record_truncated_at_every_byte_is_a_torn_append() {
         assert_eq!(recovery.truncated_bytes, (cut - start) as u64, "cut at {cut}");
         assert_eq!(std::fs::metadata(&f.segment).unwrap().len(), start as u64, "cut at {cut}");
     }
+    // A crash after an O_DIRECT write grew the file: the header and part
+    // of the payload on disk, zeros to the record's padded end. Torn.
+    let padded = f.padded_end(2);
+    // (The payload ends with zero bytes, the count of quarantined events:
+    // the cuts leave bytes of the COPY data unwritten.)
+    let payload_end = f.record_extent(2).1;
+    for written in [start + HEADER_BYTES, start + HEADER_BYTES + 1, (start + payload_end) / 2] {
+        let mut bytes = f.clean[..written].to_vec();
+        bytes.resize(padded, 0);
+        let recovery = f.recover(&bytes);
+        assert_eq!(seen(&recovery), vec![Seen::Intact(1), Seen::Intact(2)], "{written} bytes written");
+        assert_eq!(recovery.truncated_bytes, (padded - start) as u64, "{written} bytes written");
+        assert_eq!(std::fs::metadata(&f.segment).unwrap().len(), start as u64);
+    }
     // Cut inside the padding after a trailer on disk: complete, intact.
     assert_eq!(f.padded_end(2), f.clean.len());
     for cut in end..f.clean.len() {

@@ -154,8 +154,6 @@ fn capped(column: &Column, value: &[u8]) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// PostgreSQL's inet binary format (network.c, inet_recv): family
-/// (2 = IPv4, 3 = IPv6), bits, is_cidr, address length, address.
 /// Why a text field is not valid `text`.
 #[derive(Debug, PartialEq, Eq)]
 enum TextError {
@@ -186,6 +184,8 @@ fn check_text(value: &[u8]) -> Result<(), TextError> {
     if text.contains('\0') { Err(TextError::Nul) } else { Ok(()) }
 }
 
+/// PostgreSQL's inet binary format (network.c, inet_recv): family
+/// (2 = IPv4, 3 = IPv6), bits, is_cidr, address length, address.
 fn check_inet(column: &Column, value: &[u8]) -> Result<(), Invalid> {
     let bad = |why: &str| reject(RejectCode::BadInet, format!("{}: {why}", column.name));
     let [family, bits, is_cidr, length, address @ ..] = value else {

@@ -722,6 +722,9 @@ mod tests {
                 let crate::storage::spool::Recovered::Record(location, _) = entry else {
                     panic!("{}: a damaged record: {entry:?}", source.display())
                 };
+                // The directory names the record version its file holds.
+                let name = source.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(name.starts_with(&format!("record{}-", location.version)), "{name}: record {location}");
                 let payload = spool.read(location).unwrap();
                 let batch = Batch::from_spool_payload(Module::Dpi, 0, &payload).unwrap();
                 let ranges: Vec<String> = batch
