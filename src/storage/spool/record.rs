@@ -295,10 +295,7 @@ fn at_header(bytes: &[u8], offset: usize, header: &RecordHeader, newest: bool) -
     let version = header.version.get();
     let length = header.length.get() as usize;
     let payload = offset + HEADER_BYTES..offset + HEADER_BYTES + length;
-    // A version-3 record's padding may be cut short at the file's end (its
-    // last write persisted up to its trailer): it ends there.
     let end = offset + trailer_end(version, length);
-    let padded_end = (offset + record_bytes(version, length)).min(bytes.len()).max(end);
     let id = header.id.get();
     if end > bytes.len() {
         return if newest {
@@ -315,7 +312,10 @@ fn at_header(bytes: &[u8], offset: usize, header: &RecordHeader, newest: bool) -
             && t.length.get() as usize == length
             && t.payload_crc32c == header.payload_crc32c
     });
-    let end = padded_end;
+    // Past the trailer: a version-3 record's padding, which may be cut
+    // short at the file's end (its last write persisted up to its
+    // trailer): the record ends there.
+    let end = (offset + record_bytes(version, length)).min(bytes.len());
     let intact = |note| {
         Step::Extent(Extent::Intact(IntactRecord {
             id,
