@@ -170,13 +170,11 @@ struct WriteBuffer {
 
 impl WriteBuffer {
     fn new() -> WriteBuffer {
-        let bytes = vec![0u8; SPOOL_WRITE_BUFFER_BYTES + SPOOL_BLOCK_BYTES];
-        let start = bytes.as_ptr().align_offset(SPOOL_BLOCK_BYTES).min(SPOOL_BLOCK_BYTES);
+        let (bytes, start) = aligned_zeroed(SPOOL_WRITE_BUFFER_BYTES);
         WriteBuffer { bytes, start }
     }
 
-    /// `SPOOL_WRITE_BUFFER_BYTES`, aligned (where `align_offset` could
-    /// not say, the writes it makes are refused and go through the page cache).
+    /// `SPOOL_WRITE_BUFFER_BYTES`, aligned (`aligned_zeroed`).
     fn window(&mut self) -> &mut [u8] {
         &mut self.bytes[self.start..self.start + SPOOL_WRITE_BUFFER_BYTES]
     }
@@ -325,6 +323,16 @@ fn create_dir_durable(path: &Path) -> Result<(), SpoolError> {
     fsync_dir(&parent_dir, parent)
 }
 
+/// `len` zeroed bytes starting at `start` of the returned buffer, aligned
+/// to `SPOOL_BLOCK_BYTES` (one block of slack; where `align_offset` could
+/// not say, the `O_DIRECT` I/O on it is refused and the caller falls back
+/// to the page cache).
+fn aligned_zeroed(len: usize) -> (Vec<u8>, usize) {
+    let bytes = vec![0u8; len + SPOOL_BLOCK_BYTES];
+    let start = bytes.as_ptr().align_offset(SPOOL_BLOCK_BYTES).min(SPOOL_BLOCK_BYTES);
+    (bytes, start)
+}
+
 /// Read a version-3 record's payload with `O_DIRECT`: the whole record
 /// (it starts and ends on a block) into an aligned buffer, straight from
 /// the disk, without page-cache pages; the payload is then moved to the
@@ -332,8 +340,7 @@ fn create_dir_durable(path: &Path) -> Result<(), SpoolError> {
 fn read_direct(path: &Path, location: &Location) -> std::io::Result<Vec<u8>> {
     let file = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path)?;
     let extent = record_bytes(location.version, location.length as usize);
-    let mut bytes = vec![0u8; extent + SPOOL_BLOCK_BYTES];
-    let start = bytes.as_ptr().align_offset(SPOOL_BLOCK_BYTES).min(SPOOL_BLOCK_BYTES);
+    let (mut bytes, start) = aligned_zeroed(extent);
     // The newest record's padding may be cut short by the file's end: the
     // bytes up to its trailer are what must be there.
     let needed = HEADER_BYTES + location.length as usize + TRAILER_BYTES;

@@ -114,6 +114,13 @@ fn trailer_end(version: u16, payload: usize) -> usize {
     HEADER_BYTES + payload + if version >= RECORD_VERSION_2 { TRAILER_BYTES } else { 0 }
 }
 
+/// Where the record at `offset` ends in `bytes`, padding included: a
+/// version-3 record's padding may be cut short by the file's end (its last
+/// write persisted up to the trailer), and then the record ends there.
+fn record_end(bytes: &[u8], offset: usize, version: u16, payload: usize) -> usize {
+    (offset + record_bytes(version, payload)).min(bytes.len())
+}
+
 /// The trailer magic of a record version.
 fn trailer_magic(version: u16) -> u32 {
     if version >= RECORD_VERSION_3 { TRAILER_MAGIC_3 } else { TRAILER_MAGIC }
@@ -183,11 +190,8 @@ fn check_header(bytes: &[u8]) -> HeaderCheck {
 /// A trailer with its own CRC intact, and the record version its magic names.
 fn check_trailer(bytes: &[u8]) -> Option<(RecordTrailer, u16)> {
     let (trailer, _) = RecordTrailer::read_from_prefix(bytes).ok()?;
-    let version = match trailer.magic.get() {
-        TRAILER_MAGIC => RECORD_VERSION_2,
-        TRAILER_MAGIC_3 => RECORD_VERSION_3,
-        _ => return None,
-    };
+    let version =
+        [RECORD_VERSION_2, RECORD_VERSION_3].into_iter().find(|v| trailer_magic(*v) == trailer.magic.get())?;
     let ok = trailer.trailer_crc32c.get() == crc32c::crc32c(&bytes[..TRAILER_BYTES - 4])
         && trailer.length.get() as usize <= SPOOL_RECORD_BYTES_MAX;
     ok.then_some((trailer, version))
@@ -312,10 +316,8 @@ fn at_header(bytes: &[u8], offset: usize, header: &RecordHeader, newest: bool) -
             && t.length.get() as usize == length
             && t.payload_crc32c == header.payload_crc32c
     });
-    // Past the trailer: a version-3 record's padding, which may be cut
-    // short at the file's end (its last write persisted up to its
-    // trailer): the record ends there.
-    let end = (offset + record_bytes(version, length)).min(bytes.len());
+    // Past the trailer, the padding.
+    let end = record_end(bytes, offset, version, length);
     let intact = |note| {
         Step::Extent(Extent::Intact(IntactRecord {
             id,
@@ -358,7 +360,7 @@ fn no_header_at(bytes: &[u8], offset: usize, newest: bool, min_id: u64) -> Step 
     let limit = bytes.len().min(offset + record_bytes(RECORD_VERSION, SPOOL_RECORD_BYTES_MAX));
     if let Some((trailer_at, trailer, version)) = trailer_pointing_to(bytes, offset, limit, min_id) {
         let payload = offset + HEADER_BYTES..trailer_at;
-        let end = (offset + record_bytes(version, payload.len())).min(bytes.len());
+        let end = record_end(bytes, offset, version, payload.len());
         let id = trailer.id.get();
         return if crc32c::crc32c(&bytes[payload.clone()]) == trailer.payload_crc32c.get() {
             Step::Extent(Extent::Intact(IntactRecord {
