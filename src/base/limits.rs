@@ -48,6 +48,14 @@ pub const PG_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const PG_RESULT_ROWS_MAX: usize = 1_000_000;
 /// Read buffer size for the PostgreSQL socket.
 pub const PG_READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Send buffer (SO_SNDBUF) the connector asks for on each lane connection
+/// to PostgreSQL: a backend can read this much of a transaction's COPY data
+/// while the lane is busy with its spool (an fdatasync, a record read back),
+/// instead of the kernel's default of 208 KiB. The kernel caps the request
+/// at `net.core.wmem_max` (the lane logs the size in effect) and holds the
+/// bytes in kernel memory, not the lane's: at most this (doubled by the
+/// kernel's bookkeeping) per connection.
+pub const PG_SEND_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// How long `init` waits for the embedded cluster to accept connections.
 pub const PG_START_TIMEOUT_S: u32 = 60;
 
@@ -255,6 +263,12 @@ pub const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// and equal-sized chunks freed with a committed batch are what the
 /// allocator hands out for the next one. One CopyData message per chunk.
 pub const COPY_CHUNK_BYTES: usize = 256 * 1024;
+/// Parts of a send queue one SENDMSG of the lane's ring offers: 64 COPY
+/// chunks are a whole transaction (`TRANSACTION_BYTES_MAX`), so the kernel
+/// moves as much of it as the socket's buffer holds without waiting for
+/// the lane's loop to submit the next part. The vectors are allocated once
+/// per ring slot (16 bytes each).
+pub const RING_SEND_PARTS_MAX: usize = 64;
 /// Rows per transaction: consecutive spooled batches waiting for
 /// PostgreSQL are sent together in one transaction up to this bound.
 /// Measured with `applianced bench` (1,000,000 events, one run each, this
@@ -265,6 +279,7 @@ pub const COPY_CHUNK_BYTES: usize = 256 * 1024;
 pub const TRANSACTION_ROWS_MAX: usize = 50_000;
 /// Encoded COPY bytes per transaction (with `TRANSACTION_ROWS_MAX`).
 pub const TRANSACTION_BYTES_MAX: usize = 16 * 1024 * 1024;
+const _: () = assert!(RING_SEND_PARTS_MAX * COPY_CHUNK_BYTES >= TRANSACTION_BYTES_MAX);
 /// PostgreSQL connections a lane commits its spool over (`lane
 /// --commit-streams`, `run --commit-streams`): at most this many
 /// transactions of one lane are in flight at once, each on its own
@@ -372,7 +387,7 @@ pub const CONNECTION_MEMORY_BYTES_MAX: usize =
 pub const PRODUCER_ENTRY_BYTES_MAX: usize = 256;
 /// What a lane's memory stays under whatever its peers do, derived from
 /// the bounds: the event budget, every connection at its bound, the spool
-/// cache and its aligned write buffer, per commit stream a transaction and the one before it (its
+/// cache with its read-ahead and its aligned write buffer, per commit stream a transaction and the one before it (its
 /// chunks held by a send still in flight when a reset rebuilt the
 /// transaction; requests share the chunks, never copy them), the producer
 /// table, and the free heap the lane keeps (`LANE_HEAP_KEPT_BYTES`) plus 64 MiB for the
@@ -381,6 +396,7 @@ pub const PRODUCER_ENTRY_BYTES_MAX: usize = 256;
 pub const LANE_MEMORY_BOUND_BYTES: usize = LANE_BUFFER_BYTES_MAX
     + LANE_CONNECTIONS_MAX * CONNECTION_MEMORY_BYTES_MAX
     + SPOOL_CACHE_BYTES_MAX
+    + SPOOL_READ_AHEAD_BYTES_MAX
     + SPOOL_WRITE_BUFFER_BYTES
     + SPOOL_BLOCK_BYTES
     + COMMIT_STREAMS_MAX * 2 * TRANSACTION_BYTES_MAX
@@ -426,6 +442,11 @@ pub const SPOOL_RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Spooled batches kept in memory for sending; beyond this they are read
 /// back from their segment when their turn comes.
 pub const SPOOL_CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Records of the next transaction read back ahead of their turn, while
+/// every commit stream is busy (so the stream that frees up starts it
+/// without waiting for the disk): the cache may pass
+/// `SPOOL_CACHE_BYTES_MAX` by this much for them, one transaction's worth.
+pub const SPOOL_READ_AHEAD_BYTES_MAX: usize = TRANSACTION_BYTES_MAX;
 /// After a failed spool write (disk full, file size limit), the lane
 /// retries this often while producers are pushed back.
 pub const SPOOL_RETRY_INTERVAL_MS: u64 = 1000;

@@ -111,14 +111,27 @@ impl SendQueue {
         self.parts.front().map_or(&[][..], |part| &part[..])
     }
 
-    /// `n` bytes of the front were sent.
+    /// The next bytes to send as up to `max` parts, oldest first, the open
+    /// buffer sealed into the last one (for one vectored send). Empty when
+    /// all is sent.
+    pub fn fronts(&mut self, max: usize) -> impl Iterator<Item = &[u8]> {
+        self.seal_open();
+        self.parts.iter().take(max).map(|part| &part[..])
+    }
+
+    /// `n` bytes from the front were sent (across parts, as a vectored send
+    /// of [`SendQueue::fronts`] may take them).
     pub fn advance(&mut self, n: usize) {
-        let Some(part) = self.parts.front_mut() else { return };
-        let n = n.min(part.len());
-        part.advance(n);
-        self.parts_len -= n;
-        if part.is_empty() {
-            self.parts.pop_front();
+        let mut n = n;
+        while n > 0 {
+            let Some(part) = self.parts.front_mut() else { break };
+            let taken = n.min(part.len());
+            part.advance(taken);
+            self.parts_len -= taken;
+            n -= taken;
+            if part.is_empty() {
+                self.parts.pop_front();
+            }
         }
         self.check();
     }
@@ -197,6 +210,30 @@ mod tests {
             assert_eq!(queue.len(), expected.len());
             assert_eq!(queue.parts(), 5, "the empty shared part is not queued");
             assert_eq!(drain(&mut queue, step), expected, "step {step}");
+        }
+    }
+
+    #[test]
+    fn vectored_sends_take_any_count_of_bytes_across_parts_in_order() {
+        // A vectored send of up to `max` parts, of which the socket takes `step` bytes.
+        for max in [1, 2, 3, 8] {
+            for step in [1, 5, 11, 12, 17, 64] {
+                let (mut queue, expected) = sample();
+                let mut sent = Vec::new();
+                loop {
+                    let offered: Vec<u8> = queue.fronts(max).flatten().copied().collect();
+                    if offered.is_empty() {
+                        break;
+                    }
+                    assert!(queue.fronts(max).count() <= max);
+                    let n = offered.len().min(step);
+                    sent.extend_from_slice(&offered[..n]);
+                    queue.advance(n);
+                    assert_eq!(queue.len(), expected.len() - sent.len(), "max {max} step {step}");
+                }
+                assert_eq!(sent, expected, "max {max} step {step}");
+                assert!(queue.is_empty());
+            }
         }
     }
 

@@ -23,7 +23,8 @@
 //! - a database error never drops acknowledged events: the record stays
 //!   at the front and is retried with backoff;
 //! - memory: spooled batches are cached up to `SPOOL_CACHE_BYTES_MAX` and
-//!   read back from the spool beyond it; nothing is appended while pushed
+//!   read back from the spool beyond it (the next transaction's records
+//!   ahead of their turn, up to `SPOOL_READ_AHEAD_BYTES_MAX` more); nothing is appended while pushed
 //!   back (quota reached, the filesystem below its free-space reserve, or a
 //!   write failed), and the push-back is reported once per change;
 //! - disk: no record is appended that would leave less than the free-space
@@ -37,8 +38,8 @@ use super::error::LaneFatal;
 use crate::base::failpoint;
 use crate::base::limits::{
     DISK_RESERVE_RECHECK_MS, DISK_RESERVE_RESUME_BYTES, PG_RECONNECT_BACKOFF_MAX_MS, PG_RECONNECT_BACKOFF_MIN_MS,
-    SPOOL_CACHE_BYTES_MAX, SPOOL_RETRY_INTERVAL_MS, TRANSACTION_BYTES_MAX, TRANSACTION_ROWS_MAX,
-    WINDOW_REFRESH_INTERVAL_MS,
+    SPOOL_CACHE_BYTES_MAX, SPOOL_READ_AHEAD_BYTES_MAX, SPOOL_RETRY_INTERVAL_MS, TRANSACTION_BYTES_MAX,
+    TRANSACTION_ROWS_MAX, WINDOW_REFRESH_INTERVAL_MS,
 };
 use crate::codec::frame::{RejectCode, StatusCode};
 use crate::model::matrix::Module;
@@ -577,6 +578,45 @@ impl CommitQueue {
                     self.corrupted_records += 1;
                     self.unsent.remove(first);
                 }
+            }
+        }
+    }
+
+    /// Read back, ahead of its turn, every record of the next transaction
+    /// (the records after those in flight, up to the transaction bounds)
+    /// that is not cached: called while every commit stream is busy, so the
+    /// stream that frees up starts it without waiting for the disk. The
+    /// cache passes `SPOOL_CACHE_BYTES_MAX` by at most
+    /// `SPOOL_READ_AHEAD_BYTES_MAX` for them. A record that cannot be read
+    /// or parsed here is left as it is: `next` reads it at its turn and
+    /// reports it as always (damaged: a recorded gap; failed: fatal).
+    pub fn read_ahead(&mut self, now_ms: u64) {
+        if self.resolve.is_some() {
+            return;
+        }
+        let (mut rows, mut bytes) = (0usize, 0usize);
+        for index in self.in_flight..self.unsent.len() {
+            let spooled = &self.unsent[index];
+            let record_rows: usize = spooled.ranges.iter().map(|r| r.rows as usize).sum();
+            let length = spooled.location.map_or(0, |l| l.length as usize);
+            let first = index == self.in_flight;
+            if !first && (rows + record_rows > TRANSACTION_ROWS_MAX || bytes + length > TRANSACTION_BYTES_MAX) {
+                return;
+            }
+            rows += record_rows;
+            bytes += length;
+            let (SpooledKind::Record { cached: None }, Some(location)) = (&spooled.kind, spooled.location) else {
+                continue;
+            };
+            if self.cached_bytes + length > SPOOL_CACHE_BYTES_MAX + SPOOL_READ_AHEAD_BYTES_MAX {
+                return;
+            }
+            let Ok(payload) = self.spool.read(&location) else { return };
+            let Ok(batch) = Batch::from_spool_payload(self.module, now_ms, &payload) else { return };
+            self.batches_read_back += 1;
+            self.cached_bytes += batch.bytes;
+            if let Some(Spooled { kind: SpooledKind::Record { cached }, .. }) = self.unsent.get_mut(index) {
+                *cached = Some(Box::new(batch));
             }
         }
     }

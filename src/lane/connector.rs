@@ -26,6 +26,7 @@ use std::path::PathBuf;
 
 use bytes::BytesMut;
 
+use crate::base::limits::PG_SEND_BUFFER_BYTES;
 use crate::base::sys::fdpass::{receive_message, send_message};
 use crate::pg::{ConnectParams, Connection};
 
@@ -79,7 +80,8 @@ impl ConnectorArgs {
 }
 
 /// Open, authenticate and set up one lane connection (blocking, bounded by
-/// the wire client's `PG_IO_TIMEOUT_S` per read and write).
+/// the wire client's `PG_IO_TIMEOUT_S` per read and write), with a send
+/// buffer of `PG_SEND_BUFFER_BYTES` (as far as `net.core.wmem_max` allows).
 fn connect(args: &ConnectorArgs) -> Result<(UnixStream, BytesMut), String> {
     let params = ConnectParams {
         socket_path: args.socket_path.clone(),
@@ -93,6 +95,7 @@ fn connect(args: &ConnectorArgs) -> Result<(UnixStream, BytesMut), String> {
     let (stream, leftover) = conn.into_stream().map_err(|e| e.to_string())?;
     // O_NONBLOCK lives in the open file description, which the lane shares.
     stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    crate::base::sys::set_send_buffer(stream.as_fd(), PG_SEND_BUFFER_BYTES).map_err(|e| format!("SO_SNDBUF: {e}"))?;
     Ok((stream, leftover))
 }
 

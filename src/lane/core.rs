@@ -607,6 +607,19 @@ impl LaneCore {
         self.check_invariants();
     }
 
+    /// Called by the driver once it has handed everything queued to the
+    /// kernel, before it waits: while every commit stream allowed is busy,
+    /// read back the next transaction's records (`CommitQueue::read_ahead`),
+    /// so the stream that frees up starts it without waiting for the disk.
+    pub fn read_ahead(&mut self, now: Now) {
+        self.now = now;
+        if self.pg_is_connected() && !self.commits.is_empty() && self.commits.len() >= self.active_streams {
+            self.spool.read_ahead(now.mono_ms);
+            self.stats.batches_read_back = self.spool.batches_read_back();
+        }
+        self.check_invariants();
+    }
+
     /// Close connections past a deadline: no HELLO within
     /// `HANDSHAKE_TIMEOUT_MS`; nothing in flight and silent for
     /// `CONNECTION_IDLE_TIMEOUT_MS`.
@@ -791,7 +804,13 @@ impl LaneCore {
         }
     }
 
-    /// Bytes arrived from PostgreSQL link `link`.
+    /// Bytes arrived from PostgreSQL link `link`. Only the replies are
+    /// handled here: what they make the lane send at once (the tail of the
+    /// transaction next in the commit order) is queued, and everything that
+    /// may wait for the lane's disk (spool appends, records read back for
+    /// the next transaction, new requests) waits for the driver's next
+    /// `tick`, which it calls after handing this output to the kernel: a
+    /// COMMIT never waits behind the lane's own disk writes and reads.
     pub fn on_pg_bytes(&mut self, link: usize, data: &[u8], now: Now) {
         self.now = now;
         self.pg[link].input.extend_from_slice(data);
@@ -805,7 +824,7 @@ impl LaneCore {
                 return self.pg_protocol_failure(link, &e);
             }
         }
-        self.tick(now);
+        self.check_invariants();
     }
 
     fn pg_protocol_failure(&mut self, link: usize, error: &PgLinkError) {

@@ -21,6 +21,7 @@ use std::os::unix::net::UnixStream;
 use super::connector::{self, ConnectorReply};
 use super::core::{LaneCore, Now};
 use super::runtime::LaneError;
+use crate::base::limits::PG_SEND_BUFFER_BYTES;
 use crate::base::sys::fdpass::{receive_message, send_message, send_message_nowait};
 
 /// The lane's status, once it serves.
@@ -155,7 +156,10 @@ impl Links {
         match reply {
             None => Ok(None),
             Some(ConnectorReply::Connected(stream, leftover)) => match core.pg_connected(leftover) {
-                Some(link) => Ok(Some((link, stream))),
+                Some(link) => {
+                    log_send_buffer(core.module(), link, &stream);
+                    Ok(Some((link, stream)))
+                }
                 None => {
                     tracing::warn!(lane = core.module().name(), "connection arrived unasked: closed");
                     Ok(None)
@@ -167,5 +171,26 @@ impl Links {
             }
             Some(ConnectorReply::Gone) => Err(LaneError::ConnectorGone),
         }
+    }
+}
+
+/// The send buffer a PostgreSQL connection got (`PG_SEND_BUFFER_BYTES` asked,
+/// capped by `net.core.wmem_max`): debug normally, one WARN per lane process
+/// when the cap left it below the request.
+fn log_send_buffer(module: crate::model::matrix::Module, link: usize, stream: &UnixStream) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let Ok(bytes) = crate::base::sys::send_buffer(stream.as_fd()) else { return };
+    // The kernel reports twice what it was asked (its bookkeeping).
+    if bytes >= 2 * PG_SEND_BUFFER_BYTES {
+        tracing::debug!(lane = module.name(), link, send_buffer_bytes = bytes, "PostgreSQL connection send buffer");
+    } else if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            lane = module.name(),
+            link,
+            send_buffer_bytes = bytes,
+            wanted_bytes = 2 * PG_SEND_BUFFER_BYTES,
+            "PostgreSQL connection send buffer capped by net.core.wmem_max: a backend waits sooner while the lane \
+             writes or reads its spool (raise net.core.wmem_max to 4194304)"
+        );
     }
 }

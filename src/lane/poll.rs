@@ -101,21 +101,7 @@ pub fn run(
         links.report_metrics_if_due(core, clock.now());
         links.report_backlog_if_changed(core, clock.now());
         // Move queued output to the sockets.
-        for (link, entry) in pg_streams.iter_mut().enumerate() {
-            let Some((stream, out)) = entry.as_mut() else { continue };
-            if let Some(mut more) = core.take_pg_output(link) {
-                out.append(&mut more); // parts moved, not copied
-            }
-            let had_output = !out.is_empty();
-            match flush_queue(stream, out) {
-                Err(e) => {
-                    *entry = None;
-                    core.pg_lost(link, &e.to_string(), clock.now());
-                }
-                Ok(()) if had_output && out.is_empty() => core.pg_sent(link),
-                Ok(()) => {}
-            }
-        }
+        flush_pg(core, &mut pg_streams, clock);
         for (slot, entry) in clients.iter_mut().enumerate() {
             let Some(client) = entry.as_mut() else { continue };
             if client.out.is_empty() {
@@ -142,6 +128,9 @@ pub fn run(
         if core.drained() && clients.iter().all(Option::is_none) {
             return Ok(());
         }
+        // Everything queued was written as far as the sockets took it:
+        // read the next transaction's records back before waiting.
+        core.read_ahead(clock.now());
         // Wait for readiness.
         let mut fds = vec![
             libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -203,6 +192,10 @@ pub fn run(
                 }
             }
         }
+        // What PostgreSQL's replies queued (the tail of the transaction next
+        // in the commit order) goes out before the producers' bytes and the
+        // next tick, which may write and read the spool.
+        flush_pg(core, &mut pg_streams, clock);
         if fds[2].revents != 0 {
             links.on_control_readable(core);
         }
@@ -228,6 +221,26 @@ pub fn run(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Write what the core queued for each PostgreSQL link, as much as its
+/// socket takes.
+fn flush_pg(core: &mut LaneCore, pg_streams: &mut [Option<(UnixStream, SendQueue)>], clock: &Clock) {
+    for (link, entry) in pg_streams.iter_mut().enumerate() {
+        let Some((stream, out)) = entry.as_mut() else { continue };
+        if let Some(mut more) = core.take_pg_output(link) {
+            out.append(&mut more); // parts moved, not copied
+        }
+        let had_output = !out.is_empty();
+        match flush_queue(stream, out) {
+            Err(e) => {
+                *entry = None;
+                core.pg_lost(link, &e.to_string(), clock.now());
+            }
+            Ok(()) if had_output && out.is_empty() => core.pg_sent(link),
+            Ok(()) => {}
         }
     }
 }

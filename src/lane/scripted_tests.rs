@@ -336,10 +336,12 @@ impl Harness {
         self.slots.clear();
     }
 
-    /// What a driver does after every event: tick the core.
+    /// What a driver does after every event: tick the core, then (its
+    /// output sent) read the next transaction's records ahead.
     fn after_step(&mut self) {
         if !self.dead {
             self.core.tick(self.now);
+            self.core.read_ahead(self.now);
         }
         self.core.check_invariants();
         if self.core.fatal().is_some() {
@@ -583,6 +585,78 @@ fn two_streams_send_bodies_at_once_and_commit_in_spool_order() {
         h.settle();
         assert_eq!(h.db.rows, 20);
     }
+}
+
+/// A COMMIT's reply queues the tail of the transaction behind it at once,
+/// while new transactions (which may read records back from the spool)
+/// wait for the driver's next tick: the driver hands the tail to the kernel
+/// first, so a backend never waits on the lane's disk for its COMMIT.
+#[test]
+fn a_commit_reply_queues_the_next_tail_and_leaves_new_transactions_to_the_tick() {
+    let mut h = Harness::with_streams(2);
+    h.two_batches_on_two_links(7);
+    h.read_all();
+    h.send(7, 10); // a third batch: both links are busy, it waits
+    h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
+    h.database_on(1, Lose::No); // B's body runs
+    // A's transaction served by hand, so that nothing ticks after its reply.
+    let request = h.core.take_pg_output(0).expect("A's transaction");
+    let replies = h.db.serve_on(0, &request.into_vec());
+    h.core.pg_sent(0);
+    h.core.on_pg_bytes(0, &replies, h.now);
+    assert_eq!((h.db.commits, h.db.rows), (1, 10));
+    let tail = h.core.take_pg_output(1).expect("B's tail is queued with A's COMMIT reply").into_vec();
+    assert!(String::from_utf8_lossy(&tail).contains("COMMIT"), "B's tail holds its COMMIT");
+    assert!(h.core.take_pg_output(0).is_none(), "no new transaction before the tick");
+    h.core.tick(h.now);
+    let third = h.core.take_pg_output(0).expect("the third batch's transaction starts at the tick").into_vec();
+    assert!(String::from_utf8_lossy(&third).contains("BEGIN"));
+    let replies = h.db.serve_on(1, &tail);
+    h.core.pg_sent(1);
+    h.core.on_pg_bytes(1, &replies, h.now);
+    assert_eq!((h.db.commits, h.db.rows), (2, 20));
+    let replies = h.db.serve_on(0, &third);
+    h.core.pg_sent(0);
+    h.core.on_pg_bytes(0, &replies, h.now);
+    h.after_step();
+    h.settle();
+    assert_eq!(h.db.rows, 30);
+}
+
+/// While every commit stream is busy, the lane reads the next
+/// transaction's records back ahead of their turn (recovered records are
+/// not cached), and starts that transaction from them without reading them
+/// again; every event is committed once.
+#[test]
+fn the_next_transactions_records_are_read_back_while_every_stream_is_busy() {
+    use crate::base::limits::{BATCH_FLUSH_INTERVAL_MS, TRANSACTION_ROWS_MAX};
+    let mut h = Harness::new();
+    h.welcomed(5);
+    let total = TRANSACTION_ROWS_MAX as u64 + 10_000;
+    while h.producers[&5].created < total {
+        h.send(5, 5_000);
+        h.advance(BATCH_FLUSH_INTERVAL_MS);
+        h.read_all();
+    }
+    assert_eq!(h.db.commits, 0);
+    h.crash(); // the records are on disk only
+    h.database(Lose::No); // connect
+    h.database(Lose::No); // the producer's watermark
+    assert_eq!(h.core.stats.batches_read_back, 0, "nothing is read ahead with no stream busy");
+    h.database(Lose::No); // the partition window; the first transaction starts
+    let records = h.spool.records().len() as u64;
+    assert_eq!(
+        h.core.stats.batches_read_back, records,
+        "every record is read back: the first transaction's, and the second's ahead of its turn"
+    );
+    h.database(Lose::No); // the first commits; the second starts from what was read ahead
+    assert_eq!(h.db.commits, 1);
+    assert!(h.db.rows < total, "a second transaction follows: {} rows in the first", h.db.rows);
+    assert_eq!(h.core.stats.batches_read_back, records, "nothing is read twice");
+    h.database(Lose::No); // the second commits
+    assert_eq!((h.db.commits, h.db.rows), (2, h.producers[&5].created));
+    h.settle();
+    assert_eq!(h.db.rows, h.producers[&5].created);
 }
 
 /// A lane told to use fewer commit streams than it has links starts no

@@ -5,6 +5,14 @@
 //! one send in flight, all through [`crate::base::sys::uring::Ring`], which
 //! owns the buffers. A connection is closed only once none of its
 //! operations is in flight (a shutdown(2) wakes its pending receive).
+//!
+//! Order of a turn, so that PostgreSQL's backends wait as little as
+//! possible on the lane's disk (the spool's writes and reads block this
+//! thread): PostgreSQL's replies are handled first and what they queued
+//! (the tail of the transaction next in the commit order) is submitted at
+//! once; then the producers' bytes, the core's tick (seal, spool, start
+//! requests) and every send; last, with everything submitted, the core
+//! reads the next transaction's records back ahead of their turn.
 
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
@@ -77,14 +85,7 @@ pub fn run(
         core.tick(clock.now());
         links.report_metrics_if_due(core, clock.now());
         links.report_backlog_if_changed(core, clock.now());
-        for (link, socket) in pg_sockets.iter_mut().enumerate() {
-            if !core.pg_link_connected(link) {
-                if let Some(socket) = socket.as_mut() {
-                    shut(socket);
-                }
-            }
-            pump_pg(core, ring, link, socket)?;
-        }
+        pump_all_pg(core, ring, &mut pg_sockets)?;
         for slot in 0..clients.len() {
             pump_client(core, ring, &mut clients, slot)?;
         }
@@ -106,10 +107,31 @@ pub fn run(
         if core.drained() && clients.iter().all(Option::is_none) {
             return Ok(());
         }
+        // Everything queued goes to the kernel before the lane reads the
+        // next transaction's records back (which may block on the disk).
+        ring.submit().map_err(LaneError::io("io_uring submit"))?;
+        core.read_ahead(clock.now());
         let now = clock.now();
         let timeout_ms = core.next_deadline_ms().saturating_sub(now.mono_ms).clamp(1, 1000);
         completions.clear();
         ring.wait(Duration::from_millis(timeout_ms), &mut completions).map_err(LaneError::io("io_uring wait"))?;
+        // PostgreSQL's replies first, and what they queued (the tail of the
+        // transaction next in the commit order) handed to the kernel before
+        // the producers' bytes and the next tick, which may write and read
+        // the spool: a backend never waits on the lane's disk for a COMMIT.
+        let is_pg = |c: &Completion| match c {
+            Completion::Recv { slot, .. } | Completion::Send { slot, .. } => *slot >= PG_SLOT,
+            Completion::Accept(_) | Completion::Readable(_) => false,
+        };
+        completions.sort_by_key(|c| !is_pg(c));
+        let replies = completions.iter().take_while(|c| is_pg(c)).count();
+        for completion in completions.drain(..replies) {
+            handle(core, ring, &mut clients, &mut pg_sockets, completion, clock);
+        }
+        if replies > 0 {
+            pump_all_pg(core, ring, &mut pg_sockets)?;
+            ring.submit().map_err(LaneError::io("io_uring submit"))?;
+        }
         for completion in completions.drain(..) {
             match completion {
                 Completion::Readable(KEY_SIGNALS) => {
@@ -163,6 +185,20 @@ fn shut(socket: &mut Socket) {
         socket.shut = true;
         let _ = socket.stream.shutdown(Shutdown::Both);
     }
+}
+
+/// Hand every PostgreSQL link's queued output to the ring (closing the
+/// sockets of links the core let go).
+fn pump_all_pg(core: &mut LaneCore, ring: &mut Ring, pg_sockets: &mut [Option<Socket>]) -> Result<(), LaneError> {
+    for (link, socket) in pg_sockets.iter_mut().enumerate() {
+        if !core.pg_link_connected(link) {
+            if let Some(socket) = socket.as_mut() {
+                shut(socket);
+            }
+        }
+        pump_pg(core, ring, link, socket)?;
+    }
+    Ok(())
 }
 
 fn pump_pg(core: &mut LaneCore, ring: &mut Ring, link: usize, pg_socket: &mut Option<Socket>) -> Result<(), LaneError> {

@@ -142,7 +142,7 @@ pub fn connector_allow_list() -> Vec<Allowed> {
         Allowed {
             syscall: SYS_setsockopt,
             name: "setsockopt",
-            reason: "read and write timeouts of the connection (PG_IO_TIMEOUT_S)",
+            reason: "read and write timeouts of the connection (PG_IO_TIMEOUT_S); its send buffer (PG_SEND_BUFFER_BYTES)",
             only: &[(1, SOL_SOCKET as u64)],
             clear_bits: None,
         },

@@ -304,6 +304,45 @@ pub fn peer_pidfd(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<std::os:
     Ok(Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) }))
 }
 
+/// Ask for a send buffer of `bytes` on socket `fd` (SO_SNDBUF; the kernel
+/// caps the request at `net.core.wmem_max` and doubles it for its own
+/// bookkeeping, so the size in effect is read back with [`send_buffer`]).
+pub fn set_send_buffer(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let wanted = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fd is a live descriptor (borrowed); the kernel reads one int
+    // from `wanted`, a local of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&wanted as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// The send buffer of socket `fd` in bytes (SO_SNDBUF as the kernel reports it).
+pub fn send_buffer(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: fd is a live descriptor (borrowed); value and len are locals
+    // of the size passed; the kernel writes one int into `value`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(usize::try_from(value).unwrap_or(0)) }
+}
+
 /// Take ownership of a listening Unix socket inherited as descriptor `fd`,
 /// after checking that it is one (SO_DOMAIN AF_UNIX, SO_ACCEPTCONN).
 pub fn inherited_unix_listener(fd: std::os::fd::RawFd) -> io::Result<std::os::unix::net::UnixListener> {
@@ -565,4 +604,20 @@ pub fn limit_address_space(bytes: u64) -> io::Result<()> {
 /// Number of CPUs this process may run on.
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    /// The send buffer asked for is the one in effect, as the kernel counts
+    /// it (twice the request), whenever `net.core.wmem_max` allows it.
+    #[test]
+    fn a_socket_gets_the_send_buffer_it_asks_for() {
+        let (ours, _peer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let before = super::send_buffer(ours.as_fd()).expect("SO_SNDBUF");
+        let wanted = 64 * 1024;
+        super::set_send_buffer(ours.as_fd(), wanted).expect("set SO_SNDBUF");
+        assert_eq!(super::send_buffer(ours.as_fd()).expect("SO_SNDBUF"), 2 * wanted, "default was {before}");
+    }
 }
