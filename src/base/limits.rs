@@ -263,12 +263,14 @@ pub const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// and equal-sized chunks freed with a committed batch are what the
 /// allocator hands out for the next one. One CopyData message per chunk.
 pub const COPY_CHUNK_BYTES: usize = 256 * 1024;
-/// Parts of a send queue one SENDMSG of the lane's ring offers: 64 COPY
-/// chunks are a whole transaction (`TRANSACTION_BYTES_MAX`), so the kernel
-/// moves as much of it as the socket's buffer holds without waiting for
-/// the lane's loop to submit the next part. The vectors are allocated once
-/// per ring slot (16 bytes each).
-pub const RING_SEND_PARTS_MAX: usize = 64;
+/// Parts of a send queue one SENDMSG of the lane's ring offers: enough for
+/// a whole transaction (`TRANSACTION_BYTES_MAX`), whose queue holds two
+/// parts per COPY chunk (the chunk's 5-byte CopyData header, then the
+/// chunk, shared) plus a partly filled chunk per table and the statements,
+/// so the kernel moves as much of it as the socket's buffer holds without
+/// waiting for the lane's loop to submit the next part. The vectors are
+/// allocated once per ring slot (16 bytes each; at most `IOV_MAX` = 1024).
+pub const RING_SEND_PARTS_MAX: usize = 256;
 /// Rows per transaction: consecutive spooled batches waiting for
 /// PostgreSQL are sent together in one transaction up to this bound.
 /// Measured with `applianced bench` (1,000,000 events, one run each, this
@@ -279,7 +281,9 @@ pub const RING_SEND_PARTS_MAX: usize = 64;
 pub const TRANSACTION_ROWS_MAX: usize = 50_000;
 /// Encoded COPY bytes per transaction (with `TRANSACTION_ROWS_MAX`).
 pub const TRANSACTION_BYTES_MAX: usize = 16 * 1024 * 1024;
-const _: () = assert!(RING_SEND_PARTS_MAX * COPY_CHUNK_BYTES >= TRANSACTION_BYTES_MAX);
+// Two parts per full chunk, and room for 32 tables' last chunks and statements.
+const _: () =
+    assert!(RING_SEND_PARTS_MAX >= 2 * (TRANSACTION_BYTES_MAX / COPY_CHUNK_BYTES + 32) && RING_SEND_PARTS_MAX <= 1024);
 /// PostgreSQL connections a lane commits its spool over (`lane
 /// --commit-streams`, `run --commit-streams`): at most this many
 /// transactions of one lane are in flight at once, each on its own

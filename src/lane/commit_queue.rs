@@ -163,6 +163,9 @@ pub(super) struct CommitQueue {
     records_committed: u64,
     /// Spooled batches read back because they did not fit the cache.
     batches_read_back: u64,
+    /// The record a read-ahead could not read or parse: not tried again
+    /// ahead of its turn (`next` reads it then and reports it).
+    read_ahead_failed: Option<u64>,
 }
 
 impl CommitQueue {
@@ -188,6 +191,7 @@ impl CommitQueue {
             corrupted_records: 0,
             records_committed: 0,
             batches_read_back: 0,
+            read_ahead_failed: None,
         }
     }
 
@@ -589,7 +593,8 @@ impl CommitQueue {
     /// cache passes `SPOOL_CACHE_BYTES_MAX` by at most
     /// `SPOOL_READ_AHEAD_BYTES_MAX` for them. A record that cannot be read
     /// or parsed here is left as it is: `next` reads it at its turn and
-    /// reports it as always (damaged: a recorded gap; failed: fatal).
+    /// reports it as always (damaged: a recorded gap; failed: fatal), and is
+    /// not tried again before then.
     pub fn read_ahead(&mut self, now_ms: u64) {
         if self.resolve.is_some() {
             return;
@@ -608,11 +613,16 @@ impl CommitQueue {
             let (SpooledKind::Record { cached: None }, Some(location)) = (&spooled.kind, spooled.location) else {
                 continue;
             };
-            if self.cached_bytes + length > SPOOL_CACHE_BYTES_MAX + SPOOL_READ_AHEAD_BYTES_MAX {
+            if self.cached_bytes + length > SPOOL_CACHE_BYTES_MAX + SPOOL_READ_AHEAD_BYTES_MAX
+                || self.read_ahead_failed == Some(location.id)
+            {
                 return;
             }
-            let Ok(payload) = self.spool.read(&location) else { return };
-            let Ok(batch) = Batch::from_spool_payload(self.module, now_ms, &payload) else { return };
+            let read = self.spool.read(&location).map_err(|e| e.to_string());
+            let Ok(batch) = read.and_then(|payload| Batch::from_spool_payload(self.module, now_ms, &payload)) else {
+                self.read_ahead_failed = Some(location.id);
+                return;
+            };
             self.batches_read_back += 1;
             self.cached_bytes += batch.bytes;
             if let Some(Spooled { kind: SpooledKind::Record { cached }, .. }) = self.unsent.get_mut(index) {

@@ -229,6 +229,11 @@ pub fn run(
 /// socket takes.
 fn flush_pg(core: &mut LaneCore, pg_streams: &mut [Option<(UnixStream, SendQueue)>], clock: &Clock) {
     for (link, entry) in pg_streams.iter_mut().enumerate() {
+        if !core.pg_link_connected(link) {
+            // Reset or lost: what it still holds is never sent.
+            *entry = None;
+            continue;
+        }
         let Some((stream, out)) = entry.as_mut() else { continue };
         if let Some(mut more) = core.take_pg_output(link) {
             out.append(&mut more); // parts moved, not copied

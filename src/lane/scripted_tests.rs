@@ -659,6 +659,39 @@ fn the_next_transactions_records_are_read_back_while_every_stream_is_busy() {
     assert_eq!(h.db.rows, h.producers[&5].created);
 }
 
+/// A record the read-ahead finds damaged is not read again ahead of its
+/// turn (each try would block the lane); at its turn it is read once more
+/// and reported as always: dropped, its events a recorded gap, the rest
+/// committed.
+#[test]
+fn a_damaged_record_is_not_read_ahead_again_and_is_reported_at_its_turn() {
+    use crate::base::limits::{BATCH_FLUSH_INTERVAL_MS, TRANSACTION_ROWS_MAX};
+    let mut h = Harness::new();
+    h.welcomed(5);
+    while h.producers[&5].created < TRANSACTION_ROWS_MAX as u64 + 10_000 {
+        h.send(5, 5_000);
+        h.advance(BATCH_FLUSH_INTERVAL_MS);
+        h.read_all();
+    }
+    h.crash();
+    let last = h.spool.records().last().map(|r| r.location.id).expect("records");
+    h.spool.inject(crate::storage::spool::memory::Fault::Damage(last));
+    h.database(Lose::No); // connect
+    h.database(Lose::No); // the producer's watermark
+    h.database(Lose::No); // the partition window; the first transaction starts, the second is read ahead
+    let reads = h.spool.reads();
+    assert_eq!(reads, h.spool.records().len() as u64, "every record read once, the damaged one included");
+    for _ in 0..3 {
+        h.core.read_ahead(h.now);
+    }
+    assert_eq!(h.spool.reads(), reads, "the damaged record is not read again ahead of its turn");
+    h.database(Lose::No); // the first commits; the second starts: the damaged record is read at its turn
+    assert_eq!(h.spool.reads(), reads + 1);
+    h.database(Lose::No); // the second commits without it
+    assert_eq!(h.db.commits, 2);
+    assert!(h.db.rows < h.producers[&5].created, "the damaged record's events are not committed");
+}
+
 /// A lane told to use fewer commit streams than it has links starts no
 /// more transactions at once than that, reports a backlog while records
 /// wait, and uses the links again once allowed.

@@ -130,8 +130,9 @@ pub fn run(
         }
         if replies > 0 {
             pump_all_pg(core, ring, &mut pg_sockets)?;
-            ring.submit().map_err(LaneError::io("io_uring submit"))?;
         }
+        // Also the rest of any partial send, which the ring queued while reaping.
+        ring.submit().map_err(LaneError::io("io_uring submit"))?;
         for completion in completions.drain(..) {
             match completion {
                 Completion::Readable(KEY_SIGNALS) => {

@@ -50,7 +50,7 @@ pub fn lane_allow_list() -> Vec<Allowed> {
         Allowed {
             syscall: SYS_getsockopt,
             name: "getsockopt",
-            reason: "SO_PEERCRED of each accepted producer",
+            reason: "SO_PEERCRED of each accepted producer; SO_SNDBUF of each PostgreSQL connection (logged)",
             only: &[(1, SOL_SOCKET as u64)],
             clear_bits: None,
         },

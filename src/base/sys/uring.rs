@@ -242,8 +242,9 @@ impl Ring {
     fn submit_send(&mut self, slot: usize) -> io::Result<()> {
         let buffers = &mut self.slots[slot];
         let send_fd = buffers.send_fd;
-        // One SENDMSG offers the queue's first parts (a whole transaction's
-        // COPY chunks): the socket takes as much as its buffer holds at once.
+        // One SENDMSG offers the queue's first parts (a whole transaction:
+        // its chunks and their CopyData headers): the socket takes as much
+        // as its buffer holds at once.
         let mut parts = 0;
         for (iov, part) in buffers.send_iov.iter_mut().zip(buffers.send.fronts(RING_SEND_PARTS_MAX)) {
             iov.iov_base = part.as_ptr().cast_mut().cast();
@@ -264,9 +265,13 @@ impl Ring {
         pushed
     }
 
-    /// Submit what is queued without waiting (completions are reaped by
-    /// the next [`Ring::wait`]).
+    /// Submit what is queued, if anything, without waiting (completions are
+    /// reaped by the next [`Ring::wait`]). [`Ring::wait`] queues the rest of
+    /// a partial send while it reaps; this sends it on without a wait.
     pub fn submit(&mut self) -> io::Result<()> {
+        if self.ring.submission().is_empty() {
+            return Ok(());
+        }
         match self.ring.submit() {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => Ok(()),

@@ -42,6 +42,7 @@ struct MemoryState {
     faults: Vec<Fault>,
     damaged: Vec<u64>,
     syncs: u64,
+    reads: u64,
 }
 
 /// An in-memory spool with injectable faults. Cloning gives another handle
@@ -103,6 +104,11 @@ impl MemorySpool {
     /// How many syncs returned Ok.
     pub fn syncs(&self) -> u64 {
         self.state.borrow().syncs
+    }
+
+    /// How many records were read back (damaged ones included).
+    pub fn reads(&self) -> u64 {
+        self.state.borrow().reads
     }
 
     fn take_fault(state: &mut MemoryState, fault: Fault) -> bool {
@@ -176,6 +182,7 @@ impl SpoolStore for MemorySpool {
         Ok(())
     }
     fn read(&self, location: &Location) -> Result<Vec<u8>, SpoolError> {
+        self.state.borrow_mut().reads += 1;
         let state = self.state.borrow();
         let corrupted = |why: &str| SpoolError::Corrupted { location: *location, why: why.into() };
         if state.damaged.contains(&location.id) {
