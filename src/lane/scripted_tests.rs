@@ -154,6 +154,30 @@ impl Harness {
         self.advance(flush);
     }
 
+    /// Producer `id` welcomed, then more events spooled than one
+    /// transaction holds (`TRANSACTION_ROWS_MAX`), none committed; then the
+    /// lane crashes, so every record is on disk only (recovered records are
+    /// not cached).
+    fn two_transactions_on_disk(&mut self, id: u64) {
+        self.welcomed(id);
+        let total = crate::base::limits::TRANSACTION_ROWS_MAX as u64 + 10_000;
+        while self.producers[&id].created < total {
+            self.send(id, 5_000);
+            self.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
+            self.read_all();
+        }
+        assert_eq!(self.db.commits, 0);
+        self.crash();
+    }
+
+    /// Serve `request` on link `link` and hand the core its replies, with
+    /// no tick after them (a driver ticks only after sending what they queued).
+    fn serve_by_hand(&mut self, link: usize, request: &[u8]) {
+        let replies = self.db.serve_on(link, request);
+        self.core.pg_sent(link);
+        self.core.on_pg_bytes(link, &replies, self.now);
+    }
+
     /// Producer `id` sends up to `count` events in one frame, within its credit.
     fn send(&mut self, id: u64, count: u32) {
         let Some(p) = self.producers.get_mut(&id) else { return };
@@ -600,10 +624,8 @@ fn a_commit_reply_queues_the_next_tail_and_leaves_new_transactions_to_the_tick()
     h.advance(crate::base::limits::BATCH_FLUSH_INTERVAL_MS);
     h.database_on(1, Lose::No); // B's body runs
     // A's transaction served by hand, so that nothing ticks after its reply.
-    let request = h.core.take_pg_output(0).expect("A's transaction");
-    let replies = h.db.serve_on(0, &request.into_vec());
-    h.core.pg_sent(0);
-    h.core.on_pg_bytes(0, &replies, h.now);
+    let request = h.core.take_pg_output(0).expect("A's transaction").into_vec();
+    h.serve_by_hand(0, &request);
     assert_eq!((h.db.commits, h.db.rows), (1, 10));
     let tail = h.core.take_pg_output(1).expect("B's tail is queued with A's COMMIT reply").into_vec();
     assert!(String::from_utf8_lossy(&tail).contains("COMMIT"), "B's tail holds its COMMIT");
@@ -611,13 +633,9 @@ fn a_commit_reply_queues_the_next_tail_and_leaves_new_transactions_to_the_tick()
     h.core.tick(h.now);
     let third = h.core.take_pg_output(0).expect("the third batch's transaction starts at the tick").into_vec();
     assert!(String::from_utf8_lossy(&third).contains("BEGIN"));
-    let replies = h.db.serve_on(1, &tail);
-    h.core.pg_sent(1);
-    h.core.on_pg_bytes(1, &replies, h.now);
+    h.serve_by_hand(1, &tail);
     assert_eq!((h.db.commits, h.db.rows), (2, 20));
-    let replies = h.db.serve_on(0, &third);
-    h.core.pg_sent(0);
-    h.core.on_pg_bytes(0, &replies, h.now);
+    h.serve_by_hand(0, &third);
     h.after_step();
     h.settle();
     assert_eq!(h.db.rows, 30);
@@ -629,17 +647,8 @@ fn a_commit_reply_queues_the_next_tail_and_leaves_new_transactions_to_the_tick()
 /// again; every event is committed once.
 #[test]
 fn the_next_transactions_records_are_read_back_while_every_stream_is_busy() {
-    use crate::base::limits::{BATCH_FLUSH_INTERVAL_MS, TRANSACTION_ROWS_MAX};
     let mut h = Harness::new();
-    h.welcomed(5);
-    let total = TRANSACTION_ROWS_MAX as u64 + 10_000;
-    while h.producers[&5].created < total {
-        h.send(5, 5_000);
-        h.advance(BATCH_FLUSH_INTERVAL_MS);
-        h.read_all();
-    }
-    assert_eq!(h.db.commits, 0);
-    h.crash(); // the records are on disk only
+    h.two_transactions_on_disk(5);
     h.database(Lose::No); // connect
     h.database(Lose::No); // the producer's watermark
     assert_eq!(h.core.stats.batches_read_back, 0, "nothing is read ahead with no stream busy");
@@ -651,7 +660,7 @@ fn the_next_transactions_records_are_read_back_while_every_stream_is_busy() {
     );
     h.database(Lose::No); // the first commits; the second starts from what was read ahead
     assert_eq!(h.db.commits, 1);
-    assert!(h.db.rows < total, "a second transaction follows: {} rows in the first", h.db.rows);
+    assert!(h.db.rows < h.producers[&5].created, "a second transaction follows: {} rows in the first", h.db.rows);
     assert_eq!(h.core.stats.batches_read_back, records, "nothing is read twice");
     h.database(Lose::No); // the second commits
     assert_eq!((h.db.commits, h.db.rows), (2, h.producers[&5].created));
@@ -665,15 +674,8 @@ fn the_next_transactions_records_are_read_back_while_every_stream_is_busy() {
 /// committed.
 #[test]
 fn a_damaged_record_is_not_read_ahead_again_and_is_reported_at_its_turn() {
-    use crate::base::limits::{BATCH_FLUSH_INTERVAL_MS, TRANSACTION_ROWS_MAX};
     let mut h = Harness::new();
-    h.welcomed(5);
-    while h.producers[&5].created < TRANSACTION_ROWS_MAX as u64 + 10_000 {
-        h.send(5, 5_000);
-        h.advance(BATCH_FLUSH_INTERVAL_MS);
-        h.read_all();
-    }
-    h.crash();
+    h.two_transactions_on_disk(5);
     let last = h.spool.records().last().map(|r| r.location.id).expect("records");
     h.spool.inject(crate::storage::spool::memory::Fault::Damage(last));
     h.database(Lose::No); // connect
