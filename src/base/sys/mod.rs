@@ -327,36 +327,25 @@ pub fn set_send_buffer(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> io::Res
 /// The send buffer of socket `fd` in bytes (SO_SNDBUF as the kernel reports it).
 pub fn send_buffer(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
+    socket_option_int(fd.as_raw_fd(), libc::SO_SNDBUF).map(|value| usize::try_from(value).unwrap_or(0))
+}
+
+/// An int-valued SOL_SOCKET option of socket `fd` (getsockopt).
+fn socket_option_int(fd: std::os::fd::RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: fd is a live descriptor (borrowed); value and len are locals
-    // of the size passed; the kernel writes one int into `value`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(usize::try_from(value).unwrap_or(0)) }
+    // SAFETY: value and len are locals of the size passed; the kernel writes
+    // at most one int into `value` (an invalid fd is an error, not UB).
+    let rc =
+        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len) };
+    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(value) }
 }
 
 /// Take ownership of a listening Unix socket inherited as descriptor `fd`,
 /// after checking that it is one (SO_DOMAIN AF_UNIX, SO_ACCEPTCONN).
 pub fn inherited_unix_listener(fd: std::os::fd::RawFd) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::fd::FromRawFd;
-    let get = |option: libc::c_int| -> io::Result<libc::c_int> {
-        let mut value: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: value and len are locals of the size passed.
-        let rc = unsafe {
-            libc::getsockopt(fd, libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len)
-        };
-        if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(value) }
-    };
-    if get(libc::SO_DOMAIN)? != libc::AF_UNIX || get(libc::SO_ACCEPTCONN)? != 1 {
+    if socket_option_int(fd, libc::SO_DOMAIN)? != libc::AF_UNIX || socket_option_int(fd, libc::SO_ACCEPTCONN)? != 1 {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("fd {fd} is not a listening Unix socket")));
     }
     // SAFETY: fd was checked to be an open listening socket that this
@@ -372,13 +361,7 @@ pub fn inherited_unix_listener(fd: std::os::fd::RawFd) -> io::Result<std::os::un
 
 /// SO_TYPE of a socket descriptor (SOCK_STREAM, SOCK_SEQPACKET, ...).
 pub fn socket_type(fd: std::os::fd::RawFd) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: value and len are locals of the size passed.
-    let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut value as *mut libc::c_int).cast(), &mut len)
-    };
-    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(value) }
+    socket_option_int(fd, libc::SO_TYPE)
 }
 
 /// Take ownership of a `SOCK_SEQPACKET` socket inherited as descriptor
