@@ -618,15 +618,13 @@ impl CommitQueue {
             {
                 return;
             }
-            let read = self.spool.read(&location).map_err(|e| e.to_string());
-            let Ok(batch) = read.and_then(|payload| Batch::from_spool_payload(self.module, now_ms, &payload)) else {
+            let Ok(batch) = self.load_unsent(index, now_ms) else {
                 self.read_ahead_failed = Some(location.id);
                 return;
             };
-            self.batches_read_back += 1;
             self.cached_bytes += batch.bytes;
             if let Some(Spooled { kind: SpooledKind::Record { cached }, .. }) = self.unsent.get_mut(index) {
-                *cached = Some(Box::new(batch));
+                *cached = Some(batch);
             }
         }
     }
